@@ -1,0 +1,192 @@
+"""The ``redraw`` command line. Every subcommand has ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_envs(args) -> int:
+    from redraw.envs import ENVS
+
+    for name, spec in ENVS.items():
+        kind = f"target of {spec.source}: {spec.perturbation.describe()}" if spec.is_target else "source"
+        print(f"{name:27s} {spec.domain + '/' + spec.task:22s} {kind}")
+    return 0
+
+
+def _cmd_collect(args) -> int:
+    from redraw.stages import collect
+
+    argv = [args.which, "--params", args.params] + (["--no-progress"] if args.no_progress else [])
+    return collect.main(argv)
+
+
+def _cmd_validate_stage(args) -> int:
+    from redraw.stages import validate
+
+    return validate.main(["--params", args.params, "--data", args.data])
+
+
+def _contract(args):
+    """The validation contract: thresholds from params.yaml (if present), overrides from flags."""
+    from redraw.config import load_params
+    from redraw.stages.validate import validation_config
+    from redraw.validation import ValidationConfig
+
+    if Path(args.params).is_file():
+        cfg = validation_config(load_params(args.params), args.params)
+    else:
+        cfg = ValidationConfig()
+    if args.env is not None:
+        cfg.expected_env = args.env or None
+    if args.obs_mode is not None:
+        cfg.expected_obs_mode = args.obs_mode or None
+    if args.min_transitions is not None:
+        cfg.min_transitions = args.min_transitions
+    if args.min_episode_length is not None:
+        cfg.min_episode_length = args.min_episode_length
+    return cfg
+
+
+def _cmd_data_validate(args) -> int:
+    from redraw.stages.validate import report
+    from redraw.validation import validate_dataset
+
+    result = validate_dataset(args.path, _contract(args), docs_dir=args.docs)
+    report(result, out=sys.stdout if result.success else sys.stderr)
+    if args.docs:
+        print(f"data docs: {Path(args.docs) / 'index.html'}")
+    return 0 if result.success else 1
+
+
+def _cmd_data_import(args) -> int:
+    from redraw.data.importer import ImportRejected, import_dataset
+    from redraw.stages.validate import report
+
+    try:
+        result = import_dataset(args.src, args.dest, _contract(args), replace=args.replace)
+    except ImportRejected as exc:
+        report(exc.result, out=sys.stderr)
+        print(f"import: nothing was copied to {args.dest}", file=sys.stderr)
+        return 1
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"import: error: {exc}", file=sys.stderr)
+        return 2
+    report(result)
+    print(
+        f"import: {result.stats.get('episodes')} episodes now in {args.dest}. To calibrate on them, set "
+        f"`target_data: {args.dest}` in params.yaml and track the data with `dvc add {args.dest}`."
+    )
+    return 0
+
+
+def _cmd_data_stats(args) -> int:
+    from redraw.data.episodes import dataset_stats
+    from redraw.data.schema import DataError, read_metadata
+
+    try:
+        meta = read_metadata(args.path)
+        stats = dataset_stats(args.path)
+    except DataError as exc:
+        print(f"stats: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.path}: env={meta.env} obs_mode={meta.obs_mode} behaviour={meta.behaviour} control_hz={meta.control_hz:g}")
+    for key, value in stats.items():
+        print(f"  {key:12s} {value:.6g}")
+    return 0
+
+
+def _cmd_preset(args) -> int:
+    from redraw.config import ConfigError, apply_preset, preset_names
+
+    if args.name is None:
+        print("presets: " + ", ".join(preset_names()))
+        return 0
+    try:
+        changed = apply_preset(args.name, args.params)
+    except ConfigError as exc:
+        print(f"preset: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"preset {args.name}: {len(changed)} key(s) changed in {args.params}" + (": " + ", ".join(changed) if changed else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="redraw",
+        description="ReDRAW: adapt a simulator-trained latent world model to a target system. "
+        "The pipeline itself runs with `dvc repro`; these commands run its pieces by hand.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("envs", help="list the registered source and target envs",
+                       description="List the registered envs and the perturbation each target applies.")
+    p.set_defaults(func=_cmd_envs)
+
+    p = sub.add_parser("collect", help="collect simulator episodes (DVC stage collect_source/_target)",
+                       description="Collect episodes for env.source -> data/source or env.target -> data/target, "
+                       "with the behaviour and sizes in params.yaml.")
+    p.add_argument("which", choices=["source", "target"])
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser("validate", help="validate the target data (DVC stage validate_target)",
+                       description="Run the target-data contract on the configured target data and write "
+                       "reports/validate_target.json and the data docs.")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--data", default="data/target", help="data set directory (default: data/target)")
+    p.set_defaults(func=_cmd_validate_stage)
+
+    p = sub.add_parser("preset", help="switch params.yaml to a named preset (smoke, cpu, paper)",
+                       description="Write the keys of presets/NAME.yaml into params.yaml and record `preset: NAME`. "
+                       "Without NAME, list the presets.")
+    p.add_argument("name", nargs="?", help="preset name")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.set_defaults(func=_cmd_preset)
+
+    data = sub.add_parser("data", help="inspect, validate and import episode data sets",
+                          description="Episode data sets: see docs/episode-schema.md for the format.")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+
+    def contract_flags(q):
+        q.add_argument("--params", default="params.yaml",
+                       help="thresholds from this params file's `validate` section if it exists (default: params.yaml)")
+        q.add_argument("--env", default=None, help="expected env in metadata (default: params env.target; '' = any)")
+        q.add_argument("--obs-mode", default=None, help="expected obs mode (default: params env.obs_mode; '' = any)")
+        q.add_argument("--min-transitions", type=int, default=None, help="minimum total agent steps")
+        q.add_argument("--min-episode-length", type=int, default=None, help="minimum agent steps per episode")
+
+    q = dsub.add_parser("validate", help="run the data contract on any directory",
+                        description="Run the target-data checks on PATH and print every failed check with its file "
+                        "and field. Exit status 1 when the data is rejected. Reads, never writes, PATH.")
+    q.add_argument("path", help="data set directory (metadata.json + *.npz)")
+    q.add_argument("--docs", default=None, help="also build Great Expectations HTML data docs into this directory")
+    contract_flags(q)
+    q.set_defaults(func=_cmd_data_validate)
+
+    q = dsub.add_parser("import", help="validate external episodes and copy them into the project",
+                        description="Validate SRC against the data contract and, only if it passes, copy it to DEST "
+                        "atomically. Use it to bring in a real robot's logs.")
+    q.add_argument("src", help="directory with metadata.json and episode .npz files")
+    q.add_argument("--dest", default="data/imported", help="destination directory (default: data/imported)")
+    q.add_argument("--replace", action="store_true", help="replace DEST if it already holds data")
+    contract_flags(q)
+    q.set_defaults(func=_cmd_data_import)
+
+    q = dsub.add_parser("stats", help="episodes, transitions and returns of a data set",
+                        description="Print a data set's metadata summary and return statistics.")
+    q.add_argument("path", help="data set directory")
+    q.set_defaults(func=_cmd_data_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""params.yaml: the single source of hyperparameters, and the named presets that override it.
+
+Each preset file (``presets/<name>.yaml``) sets the *same* set of keys, so switching from any
+preset to any other is exact; ``apply_preset`` writes them into params.yaml (keeping its
+comments) and records ``preset: <name>`` there, which every run records with its params.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PARAMS = "params.yaml"
+PRESETS_DIR = "presets"
+
+
+class ConfigError(ValueError):
+    """A params file or preset is wrong; the message names the file and key."""
+
+
+def _yaml():
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 100
+    return yaml
+
+
+def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found (run from the repository root, or pass --params)")
+    data = _yaml().load(path.read_text())
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def get(params: dict[str, Any], dotted: str, path: str | os.PathLike = DEFAULT_PARAMS) -> Any:
+    """``get(params, "env.obs_mode")`` with an error naming the missing key and file."""
+    node: Any = params
+    for i, part in enumerate(dotted.split(".")):
+        if not isinstance(node, dict) or part not in node:
+            prefix = ".".join(dotted.split(".")[: i + 1])
+            raise ConfigError(f"{path}: missing key '{prefix}'")
+        node = node[part]
+    return node
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def preset_names(root: str | os.PathLike = ".") -> list[str]:
+    return sorted(p.stem for p in (Path(root) / PRESETS_DIR).glob("*.yaml"))
+
+
+def apply_preset(name: str, params_path: str | os.PathLike = DEFAULT_PARAMS, root: str | os.PathLike = ".") -> list[str]:
+    """Write preset ``name`` into params.yaml; returns the dotted keys that changed."""
+    preset_path = Path(root) / PRESETS_DIR / f"{name}.yaml"
+    if not preset_path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names(root)) or 'none'} (in {PRESETS_DIR}/)")
+    yaml = _yaml()
+    overrides = flatten(yaml.load(preset_path.read_text()) or {})
+    params_path = Path(params_path)
+    params = load_params(params_path)
+    changed = []
+    for dotted, value in overrides.items():
+        node = params
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if part not in node or not isinstance(node[part], dict):
+                raise ConfigError(f"{preset_path}: key '{dotted}' does not exist in {params_path}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"{preset_path}: key '{dotted}' does not exist in {params_path}")
+        if node[parts[-1]] != value:
+            changed.append(dotted)
+        node[parts[-1]] = value
+    if params.get("preset") != name:
+        changed.append("preset")
+    params["preset"] = name
+    tmp = params_path.with_name(f".{params_path.name}.tmp")
+    with open(tmp, "w") as fh:
+        yaml.dump(params, fh)
+    os.replace(tmp, params_path)
+    return changed

@@ -1,0 +1,69 @@
+"""Behaviour policies for data collection: how actions are chosen when no trained policy acts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BEHAVIOURS = ("random", "correlated", "policy")
+
+
+@dataclass
+class BehaviourConfig:
+    """How the collector picks actions."""
+
+    kind: str = "random"  #: random (uniform in bounds) | correlated (AR(1) noise) | policy
+    rho: float = 0.9  #: correlated: AR(1) coefficient; 0 is white noise, ->1 is smoother
+    scale: float = 1.0  #: correlated: stationary std of the noise before clipping
+    checkpoint: str = ""  #: policy: path of a trained policy checkpoint
+
+
+class UniformRandom:
+    def __init__(self, low: np.ndarray, high: np.ndarray):
+        self.low, self.high = low, high
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def act(self, obs: dict) -> np.ndarray:
+        return self.rng.uniform(self.low, self.high).astype(np.float32)
+
+
+class CorrelatedNoise:
+    """x_t = rho x_{t-1} + sqrt(1 - rho^2) * scale * eps_t, clipped to the bounds."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray, rho: float, scale: float):
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"behaviour.rho must be in [0, 1), got {rho}")
+        self.low, self.high, self.rho, self.scale = low, high, rho, scale
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.x = rng.normal(0.0, self.scale, size=self.low.shape)
+
+    def act(self, obs: dict) -> np.ndarray:
+        eps = self.rng.normal(0.0, self.scale, size=self.low.shape)
+        self.x = self.rho * self.x + np.sqrt(1.0 - self.rho**2) * eps
+        return np.clip(self.x, self.low, self.high).astype(np.float32)
+
+
+def make_behaviour(cfg: BehaviourConfig, low: np.ndarray, high: np.ndarray):
+    if cfg.kind == "random":
+        return UniformRandom(low, high)
+    if cfg.kind == "correlated":
+        return CorrelatedNoise(low, high, cfg.rho, cfg.scale)
+    if cfg.kind == "policy":
+        raise NotImplementedError(
+            "behaviour 'policy' needs a trained policy checkpoint; policies come with world-model "
+            "pretraining, which this version does not have yet. Use 'random' or 'correlated'."
+        )
+    raise ValueError(f"unknown behaviour kind {cfg.kind!r}; choose one of {BEHAVIOURS}")
+
+
+def describe(cfg: BehaviourConfig) -> str:
+    if cfg.kind == "correlated":
+        return f"correlated(rho={cfg.rho}, scale={cfg.scale})"
+    if cfg.kind == "policy":
+        return f"policy:{cfg.checkpoint}"
+    return cfg.kind

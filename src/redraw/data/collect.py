@@ -1,0 +1,180 @@
+"""Collect episodes from a registered env with a behaviour policy, in parallel over processes.
+
+Episode ``i`` is a pure function of ``(seed, stream, i)``: the same data set comes out whatever
+the number of workers. Output is written to a temporary sibling directory and renamed into
+place at the end, so a failed or interrupted run leaves no half-written data set.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from redraw import __version__
+from redraw.data.behaviours import BehaviourConfig, describe, make_behaviour
+from redraw.data.episodes import Episode, episode_name, save_episode
+from redraw.data.schema import DatasetMeta, write_metadata
+
+
+@dataclass
+class CollectConfig:
+    """One collection run."""
+
+    env: str  #: registered env name
+    out_dir: str  #: data set directory to create (must not exist or be empty)
+    obs_mode: str = "proprio"  #: pixels | proprio
+    episodes: int = 0  #: number of episodes; if 0, derived from ``transitions``
+    transitions: int = 0  #: total agent steps wanted (rounded up to whole episodes)
+    seed: int = 0
+    stream: int = 0  #: separates seed streams of different data sets (source 0, target 1)
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
+    workers: int = 2  #: processes; 1 collects in this process
+    action_repeat: int = 2
+    episode_steps: int = 500  #: agent steps per episode
+    image_size: int = 64
+    compress: bool = True  #: zip-compress episode files (images shrink ~10x)
+
+    def n_episodes(self) -> int:
+        if self.episodes > 0:
+            return self.episodes
+        if self.transitions > 0:
+            return math.ceil(self.transitions / self.episode_steps)
+        raise ValueError("set either episodes or transitions to a positive number")
+
+    def env_kwargs(self) -> dict:
+        return dict(
+            obs_mode=self.obs_mode,
+            action_repeat=self.action_repeat,
+            episode_steps=self.episode_steps,
+            image_size=self.image_size,
+        )
+
+
+def episode_seed(seed: int, stream: int, index: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed, stream, index])
+
+
+def run_episode(env, behaviour, seed_seq: np.random.SeedSequence) -> Episode:
+    """Roll out one episode; rows follow docs/episode-schema.md (row 0 = reset)."""
+    env_seed, act_seed = seed_seq.spawn(2)
+    behaviour.reset(np.random.default_rng(act_seed))
+    obs = env.reset(seed=int(env_seed.generate_state(1)[0]))
+    rows = {k: [v] for k, v in obs.items()}
+    actions = [np.zeros(env.action_size, np.float32)]
+    rewards, terminals = [0.0], [False]
+    done = False
+    while not done:
+        action = behaviour.act(obs)
+        obs, reward, done, terminal = env.step(action)
+        for k, v in obs.items():
+            rows[k].append(v)
+        actions.append(np.asarray(action, np.float32))
+        rewards.append(reward)
+        terminals.append(terminal)
+    n = len(rewards)
+    episode = {k: np.stack(v) for k, v in rows.items()}
+    episode["action"] = np.stack(actions).astype(np.float32)
+    episode["reward"] = np.asarray(rewards, np.float32)
+    episode["is_first"] = np.arange(n) == 0
+    episode["is_last"] = np.arange(n) == n - 1
+    episode["is_terminal"] = np.asarray(terminals, bool)
+    return episode
+
+
+# -- worker processes ---------------------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _init_worker(cfg: CollectConfig, tmp_dir: str) -> None:
+    from redraw.envs import make_env
+
+    env = make_env(cfg.env, seed=cfg.seed, **cfg.env_kwargs())
+    _WORKER.update(
+        env=env,
+        behaviour=make_behaviour(cfg.behaviour, env.action_low, env.action_high),
+        cfg=cfg,
+        tmp_dir=tmp_dir,
+    )
+
+
+def _collect_one(index: int) -> tuple[int, int, float]:
+    cfg: CollectConfig = _WORKER["cfg"]
+    episode = run_episode(_WORKER["env"], _WORKER["behaviour"], episode_seed(cfg.seed, cfg.stream, index))
+    save_episode(Path(_WORKER["tmp_dir"]) / episode_name(index), episode, compress=cfg.compress)
+    return index, len(episode["reward"]) - 1, float(episode["reward"][1:].sum())
+
+
+def _close_worker() -> None:
+    env = _WORKER.pop("env", None)
+    if env is not None:
+        env.close()
+
+
+def collect(cfg: CollectConfig, progress: bool = True) -> DatasetMeta:
+    """Collect ``cfg.n_episodes()`` episodes into ``cfg.out_dir``; returns its metadata."""
+    from redraw.envs import make_env
+
+    out = Path(cfg.out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: output directory exists and is not empty; remove it or choose another")
+    n = cfg.n_episodes()
+    make_behaviour(cfg.behaviour, np.zeros(1), np.ones(1))  # fail fast on a bad behaviour
+    with make_env(cfg.env, seed=cfg.seed, **cfg.env_kwargs()) as env:
+        meta = DatasetMeta(
+            env=cfg.env,
+            obs_mode=cfg.obs_mode,
+            control_hz=env.control_hz,
+            action_size=env.action_size,
+            action_low=env.action_low.tolist(),
+            action_high=env.action_high.tolist(),
+            observations={k: {"shape": list(s), "dtype": d} for k, (s, d) in env.observation_spec().items()},
+            behaviour=describe(cfg.behaviour),
+            action_repeat=cfg.action_repeat,
+            source="simulator",
+            seed=cfg.seed,
+            extra={"episode_steps": cfg.episode_steps, "redraw_version": __version__},
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    start, steps = time.perf_counter(), 0
+    bar = tqdm(total=n, unit="ep", desc=f"collect {cfg.env} ({cfg.obs_mode})", disable=not progress)
+    try:
+        workers = max(1, min(cfg.workers, n))
+        if workers == 1:
+            _init_worker(cfg, str(tmp))
+            try:
+                results = map(_collect_one, range(n))
+                for _, s, _ in results:
+                    steps += s
+                    bar.update(1)
+                    bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - start):.0f}")
+            finally:
+                _close_worker()
+        else:
+            # spawn: every worker owns a fresh GL context; forking one is unsafe
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, str(tmp))) as pool:
+                for _, s, _ in pool.imap_unordered(_collect_one, range(n)):
+                    steps += s
+                    bar.update(1)
+                    bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - start):.0f}")
+        write_metadata(tmp, meta)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+    return meta

@@ -1,0 +1,1 @@
+"""One module per DVC stage: a pure ``run(params) -> metrics`` and a thin ``main``."""

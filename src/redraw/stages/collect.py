@@ -1,0 +1,78 @@
+"""DVC stages ``collect_source`` / ``collect_target``: simulator episodes with a behaviour policy.
+
+The target simulator stands in for the real robot: ``collect_target`` produces the small, fixed
+target data set (size in transitions, ``collect_target.transitions``).
+
+    python -m redraw.stages.collect source|target [--params params.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from redraw.config import ConfigError, get, load_params
+from redraw.data.behaviours import BehaviourConfig
+from redraw.data.collect import CollectConfig, collect
+from redraw.data.episodes import dataset_stats
+from redraw.tracking import write_metrics
+
+OUT_DIRS = {"source": "data/source", "target": "data/target"}
+METRICS = {"source": "reports/collect_source.json", "target": "reports/collect_target.json"}
+STREAMS = {"source": 0, "target": 1}
+
+
+def config_from_params(which: str, params: dict, params_path: str = "params.yaml") -> CollectConfig:
+    section = get(params, f"collect_{which}", params_path)
+    raw = dict(get(params, f"collect_{which}.behaviour", params_path))
+    unknown = sorted(set(raw) - set(BehaviourConfig.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(
+            f"{params_path}: unknown key 'collect_{which}.behaviour.{unknown[0]}' "
+            f"(known: {', '.join(BehaviourConfig.__dataclass_fields__)})"
+        )
+    behaviour = BehaviourConfig(**raw)
+    return CollectConfig(
+        env=get(params, f"env.{which}", params_path),
+        out_dir=OUT_DIRS[which],
+        obs_mode=get(params, "env.obs_mode", params_path),
+        episodes=int(section.get("episodes", 0)),
+        transitions=int(section.get("transitions", 0)),
+        seed=int(get(params, "seed", params_path)),
+        stream=STREAMS[which],
+        behaviour=behaviour,
+        workers=int(get(params, "collect.workers", params_path)),
+        action_repeat=int(get(params, "env.action_repeat", params_path)),
+        episode_steps=int(get(params, "env.episode_steps", params_path)),
+        image_size=int(get(params, "env.image_size", params_path)),
+    )
+
+
+def run(which: str, params: dict, params_path: str = "params.yaml", progress: bool = True) -> dict:
+    cfg = config_from_params(which, params, params_path)
+    collect(cfg, progress=progress)
+    metrics = dataset_stats(cfg.out_dir)
+    write_metrics(METRICS[which], metrics, prefix="data/")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m redraw.stages.collect",
+        description="Collect simulator episodes for the source or the target env (DVC stage).",
+    )
+    parser.add_argument("which", choices=sorted(OUT_DIRS), help="source: env.source -> data/source; target: env.target -> data/target")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        metrics = run(args.which, load_params(args.params), args.params, progress=not args.no_progress)
+    except (ConfigError, ValueError, FileExistsError, NotImplementedError, KeyError) as exc:
+        print(f"collect {args.which}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"collect {args.which}: " + ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""DVC stage ``validate_target``: the Great Expectations data contract on the target data.
+
+Writes ``reports/validate_target.json`` (metrics for ``dvc metrics show``),
+``reports/validation/result.json`` (every check, every failure, the data fingerprint) and the
+HTML data docs under ``reports/validation/data_docs/``. Exits non-zero when any check fails,
+so ``dvc repro`` stops before anything trains on rejected data. The data is only read.
+
+    python -m redraw.stages.validate [--params params.yaml] [--data data/target]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from redraw.config import ConfigError, get, load_params
+from redraw.data.episodes import dataset_fingerprint
+from redraw.tracking import write_json, write_metrics
+
+DATA_DIR = "data/target"
+METRICS = "reports/validate_target.json"
+RESULT = "reports/validation/result.json"
+DOCS_DIR = "reports/validation/data_docs"
+
+
+def validation_config(params: dict, params_path: str = "params.yaml", env_key: str = "env.target"):
+    from redraw.validation import ValidationConfig
+
+    section = dict(get(params, "validate", params_path))
+    known = set(ValidationConfig.__dataclass_fields__) - {"expected_env", "expected_obs_mode"}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"{params_path}: unknown key 'validate.{unknown[0]}' (known: {', '.join(sorted(known))})")
+    return ValidationConfig(
+        **section,
+        expected_env=get(params, env_key, params_path),
+        expected_obs_mode=get(params, "env.obs_mode", params_path),
+    )
+
+
+def report(result, out=sys.stdout) -> None:
+    """Print a verdict and every failed check with its file and field."""
+    stats = result.stats
+    if result.success:
+        print(
+            f"validate: {result.directory}: OK — {stats.get('episodes', 0)} episodes, "
+            f"{stats.get('transitions', 0)} transitions, {stats.get('checks_evaluated', 0)} checks passed",
+            file=out,
+        )
+        return
+    print(f"validate: {result.directory}: REJECTED — {len(result.failures)} failed check(s):", file=out)
+    for failure in result.failures:
+        print(f"  - {failure}", file=out)
+
+
+def run(params: dict, params_path: str = "params.yaml", data_dir: str = DATA_DIR):
+    from redraw.validation import validate_dataset
+
+    cfg = validation_config(params, params_path)
+    result = validate_dataset(data_dir, cfg, docs_dir=DOCS_DIR)
+    payload = result.to_dict()
+    payload["data_dir"] = str(data_dir)
+    payload["data_fingerprint"] = dataset_fingerprint(data_dir) if Path(data_dir).is_dir() else None
+    write_json(RESULT, payload)
+    metrics = {"success": int(result.success), "failures": len(result.failures)}
+    metrics.update({k: v for k, v in result.stats.items() if isinstance(v, (int, float))})
+    write_metrics(METRICS, metrics, prefix="validate/")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m redraw.stages.validate",
+        description="Validate the target data set against the data contract (DVC stage).",
+    )
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--data", default=DATA_DIR, help=f"data set directory (default: {DATA_DIR})")
+    args = parser.parse_args(argv)
+    try:
+        result = run(load_params(args.params), args.params, args.data)
+    except ConfigError as exc:
+        print(f"validate: error: {exc}", file=sys.stderr)
+        return 2
+    report(result, out=sys.stdout if result.success else sys.stderr)
+    print(f"validate: data docs: {DOCS_DIR}/index.html")
+    return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
