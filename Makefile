@@ -1,0 +1,28 @@
+# Thin wrappers: `make repro` and `make test` set up .venv/ first (about two minutes, once).
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: setup repro test test-fast bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+repro: setup            ## run the pipeline on params.yaml (default: the cpu preset)
+	$(VENV)/bin/dvc repro
+
+test: setup             ## the whole test suite (what CI runs)
+	$(VENV)/bin/python -m pytest -q
+
+test-fast: setup        ## skip the slow end-to-end tests
+	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+bench: setup            ## collection throughput vs a plain dm_control loop
+	$(VENV)/bin/python benchmarks/collect_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,55 @@
+"""params.yaml and presets: switching preset is one exact command and is recorded."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from redraw.config import ConfigError, apply_preset, flatten, load_params, preset_names
+from redraw.config import _yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_preset_sets_the_same_keys_and_they_exist_in_params():
+    names = preset_names(ROOT)
+    assert {"smoke", "cpu", "paper"} <= set(names)
+    keysets = {n: set(flatten(_yaml().load((ROOT / "presets" / f"{n}.yaml").read_text()))) for n in names}
+    first = keysets[names[0]]
+    for name, keys in keysets.items():
+        assert keys == first, f"preset {name} sets different keys: {keys ^ first}"
+    params = flatten(load_params(ROOT / "params.yaml"))
+    assert first <= set(params)
+
+
+def test_default_params_are_the_cpu_preset():
+    params = flatten(load_params(ROOT / "params.yaml"))
+    cpu = flatten(_yaml().load((ROOT / "presets" / "cpu.yaml").read_text()))
+    assert params["preset"] == "cpu"
+    assert {k: params[k] for k in cpu} == cpu
+
+
+def test_switching_presets_is_exact_and_keeps_comments(tmp_path):
+    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    original = params.read_text()
+    changed = apply_preset("smoke", params, root=tmp_path)
+    assert "preset" in changed and "env.episode_steps" in changed
+    smoke = load_params(params)
+    assert smoke["preset"] == "smoke" and smoke["env"]["episode_steps"] == 50
+    assert "# redraw hyperparameters" in params.read_text()
+    apply_preset("cpu", params, root=tmp_path)
+    assert params.read_text() == original
+
+
+def test_unknown_preset_and_unknown_key_are_refused(tmp_path):
+    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    with pytest.raises(ConfigError, match="unknown preset 'huge'.*smoke"):
+        apply_preset("huge", params, root=tmp_path)
+    (tmp_path / "presets" / "bad.yaml").write_text("env:\n  obs_modes: pixels\n")
+    with pytest.raises(ConfigError, match="bad.yaml: key 'env.obs_modes' does not exist"):
+        apply_preset("bad", params, root=tmp_path)
+    assert load_params(params)["preset"] == "cpu"
