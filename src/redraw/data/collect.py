@@ -40,6 +40,7 @@ class CollectConfig:
     action_repeat: int = 2
     episode_steps: int = 500  #: agent steps per episode
     image_size: int = 64
+    antialias: bool = False  #: pixels: 4x multisampling (slow in software rendering)
     compress: bool = True  #: zip-compress episode files (images shrink ~10x)
 
     def n_episodes(self) -> int:
@@ -55,6 +56,7 @@ class CollectConfig:
             action_repeat=self.action_repeat,
             episode_steps=self.episode_steps,
             image_size=self.image_size,
+            antialias=self.antialias,
         )
 
 
@@ -140,7 +142,11 @@ def collect(cfg: CollectConfig, progress: bool = True) -> DatasetMeta:
             action_repeat=cfg.action_repeat,
             source="simulator",
             seed=cfg.seed,
-            extra={"episode_steps": cfg.episode_steps, "redraw_version": __version__},
+            extra={
+                "episode_steps": cfg.episode_steps,
+                "redraw_version": __version__,
+                **({"render": env.render_settings} if cfg.obs_mode == "pixels" else {}),
+            },
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")

@@ -45,6 +45,7 @@ def config_from_params(which: str, params: dict, params_path: str = "params.yaml
         action_repeat=int(get(params, "env.action_repeat", params_path)),
         episode_steps=int(get(params, "env.episode_steps", params_path)),
         image_size=int(get(params, "env.image_size", params_path)),
+        antialias=bool(get(params, "env.antialias", params_path)),
     )
 
 
