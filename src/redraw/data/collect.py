@@ -124,11 +124,14 @@ def collect(cfg: CollectConfig, progress: bool = True) -> DatasetMeta:
     """Collect ``cfg.n_episodes()`` episodes into ``cfg.out_dir``; returns its metadata."""
     from redraw.envs import make_env
 
+    from redraw.envs import get_spec
+
+    get_spec(cfg.env)  # fail fast, before touching anything, on a bad env ...
+    n = cfg.n_episodes()  # ... size ...
+    make_behaviour(cfg.behaviour, np.zeros(1), np.ones(1))  # ... or behaviour
     out = Path(cfg.out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: output directory exists and is not empty; remove it or choose another")
-    n = cfg.n_episodes()
-    make_behaviour(cfg.behaviour, np.zeros(1), np.ones(1))  # fail fast on a bad behaviour
     with make_env(cfg.env, seed=cfg.seed, **cfg.env_kwargs()) as env:
         meta = DatasetMeta(
             env=cfg.env,
