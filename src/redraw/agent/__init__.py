@@ -1,0 +1,1 @@
+"""Actor-critic trained in imagination (DreamerV3 defaults), lambda returns, return normalisation."""

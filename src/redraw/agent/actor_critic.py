@@ -1,0 +1,128 @@
+"""Actor-critic in imagination (METHOD.md, "Actor-critic"): DreamerV3 defaults, REINFORCE.
+
+The actor and critic see the latent sample z only. Actor: Normal with tanh mean and std in
+[min_std, max_std]. Critic: symlog 255-bin two-hot with a slow EMA target used both for the
+bootstrap values and as a regulariser.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from redraw.agent.returns import PercentileNormalizer, lambda_returns
+from redraw.models.dists import twohot_bins, twohot_loss, twohot_mean
+from redraw.models.networks import mlp, uniform_init_, zero_init_
+
+
+@dataclass
+class ActorCriticConfig:
+    """Actor-critic settings; defaults are DreamerV3's as used by the paper."""
+
+    units: int = 512
+    layers: int = 2
+    min_std: float = 0.1
+    max_std: float = 1.0
+    horizon: int = 40  #: imagination horizon (DRAW 40, RSSM baseline 15)
+    discount: float = 1 - 1 / 333
+    lam: float = 0.95
+    entropy: float = 3e-4
+    slow_critic_mix: float = 0.02  #: EMA rate of the slow critic
+    slow_critic_reg: float = 1.0  #: weight of the regulariser towards the slow critic
+    retnorm_decay: float = 0.99
+    bins: int = 255
+    lr: float = 3e-5
+    eps: float = 1e-5
+    grad_clip: float = 100.0
+
+
+class Actor(nn.Module):
+    def __init__(self, inp: int, action_size: int, cfg: ActorCriticConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.net = mlp(inp, cfg.units, cfg.layers, 2 * action_size)
+        uniform_init_(self)
+
+    def dist(self, z: torch.Tensor) -> torch.distributions.Normal:
+        mean, std = self.net(z).float().chunk(2, -1)
+        std = (self.cfg.max_std - self.cfg.min_std) * torch.sigmoid(std + 2.0) + self.cfg.min_std
+        return torch.distributions.Normal(torch.tanh(mean), std)
+
+    def act(self, z: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        d = self.dist(z)
+        return (d.sample() if sample else d.mean).clamp(-1, 1)
+
+
+class Critic(nn.Module):
+    def __init__(self, inp: int, cfg: ActorCriticConfig):
+        super().__init__()
+        self.net = mlp(inp, cfg.units, cfg.layers, cfg.bins)
+        uniform_init_(self)
+        zero_init_(self.net[-1])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, latent_dim: int, action_size: int, cfg: ActorCriticConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.actor = Actor(latent_dim, action_size, cfg)
+        self.critic = Critic(latent_dim, cfg)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.register_buffer("bins", twohot_bins(cfg.bins), persistent=False)
+        self.retnorm = PercentileNormalizer(cfg.retnorm_decay)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), cfg.lr, eps=cfg.eps)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), cfg.lr, eps=cfg.eps)
+
+    def value(self, z: torch.Tensor, slow: bool = False) -> torch.Tensor:
+        return twohot_mean((self.slow_critic if slow else self.critic)(z), self.bins)
+
+    def update(self, traj: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One actor and one critic step on an imagined trajectory (from ``DRAW.imagine``)."""
+        cfg = self.cfg
+        z = traj["z"].flatten(-2).detach()  # [H+1, N, D]
+        action = traj["action"].detach()
+        reward, cont = traj["reward"].detach(), traj["cont"].detach()
+        with torch.no_grad():
+            value_slow = self.value(z, slow=True)
+            ret = lambda_returns(reward, cont, value_slow, cfg.discount, cfg.lam)  # [H, N]
+            # weight of each step: probability the imagined episode is still running
+            weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]) * cfg.discount, 0) / cfg.discount
+            scale = self.retnorm.update(ret)
+            adv = (ret - value_slow[:-1]) / scale
+
+        dist = self.actor.dist(z[:-1])
+        logp = dist.log_prob(action).sum(-1)
+        entropy = dist.entropy().sum(-1)
+        actor_loss = -(weight * (logp * adv + cfg.entropy * entropy)).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
+        self.actor_opt.step()
+
+        logits = self.critic(z[:-1])
+        slow_target = value_slow[:-1]
+        critic_loss = (weight * (twohot_loss(logits, ret, self.bins)
+                                 + cfg.slow_critic_reg * twohot_loss(logits, slow_target, self.bins))).mean()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        critic_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
+        self.critic_opt.step()
+        with torch.no_grad():
+            for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
+                slow.lerp_(fast, cfg.slow_critic_mix)
+        return {
+            "loss/actor": actor_loss.detach(),
+            "loss/critic": critic_loss.detach(),
+            "ac/entropy": entropy.mean().detach(),
+            "ac/return": ret.mean().detach(),
+            "ac/return_scale": torch.as_tensor(scale).detach(),
+            "ac/imag_reward": reward.mean().detach(),
+            "grad/actor": actor_norm.detach(),
+            "grad/critic": critic_norm.detach(),
+        }

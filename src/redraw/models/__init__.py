@@ -1,0 +1,1 @@
+"""Networks and world models: DRAW (autoregressive categorical latents), the latent residual."""

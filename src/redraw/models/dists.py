@@ -1,0 +1,67 @@
+"""Distribution maths shared by the world models and the actor-critic (pure functions).
+
+symlog / symexp, the 255-bin two-hot encoding over symlog space (DreamerV3), and categorical
+latents with a uniform mix and straight-through one-hot samples.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+def twohot_bins(num_bins: int = 255, low: float = -20.0, high: float = 20.0, device=None) -> torch.Tensor:
+    """Bin centres in symlog space."""
+    return torch.linspace(low, high, num_bins, device=device)
+
+
+def twohot_encode(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Two-hot target of ``symlog(x)`` over ``bins``: weights on the two neighbouring bins."""
+    y = symlog(x).clamp(bins[0], bins[-1])
+    idx = torch.searchsorted(bins, y.contiguous(), right=True).clamp(1, len(bins) - 1)
+    lo, hi = bins[idx - 1], bins[idx]
+    w_hi = ((y - lo) / (hi - lo)).clamp(0, 1)
+    out = torch.zeros(*x.shape, len(bins), device=x.device, dtype=torch.float32)
+    out.scatter_(-1, (idx - 1).unsqueeze(-1), (1 - w_hi).unsqueeze(-1))
+    out.scatter_add_(-1, idx.unsqueeze(-1), w_hi.unsqueeze(-1))
+    return out
+
+
+def twohot_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Expected value of a two-hot head, mapped back with symexp."""
+    return symexp((torch.softmax(logits.float(), -1) * bins).sum(-1))
+
+
+def twohot_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the head against the two-hot encoding of ``target`` (per element)."""
+    return -(twohot_encode(target, bins) * torch.log_softmax(logits.float(), -1)).sum(-1)
+
+
+def latent_logprobs(logits: torch.Tensor, unimix: float) -> torch.Tensor:
+    """Log class probabilities of categorical latents, ``unimix`` share uniform. logits: [..., S, K]."""
+    if unimix <= 0:
+        return torch.log_softmax(logits.float(), -1)
+    probs = (1 - unimix) * torch.softmax(logits.float(), -1) + unimix / logits.shape[-1]
+    return torch.log(probs)
+
+
+def sample_onehot(logp: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One-hot sample with straight-through gradients. logp: log-probabilities [..., S, K]."""
+    probs = logp.exp()
+    flat = probs.detach().reshape(-1, probs.shape[-1])
+    idx = torch.multinomial(flat, 1, generator=generator).squeeze(-1)
+    onehot = F.one_hot(idx, probs.shape[-1]).to(probs.dtype).reshape(probs.shape)
+    return onehot + probs - probs.detach()
+
+
+def categorical_kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) summed over the S variables, from log-probabilities [..., S, K] -> [...]."""
+    return (logp.exp() * (logp - logq)).sum((-1, -2))

@@ -1,0 +1,237 @@
+"""DVC stage ``pretrain``: world model and actor-critic trained online in the source simulator.
+
+Dreamer loop: act in ``env.source`` with the actor, store finished episodes, and train at
+``pretrain.train_ratio`` updates per agent step on chunks from the replay (which starts from
+the collected ``data/source``). Evaluates periodically on the source task.
+
+Resumable: the run's checkpoint lives in ``checkpoints/pretrain-<hash>/`` where the hash covers
+everything that shapes training. A run killed at any point (SIGKILL included) restarts from its
+last checkpoint with the same update count and the same replay; a run with other settings gets
+its own directory, so no checkpoint is ever overwritten by a different run.
+
+    python -m redraw.stages.pretrain [--params params.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from redraw.agent.actor_critic import ActorCriticConfig
+from redraw.agent.dreamer import Agent, AgentConfig
+from redraw.checkpoint import identity_hash, load_checkpoint, save_checkpoint
+from redraw.config import ConfigError, get, load_params
+from redraw.data.collect import run_episode
+from redraw.data.episodes import dataset_fingerprint, episode_name, iter_episodes, load_episode, save_episode
+from redraw.data.replay import Replay
+from redraw.data.schema import read_metadata
+from redraw.models.draw import WorldModelConfig
+from redraw.tracking import write_json, write_metrics
+
+SOURCE_DATA = "data/source"
+OUT_DIR = Path("models/pretrain")
+METRICS = "reports/pretrain.json"
+CURVE = "reports/pretrain_curve.json"
+
+
+@dataclass
+class PretrainConfig:
+    """Online pretraining schedule (section ``pretrain`` of params.yaml)."""
+
+    steps: int = 20000  #: agent steps to take in the source env (on top of the collected data)
+    train_ratio: float = 0.5  #: world-model updates per agent step (paper: 0.5)
+    batch_size: int = 16
+    batch_length: int = 64
+    imag_starts: int = 0  #: imagination start states per update (0: all batch_size*batch_length)
+    bf16: bool = True  #: bfloat16 autocast (AMX) for forward passes
+    eval_every: int = 5000  #: agent steps between evaluations on the source task
+    eval_episodes: int = 5
+    checkpoint_every: int = 500  #: updates between checkpoints
+    log_every: int = 100  #: updates between metric records
+
+
+def _section(params: dict, name: str, cls, path: str):
+    raw = dict(get(params, name, path))
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{name}.{unknown[0]}' (known: {', '.join(sorted(known))})")
+    return cls(**raw)
+
+
+def configs_from_params(params: dict, path: str = "params.yaml"):
+    wm = _section(params, "model", WorldModelConfig, path)
+    ac = _section(params, "actor_critic", ActorCriticConfig, path)
+    pre = _section(params, "pretrain", PretrainConfig, path)
+    agent = AgentConfig(wm=wm, ac=ac, bf16=pre.bf16, imag_starts=pre.imag_starts)
+    return agent, pre
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def evaluate(agent: Agent, env, episodes: int, seed: int) -> dict[str, float]:
+    """Mean undiscounted return of the actor (sampled actions) over ``episodes`` episodes."""
+
+    class _Policy:
+        def reset(self, rng):
+            pass
+
+        def act(self, obs):
+            return agent.act(obs, sample=True)
+
+    returns = []
+    for i in range(episodes):
+        ep = run_episode(env, _Policy(), np.random.SeedSequence([seed, 99, i]))
+        returns.append(float(ep["reward"][1:].sum()))
+    return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns))}
+
+
+def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", out_dir: Path = OUT_DIR,
+        metrics_path: str = METRICS, curve_path: str = CURVE, progress: bool = True,
+        checkpoint_root: Path = Path("checkpoints")) -> dict:
+    from redraw.envs import make_env
+
+    agent_cfg, pre = configs_from_params(params, path)
+    seed = int(get(params, "seed", path))
+    env_name = get(params, env_key, path)
+    obs_mode = get(params, "env.obs_mode", path)
+    env_kwargs = dict(obs_mode=obs_mode, action_repeat=int(get(params, "env.action_repeat", path)),
+                      episode_steps=int(get(params, "env.episode_steps", path)),
+                      image_size=int(get(params, "env.image_size", path)),
+                      antialias=bool(get(params, "env.antialias", path)))
+    meta = read_metadata(SOURCE_DATA) if env_key == "env.source" else None
+    if meta is not None and (meta.env != env_name or meta.obs_mode != obs_mode):
+        raise ConfigError(f"{SOURCE_DATA}: holds {meta.env}/{meta.obs_mode} data, params ask for {env_name}/{obs_mode}; "
+                          "rerun collect_source")
+    torch.manual_seed(seed)
+    device = pick_device()
+    env = make_env(env_name, seed=seed + 1, **env_kwargs)
+    eval_env = make_env(env_name, seed=seed + 2, **env_kwargs)
+    obs_spec = env.observation_spec()
+    identity = {
+        "env": env_name, "obs_mode": obs_mode, "obs_spec": {k: list(v[0]) for k, v in obs_spec.items()},
+        "action_size": env.action_size, "model": asdict(agent_cfg.wm), "actor_critic": asdict(agent_cfg.ac),
+    }
+    run_identity = {**identity, "pretrain": asdict(pre), "seed": seed, "env_kwargs": env_kwargs,
+                    "source_data": dataset_fingerprint(SOURCE_DATA) if meta is not None else None}
+    ckpt_dir = checkpoint_root / f"{out_dir.name}-{identity_hash(run_identity)}"
+    ckpt_path, replay_dir = ckpt_dir / "checkpoint.pt", ckpt_dir / "replay"
+    replay_dir.mkdir(parents=True, exist_ok=True)
+
+    agent = Agent(obs_spec, env.action_size, agent_cfg, device=device)
+    agent.seed(seed)
+    keys = list(obs_spec) + ["action", "reward", "is_first", "is_terminal"]
+    replay = Replay(keys, pre.batch_length, seed=seed)
+    if meta is not None:
+        for _, episode in iter_episodes(SOURCE_DATA):
+            replay.add(episode)
+    step, online_episodes, curve, history = 0, 0, [], []
+    rng = np.random.default_rng(seed)
+    if ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path, expect=run_identity, map_location=device)
+        agent.load_checkpoint_state(state["agent"])
+        step, online_episodes, curve = state["step"], state["online_episodes"], state["curve"]
+        replay.set_rng_state(state["replay_rng"])
+        rng.bit_generator.state = state["rng"]
+        print(f"pretrain: resuming {ckpt_path} at step {step}, update {agent.updates}")
+    # the replay is exactly what it was at the checkpoint: episodes written after it are dropped
+    for i, path_i in enumerate(sorted(replay_dir.glob("*.npz"))):
+        if i < online_episodes:
+            replay.add(load_episode(path_i))
+        else:
+            path_i.unlink()
+
+    def checkpoint():
+        save_checkpoint(ckpt_path, {
+            "agent": agent.checkpoint_state(), "step": step, "online_episodes": online_episodes, "curve": curve,
+            "replay_rng": replay.rng_state(), "rng": rng.bit_generator.state,
+        }, run_identity)
+
+    class _Actor:
+        def reset(self, _rng):
+            pass
+
+        def act(self, obs):
+            return agent.act(obs, sample=True)
+
+    bar = tqdm(total=pre.steps, initial=step, unit="step", desc=f"pretrain {env_name}", disable=not progress)
+    last_ckpt, start = agent.updates, time.perf_counter()
+    try:
+        while step < pre.steps:
+            # one episode of interaction, then the updates it pays for
+            episode = run_episode(env, _Actor(), np.random.SeedSequence([seed, 7, online_episodes]))
+            n = len(episode["reward"]) - 1
+            save_episode(replay_dir / episode_name(online_episodes), episode, compress=False)
+            replay.add(episode)
+            online_episodes += 1
+            prev_step, step = step, min(pre.steps, step + n)
+            bar.update(step - prev_step)
+            target_updates = math.floor(step * pre.train_ratio)
+            while agent.updates < target_updates:
+                metrics = agent.train_step(replay.sample(pre.batch_size))
+                bad = [k for k, v in metrics.items() if k.startswith("loss/") and not math.isfinite(v)]
+                if bad:
+                    raise FloatingPointError(
+                        f"pretrain: non-finite {', '.join(bad)} at update {agent.updates}; "
+                        f"the last good checkpoint is kept at {ckpt_path}"
+                    )
+                if agent.updates % pre.log_every == 0:
+                    history.append({"step": step, "update": agent.updates, **metrics})
+                    bar.set_postfix(wm=f"{metrics['loss/wm']:.2f}", ret=f"{metrics['ac/return']:.2f}")
+                if agent.updates - last_ckpt >= pre.checkpoint_every:
+                    checkpoint()
+                    last_ckpt = agent.updates
+            if step // pre.eval_every > prev_step // pre.eval_every or step >= pre.steps:
+                result = evaluate(agent, eval_env, pre.eval_episodes, seed)
+                curve.append({"step": step, "update": agent.updates, "eval_return": result["return_mean"],
+                              "train_return": float(episode["reward"][1:].sum())})
+                bar.write(f"pretrain: step {step} update {agent.updates}: eval return {result['return_mean']:.1f}")
+        checkpoint()
+    finally:
+        bar.close()
+        env.close()
+        eval_env.close()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out_dir / "agent.pt", {"agent": agent.checkpoint_state()}, identity)
+    write_json(curve_path, curve)
+    final = curve[-1] if curve else {}
+    metrics = {
+        "eval/return": final.get("eval_return", float("nan")),
+        "train/steps": step,
+        "train/updates": agent.updates,
+        "train/seconds": round(time.perf_counter() - start, 1),
+    }
+    if history:
+        metrics.update({k: v for k, v in history[-1].items() if k.startswith("loss/")})
+    write_metrics(metrics_path, metrics)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m redraw.stages.pretrain",
+                                     description="Pretrain the DRAW world model and actor-critic online in env.source (DVC stage).")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        metrics = run(load_params(args.params), args.params, progress=not args.no_progress)
+    except (ConfigError, FloatingPointError, ValueError) as exc:
+        print(f"pretrain: error: {exc}", file=sys.stderr)
+        return 2
+    print("pretrain: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
