@@ -28,11 +28,17 @@ def _yaml():
     return yaml
 
 
-def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]:
+def load_params(path: str | os.PathLike = DEFAULT_PARAMS, round_trip: bool = False) -> dict[str, Any]:
+    """Read a params file into plain Python types (``round_trip`` keeps comments for rewriting)."""
+    from ruamel.yaml import YAML, YAMLError
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (run from the repository root, or pass --params)")
-    data = _yaml().load(path.read_text())
+    try:
+        data = (_yaml() if round_trip else YAML(typ="safe")).load(path.read_text())
+    except YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -72,7 +78,7 @@ def apply_preset(name: str, params_path: str | os.PathLike = DEFAULT_PARAMS, roo
     yaml = _yaml()
     overrides = flatten(yaml.load(preset_path.read_text()) or {})
     params_path = Path(params_path)
-    params = load_params(params_path)
+    params = load_params(params_path, round_trip=True)
     changed = []
     for dotted, value in overrides.items():
         node = params

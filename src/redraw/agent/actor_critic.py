@@ -51,9 +51,12 @@ class Actor(nn.Module):
         std = (self.cfg.max_std - self.cfg.min_std) * torch.sigmoid(std + 2.0) + self.cfg.min_std
         return torch.distributions.Normal(torch.tanh(mean), std)
 
-    def act(self, z: torch.Tensor, sample: bool = True) -> torch.Tensor:
+    def act(self, z: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
         d = self.dist(z)
-        return (d.sample() if sample else d.mean).clamp(-1, 1)
+        if not sample:
+            return d.mean.clamp(-1, 1)
+        noise = torch.randn(d.mean.shape, generator=generator, device=d.mean.device, dtype=d.mean.dtype)
+        return (d.mean + d.stddev * noise).clamp(-1, 1)
 
 
 class Critic(nn.Module):

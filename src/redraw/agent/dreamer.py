@@ -56,7 +56,7 @@ class Agent(nn.Module):
             idx = torch.randperm(len(z), generator=self.generator, device=self.device)[: self.cfg.imag_starts]
             z, belief = z[idx], belief[idx]
         with self._autocast():
-            traj = self.wm.imagine(lambda s: self.ac.actor.act(s), LatentState(belief, z), self.cfg.ac.horizon,
+            traj = self.wm.imagine(lambda s: self.ac.actor.act(s, generator=self.generator), LatentState(belief, z), self.cfg.ac.horizon,
                                    generator=self.generator)
             metrics.update(self.ac.update(traj))
         self.updates += 1
@@ -69,7 +69,7 @@ class Agent(nn.Module):
         with self._autocast():
             logits = self.wm.posterior_logits(self.wm.encode(x))
             z = sample_onehot(latent_logprobs(logits, self.cfg.wm.unimix), self.generator).flatten(-2)
-            action = self.ac.actor.act(z, sample=sample)
+            action = self.ac.actor.act(z, sample=sample, generator=self.generator)
         return action[0].float().cpu().numpy()
 
     def checkpoint_state(self) -> dict:

@@ -137,13 +137,13 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         for _, episode in iter_episodes(SOURCE_DATA):
             replay.add(episode)
     step, online_episodes, curve, history = 0, 0, [], []
-    rng = np.random.default_rng(seed)
+    next_eval, last_return = pre.eval_every, None
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path, expect=run_identity, map_location=device)
         agent.load_checkpoint_state(state["agent"])
         step, online_episodes, curve = state["step"], state["online_episodes"], state["curve"]
+        next_eval, last_return = state["next_eval"], state["last_return"]
         replay.set_rng_state(state["replay_rng"])
-        rng.bit_generator.state = state["rng"]
         print(f"pretrain: resuming {ckpt_path} at step {step}, update {agent.updates}")
     # the replay is exactly what it was at the checkpoint: episodes written after it are dropped
     for i, path_i in enumerate(sorted(replay_dir.glob("*.npz"))):
@@ -155,7 +155,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     def checkpoint():
         save_checkpoint(ckpt_path, {
             "agent": agent.checkpoint_state(), "step": step, "online_episodes": online_episodes, "curve": curve,
-            "replay_rng": replay.rng_state(), "rng": rng.bit_generator.state,
+            "next_eval": next_eval, "last_return": last_return, "replay_rng": replay.rng_state(),
         }, run_identity)
 
     class _Actor:
@@ -168,17 +168,9 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     bar = tqdm(total=pre.steps, initial=step, unit="step", desc=f"pretrain {env_name}", disable=not progress)
     last_ckpt, start = agent.updates, time.perf_counter()
     try:
-        while step < pre.steps:
-            # one episode of interaction, then the updates it pays for
-            episode = run_episode(env, _Actor(), np.random.SeedSequence([seed, 7, online_episodes]))
-            n = len(episode["reward"]) - 1
-            save_episode(replay_dir / episode_name(online_episodes), episode, compress=False)
-            replay.add(episode)
-            online_episodes += 1
-            prev_step, step = step, min(pre.steps, step + n)
-            bar.update(step - prev_step)
-            target_updates = math.floor(step * pre.train_ratio)
-            while agent.updates < target_updates:
+        while True:
+            # 1. the updates the steps taken so far pay for (also finishes a burst cut by a kill)
+            while agent.updates < math.floor(step * pre.train_ratio):
                 metrics = agent.train_step(replay.sample(pre.batch_size))
                 bad = [k for k, v in metrics.items() if k.startswith("loss/") and not math.isfinite(v)]
                 if bad:
@@ -192,11 +184,24 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
                 if agent.updates - last_ckpt >= pre.checkpoint_every:
                     checkpoint()
                     last_ckpt = agent.updates
-            if step // pre.eval_every > prev_step // pre.eval_every or step >= pre.steps:
+            # 2. evaluation on the source task when due, and always at the end
+            done = step >= pre.steps
+            if step >= next_eval or (done and (not curve or curve[-1]["step"] != step)):
                 result = evaluate(agent, eval_env, pre.eval_episodes, seed)
                 curve.append({"step": step, "update": agent.updates, "eval_return": result["return_mean"],
-                              "train_return": float(episode["reward"][1:].sum())})
+                              "train_return": last_return})
+                next_eval = (step // pre.eval_every + 1) * pre.eval_every
                 bar.write(f"pretrain: step {step} update {agent.updates}: eval return {result['return_mean']:.1f}")
+            if done:
+                break
+            # 3. one episode of interaction
+            episode = run_episode(env, _Actor(), np.random.SeedSequence([seed, 7, online_episodes]))
+            save_episode(replay_dir / episode_name(online_episodes), episode, compress=False)
+            replay.add(episode)
+            online_episodes += 1
+            last_return = float(episode["reward"][1:].sum())
+            prev_step, step = step, min(pre.steps, step + len(episode["reward"]) - 1)
+            bar.update(step - prev_step)
         checkpoint()
     finally:
         bar.close()

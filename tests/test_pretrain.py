@@ -1,0 +1,82 @@
+"""Online pretraining: a smoke run on a real dm_control env, SIGKILL-safe resume, checkpoint identity."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from redraw.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
+from redraw.config import _yaml, apply_preset, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_workdir(path: Path, steps: int = 300) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "presets", path / "presets")
+    shutil.copy(ROOT / "params.yaml", path / "params.yaml")
+    apply_preset("smoke", path / "params.yaml", root=path)
+    params = load_params(path / "params.yaml", round_trip=True)
+    params["pretrain"]["steps"] = steps
+    with open(path / "params.yaml", "w") as fh:
+        _yaml().dump(params, fh)
+    subprocess.run([sys.executable, "-m", "redraw.stages.collect", "source", "--no-progress"], cwd=path, check=True,
+                   capture_output=True)
+    return path
+
+
+def pretrain(path: Path, **kw):
+    return subprocess.Popen([sys.executable, "-m", "redraw.stages.pretrain", "--no-progress"], cwd=path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_with_same_updates_and_replay(tmp_path):
+    ref_dir = make_workdir(tmp_path / "ref")
+    ref = pretrain(ref_dir)
+    out, _ = ref.communicate(timeout=600)
+    assert ref.returncode == 0, out
+    reference = json.loads((ref_dir / "reports/pretrain.json").read_text())
+    assert reference["train/updates"] == 150 and reference["train/steps"] == 300
+    assert (ref_dir / "models/pretrain/agent.pt").is_file()
+
+    run_dir = make_workdir(tmp_path / "killed")
+    proc = pretrain(run_dir)
+    deadline = time.time() + 300
+    ckpts = []
+    while time.time() < deadline and not ckpts:
+        ckpts = list(run_dir.glob("checkpoints/*/checkpoint.pt"))
+        time.sleep(0.02)
+    assert ckpts, "no checkpoint appeared"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = load_checkpoint(ckpts[0])
+    assert 0 < saved["agent"]["updates"] < 150, "kill came too late to test a resume"
+    assert not (run_dir / "reports/pretrain.json").exists()
+
+    again = pretrain(run_dir)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    assert f"at step {saved['step']}, update {saved['agent']['updates']}" in out
+    resumed = json.loads((run_dir / "reports/pretrain.json").read_text())
+    resumed.pop("train/seconds"), reference.pop("train/seconds")
+    assert resumed == reference  # same updates, same replay, same numbers
+
+
+def test_checkpoint_for_another_setup_is_refused_naming_the_field(tmp_path):
+    identity = {"env": "pendulum-swingup", "obs_mode": "proprio", "model": {"latent_vars": 32}}
+    save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(2)}, identity)
+    assert load_checkpoint(tmp_path / "c.pt", expect=identity)["w"].sum() == 2
+    with pytest.raises(CheckpointMismatch, match="obs_mode='proprio'.*obs_mode='pixels'"):
+        load_checkpoint(tmp_path / "c.pt", expect={**identity, "obs_mode": "pixels"})
+    with pytest.raises(CheckpointMismatch, match="model.latent_vars=32.*model.latent_vars=256"):
+        load_checkpoint(tmp_path / "c.pt", expect={**identity, "model": {"latent_vars": 256}})
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # atomic: no temp file left
