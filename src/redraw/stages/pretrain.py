@@ -35,6 +35,7 @@ from redraw.data.episodes import dataset_fingerprint, episode_name, iter_episode
 from redraw.data.replay import Replay
 from redraw.data.schema import read_metadata
 from redraw.models.draw import WorldModelConfig
+from redraw.perf import tune_allocator
 from redraw.tracking import write_json, write_metrics
 
 SOURCE_DATA = "data/source"
@@ -114,6 +115,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     if meta is not None and (meta.env != env_name or meta.obs_mode != obs_mode):
         raise ConfigError(f"{SOURCE_DATA}: holds {meta.env}/{meta.obs_mode} data, params ask for {env_name}/{obs_mode}; "
                           "rerun collect_source")
+    tune_allocator()
     torch.manual_seed(seed)
     device = pick_device()
     env = make_env(env_name, seed=seed + 1, **env_kwargs)
