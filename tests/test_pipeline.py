@@ -37,7 +37,7 @@ def repo(tmp_path_factory):
 
 def test_repro_collects_and_validates_then_does_nothing(repo):
     first = sh([sys.executable, "-m", "dvc", "repro"], repo)
-    for stage in ("collect_source", "collect_target", "validate_target"):
+    for stage in ("collect_source", "collect_target", "validate_target", "pretrain", "oracle"):
         assert f"Running stage '{stage}'" in first.stdout
     source = json.loads((repo / "reports/collect_source.json").read_text())
     target = json.loads((repo / "reports/collect_target.json").read_text())
@@ -51,6 +51,10 @@ def test_repro_collects_and_validates_then_does_nothing(repo):
 
     shown = sh([sys.executable, "-m", "dvc", "metrics", "show"], repo)
     assert "data/transitions" in shown.stdout
+    for name in ("pretrain", "oracle"):
+        metrics = json.loads((repo / f"reports/{name}.json").read_text())
+        assert metrics["train/steps"] == 100 and metrics["train/updates"] == 50
+        assert (repo / f"models/{name}/agent.pt").is_file()
 
     second = sh([sys.executable, "-m", "dvc", "repro"], repo)
     assert "Running stage" not in second.stdout, second.stdout

@@ -1,4 +1,8 @@
-"""DVC stage ``pretrain``: world model and actor-critic trained online in the source simulator.
+"""DVC stages ``pretrain`` and ``oracle``: world model and actor-critic trained online.
+
+``pretrain`` trains in the source simulator (``env.source``), starting from ``data/source``;
+``oracle`` runs the same training directly in the target simulator (``env.target``) from
+scratch: the upper bound in results tables.
 
 Dreamer loop: act in ``env.source`` with the actor, store finished episodes, and train at
 ``pretrain.train_ratio`` updates per agent step on chunks from the replay (which starts from
@@ -9,7 +13,7 @@ everything that shapes training. A run killed at any point (SIGKILL included) re
 last checkpoint with the same update count and the same replay; a run with other settings gets
 its own directory, so no checkpoint is ever overwritten by a different run.
 
-    python -m redraw.stages.pretrain [--params params.yaml]
+    python -m redraw.stages.pretrain [--oracle] [--params params.yaml]
 """
 
 from __future__ import annotations
@@ -227,16 +231,24 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m redraw.stages.pretrain",
-                                     description="Pretrain the DRAW world model and actor-critic online in env.source (DVC stage).")
+                                     description="Train the DRAW world model and actor-critic online in env.source "
+                                     "(DVC stage pretrain) or, with --oracle, in env.target (stage oracle).")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="train in env.target from scratch instead (-> models/oracle, reports/oracle*.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    kwargs = {}
+    if args.oracle:
+        kwargs = dict(env_key="env.target", out_dir=Path("models/oracle"), metrics_path="reports/oracle.json",
+                      curve_path="reports/oracle_curve.json")
+    name = "oracle" if args.oracle else "pretrain"
     try:
-        metrics = run(load_params(args.params), args.params, progress=not args.no_progress)
+        metrics = run(load_params(args.params), args.params, progress=not args.no_progress, **kwargs)
     except (ConfigError, FloatingPointError, ValueError) as exc:
-        print(f"pretrain: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
-    print("pretrain: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    print(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return 0
 
 
