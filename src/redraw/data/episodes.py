@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -46,7 +47,7 @@ def load_episode(path: str | os.PathLike) -> Episode:
         if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
             raise DataError(path, key, "holds a pickled Python object; episodes must be plain arrays") from None
         raise DataError(path, key, f"unreadable array: {exc}") from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as exc:
         raise DataError(path, key, f"corrupt or truncated npz file ({type(exc).__name__}: {exc})") from None
 
 
