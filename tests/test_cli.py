@@ -45,3 +45,57 @@ def test_missing_param_key_names_file_and_key(tmp_path, capsys, monkeypatch):
     assert main(["collect", "source", "--params", str(params)]) == 2
     err = capsys.readouterr().err
     assert str(params) in err and "collect_source" in err
+
+
+def _files(path):
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def _import(src, dest, *extra):
+    return main(["data", "import", str(src), "--dest", str(dest), "--params", "/nonexistent/params.yaml",
+                 "--env", "pendulum-swingup-reversed", "--obs-mode", "proprio", "--min-transitions", "100", *extra])
+
+
+def test_import_copies_valid_episodes(tmp_path, capsys):
+    from synthetic import make_dataset
+
+    make_dataset(tmp_path / "robot", episodes=3, steps=80)
+    assert _import(tmp_path / "robot", tmp_path / "data" / "real") == 0
+    assert _files(tmp_path / "data" / "real") == _files(tmp_path / "robot")
+    assert "3 episodes now in" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["real"]  # no temp dirs left
+
+
+def test_rejected_import_copies_nothing_and_keeps_existing_data(tmp_path, capsys):
+    import numpy as np
+
+    from redraw.data.episodes import list_episodes, load_episode, save_episode
+    from synthetic import make_dataset
+
+    make_dataset(tmp_path / "old", episodes=2, steps=80, seed=1)
+    assert _import(tmp_path / "old", tmp_path / "dest") == 0
+    before = _files(tmp_path / "dest")
+    make_dataset(tmp_path / "robot", episodes=3, steps=80)
+    victim = list_episodes(tmp_path / "robot")[2]
+    episode = load_episode(victim)
+    episode["action"][10, 0] = 3.0
+    save_episode(victim, episode)
+    capsys.readouterr()
+    assert _import(tmp_path / "robot", tmp_path / "dest", "--replace") == 1
+    err = capsys.readouterr().err
+    assert f"{victim} [action]: action_bounds" in err and "nothing was copied" in err
+    assert _files(tmp_path / "dest") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "old", "robot"]
+
+
+def test_import_refuses_to_overwrite_without_replace(tmp_path, capsys):
+    from synthetic import make_dataset
+
+    make_dataset(tmp_path / "a", episodes=2, steps=80, seed=1)
+    make_dataset(tmp_path / "b", episodes=2, steps=80, seed=2)
+    assert _import(tmp_path / "a", tmp_path / "dest") == 0
+    assert _import(tmp_path / "b", tmp_path / "dest") == 2
+    assert "pass --replace" in capsys.readouterr().err
+    assert _files(tmp_path / "dest") == _files(tmp_path / "a")
+    assert _import(tmp_path / "b", tmp_path / "dest", "--replace") == 0
+    assert _files(tmp_path / "dest") == _files(tmp_path / "b")

@@ -39,8 +39,9 @@ def validation_config(params: dict, params_path: str = "params.yaml", env_key: s
     )
 
 
-def report(result, out=sys.stdout) -> None:
+def report(result, out=None) -> None:
     """Print a verdict and every failed check with its file and field."""
+    out = out or sys.stdout
     stats = result.stats
     if result.success:
         print(
