@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_preset_sets_the_same_keys_and_they_exist_in_params():
     names = preset_names(ROOT)
-    assert {"smoke", "cpu", "paper"} <= set(names)
+    assert {"smoke", "quick", "cpu", "paper"} <= set(names)
     keysets = {n: set(flatten(_yaml().load((ROOT / "presets" / f"{n}.yaml").read_text()))) for n in names}
     first = keysets[names[0]]
     for name, keys in keysets.items():
@@ -22,11 +22,11 @@ def test_every_preset_sets_the_same_keys_and_they_exist_in_params():
     assert first <= set(params)
 
 
-def test_default_params_are_the_cpu_preset():
+def test_default_params_are_the_quick_preset():
     params = flatten(load_params(ROOT / "params.yaml"))
-    cpu = flatten(_yaml().load((ROOT / "presets" / "cpu.yaml").read_text()))
-    assert params["preset"] == "cpu"
-    assert {k: params[k] for k in cpu} == cpu
+    quick = flatten(_yaml().load((ROOT / "presets" / "quick.yaml").read_text()))
+    assert params["preset"] == "quick"
+    assert {k: params[k] for k in quick} == quick
 
 
 def test_switching_presets_is_exact_and_keeps_comments(tmp_path):
@@ -39,7 +39,7 @@ def test_switching_presets_is_exact_and_keeps_comments(tmp_path):
     smoke = load_params(params)
     assert smoke["preset"] == "smoke" and smoke["env"]["episode_steps"] == 50
     assert "# redraw hyperparameters" in params.read_text()
-    apply_preset("cpu", params, root=tmp_path)
+    apply_preset("quick", params, root=tmp_path)
     assert params.read_text() == original
 
 
@@ -52,4 +52,4 @@ def test_unknown_preset_and_unknown_key_are_refused(tmp_path):
     (tmp_path / "presets" / "bad.yaml").write_text("env:\n  obs_modes: pixels\n")
     with pytest.raises(ConfigError, match="bad.yaml: key 'env.obs_modes' does not exist"):
         apply_preset("bad", params, root=tmp_path)
-    assert load_params(params)["preset"] == "cpu"
+    assert load_params(params)["preset"] == "quick"
