@@ -55,6 +55,18 @@ def get(params: dict[str, Any], dotted: str, path: str | os.PathLike = DEFAULT_P
     return node
 
 
+def section(params: dict[str, Any], name: str, cls, path: str | os.PathLike = DEFAULT_PARAMS, **extra):
+    """Build dataclass ``cls`` from section ``name`` (dotted); unknown keys are refused by name."""
+    from dataclasses import fields
+
+    raw = dict(get(params, name, path))
+    known = {f.name for f in fields(cls)} - set(extra)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{name}.{unknown[0]}' (known: {', '.join(sorted(known))})")
+    return cls(**raw, **extra)
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in tree.items():

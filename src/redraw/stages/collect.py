@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from redraw.config import ConfigError, get, load_params
+from redraw.config import section as config_section
 from redraw.data.behaviours import BehaviourConfig
 from redraw.data.collect import CollectConfig, collect
 from redraw.data.episodes import dataset_stats
@@ -24,14 +25,7 @@ STREAMS = {"source": 0, "target": 1}
 
 def config_from_params(which: str, params: dict, params_path: str = "params.yaml") -> CollectConfig:
     section = get(params, f"collect_{which}", params_path)
-    raw = dict(get(params, f"collect_{which}.behaviour", params_path))
-    unknown = sorted(set(raw) - set(BehaviourConfig.__dataclass_fields__))
-    if unknown:
-        raise ConfigError(
-            f"{params_path}: unknown key 'collect_{which}.behaviour.{unknown[0]}' "
-            f"(known: {', '.join(BehaviourConfig.__dataclass_fields__)})"
-        )
-    behaviour = BehaviourConfig(**raw)
+    behaviour = config_section(params, f"collect_{which}.behaviour", BehaviourConfig, params_path)
     return CollectConfig(
         env=get(params, f"env.{which}", params_path),
         out_dir=OUT_DIRS[which],

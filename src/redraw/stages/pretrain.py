@@ -23,7 +23,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from redraw.agent.actor_critic import ActorCriticConfig
 from redraw.agent.dreamer import Agent, AgentConfig
 from redraw.checkpoint import identity_hash, load_checkpoint, save_checkpoint
-from redraw.config import ConfigError, get, load_params
+from redraw.config import ConfigError, get, load_params, section
 from redraw.data.collect import run_episode
 from redraw.data.episodes import dataset_fingerprint, episode_name, iter_episodes, load_episode, save_episode
 from redraw.data.replay import Replay
@@ -64,19 +64,10 @@ class PretrainConfig:
     log_every: int = 100  #: updates between metric records
 
 
-def _section(params: dict, name: str, cls, path: str):
-    raw = dict(get(params, name, path))
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key '{name}.{unknown[0]}' (known: {', '.join(sorted(known))})")
-    return cls(**raw)
-
-
 def configs_from_params(params: dict, path: str = "params.yaml"):
-    wm = _section(params, "model", WorldModelConfig, path)
-    ac = _section(params, "actor_critic", ActorCriticConfig, path)
-    pre = _section(params, "pretrain", PretrainConfig, path)
+    wm = section(params, "model", WorldModelConfig, path)
+    ac = section(params, "actor_critic", ActorCriticConfig, path)
+    pre = section(params, "pretrain", PretrainConfig, path)
     agent = AgentConfig(wm=wm, ac=ac, bf16=pre.bf16, imag_starts=pre.imag_starts)
     return agent, pre
 

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from redraw.config import ConfigError, get, load_params
+from redraw.config import ConfigError, get, load_params, section
 from redraw.data.episodes import dataset_fingerprint
 from redraw.tracking import write_json, write_metrics
 
@@ -27,13 +27,8 @@ DOCS_DIR = "reports/validation/data_docs"
 def validation_config(params: dict, params_path: str = "params.yaml", env_key: str = "env.target"):
     from redraw.validation import ValidationConfig
 
-    section = dict(get(params, "validate", params_path))
-    known = set(ValidationConfig.__dataclass_fields__) - {"expected_env", "expected_obs_mode"}
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise ConfigError(f"{params_path}: unknown key 'validate.{unknown[0]}' (known: {', '.join(sorted(known))})")
-    return ValidationConfig(
-        **section,
+    return section(
+        params, "validate", ValidationConfig, params_path,
         expected_env=get(params, env_key, params_path),
         expected_obs_mode=get(params, "env.obs_mode", params_path),
     )
