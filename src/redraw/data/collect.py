@@ -156,7 +156,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> DatasetMeta:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     start, steps = time.perf_counter(), 0
-    bar = tqdm(total=n, unit="ep", desc=f"collect {cfg.env} ({cfg.obs_mode})", disable=not progress)
+    bar = tqdm(total=n, unit="ep", desc=f"collect {cfg.env} ({cfg.obs_mode})", disable=None if progress else True)  # None: only on a terminal
     try:
         workers = max(1, min(cfg.workers, n))
         if workers == 1:

@@ -162,7 +162,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         def act(self, obs):
             return agent.act(obs, sample=True)
 
-    bar = tqdm(total=pre.steps, initial=step, unit="step", desc=f"pretrain {env_name}", disable=not progress)
+    bar = tqdm(total=pre.steps, initial=step, unit="step", desc=f"pretrain {env_name}", disable=None if progress else True)  # None: only on a terminal
     last_ckpt, start = agent.updates, time.perf_counter()
     try:
         while True:
