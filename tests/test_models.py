@@ -155,3 +155,16 @@ def test_same_seed_same_losses():
 
     assert losses(3) == losses(3)
     assert losses(3) != losses(4)
+
+
+@pytest.mark.parametrize("spec", [SPEC, PIX], ids=["proprio", "pixels"])
+def test_open_loop_predicts_the_rest_of_the_sequence(spec):
+    A = 2 if "image" in spec else 1
+    wm = DRAW(spec, A, tiny())
+    batch = batch_for(spec, A=A, T=9)
+    out = wm.open_loop({k: batch[k] for k in spec}, batch["action"], batch["is_first"], context=4)
+    assert out["z"].shape == (3, 5, 8, 4)
+    for k, (shape, _) in spec.items():
+        assert out["pred"][k].shape == (3, 5, *shape) == out["truth"][k].shape
+    with pytest.raises(ValueError, match="context must be in 1..8"):
+        wm.open_loop({k: batch[k] for k in spec}, batch["action"], batch["is_first"], context=9)

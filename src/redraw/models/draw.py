@@ -134,6 +134,20 @@ class DRAW(nn.Module):
     def cont(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.cont_head(z.flatten(-2)).squeeze(-1).float())
 
+    def decode(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Observations decoded from samples [..., S, K]: images as uint8-scale floats, vectors raw."""
+        from redraw.models.dists import symexp
+
+        flat, out = z.flatten(-2), {}
+        for k in self.image_keys:
+            out[k] = ((self.image_decoder(flat).float() + 0.5) * 255.0).clamp(0, 255)
+        if self.vector_keys:
+            vec, i = symexp(self.vec_decoder(flat).float()), 0
+            for k in self.vector_keys:
+                n = self.obs_spec[k][0][0]
+                out[k], i = vec[..., i : i + n], i + n
+        return out
+
     # -- verbs ----------------------------------------------------------------------------------
     def observe(
         self,
@@ -207,6 +221,29 @@ class DRAW(nn.Module):
             "wm/post_entropy": -(post.exp() * post).sum((-1, -2)).mean().detach(),
         })
         return total, metrics, out
+
+    @torch.no_grad()
+    def open_loop(self, obs, action, is_first, context: int, generator: torch.Generator | None = None):
+        """Filter the first ``context`` steps, then predict the rest from the recorded actions alone.
+
+        Returns ``z`` [B, T - context, S, K], prior samples for steps ``context..T-1``, and the
+        decoded predictions ``pred`` beside the true observations ``truth``.
+        """
+        T = action.shape[1]
+        if not 0 < context < T:
+            raise ValueError(f"context must be in 1..{T - 1}, got {context}")
+        head = {k: v[:, :context] for k, v in obs.items()}
+        out = self.observe(head, action[:, :context], is_first[:, :context], generator=generator)
+        prev = LatentState(out["belief"][:, -1], out["post_z"][:, -1])
+        zs = []
+        for t in range(context, T):
+            raw, logp = self.dynamics_step(action[:, t], prev)
+            idx = torch.multinomial(logp.exp().reshape(-1, logp.shape[-1]), 1, generator=generator).squeeze(-1)
+            z = nn.functional.one_hot(idx, self.cfg.latent_classes).reshape(logp.shape).to(prev.z.dtype)
+            prev = LatentState(torch.softmax(raw.float(), -1), z)
+            zs.append(z)
+        z = torch.stack(zs, 1)
+        return {"z": z, "pred": self.decode(z), "truth": {k: v[:, context:] for k, v in obs.items()}}
 
     @torch.no_grad()
     def imagine(

@@ -46,6 +46,30 @@ SOURCE_DATA = "data/source"
 OUT_DIR = Path("models/pretrain")
 METRICS = "reports/pretrain.json"
 CURVE = "reports/pretrain_curve.json"
+OPENLOOP_CONTEXT = 5  #: observed steps before an open-loop prediction
+
+
+def openloop_report(agent: Agent, replay: Replay, figure_path: Path, title: str, seed: int) -> dict[str, float]:
+    """Open-loop prediction on one replay chunk: decoded error, and a truth-vs-prediction figure."""
+    from redraw.plots import open_loop as plot_open_loop
+
+    state = replay.rng_state()
+    batch = replay.sample(4)
+    replay.set_rng_state(state)  # reporting must not change the training stream
+    batch = {k: v.to(agent.device) for k, v in batch.items()}
+    obs = {k: batch[k] for k in agent.obs_spec}
+    generator = torch.Generator(device=agent.device).manual_seed(seed)
+    out = agent.wm.open_loop(obs, batch["action"], batch["is_first"], OPENLOOP_CONTEXT, generator=generator)
+    metrics = {}
+    for k, truth in out["truth"].items():
+        err = (out["pred"][k].float() - truth.float()) ** 2
+        if truth.dtype == torch.uint8:
+            err = err / 255.0**2
+        metrics[f"openloop/{k}_mse"] = float(err.mean())
+    plot_open_loop({k: v[0].cpu().numpy() for k, v in out["truth"].items()},
+                   {k: v[0].cpu().numpy() for k, v in out["pred"].items()},
+                   figure_path, title, context=OPENLOOP_CONTEXT)
+    return metrics
 
 
 @dataclass
@@ -207,6 +231,12 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out_dir / "agent.pt", {"agent": agent.checkpoint_state()}, identity)
     write_json(curve_path, curve)
+    figures = Path(curve_path).with_suffix("")  # reports/pretrain_curve -> figures beside it
+    figures = figures.with_name(figures.name.replace("_curve", "_figures"))
+    from redraw.plots import learning_curve
+
+    learning_curve(curve, figures / "learning_curve.png", f"{out_dir.name}: {env_name}")
+    openloop = openloop_report(agent, replay, figures / "open_loop.png", f"{out_dir.name}: {env_name}", seed)
     final = curve[-1] if curve else {}
     metrics = {
         "eval/return": final.get("eval_return", float("nan")),
@@ -216,6 +246,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     }
     if history:
         metrics.update({k: v for k, v in history[-1].items() if k.startswith("loss/")})
+    metrics.update(openloop)
     write_metrics(metrics_path, metrics)
     return metrics
 
