@@ -55,6 +55,14 @@ def test_repro_collects_and_validates_then_does_nothing(repo):
         metrics = json.loads((repo / f"reports/{name}.json").read_text())
         assert metrics["train/steps"] == 100 and metrics["train/updates"] == 50
         assert (repo / f"models/{name}/agent.pt").is_file()
+        assert (repo / f"reports/{name}_figures/open_loop.png").is_file()
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["redraw"])
+    assert set(runs["tags.mlflow.runName"]) >= {"pretrain", "oracle"}
+    assert set(runs["status"]) == {"FINISHED"} and set(runs["tags.preset"]) == {"smoke"}
 
     second = sh([sys.executable, "-m", "dvc", "repro"], repo)
     assert "Running stage" not in second.stdout, second.stdout

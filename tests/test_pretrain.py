@@ -80,3 +80,16 @@ def test_checkpoint_for_another_setup_is_refused_naming_the_field(tmp_path):
     with pytest.raises(CheckpointMismatch, match="model.latent_vars=32.*model.latent_vars=256"):
         load_checkpoint(tmp_path / "c.pt", expect={**identity, "model": {"latent_vars": 256}})
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # atomic: no temp file left
+
+
+@pytest.mark.slow
+def test_tracking_server_down_loses_no_local_results(tmp_path):
+    run_dir = make_workdir(tmp_path / "run", steps=40)
+    env = dict(os.environ, MLFLOW_TRACKING_URI="http://127.0.0.1:9", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+               MLFLOW_HTTP_REQUEST_TIMEOUT="2")
+    proc = pretrain(run_dir, env=env)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "MLflow tracking unavailable" in out and "local results are still written" in out
+    assert json.loads((run_dir / "reports/pretrain.json").read_text())["train/steps"] == 40
+    assert (run_dir / "models/pretrain/agent.pt").is_file()

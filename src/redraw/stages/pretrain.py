@@ -40,7 +40,7 @@ from redraw.data.replay import Replay
 from redraw.data.schema import read_metadata
 from redraw.models.draw import WorldModelConfig
 from redraw.perf import tune_allocator
-from redraw.tracking import write_json, write_metrics
+from redraw.tracking import StageRun, write_json, write_metrics
 
 SOURCE_DATA = "data/source"
 OUT_DIR = Path("models/pretrain")
@@ -186,6 +186,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         def act(self, obs):
             return agent.act(obs, sample=True)
 
+    tracker = StageRun(out_dir.name, params, tags={"env": env_name, "resumed_at_update": str(agent.updates)})
     bar = tqdm(total=pre.steps, initial=step, unit="step", desc=f"pretrain {env_name}", disable=None if progress else True)  # None: only on a terminal
     last_ckpt, start = agent.updates, time.perf_counter()
     try:
@@ -201,6 +202,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
                     )
                 if agent.updates % pre.log_every == 0:
                     history.append({"step": step, "update": agent.updates, **metrics})
+                    tracker.log_metrics(metrics, step=agent.updates)
                     bar.set_postfix(wm=f"{metrics['loss/wm']:.2f}", ret=f"{metrics['ac/return']:.2f}")
                 if agent.updates - last_ckpt >= pre.checkpoint_every:
                     checkpoint()
@@ -212,6 +214,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
                 curve.append({"step": step, "update": agent.updates, "eval_return": result["return_mean"],
                               "train_return": last_return})
                 next_eval = (step // pre.eval_every + 1) * pre.eval_every
+                tracker.log_metrics({"eval/return": result["return_mean"], "train/steps": step}, step=agent.updates)
                 bar.write(f"pretrain: step {step} update {agent.updates}: eval return {result['return_mean']:.1f}")
             if done:
                 break
@@ -224,6 +227,9 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
             prev_step, step = step, min(pre.steps, step + len(episode["reward"]) - 1)
             bar.update(step - prev_step)
         checkpoint()
+    except BaseException:
+        tracker.end("FAILED")
+        raise
     finally:
         bar.close()
         env.close()
@@ -248,6 +254,11 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         metrics.update({k: v for k, v in history[-1].items() if k.startswith("loss/")})
     metrics.update(openloop)
     write_metrics(metrics_path, metrics)
+    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)},
+                        step=agent.updates)
+    tracker.log_artifacts(figures, "figures")
+    tracker.log_artifacts(curve_path)
+    tracker.end()
     return metrics
 
 
