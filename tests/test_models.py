@@ -7,14 +7,15 @@ import torch
 
 from redraw.agent.returns import lambda_returns
 from redraw.models.dists import categorical_kl, latent_logprobs, symexp, symlog, twohot_bins, twohot_encode
-from redraw.models.draw import DRAW, LatentState, WorldModelConfig
+from redraw.models.draw import DRAW, WorldModelConfig
+from redraw.models.rssm import RSSM
 
 SPEC = {"state": ((3,), "float32")}
 PIX = {"image": ((64, 64, 3), "uint8"), "velocity": ((2,), "float32")}
 
 
 def tiny(**kw):
-    base = dict(latent_vars=8, latent_classes=4, hidden=32, cnn_depth=4, mlp_units=32, mlp_layers=2,
+    base = dict(latent_vars=8, latent_classes=4, hidden=32, deter=16, cnn_depth=4, mlp_units=32, mlp_layers=2,
                 head_units=32, reward_bins=255)
     base.update(kw)
     return WorldModelConfig(**base)
@@ -81,18 +82,24 @@ def test_lambda_returns_against_naive_loop():
             assert ret[t, n].item() == pytest.approx(total, rel=1e-5, abs=1e-5)
 
 
+@pytest.mark.parametrize("model", [DRAW, RSSM])
 @pytest.mark.parametrize("spec", [SPEC, PIX], ids=["proprio", "pixels"])
-def test_observe_and_imagine_shapes(spec):
+def test_observe_and_imagine_shapes(spec, model):
     A = 2 if "image" in spec else 1
-    wm = DRAW(spec, A, tiny())
+    wm = model(spec, A, tiny())
+    F = 32 if model is DRAW else 16 + 32
+    assert wm.feat_dim == F
     batch = batch_for(spec, A=A)
     out = wm.observe({k: batch[k] for k in spec}, batch["action"], batch["is_first"])
-    assert out["post_z"].shape == (3, 6, 8, 4) and out["prior_logp"].shape == (3, 6, 8, 4)
-    torch.testing.assert_close(out["post_z"].detach().sum(-1), torch.ones(3, 6, 8))
-    start = LatentState(out["belief"][:, -1], out["post_z"][:, -1].detach())
-    traj = wm.imagine(lambda z: torch.zeros(z.shape[0], A), start, horizon=5)
-    assert traj["z"].shape == (6, 3, 8, 4) and traj["action"].shape == (5, 3, A)
+    assert out["feat"].shape == (3, 6, F) and out["prior_logp"].shape == out["post_logp"].shape == (3, 6, 8, 4)
+    torch.testing.assert_close(out["states"].z.detach().sum(-1), torch.ones(3, 6, 8))
+    start = type(out["states"])(*(x[:, -1].detach() for x in out["states"]))
+    traj = wm.imagine(lambda f: torch.zeros(f.shape[0], A), start, horizon=5)
+    assert traj["feat"].shape == (6, 3, F) and traj["action"].shape == (5, 3, A)
     assert traj["reward"].shape == (5, 3) and traj["cont"].shape == (5, 3)
+    loss, metrics, _ = wm.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and {"loss/reward", "loss/dyn", "loss/rep"} <= set(metrics)
 
 
 def test_kl_balancing_and_free_bits_reach_the_right_parameters():
@@ -157,13 +164,14 @@ def test_same_seed_same_losses():
     assert losses(3) != losses(4)
 
 
+@pytest.mark.parametrize("model", [DRAW, RSSM])
 @pytest.mark.parametrize("spec", [SPEC, PIX], ids=["proprio", "pixels"])
-def test_open_loop_predicts_the_rest_of_the_sequence(spec):
+def test_open_loop_predicts_the_rest_of_the_sequence(spec, model):
     A = 2 if "image" in spec else 1
-    wm = DRAW(spec, A, tiny())
+    wm = model(spec, A, tiny())
     batch = batch_for(spec, A=A, T=9)
     out = wm.open_loop({k: batch[k] for k in spec}, batch["action"], batch["is_first"], context=4)
-    assert out["z"].shape == (3, 5, 8, 4)
+    assert out["feat"].shape == (3, 5, wm.feat_dim)
     for k, (shape, _) in spec.items():
         assert out["pred"][k].shape == (3, 5, *shape) == out["truth"][k].shape
     with pytest.raises(ValueError, match="context must be in 1..8"):

@@ -1,6 +1,6 @@
 """Actor-critic in imagination (METHOD.md, "Actor-critic"): DreamerV3 defaults, REINFORCE.
 
-The actor and critic see the latent sample z only. Actor: Normal with tanh mean and std in
+The actor and critic see the world model's features: for DRAW the latent sample z only. Actor: Normal with tanh mean and std in
 [min_std, max_std]. Critic: symlog 255-bin two-hot with a slow EMA target used both for the
 bootstrap values and as a regulariser.
 """
@@ -71,11 +71,11 @@ class Critic(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    def __init__(self, latent_dim: int, action_size: int, cfg: ActorCriticConfig):
+    def __init__(self, feat_dim: int, action_size: int, cfg: ActorCriticConfig):
         super().__init__()
         self.cfg = cfg
-        self.actor = Actor(latent_dim, action_size, cfg)
-        self.critic = Critic(latent_dim, cfg)
+        self.actor = Actor(feat_dim, action_size, cfg)
+        self.critic = Critic(feat_dim, cfg)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.register_buffer("bins", twohot_bins(cfg.bins), persistent=False)
         self.retnorm = PercentileNormalizer(cfg.retnorm_decay)
@@ -88,7 +88,7 @@ class ActorCritic(nn.Module):
     def update(self, traj: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One actor and one critic step on an imagined trajectory (from ``DRAW.imagine``)."""
         cfg = self.cfg
-        z = traj["z"].flatten(-2).detach()  # [H+1, N, D]
+        z = traj["feat"].detach()  # [H+1, N, F]
         action = traj["action"].detach()
         reward, cont = traj["reward"].detach(), traj["cont"].detach()
         with torch.no_grad():

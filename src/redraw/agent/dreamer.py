@@ -9,12 +9,15 @@ import torch
 from torch import nn
 
 from redraw.agent.actor_critic import ActorCritic, ActorCriticConfig
-from redraw.models.draw import DRAW, LatentState, WorldModelConfig
-from redraw.models.dists import latent_logprobs, sample_onehot
+from redraw.models.draw import DRAW, WorldModelConfig
+from redraw.models.rssm import RSSM
+
+WORLD_MODELS = {"draw": DRAW, "rssm": RSSM}
 
 
 @dataclass
 class AgentConfig:
+    world_model: str = "draw"  #: draw | rssm (DreamerV3)
     wm: WorldModelConfig = field(default_factory=WorldModelConfig)
     ac: ActorCriticConfig = field(default_factory=ActorCriticConfig)
     bf16: bool = True  #: bfloat16 autocast for the forward passes (AMX on CPU)
@@ -26,8 +29,10 @@ class Agent(nn.Module):
         super().__init__()
         self.cfg, self.obs_spec, self.action_size = cfg, dict(obs_spec), action_size
         self.device = torch.device(device)
-        self.wm = DRAW(obs_spec, action_size, cfg.wm)
-        self.ac = ActorCritic(cfg.wm.latent_dim, action_size, cfg.ac)
+        if cfg.world_model not in WORLD_MODELS:
+            raise ValueError(f"unknown world model {cfg.world_model!r}; choose one of {', '.join(WORLD_MODELS)}")
+        self.wm = WORLD_MODELS[cfg.world_model](obs_spec, action_size, cfg.wm)
+        self.ac = ActorCritic(self.wm.feat_dim, action_size, cfg.ac)
         self.to(self.device)
         self.wm_opt = torch.optim.Adam(self.wm.parameters(), cfg.wm.lr, eps=cfg.wm.eps)
         self.generator = torch.Generator(device=self.device)
@@ -49,28 +54,33 @@ class Agent(nn.Module):
         self.wm_opt.step()
         metrics["loss/wm"] = loss.detach()
 
-        # imagination from the posterior states (and the prior beliefs beside them)
-        z = out["post_z"].detach().flatten(0, 1)
-        belief = out["belief"].detach().flatten(0, 1)
-        if self.cfg.imag_starts and self.cfg.imag_starts < len(z):
-            idx = torch.randperm(len(z), generator=self.generator, device=self.device)[: self.cfg.imag_starts]
-            z, belief = z[idx], belief[idx]
+        # imagination from every posterior state of the batch (or a random subset)
+        states = type(out["states"])(*(x.detach().flatten(0, 1) for x in out["states"]))
+        if self.cfg.imag_starts and self.cfg.imag_starts < len(states[0]):
+            idx = torch.randperm(len(states[0]), generator=self.generator, device=self.device)[: self.cfg.imag_starts]
+            states = type(states)(*(x[idx] for x in states))
         with self._autocast():
-            traj = self.wm.imagine(lambda s: self.ac.actor.act(s, generator=self.generator), LatentState(belief, z), self.cfg.ac.horizon,
-                                   generator=self.generator)
+            traj = self.wm.imagine(lambda f: self.ac.actor.act(f, generator=self.generator), states,
+                                   self.cfg.ac.horizon, generator=self.generator)
             metrics.update(self.ac.update(traj))
         self.updates += 1
         return {k: float(v) for k, v in metrics.items()}
 
     @torch.no_grad()
-    def act(self, obs: dict[str, np.ndarray], sample: bool = True) -> np.ndarray:
-        """One action for one observation: posterior sample from this observation, then the actor."""
-        x = {k: torch.as_tensor(np.asarray(obs[k]), device=self.device)[None] for k in self.obs_spec}
+    def act(self, obs: dict[str, np.ndarray], state=None, sample: bool = True):
+        """One action for one observation. ``state`` is what the previous call returned (None at
+        an episode start); returns ``(action, state)``. The world model filters the observation
+        (for DRAW the posterior needs the observation only) and the actor acts on its features."""
+        x = {k: torch.as_tensor(np.asarray(obs[k]), device=self.device)[None, None] for k in self.obs_spec}
+        if state is None:
+            latent, prev_action, first = None, torch.zeros(1, self.action_size, device=self.device), True
+        else:
+            (latent, prev_action), first = state, False
         with self._autocast():
-            logits = self.wm.posterior_logits(self.wm.encode(x))
-            z = sample_onehot(latent_logprobs(logits, self.cfg.wm.unimix), self.generator).flatten(-2)
-            action = self.ac.actor.act(z, sample=sample, generator=self.generator)
-        return action[0].float().cpu().numpy()
+            out = self.wm.observe(x, prev_action[:, None], torch.tensor([[first]], device=self.device),
+                                  state=latent, generator=self.generator)
+            action = self.ac.actor.act(out["feat"][:, -1], sample=sample, generator=self.generator).float()
+        return action[0].cpu().numpy(), (out["state"], action)
 
     def checkpoint_state(self) -> dict:
         return {
@@ -91,3 +101,17 @@ class Agent(nn.Module):
         self.ac.retnorm.load_state_dict(state["retnorm"])
         self.generator.set_state(state["generator"])
         self.updates = int(state["updates"])
+
+
+class AgentPolicy:
+    """An agent as a collection behaviour (``reset(rng)`` / ``act(obs)``, see data.behaviours)."""
+
+    def __init__(self, agent: Agent, sample: bool = True):
+        self.agent, self.sample, self.state = agent, sample, None
+
+    def reset(self, rng=None) -> None:
+        self.state = None
+
+    def act(self, obs: dict) -> np.ndarray:
+        action, self.state = self.agent.act(obs, self.state, sample=self.sample)
+        return action

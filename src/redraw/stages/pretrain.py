@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from redraw.agent.actor_critic import ActorCriticConfig
-from redraw.agent.dreamer import Agent, AgentConfig
+from redraw.agent.dreamer import Agent, AgentConfig, AgentPolicy
 from redraw.checkpoint import identity_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, load_params, section
 from redraw.data.collect import run_episode
@@ -76,6 +76,7 @@ def openloop_report(agent: Agent, replay: Replay, figure_path: Path, title: str,
 class PretrainConfig:
     """Online pretraining schedule (section ``pretrain`` of params.yaml)."""
 
+    world_model: str = "draw"  #: draw (ReDRAW) | rssm (DreamerV3, for the finetune baseline)
     steps: int = 20000  #: agent steps to take in the source env (on top of the collected data)
     train_ratio: float = 0.5  #: world-model updates per agent step (paper: 0.5)
     batch_size: int = 16
@@ -92,7 +93,7 @@ def configs_from_params(params: dict, path: str = "params.yaml"):
     wm = section(params, "model", WorldModelConfig, path)
     ac = section(params, "actor_critic", ActorCriticConfig, path)
     pre = section(params, "pretrain", PretrainConfig, path)
-    agent = AgentConfig(wm=wm, ac=ac, bf16=pre.bf16, imag_starts=pre.imag_starts)
+    agent = AgentConfig(world_model=pre.world_model, wm=wm, ac=ac, bf16=pre.bf16, imag_starts=pre.imag_starts)
     return agent, pre
 
 
@@ -102,17 +103,10 @@ def pick_device() -> torch.device:
 
 def evaluate(agent: Agent, env, episodes: int, seed: int) -> dict[str, float]:
     """Mean undiscounted return of the actor (sampled actions) over ``episodes`` episodes."""
-
-    class _Policy:
-        def reset(self, rng):
-            pass
-
-        def act(self, obs):
-            return agent.act(obs, sample=True)
-
+    policy = AgentPolicy(agent, sample=True)
     returns = []
     for i in range(episodes):
-        ep = run_episode(env, _Policy(), np.random.SeedSequence([seed, 99, i]))
+        ep = run_episode(env, policy, np.random.SeedSequence([seed, 99, i]))
         returns.append(float(ep["reward"][1:].sum()))
     return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns))}
 
@@ -142,7 +136,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     obs_spec = env.observation_spec()
     identity = {
         "env": env_name, "obs_mode": obs_mode, "obs_spec": {k: list(v[0]) for k, v in obs_spec.items()},
-        "action_size": env.action_size, "model": asdict(agent_cfg.wm), "actor_critic": asdict(agent_cfg.ac),
+        "action_size": env.action_size, "world_model": agent_cfg.world_model, "model": asdict(agent_cfg.wm), "actor_critic": asdict(agent_cfg.ac),
     }
     run_identity = {**identity, "pretrain": asdict(pre), "seed": seed, "env_kwargs": env_kwargs,
                     "source_data": dataset_fingerprint(SOURCE_DATA) if meta is not None else None}
@@ -179,12 +173,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
             "next_eval": next_eval, "last_return": last_return, "replay_rng": replay.rng_state(),
         }, run_identity)
 
-    class _Actor:
-        def reset(self, _rng):
-            pass
-
-        def act(self, obs):
-            return agent.act(obs, sample=True)
+    actor = AgentPolicy(agent, sample=True)
 
     tracker = StageRun(out_dir.name, params, tags={"env": env_name, "resumed_at_update": str(agent.updates)})
     bar = tqdm(total=pre.steps, initial=step, unit="step", desc=f"pretrain {env_name}", disable=None if progress else True)  # None: only on a terminal
@@ -219,7 +208,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
             if done:
                 break
             # 3. one episode of interaction
-            episode = run_episode(env, _Actor(), np.random.SeedSequence([seed, 7, online_episodes]))
+            episode = run_episode(env, actor, np.random.SeedSequence([seed, 7, online_episodes]))
             save_episode(replay_dir / episode_name(online_episodes), episode, compress=False)
             replay.add(episode)
             online_episodes += 1

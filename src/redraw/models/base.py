@@ -1,0 +1,191 @@
+"""What DRAW and the RSSM share: encoders, decoders, reward/continue heads, the loss, and the
+generic verbs built on a model's one-step transition (``imagine``, ``open_loop``).
+
+A concrete model supplies ``observe`` (filter a sequence; returns per-step ``states``, their
+``feat``, and posterior / prior log-probabilities), ``step`` (one prior transition with a
+sample), ``features`` (what decoders, heads and the actor see) and ``initial``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from redraw.models.dists import categorical_kl, symexp, symlog, twohot_bins, twohot_loss, twohot_mean
+from redraw.models.networks import ConvDecoder, ConvEncoder, mlp, uniform_init_, zero_init_
+
+
+@dataclass
+class WorldModelConfig:
+    """World-model sizes and loss settings; defaults are the paper's DRAW (METHOD.md)."""
+
+    latent_vars: int = 256  #: categorical variables
+    latent_classes: int = 4  #: classes per variable
+    hidden: int = 512  #: width of the posterior and prior layers
+    prior_layers: int = 3  #: Linear+LN+SiLU layers of the DRAW prior MLP
+    deter: int = 512  #: RSSM only: GRU state size
+    cnn_depth: int = 32  #: first conv's channels (then x2, x4, x8)
+    mlp_units: int = 1024  #: vector encoder/decoder width
+    mlp_layers: int = 5  #: vector encoder/decoder depth
+    head_units: int = 512  #: reward / continue head width
+    head_layers: int = 2
+    unimix: float = 0.01  #: uniform share mixed into prior and posterior
+    free_bits: float = 1.0  #: KL terms are clipped below at this many nats
+    dyn_scale: float = 1.5
+    rep_scale: float = 0.5
+    reward_bins: int = 255
+    lr: float = 1e-4
+    eps: float = 1e-8
+    grad_clip: float = 1000.0
+
+    @property
+    def latent_dim(self) -> int:
+        return self.latent_vars * self.latent_classes
+
+
+def sample_classes(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One-hot sample (no gradient) from log-probabilities [..., S, K]."""
+    idx = torch.multinomial(logp.exp().reshape(-1, logp.shape[-1]), 1, generator=generator).squeeze(-1)
+    return nn.functional.one_hot(idx, logp.shape[-1]).reshape(logp.shape).to(logp.dtype)
+
+
+class LatentWorldModel(nn.Module):
+    def __init__(self, obs_spec: dict[str, tuple[tuple[int, ...], str]], action_size: int, cfg: WorldModelConfig,
+                 feat_dim: int):
+        super().__init__()
+        self.cfg, self.obs_spec, self.action_size, self.feat_dim = cfg, dict(obs_spec), action_size, feat_dim
+        self.image_keys = [k for k, (shape, _) in obs_spec.items() if len(shape) == 3]
+        self.vector_keys = [k for k, (shape, _) in obs_spec.items() if len(shape) == 1]
+        if not self.image_keys and not self.vector_keys:
+            raise ValueError(f"observation spec has no image or vector keys: {obs_spec}")
+        if len(self.image_keys) > 1:
+            raise ValueError(f"one image observation is supported, got {self.image_keys}")
+        vec_dim = sum(obs_spec[k][0][0] for k in self.vector_keys)
+        embed = 0
+        if self.image_keys:
+            size = obs_spec[self.image_keys[0]][0][0]
+            self.cnn = ConvEncoder(cfg.cnn_depth, size)
+            self.image_decoder = ConvDecoder(feat_dim, cfg.cnn_depth, size)
+            embed += self.cnn.out_dim
+        if self.vector_keys:
+            self.vec_encoder = mlp(vec_dim, cfg.mlp_units, cfg.mlp_layers)
+            self.vec_decoder = mlp(feat_dim, cfg.mlp_units, cfg.mlp_layers, vec_dim)
+            embed += cfg.mlp_units
+        self.embed_dim = embed
+        self.reward_head = mlp(feat_dim, cfg.head_units, cfg.head_layers, cfg.reward_bins)
+        self.cont_head = mlp(feat_dim, cfg.head_units, cfg.head_layers, 1)
+        self.register_buffer("bins", twohot_bins(cfg.reward_bins), persistent=False)
+
+    def _finish_init(self) -> None:
+        """Initialise weights once every submodule exists (subclasses call this last)."""
+        uniform_init_(self)
+        zero_init_(self.reward_head[-1])
+
+    def _split(self, flat: torch.Tensor) -> torch.Tensor:
+        return flat.reshape(*flat.shape[:-1], self.cfg.latent_vars, self.cfg.latent_classes)
+
+    # -- shared pieces --------------------------------------------------------------------------
+    def encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = [self.cnn(obs[k]) for k in self.image_keys]
+        if self.vector_keys:
+            vec = torch.cat([obs[k].float() for k in self.vector_keys], -1)
+            parts.append(self.vec_encoder(symlog(vec)))
+        return torch.cat(parts, -1)
+
+    def decode(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Observations decoded from features: images on the 0..255 scale, vectors raw."""
+        out = {}
+        for k in self.image_keys:
+            out[k] = ((self.image_decoder(feat).float() + 0.5) * 255.0).clamp(0, 255)
+        if self.vector_keys:
+            vec, i = symexp(self.vec_decoder(feat).float()), 0
+            for k in self.vector_keys:
+                n = self.obs_spec[k][0][0]
+                out[k], i = vec[..., i : i + n], i + n
+        return out
+
+    def reward(self, feat: torch.Tensor) -> torch.Tensor:
+        return twohot_mean(self.reward_head(feat), self.bins)
+
+    def cont(self, feat: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.cont_head(feat).squeeze(-1).float())
+
+    # -- generic verbs --------------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
+        """World-model loss on a batch [B, T, ...]; returns (loss, metrics, observe outputs).
+
+        Reconstruction (image MSE, symlog vector MSE), two-hot reward and Bernoulli continue
+        terms from the posterior features, plus ``dyn_scale * dyn + rep_scale * rep`` with
+        dyn = KL(sg(post) || prior) and rep = KL(post || sg(prior)), each clipped below at
+        ``free_bits`` and masked at episode starts.
+        """
+        cfg = self.cfg
+        obs = {k: batch[k] for k in self.obs_spec}
+        out = self.observe(obs, batch["action"], batch["is_first"], generator=generator)
+        feat = out["feat"]
+        losses = {}
+        if self.image_keys:
+            target = batch[self.image_keys[0]].float() / 255.0 - 0.5
+            losses["image"] = ((self.image_decoder(feat).float() - target) ** 2).sum((-1, -2, -3))
+        if self.vector_keys:
+            target = symlog(torch.cat([batch[k].float() for k in self.vector_keys], -1))
+            losses["vector"] = ((self.vec_decoder(feat).float() - target) ** 2).sum(-1)
+        losses["reward"] = twohot_loss(self.reward_head(feat), batch["reward"].float(), self.bins)
+        losses["cont"] = nn.functional.binary_cross_entropy_with_logits(
+            self.cont_head(feat).squeeze(-1).float(), 1.0 - batch["is_terminal"].float(), reduction="none"
+        )
+        mask = (~batch["is_first"].bool()).float()
+        post, prior = out["post_logp"], out["prior_logp"]
+        dyn = categorical_kl(post.detach(), prior)
+        rep = categorical_kl(post, prior.detach())
+        denom = mask.sum().clamp(min=1.0)
+        dyn_loss = (torch.clamp(dyn, min=cfg.free_bits) * mask).sum() / denom
+        rep_loss = (torch.clamp(rep, min=cfg.free_bits) * mask).sum() / denom
+        total = sum(v.mean() for v in losses.values()) + cfg.dyn_scale * dyn_loss + cfg.rep_scale * rep_loss
+        metrics = {f"loss/{k}": v.mean().detach() for k, v in losses.items()}
+        metrics.update({
+            "loss/dyn": dyn_loss.detach(),
+            "loss/rep": rep_loss.detach(),
+            "wm/kl": ((dyn * mask).sum() / denom).detach(),
+            "wm/post_entropy": -(post.exp() * post).sum((-1, -2)).mean().detach(),
+        })
+        return total, metrics, out
+
+    @torch.no_grad()
+    def imagine(self, policy: Callable[[torch.Tensor], torch.Tensor], start, horizon: int,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Roll ``policy`` (features -> action) out in the latent dynamics from ``start`` ([N, ...]).
+
+        Returns ``feat`` [H+1, N, F] (feat[0] from start), ``action`` [H, N, A] (taken at step t),
+        and ``reward`` and ``cont`` [H, N] predicted at step t+1.
+        """
+        feats, actions, prev = [self.features(start)], [], start
+        for _ in range(horizon):
+            action = policy(feats[-1])
+            prev, _ = self.step(prev, action, generator)
+            feats.append(self.features(prev))
+            actions.append(action)
+        feat = torch.stack(feats)
+        return {"feat": feat, "action": torch.stack(actions), "reward": self.reward(feat[1:]), "cont": self.cont(feat[1:])}
+
+    @torch.no_grad()
+    def open_loop(self, obs, action, is_first, context: int, generator: torch.Generator | None = None):
+        """Filter the first ``context`` steps, then predict the rest from the recorded actions alone.
+
+        Returns ``feat`` [B, T - context, F] for steps ``context..T-1`` and the decoded
+        predictions ``pred`` beside the true observations ``truth``.
+        """
+        T = action.shape[1]
+        if not 0 < context < T:
+            raise ValueError(f"context must be in 1..{T - 1}, got {context}")
+        head = {k: v[:, :context] for k, v in obs.items()}
+        prev = self.observe(head, action[:, :context], is_first[:, :context], generator=generator)["state"]
+        feats = []
+        for t in range(context, T):
+            prev, _ = self.step(prev, action[:, t], generator)
+            feats.append(self.features(prev))
+        feat = torch.stack(feats, 1)
+        return {"feat": feat, "pred": self.decode(feat), "truth": {k: v[:, context:] for k, v in obs.items()}}

@@ -1,0 +1,86 @@
+"""RSSM: DreamerV3's world model (GRU deterministic state + categorical stochastic state).
+
+Used by the DreamerV3-finetune baseline. Same verbs as DRAW. ``deter`` is the GRU state;
+the prior predicts z from it, the posterior from it and the observation embedding.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from redraw.models.base import LatentWorldModel, WorldModelConfig, sample_classes
+from redraw.models.dists import latent_logprobs, sample_onehot
+from redraw.models.networks import mlp
+
+__all__ = ["RSSM", "RSSMState"]
+
+
+class RSSMState(NamedTuple):
+    deter: torch.Tensor  #: [..., deter]
+    z: torch.Tensor  #: [..., S, K]
+
+
+class RSSM(LatentWorldModel):
+    def __init__(self, obs_spec: dict[str, tuple[tuple[int, ...], str]], action_size: int, cfg: WorldModelConfig):
+        super().__init__(obs_spec, action_size, cfg, feat_dim=cfg.deter + cfg.latent_dim)
+        D = cfg.latent_dim
+        self.img_in = mlp(D + action_size, cfg.hidden, 1)
+        self.gru = nn.GRUCell(cfg.hidden, cfg.deter)
+        self.prior = mlp(cfg.deter, cfg.hidden, 1, D)
+        self.posterior = mlp(cfg.deter + self.embed_dim, cfg.hidden, 1, D)
+        self.init_deter = nn.Parameter(torch.zeros(cfg.deter))
+        self._finish_init()
+
+    def features(self, state: RSSMState) -> torch.Tensor:
+        return torch.cat([state.deter, state.z.flatten(-2)], -1)
+
+    def initial(self, batch_shape: tuple[int, ...]) -> RSSMState:
+        """Learned initial deter state (tanh), z = the prior's mode there."""
+        deter = torch.tanh(self.init_deter).expand(*batch_shape, -1)
+        logits = self._split(self.prior(deter))
+        z = nn.functional.one_hot(logits.argmax(-1), self.cfg.latent_classes).to(deter.dtype)
+        return RSSMState(deter, z)
+
+    def _deter_step(self, prev: RSSMState, action: torch.Tensor) -> torch.Tensor:
+        x = self.img_in(torch.cat([prev.z.flatten(-2), action.clamp(-1, 1)], -1))
+        lead = x.shape[:-1]
+        return self.gru(x.reshape(-1, x.shape[-1]).float(), prev.deter.reshape(-1, prev.deter.shape[-1]).float()).reshape(
+            *lead, -1)
+
+    def step(self, prev: RSSMState, action: torch.Tensor, generator: torch.Generator | None = None):
+        deter = self._deter_step(prev, action)
+        logp = latent_logprobs(self._split(self.prior(deter)), self.cfg.unimix)
+        return RSSMState(deter, sample_classes(logp, generator)), logp
+
+    def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
+                state: RSSMState | None = None, generator: torch.Generator | None = None) -> dict:
+        B, T = action.shape[:2]
+        embed = self.encode(obs)
+        init = self.initial((B,))
+        prev = state if state is not None else init
+        deters, zs, post_logp, prior_logp = [], [], [], []
+        first = is_first.bool()
+        for t in range(T):
+            reset = first[:, t]
+            prev = RSSMState(torch.where(reset[:, None], init.deter, prev.deter),
+                             torch.where(reset[:, None, None], init.z, prev.z))
+            act = torch.where(reset[:, None], torch.zeros_like(action[:, t]), action[:, t])
+            deter = self._deter_step(prev, act)
+            prior_logp.append(latent_logprobs(self._split(self.prior(deter)), self.cfg.unimix))
+            post = latent_logprobs(self._split(self.posterior(torch.cat([deter, embed[:, t]], -1))), self.cfg.unimix)
+            z = sample_onehot(post, generator)
+            post_logp.append(post)
+            deters.append(deter)
+            zs.append(z)
+            prev = RSSMState(deter, z)
+        states = RSSMState(torch.stack(deters, 1), torch.stack(zs, 1))
+        return {
+            "states": states,
+            "feat": self.features(states),
+            "post_logp": torch.stack(post_logp, 1),
+            "prior_logp": torch.stack(prior_logp, 1),
+            "state": prev,
+        }
