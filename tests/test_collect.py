@@ -56,10 +56,13 @@ def test_transitions_round_up_to_whole_episodes(tmp_path):
 
 
 def test_failed_collection_leaves_nothing_behind(tmp_path):
-    with pytest.raises(NotImplementedError, match="policy"):
-        collect(cfg(tmp_path, behaviour=BehaviourConfig(kind="policy", checkpoint="x.pt")), progress=False)
+    with pytest.raises(FileNotFoundError, match="x.pt: no checkpoint"):
+        collect(cfg(tmp_path, behaviour=BehaviourConfig(kind="policy", checkpoint=str(tmp_path / "x.pt"))),
+                progress=False)
     assert not (tmp_path / "data").exists()
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="needs behaviour.checkpoint"):
+        collect(cfg(tmp_path, behaviour=BehaviourConfig(kind="policy")), progress=False)
 
 
 def test_existing_data_is_never_overwritten(tmp_path):
@@ -81,3 +84,24 @@ def test_correlated_noise_is_correlated_and_bounded():
     assert lag1 > 0.85
     with pytest.raises(ValueError, match="rho"):
         CorrelatedNoise(low, high, rho=1.0, scale=1.0)
+
+
+@pytest.mark.slow
+def test_a_trained_agent_collects_as_behaviour(tmp_path, monkeypatch):
+    """The oracle as the expert behind the target data: a checkpoint from the training stage."""
+    import subprocess
+    import sys
+
+    from test_pretrain import make_workdir
+
+    work = make_workdir(tmp_path / "work", steps=40)
+    subprocess.run([sys.executable, "-m", "redraw.stages.pretrain", "--oracle", "--no-progress"], cwd=work, check=True,
+                   capture_output=True)
+    ckpt = str(work / "models/oracle/agent.pt")
+    meta = collect(cfg(tmp_path, episodes=2, workers=2, behaviour=BehaviourConfig(kind="policy", checkpoint=ckpt)),
+                   progress=False)
+    assert meta.behaviour == f"policy:{ckpt}"
+    assert dataset_stats(tmp_path / "data")["transitions"] == 40
+    with pytest.raises(ValueError, match="obs_spec"):  # a proprio agent cannot act on pixels
+        collect(cfg(tmp_path, "pix", obs_mode="pixels", behaviour=BehaviourConfig(kind="policy", checkpoint=ckpt)),
+                progress=False)

@@ -34,8 +34,10 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], identity: di
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, expect: dict[str, Any] | None = None, map_location="cpu") -> dict[str, Any]:
-    """Load a checkpoint; if ``expect`` is given, every key in it must match the stored identity."""
+def load_checkpoint(path: str | os.PathLike, expect: dict[str, Any] | None = None, map_location="cpu",
+                    subset: bool = False) -> dict[str, Any]:
+    """Load a checkpoint whose stored identity matches ``expect`` exactly (or, with ``subset``,
+    on the keys ``expect`` names)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint here")
@@ -44,12 +46,12 @@ def load_checkpoint(path: str | os.PathLike, expect: dict[str, Any] | None = Non
     if expect is not None:
         from redraw.config import flatten
 
-        identity = flatten(identity)
+        stored = flatten(identity)
         expect = flatten(json.loads(json.dumps(expect, sort_keys=True, default=str)))
-        for key in sorted(set(expect) | set(identity)):
-            if identity.get(key) != expect.get(key):
+        for key in sorted(set(expect) if subset else set(expect) | set(stored)):
+            if stored.get(key) != expect.get(key):
                 raise CheckpointMismatch(
-                    f"{path}: checkpoint was made for {key}={identity.get(key)!r}, "
+                    f"{path}: checkpoint was made for {key}={stored.get(key)!r}, "
                     f"but this run has {key}={expect.get(key)!r}"
                 )
     return {"identity": identity, **blob["state"]}

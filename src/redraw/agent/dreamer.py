@@ -115,3 +115,20 @@ class AgentPolicy:
     def act(self, obs: dict) -> np.ndarray:
         action, self.state = self.agent.act(obs, self.state, sample=self.sample)
         return action
+
+
+def load_agent(path, expect: dict | None = None, device: str | torch.device = "cpu") -> Agent:
+    """Rebuild an agent from a training stage's ``agent.pt``; ``expect`` (e.g. the obs spec of
+    the env it will act in) must match the stored identity on the keys it names."""
+    from redraw.checkpoint import load_checkpoint
+    from redraw.config import section
+
+    blob = load_checkpoint(path, expect=expect, map_location=device, subset=True)
+    ident = blob["identity"]
+    cfg = AgentConfig(world_model=ident["world_model"],
+                      wm=section(ident, "model", WorldModelConfig, path),
+                      ac=section(ident, "actor_critic", ActorCriticConfig, path))
+    obs_spec = {k: (tuple(shape), "uint8" if len(shape) == 3 else "float32") for k, shape in ident["obs_spec"].items()}
+    agent = Agent(obs_spec, int(ident["action_size"]), cfg, device=device)
+    agent.load_checkpoint_state(blob["agent"])
+    return agent

@@ -1,4 +1,4 @@
-"""Behaviour policies for data collection: how actions are chosen when no trained policy acts."""
+"""Behaviour policies for data collection: noise processes, or a trained agent (``policy``)."""
 
 from __future__ import annotations
 
@@ -48,16 +48,23 @@ class CorrelatedNoise:
         return np.clip(self.x, self.low, self.high).astype(np.float32)
 
 
-def make_behaviour(cfg: BehaviourConfig, low: np.ndarray, high: np.ndarray):
+def make_behaviour(cfg: BehaviourConfig, low: np.ndarray, high: np.ndarray, env=None):
+    """The behaviour ``cfg`` names. ``policy`` loads a trained agent and needs ``env`` (for its
+    observation spec); the checkpoint must match it."""
     if cfg.kind == "random":
         return UniformRandom(low, high)
     if cfg.kind == "correlated":
         return CorrelatedNoise(low, high, cfg.rho, cfg.scale)
     if cfg.kind == "policy":
-        raise NotImplementedError(
-            "behaviour 'policy' needs a trained policy checkpoint; policies come with world-model "
-            "pretraining, which this version does not have yet. Use 'random' or 'correlated'."
-        )
+        if not cfg.checkpoint:
+            raise ValueError("behaviour 'policy' needs behaviour.checkpoint, e.g. models/oracle/agent.pt")
+        if env is None:
+            return None  # validated when the env exists (see collect)
+        from redraw.agent.dreamer import AgentPolicy, load_agent
+
+        expect = {"obs_spec": {k: list(shape) for k, (shape, _) in env.observation_spec().items()},
+                  "action_size": env.action_size}
+        return AgentPolicy(load_agent(cfg.checkpoint, expect=expect), sample=True)
     raise ValueError(f"unknown behaviour kind {cfg.kind!r}; choose one of {BEHAVIOURS}")
 
 

@@ -95,13 +95,18 @@ def run_episode(env, behaviour, seed_seq: np.random.SeedSequence) -> Episode:
 _WORKER: dict = {}
 
 
-def _init_worker(cfg: CollectConfig, tmp_dir: str) -> None:
+def _init_worker(cfg: CollectConfig, tmp_dir: str, pooled: bool = False) -> None:
     from redraw.envs import make_env
+
+    if pooled and cfg.behaviour.kind == "policy":
+        import torch
+
+        torch.set_num_threads(1)  # the workers already use every core
 
     env = make_env(cfg.env, seed=cfg.seed, **cfg.env_kwargs())
     _WORKER.update(
         env=env,
-        behaviour=make_behaviour(cfg.behaviour, env.action_low, env.action_high),
+        behaviour=make_behaviour(cfg.behaviour, env.action_low, env.action_high, env=env),
         cfg=cfg,
         tmp_dir=tmp_dir,
     )
@@ -133,6 +138,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> DatasetMeta:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: output directory exists and is not empty; remove it or choose another")
     with make_env(cfg.env, seed=cfg.seed, **cfg.env_kwargs()) as env:
+        if cfg.behaviour.kind == "policy":
+            make_behaviour(cfg.behaviour, env.action_low, env.action_high, env=env)  # loads and checks it
         meta = DatasetMeta(
             env=cfg.env,
             obs_mode=cfg.obs_mode,
@@ -172,7 +179,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> DatasetMeta:
         else:
             # spawn: every worker owns a fresh GL context; forking one is unsafe
             ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, str(tmp))) as pool:
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, str(tmp), True)) as pool:
                 for _, s, _ in pool.imap_unordered(_collect_one, range(n)):
                     steps += s
                     bar.update(1)

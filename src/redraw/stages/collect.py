@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         metrics = run(args.which, load_params(args.params), args.params, progress=not args.no_progress)
-    except (ConfigError, ValueError, FileExistsError, NotImplementedError, KeyError) as exc:
+    except (ConfigError, ValueError, FileExistsError, FileNotFoundError, KeyError) as exc:
         print(f"collect {args.which}: error: {exc}", file=sys.stderr)
         return 2
     print(f"collect {args.which}: " + ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
