@@ -22,6 +22,8 @@ class AgentConfig:
     ac: ActorCriticConfig = field(default_factory=ActorCriticConfig)
     bf16: bool = True  #: bfloat16 autocast for the forward passes (AMX on CPU)
     imag_starts: int = 0  #: imagination start states per update (0: every posterior state)
+    exploration: str = "task"  #: task (act with the task actor) | plan2explore
+    disagreement_heads: int = 8  #: plan2explore ensemble size
 
 
 class Agent(nn.Module):
@@ -33,6 +35,15 @@ class Agent(nn.Module):
             raise ValueError(f"unknown world model {cfg.world_model!r}; choose one of {', '.join(WORLD_MODELS)}")
         self.wm = WORLD_MODELS[cfg.world_model](obs_spec, action_size, cfg.wm)
         self.ac = ActorCritic(self.wm.feat_dim, action_size, cfg.ac)
+        if cfg.exploration not in ("task", "plan2explore"):
+            raise ValueError(f"unknown exploration {cfg.exploration!r}; choose task or plan2explore")
+        self.explorer: ActorCritic | None = None
+        if cfg.exploration == "plan2explore":
+            from redraw.agent.plan2explore import Disagreement
+
+            self.explorer = ActorCritic(self.wm.feat_dim, action_size, cfg.ac)
+            self.disagreement = Disagreement(self.wm.feat_dim, action_size, self.wm.embed_dim,
+                                             heads=cfg.disagreement_heads, units=cfg.ac.units, layers=cfg.ac.layers)
         self.to(self.device)
         self.wm_opt = torch.optim.Adam(self.wm.parameters(), cfg.wm.lr, eps=cfg.wm.eps)
         self.generator = torch.Generator(device=self.device)
@@ -63,11 +74,20 @@ class Agent(nn.Module):
             traj = self.wm.imagine(lambda f: self.ac.actor.act(f, generator=self.generator), states,
                                    self.cfg.ac.horizon, generator=self.generator)
             metrics.update(self.ac.update(traj))
+            if self.explorer is not None:
+                # Plan2Explore: the ensemble learns feat_t, a_{t+1} -> embed_{t+1}; the explorer is
+                # rewarded by its disagreement alone (extrinsic weight 0)
+                feat = out["feat"].detach()
+                metrics.update(self.disagreement.update(feat[:, :-1], batch["action"][:, 1:], out["embed"][:, 1:]))
+                traj = self.wm.imagine(lambda f: self.explorer.actor.act(f, generator=self.generator), states,
+                                       self.cfg.ac.horizon, generator=self.generator)
+                traj["reward"] = self.disagreement.reward(traj["feat"][:-1], traj["action"])
+                metrics.update({k.replace("/", "/explore_", 1): v for k, v in self.explorer.update(traj).items()})
         self.updates += 1
         return {k: float(v) for k, v in metrics.items()}
 
     @torch.no_grad()
-    def act(self, obs: dict[str, np.ndarray], state=None, sample: bool = True):
+    def act(self, obs: dict[str, np.ndarray], state=None, sample: bool = True, explore: bool = False):
         """One action for one observation. ``state`` is what the previous call returned (None at
         an episode start); returns ``(action, state)``. The world model filters the observation
         (for DRAW the posterior needs the observation only) and the actor acts on its features."""
@@ -79,7 +99,8 @@ class Agent(nn.Module):
         with self._autocast():
             out = self.wm.observe(x, prev_action[:, None], torch.tensor([[first]], device=self.device),
                                   state=latent, generator=self.generator)
-            action = self.ac.actor.act(out["feat"][:, -1], sample=sample, generator=self.generator).float()
+            actor = self.explorer.actor if explore and self.explorer is not None else self.ac.actor
+            action = actor.act(out["feat"][:, -1], sample=sample, generator=self.generator).float()
         return action[0].cpu().numpy(), (out["state"], action)
 
     def checkpoint_state(self) -> dict:
@@ -91,6 +112,10 @@ class Agent(nn.Module):
             "retnorm": self.ac.retnorm.state_dict(),
             "generator": self.generator.get_state(),
             "updates": self.updates,
+            **({"explorer_actor_opt": self.explorer.actor_opt.state_dict(),
+                "explorer_critic_opt": self.explorer.critic_opt.state_dict(),
+                "explorer_retnorm": self.explorer.retnorm.state_dict(),
+                "disagreement_opt": self.disagreement.opt.state_dict()} if self.explorer is not None else {}),
         }
 
     def load_checkpoint_state(self, state: dict) -> None:
@@ -101,19 +126,24 @@ class Agent(nn.Module):
         self.ac.retnorm.load_state_dict(state["retnorm"])
         self.generator.set_state(state["generator"])
         self.updates = int(state["updates"])
+        if self.explorer is not None and "explorer_actor_opt" in state:
+            self.explorer.actor_opt.load_state_dict(state["explorer_actor_opt"])
+            self.explorer.critic_opt.load_state_dict(state["explorer_critic_opt"])
+            self.explorer.retnorm.load_state_dict(state["explorer_retnorm"])
+            self.disagreement.opt.load_state_dict(state["disagreement_opt"])
 
 
 class AgentPolicy:
     """An agent as a collection behaviour (``reset(rng)`` / ``act(obs)``, see data.behaviours)."""
 
-    def __init__(self, agent: Agent, sample: bool = True):
-        self.agent, self.sample, self.state = agent, sample, None
+    def __init__(self, agent: Agent, sample: bool = True, explore: bool = False):
+        self.agent, self.sample, self.explore, self.state = agent, sample, explore, None
 
     def reset(self, rng=None) -> None:
         self.state = None
 
     def act(self, obs: dict) -> np.ndarray:
-        action, self.state = self.agent.act(obs, self.state, sample=self.sample)
+        action, self.state = self.agent.act(obs, self.state, sample=self.sample, explore=self.explore)
         return action
 
 
@@ -125,7 +155,7 @@ def load_agent(path, expect: dict | None = None, device: str | torch.device = "c
 
     blob = load_checkpoint(path, expect=expect, map_location=device, subset=True)
     ident = blob["identity"]
-    cfg = AgentConfig(world_model=ident["world_model"],
+    cfg = AgentConfig(world_model=ident["world_model"], exploration=ident.get("exploration", "task"),
                       wm=section(ident, "model", WorldModelConfig, path),
                       ac=section(ident, "actor_critic", ActorCriticConfig, path))
     obs_spec = {k: (tuple(shape), "uint8" if len(shape) == 3 else "float32") for k, shape in ident["obs_spec"].items()}

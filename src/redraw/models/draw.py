@@ -82,7 +82,8 @@ class DRAW(LatentWorldModel):
         ``feat``, ``post_logp``, ``prior_logp`` and the last ``state``.
         """
         B, T = action.shape[:2]
-        post_logp = latent_logprobs(self.posterior_logits(self.encode(obs)), self.cfg.unimix)  # obs-only: all at once
+        embed = self.encode(obs)
+        post_logp = latent_logprobs(self.posterior_logits(embed), self.cfg.unimix)  # obs-only: all at once
         post_z = sample_onehot(post_logp, generator)
         init = self.initial((B,))
         prev = state if state is not None else init
@@ -102,5 +103,6 @@ class DRAW(LatentWorldModel):
             "feat": post_z.flatten(-2),
             "post_logp": post_logp,
             "prior_logp": torch.stack(prior_logp, 1),
+            "embed": embed,
             "state": prev,
         }

@@ -82,5 +82,6 @@ class RSSM(LatentWorldModel):
             "feat": self.features(states),
             "post_logp": torch.stack(post_logp, 1),
             "prior_logp": torch.stack(prior_logp, 1),
+            "embed": embed,
             "state": prev,
         }

@@ -77,6 +77,7 @@ class PretrainConfig:
     """Online pretraining schedule (section ``pretrain`` of params.yaml)."""
 
     world_model: str = "draw"  #: draw (ReDRAW) | rssm (DreamerV3, for the finetune baseline)
+    exploration: str = "task"  #: task (act with the task actor) | plan2explore (paper's pretraining)
     steps: int = 20000  #: agent steps to take in the source env (on top of the collected data)
     train_ratio: float = 0.5  #: world-model updates per agent step (paper: 0.5)
     batch_size: int = 16
@@ -93,7 +94,8 @@ def configs_from_params(params: dict, path: str = "params.yaml"):
     wm = section(params, "model", WorldModelConfig, path)
     ac = section(params, "actor_critic", ActorCriticConfig, path)
     pre = section(params, "pretrain", PretrainConfig, path)
-    agent = AgentConfig(world_model=pre.world_model, wm=wm, ac=ac, bf16=pre.bf16, imag_starts=pre.imag_starts)
+    agent = AgentConfig(world_model=pre.world_model, wm=wm, ac=ac, bf16=pre.bf16, imag_starts=pre.imag_starts,
+                        exploration=pre.exploration)
     return agent, pre
 
 
@@ -136,7 +138,8 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     obs_spec = env.observation_spec()
     identity = {
         "env": env_name, "obs_mode": obs_mode, "obs_spec": {k: list(v[0]) for k, v in obs_spec.items()},
-        "action_size": env.action_size, "world_model": agent_cfg.world_model, "model": asdict(agent_cfg.wm), "actor_critic": asdict(agent_cfg.ac),
+        "action_size": env.action_size, "world_model": agent_cfg.world_model, "exploration": agent_cfg.exploration,
+        "model": asdict(agent_cfg.wm), "actor_critic": asdict(agent_cfg.ac),
     }
     run_identity = {**identity, "pretrain": asdict(pre), "seed": seed, "env_kwargs": env_kwargs,
                     "source_data": dataset_fingerprint(SOURCE_DATA) if meta is not None else None}
@@ -173,7 +176,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
             "next_eval": next_eval, "last_return": last_return, "replay_rng": replay.rng_state(),
         }, run_identity)
 
-    actor = AgentPolicy(agent, sample=True)
+    actor = AgentPolicy(agent, sample=True, explore=True)  # the explorer acts when there is one
 
     tracker = StageRun(out_dir.name, params, tags={"env": env_name, "resumed_at_update": str(agent.updates)})
     bar = tqdm(total=pre.steps, initial=step, unit="step", desc=f"pretrain {env_name}", disable=None if progress else True)  # None: only on a terminal

@@ -1,0 +1,39 @@
+"""Plan2Explore: an ensemble's disagreement about the next encoder embedding as the reward of an
+exploration actor-critic (METHOD.md: 8 heads, extrinsic weight 0)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from redraw.models.networks import mlp, uniform_init_
+
+
+class Disagreement(nn.Module):
+    """``heads`` MLPs predict the next embedding from (features, action); their variance is the
+    intrinsic reward."""
+
+    def __init__(self, feat_dim: int, action_size: int, target_dim: int, heads: int = 8, units: int = 512,
+                 layers: int = 2, lr: float = 3e-4, eps: float = 1e-8, grad_clip: float = 100.0):
+        super().__init__()
+        self.heads = nn.ModuleList(mlp(feat_dim + action_size, units, layers, target_dim) for _ in range(heads))
+        uniform_init_(self)
+        self.grad_clip = grad_clip
+        self.opt = torch.optim.Adam(self.parameters(), lr, eps=eps)
+
+    def predict(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([feat, action], -1)
+        return torch.stack([head(x).float() for head in self.heads])  # [heads, ..., target]
+
+    def reward(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.predict(feat, action).var(0).mean(-1)
+
+    def update(self, feat: torch.Tensor, action: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step on transitions feat_t, action_{t+1}, embed_{t+1} (all treated as constants)."""
+        pred = self.predict(feat.detach(), action.detach())
+        loss = ((pred - target.detach().float()) ** 2).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
+        self.opt.step()
+        return {"loss/disagreement": loss.detach()}

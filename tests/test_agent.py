@@ -1,0 +1,78 @@
+"""The agent: a training step moves what it should; Plan2Explore's reward is ensemble disagreement."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from redraw.agent.actor_critic import ActorCriticConfig
+from redraw.agent.dreamer import Agent, AgentConfig, AgentPolicy
+from redraw.agent.plan2explore import Disagreement
+from redraw.data.replay import Replay
+from test_models import SPEC, batch_for, tiny
+
+
+def agent(**kw):
+    torch.manual_seed(0)
+    a = Agent(SPEC, 1, AgentConfig(wm=tiny(), ac=ActorCriticConfig(units=16, horizon=4), bf16=False, **kw))
+    a.seed(0)
+    return a
+
+
+def changed(before, after, prefix):
+    return any(not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix))
+
+
+@pytest.mark.parametrize("world_model", ["draw", "rssm"])
+def test_train_step_updates_world_model_actor_and_critic(world_model):
+    a = agent(world_model=world_model)
+    before = copy.deepcopy(a.state_dict())
+    metrics = a.train_step(batch_for(SPEC, B=2, T=6))
+    after = a.state_dict()
+    for prefix in ("wm.", "ac.actor.", "ac.critic."):
+        assert changed(before, after, prefix), prefix
+    assert a.updates == 1 and all(np.isfinite(v) for v in metrics.values())
+
+
+def test_plan2explore_trains_an_explorer_on_disagreement_beside_the_task_actor():
+    a = agent(exploration="plan2explore", disagreement_heads=3)
+    before = copy.deepcopy(a.state_dict())
+    metrics = a.train_step(batch_for(SPEC, B=2, T=6))
+    after = a.state_dict()
+    for prefix in ("explorer.actor.", "disagreement.", "ac.actor."):
+        assert changed(before, after, prefix), prefix
+    assert "loss/disagreement" in metrics and "loss/explore_actor" in metrics
+    policy = AgentPolicy(a, explore=True)
+    policy.reset()
+    assert policy.act({"state": np.zeros(3, np.float32)}).shape == (1,)
+    restored = agent(exploration="plan2explore", disagreement_heads=3)
+    restored.load_checkpoint_state(a.checkpoint_state())
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, restored.state_dict()[k]), k
+
+
+def test_disagreement_is_the_variance_across_heads_and_learns():
+    d = Disagreement(4, 1, 2, heads=5, units=16, layers=1, lr=1e-2)
+    feat, action = torch.randn(64, 4), torch.randn(64, 1)
+    preds = d.predict(feat, action)
+    torch.testing.assert_close(d.reward(feat, action), preds.var(0).mean(-1))
+    target = feat[:, :2] * 2
+    first = d.update(feat, action, target)["loss/disagreement"]
+    for _ in range(200):
+        last = d.update(feat, action, target)["loss/disagreement"]
+    assert last < 0.2 * first
+
+
+def test_replay_chunks_start_episodes_and_are_seeded():
+    ep = {"state": np.arange(30, dtype=np.float32)[:, None].repeat(3, 1), "action": np.zeros((30, 1), np.float32),
+          "reward": np.zeros(30, np.float32), "is_first": np.arange(30) == 0, "is_terminal": np.zeros(30, bool)}
+    r1, r2 = Replay(list(ep), 8, seed=1), Replay(list(ep), 8, seed=1)
+    r1.add(ep), r2.add(ep)
+    r1.add({k: v[:5] for k, v in ep.items()})  # shorter than a chunk: skipped
+    assert len(r1) == 1 and r1.transitions == 29
+    b1, b2 = r1.sample(4), r2.sample(4)
+    for k in b1:
+        assert torch.equal(b1[k], b2[k])
+    assert b1["state"].shape == (4, 8, 3) and b1["is_first"][:, 0].all()
+    assert torch.all(b1["state"][:, 1:, 0] - b1["state"][:, :-1, 0] == 1)  # contiguous rows
