@@ -17,6 +17,15 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str | os.PathLike) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
 def learning_curve(curve: list[dict], path: str | os.PathLike, title: str) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -26,12 +35,7 @@ def learning_curve(curve: list[dict], path: str | os.PathLike, title: str) -> Pa
     ax.set_ylabel("return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def open_loop(truth: dict[str, np.ndarray], pred: dict[str, np.ndarray], path: str | os.PathLike, title: str,
@@ -67,9 +71,4 @@ def open_loop(truth: dict[str, np.ndarray], pred: dict[str, np.ndarray], path: s
                 ax.legend(fontsize=6, loc="upper right")
             r += 1
     fig.suptitle(f"{title} (open loop after {context} observed steps)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
