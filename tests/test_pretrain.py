@@ -93,3 +93,23 @@ def test_tracking_server_down_loses_no_local_results(tmp_path):
     assert "MLflow tracking unavailable" in out and "local results are still written" in out
     assert json.loads((run_dir / "reports/pretrain.json").read_text())["train/steps"] == 40
     assert (run_dir / "models/pretrain/agent.pt").is_file()
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_training_naming_the_update_and_keeping_the_checkpoint(tmp_path):
+    import numpy as np
+
+    from redraw.data.episodes import list_episodes, load_episode, save_episode
+
+    run_dir = make_workdir(tmp_path / "run", steps=300)
+    for path in list_episodes(run_dir / "data/source"):
+        episode = load_episode(path)
+        episode["state"][:] = np.nan  # every replay chunk now poisons the loss
+        save_episode(path, episode)
+    proc = pretrain(run_dir)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 2
+    assert "pretrain: error: non-finite loss/" in out and "at update 1;" in out
+    assert "no checkpoint had been written yet" in out
+    assert not (run_dir / "models/pretrain/agent.pt").exists()
+    assert not (run_dir / "reports/pretrain.json").exists()

@@ -185,13 +185,18 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         while True:
             # 1. the updates the steps taken so far pay for (also finishes a burst cut by a kill)
             while agent.updates < math.floor(step * pre.train_ratio):
-                metrics = agent.train_step(replay.sample(pre.batch_size))
+                try:
+                    metrics = agent.train_step(replay.sample(pre.batch_size))
+                except RuntimeError as exc:  # NaN weights or inputs surface as invalid probabilities
+                    if "nan" not in str(exc).lower() and "inf" not in str(exc).lower():
+                        raise
+                    metrics = {"loss/wm": float("nan")}
+                    agent.updates += 1
                 bad = [k for k, v in metrics.items() if k.startswith("loss/") and not math.isfinite(v)]
                 if bad:
-                    raise FloatingPointError(
-                        f"pretrain: non-finite {', '.join(bad)} at update {agent.updates}; "
-                        f"the last good checkpoint is kept at {ckpt_path}"
-                    )
+                    kept = (f"the last good checkpoint is kept at {ckpt_path}" if ckpt_path.is_file()
+                            else "no checkpoint had been written yet")
+                    raise FloatingPointError(f"non-finite {', '.join(bad)} at update {agent.updates}; {kept}")
                 if agent.updates % pre.log_every == 0:
                     history.append({"step": step, "update": agent.updates, **metrics})
                     tracker.log_metrics(metrics, step=agent.updates)
