@@ -162,7 +162,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         step, online_episodes, curve = state["step"], state["online_episodes"], state["curve"]
         next_eval, last_return = state["next_eval"], state["last_return"]
         replay.set_rng_state(state["replay_rng"])
-        print(f"pretrain: resuming {ckpt_path} at step {step}, update {agent.updates}")
+        print(f"{out_dir.name}: resuming {ckpt_path} at step {step}, update {agent.updates}")
     # the replay is exactly what it was at the checkpoint: episodes written after it are dropped
     for i, path_i in enumerate(sorted(replay_dir.glob("*.npz"))):
         if i < online_episodes:
@@ -212,7 +212,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
                               "train_return": last_return})
                 next_eval = (step // pre.eval_every + 1) * pre.eval_every
                 tracker.log_metrics({"eval/return": result["return_mean"], "train/steps": step}, step=agent.updates)
-                bar.write(f"pretrain: step {step} update {agent.updates}: eval return {result['return_mean']:.1f}")
+                bar.write(f"{out_dir.name}: step {step} update {agent.updates}: eval return {result['return_mean']:.1f}")
             if done:
                 break
             # 3. one episode of interaction
