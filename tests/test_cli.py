@@ -67,7 +67,6 @@ def test_import_copies_valid_episodes(tmp_path, capsys):
 
 
 def test_rejected_import_copies_nothing_and_keeps_existing_data(tmp_path, capsys):
-    import numpy as np
 
     from redraw.data.episodes import list_episodes, load_episode, save_episode
     from synthetic import make_dataset

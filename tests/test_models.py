@@ -70,7 +70,7 @@ def test_lambda_returns_against_naive_loop():
     ret = lambda_returns(r, c, v, disc, lam)
     for n in range(N):  # naive: weighted sum of n-step returns
         for t in range(H):
-            total, weight_left = 0.0, 1.0
+            total = 0.0
             for k in range(1, H - t + 1):
                 nstep, d = 0.0, 1.0
                 for i in range(k):

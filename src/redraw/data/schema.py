@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"
