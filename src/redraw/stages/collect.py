@@ -16,6 +16,7 @@ from redraw.config import section as config_section
 from redraw.data.behaviours import BehaviourConfig
 from redraw.data.collect import CollectConfig, collect
 from redraw.data.episodes import dataset_stats
+from redraw.stages import env_settings, report_run
 from redraw.tracking import write_metrics
 
 OUT_DIRS = {"source": "data/source", "target": "data/target"}
@@ -29,17 +30,13 @@ def config_from_params(which: str, params: dict, params_path: str = "params.yaml
     return CollectConfig(
         env=get(params, f"env.{which}", params_path),
         out_dir=OUT_DIRS[which],
-        obs_mode=get(params, "env.obs_mode", params_path),
         episodes=int(section.get("episodes", 0)),
         transitions=int(section.get("transitions", 0)),
         seed=int(get(params, "seed", params_path)),
         stream=STREAMS[which],
         behaviour=behaviour,
         workers=int(get(params, "collect.workers", params_path)),
-        action_repeat=int(get(params, "env.action_repeat", params_path)),
-        episode_steps=int(get(params, "env.episode_steps", params_path)),
-        image_size=int(get(params, "env.image_size", params_path)),
-        antialias=bool(get(params, "env.antialias", params_path)),
+        **env_settings(params, params_path),
     )
 
 
@@ -60,14 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:
-        metrics = run(args.which, load_params(args.params), args.params, progress=not args.no_progress)
-    except (ConfigError, ValueError, FileExistsError, FileNotFoundError, KeyError) as exc:
-        print(f"collect {args.which}: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"collect {args.which}: " + ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
-    return 0
-
+    return report_run(
+        f"collect {args.which}",
+        lambda: run(args.which, load_params(args.params), args.params, progress=not args.no_progress),
+        (ConfigError, ValueError, FileExistsError, FileNotFoundError, KeyError),
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

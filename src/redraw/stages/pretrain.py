@@ -39,6 +39,7 @@ from redraw.data.replay import Replay
 from redraw.data.schema import read_metadata
 from redraw.models.draw import WorldModelConfig
 from redraw.perf import tune_allocator
+from redraw.stages import env_settings, report_run
 from redraw.tracking import StageRun, write_json, write_metrics
 
 SOURCE_DATA = "data/source"
@@ -120,11 +121,8 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     agent_cfg, pre = configs_from_params(params, path)
     seed = int(get(params, "seed", path))
     env_name = get(params, env_key, path)
-    obs_mode = get(params, "env.obs_mode", path)
-    env_kwargs = dict(obs_mode=obs_mode, action_repeat=int(get(params, "env.action_repeat", path)),
-                      episode_steps=int(get(params, "env.episode_steps", path)),
-                      image_size=int(get(params, "env.image_size", path)),
-                      antialias=bool(get(params, "env.antialias", path)))
+    env_kwargs = env_settings(params, path)
+    obs_mode = env_kwargs["obs_mode"]
     meta = read_metadata(SOURCE_DATA) if env_key == "env.source" else None
     if meta is not None and (meta.env != env_name or meta.obs_mode != obs_mode):
         raise ConfigError(f"{SOURCE_DATA}: holds {meta.env}/{meta.obs_mode} data, params ask for {env_name}/{obs_mode}; "
@@ -272,14 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = dict(env_key="env.target", out_dir=Path("models/oracle"), metrics_path="reports/oracle.json",
                       curve_path="reports/oracle_curve.json")
     name = "oracle" if args.oracle else "pretrain"
-    try:
-        metrics = run(load_params(args.params), args.params, progress=not args.no_progress, **kwargs)
-    except (ConfigError, FloatingPointError, ValueError) as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    return 0
-
+    return report_run(
+        name,
+        lambda: run(load_params(args.params), args.params, progress=not args.no_progress, **kwargs),
+        (ConfigError, FloatingPointError, ValueError),
+    )
 
 if __name__ == "__main__":
     sys.exit(main())
