@@ -38,19 +38,21 @@ def learning_curve(curve: list[dict], path: str | os.PathLike, title: str) -> Pa
     return _save(fig, path)
 
 
-def open_loop(truth: dict[str, np.ndarray], pred: dict[str, np.ndarray], path: str | os.PathLike, title: str,
-              context: int = 0, max_frames: int = 10) -> Path:
-    """One example: images as truth/prediction strips; vectors as one line plot per dimension."""
+def open_loop(truth: dict[str, np.ndarray], preds: dict[str, dict[str, np.ndarray]], path: str | os.PathLike,
+              title: str, context: int = 0, max_frames: int = 10) -> Path:
+    """One example: images as strips (truth, then each prediction); vectors as one line plot per
+    dimension with every prediction beside the truth. ``preds`` maps a label (e.g. "source
+    model", "corrected") to that model's decoded predictions."""
     plt = _plt()
     image_keys = [k for k in truth if truth[k].ndim == 4]
     vector_keys = [k for k in truth if truth[k].ndim == 2]
-    rows = 2 * len(image_keys) + sum(truth[k].shape[-1] for k in vector_keys)
+    rows = (1 + len(preds)) * len(image_keys) + sum(truth[k].shape[-1] for k in vector_keys)
     fig = plt.figure(figsize=(max(6, max_frames * 0.8), 1.1 * rows + 0.6))
     grid = fig.add_gridspec(rows, max_frames if image_keys else 1)
     r = 0
     for k in image_keys:
         frames = np.linspace(0, len(truth[k]) - 1, min(max_frames, len(truth[k]))).astype(int)
-        for label, source in (("truth", truth), ("prediction", pred)):
+        for label, source in (("truth", truth), *((name, p) for name, p in preds.items())):
             for c, f in enumerate(frames):
                 ax = fig.add_subplot(grid[r, c])
                 ax.imshow(np.clip(source[k][f], 0, 255).astype(np.uint8))
@@ -64,11 +66,43 @@ def open_loop(truth: dict[str, np.ndarray], pred: dict[str, np.ndarray], path: s
         for d in range(truth[k].shape[-1]):
             ax = fig.add_subplot(grid[r, :])
             steps = np.arange(1, len(truth[k]) + 1)
-            ax.plot(steps, truth[k][:, d], label="truth")
-            ax.plot(steps, pred[k][:, d], "--", label="prediction")
+            ax.plot(steps, truth[k][:, d], color="k", label="truth")
+            for name, p in preds.items():
+                ax.plot(steps, p[k][:, d], "--", label=name)
             ax.set_ylabel(f"{k}[{d}]", fontsize=7)
-            if r == 0 or d == 0:
+            if d == 0:
                 ax.legend(fontsize=6, loc="upper right")
             r += 1
     fig.suptitle(f"{title} (open loop after {context} observed steps)", fontsize=9)
+    return _save(fig, path)
+
+
+def horizon_curves(curves: dict[str, dict[str, list[float]]], path: str | os.PathLike, title: str) -> Path:
+    """One panel per quantity (e.g. latent KL, decoded MSE), one line per model, x = horizon."""
+    plt = _plt()
+    names = list(next(iter(curves.values())))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for model, values in curves.items():
+            ax.plot(np.arange(1, len(values[name]) + 1), values[name], label=model)
+        ax.set_xlabel("open-loop horizon (agent steps)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def results_bars(rows: list[dict], path: str | os.PathLike, title: str) -> Path:
+    """Mean return per method with its confidence interval (rows: method, mean, ci_low, ci_high)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.1 * len(rows) + 2, 3.4))
+    x = np.arange(len(rows))
+    means = np.array([r["mean"] for r in rows])
+    err = np.array([[r["mean"] - r["ci_low"] for r in rows], [r["ci_high"] - r["mean"] for r in rows]])
+    ax.bar(x, means, yerr=err, capsize=4, color=["#999999" if r.get("reference") else "C0" for r in rows])
+    ax.set_xticks(x, [r["method"] for r in rows], rotation=20, fontsize=8)
+    ax.set_ylabel("return (mean, 95% CI)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)

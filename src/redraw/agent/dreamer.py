@@ -65,6 +65,24 @@ class Agent(nn.Module):
         self.wm_opt.step()
         metrics["loss/wm"] = loss.detach()
 
+        self._behaviour_update(out, batch, metrics)
+        self.updates += 1
+        return {k: float(v) for k, v in metrics.items()}
+
+    def policy_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One actor-critic update in imagination with the world model frozen: imagination starts
+        from the posterior states of ``batch`` (target data, in the policy stage) and rewards
+        come from the world model's reward head."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with torch.no_grad(), self._autocast():
+            out = self.wm.observe({k: batch[k] for k in self.obs_spec}, batch["action"], batch["is_first"],
+                                  generator=self.generator)
+        metrics: dict[str, torch.Tensor] = {}
+        self._behaviour_update(out, batch, metrics, explore=False)
+        self.updates += 1
+        return {k: float(v) for k, v in metrics.items()}
+
+    def _behaviour_update(self, out: dict, batch: dict, metrics: dict, explore: bool = True) -> None:
         # imagination from every posterior state of the batch (or a random subset)
         states = type(out["states"])(*(x.detach().flatten(0, 1) for x in out["states"]))
         if self.cfg.imag_starts and self.cfg.imag_starts < len(states[0]):
@@ -74,7 +92,7 @@ class Agent(nn.Module):
             traj = self.wm.imagine(lambda f: self.ac.actor.act(f, generator=self.generator), states,
                                    self.cfg.ac.horizon, generator=self.generator)
             metrics.update(self.ac.update(traj))
-            if self.explorer is not None:
+            if explore and self.explorer is not None:
                 # Plan2Explore: the ensemble learns feat_t, a_{t+1} -> embed_{t+1}; the explorer is
                 # rewarded by its disagreement alone (extrinsic weight 0)
                 feat = out["feat"].detach()
@@ -83,8 +101,20 @@ class Agent(nn.Module):
                                        self.cfg.ac.horizon, generator=self.generator)
                 traj["reward"] = self.disagreement.reward(traj["feat"][:-1], traj["action"])
                 metrics.update({k.replace("/", "/explore_", 1): v for k, v in self.explorer.update(traj).items()})
-        self.updates += 1
-        return {k: float(v) for k, v in metrics.items()}
+
+    def attach_residual(self, cfg) -> None:
+        """Give the DRAW world model a fresh latent residual (``models.residual.ResidualConfig``)."""
+        from redraw.models.residual import LatentResidual
+
+        if not isinstance(self.wm, DRAW):
+            raise ValueError(f"the latent residual needs a DRAW world model, this agent has {self.cfg.world_model}")
+        self.residual_cfg = cfg
+        self.wm.residual = LatentResidual(self.wm.cfg.latent_vars, self.wm.cfg.latent_classes, self.action_size,
+                                          cfg).to(self.device)
+
+    def reset_actor_critic(self) -> None:
+        """A freshly initialised actor-critic (ReDRAW's policy stage); the world model is kept."""
+        self.ac = ActorCritic(self.wm.feat_dim, self.action_size, self.cfg.ac).to(self.device)
 
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], state=None, sample: bool = True, explore: bool = False):
@@ -160,5 +190,9 @@ def load_agent(path, expect: dict | None = None, device: str | torch.device = "c
                       ac=section(ident, "actor_critic", ActorCriticConfig, path))
     obs_spec = {k: (tuple(shape), "uint8" if len(shape) == 3 else "float32") for k, shape in ident["obs_spec"].items()}
     agent = Agent(obs_spec, int(ident["action_size"]), cfg, device=device)
+    if ident.get("residual") is not None:
+        from redraw.models.residual import ResidualConfig
+
+        agent.attach_residual(section(ident, "residual", ResidualConfig, path))
     agent.load_checkpoint_state(blob["agent"])
     return agent

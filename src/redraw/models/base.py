@@ -114,13 +114,15 @@ class LatentWorldModel(nn.Module):
         return torch.sigmoid(self.cont_head(feat).squeeze(-1).float())
 
     # -- generic verbs --------------------------------------------------------------------------
-    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
+    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None,
+             skip: tuple[str, ...] = ()):
         """World-model loss on a batch [B, T, ...]; returns (loss, metrics, observe outputs).
 
         Reconstruction (image MSE, symlog vector MSE), two-hot reward and Bernoulli continue
         terms from the posterior features, plus ``dyn_scale * dyn + rep_scale * rep`` with
         dyn = KL(sg(post) || prior) and rep = KL(post || sg(prior)), each clipped below at
-        ``free_bits`` and masked at episode starts.
+        ``free_bits`` and masked at episode starts. Terms named in ``skip`` (e.g. ``reward``, as
+        the DreamerV3-finetune baseline does) are reported but left out of the total.
         """
         cfg = self.cfg
         obs = {k: batch[k] for k in self.obs_spec}
@@ -144,7 +146,7 @@ class LatentWorldModel(nn.Module):
         denom = mask.sum().clamp(min=1.0)
         dyn_loss = (torch.clamp(dyn, min=cfg.free_bits) * mask).sum() / denom
         rep_loss = (torch.clamp(rep, min=cfg.free_bits) * mask).sum() / denom
-        total = sum(v.mean() for v in losses.values()) + cfg.dyn_scale * dyn_loss + cfg.rep_scale * rep_loss
+        total = sum(v.mean() for k, v in losses.items() if k not in skip) + cfg.dyn_scale * dyn_loss + cfg.rep_scale * rep_loss
         metrics = {f"loss/{k}": v.mean().detach() for k, v in losses.items()}
         metrics.update({
             "loss/dyn": dyn_loss.detach(),
@@ -175,17 +177,20 @@ class LatentWorldModel(nn.Module):
     def open_loop(self, obs, action, is_first, context: int, generator: torch.Generator | None = None):
         """Filter the first ``context`` steps, then predict the rest from the recorded actions alone.
 
-        Returns ``feat`` [B, T - context, F] for steps ``context..T-1`` and the decoded
-        predictions ``pred`` beside the true observations ``truth``.
+        Returns ``feat`` [B, T - context, F] for steps ``context..T-1``, the open-loop priors'
+        ``prior_logp`` [B, T - context, S, K] and the decoded predictions ``pred`` beside the
+        true observations ``truth``.
         """
         T = action.shape[1]
         if not 0 < context < T:
             raise ValueError(f"context must be in 1..{T - 1}, got {context}")
         head = {k: v[:, :context] for k, v in obs.items()}
         prev = self.observe(head, action[:, :context], is_first[:, :context], generator=generator)["state"]
-        feats = []
+        feats, logps = [], []
         for t in range(context, T):
-            prev, _ = self.step(prev, action[:, t], generator)
+            prev, logp = self.step(prev, action[:, t], generator)
             feats.append(self.features(prev))
+            logps.append(logp)
         feat = torch.stack(feats, 1)
-        return {"feat": feat, "pred": self.decode(feat), "truth": {k: v[:, context:] for k, v in obs.items()}}
+        return {"feat": feat, "prior_logp": torch.stack(logps, 1), "pred": self.decode(feat),
+                "truth": {k: v[:, context:] for k, v in obs.items()}}

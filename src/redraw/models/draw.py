@@ -52,19 +52,31 @@ class DRAW(LatentWorldModel):
         z = nn.functional.one_hot(self.init_logits.argmax(-1), self.cfg.latent_classes).to(belief.dtype)
         return LatentState(belief.expand(*batch_shape, -1, -1), z.expand(*batch_shape, -1, -1))
 
-    def dynamics_step(self, prev_action: torch.Tensor, prev: LatentState) -> tuple[torch.Tensor, torch.Tensor]:
+    def dynamics_step(self, prev_action: torch.Tensor, prev: LatentState,
+                      correction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Prior over the next latent: returns (raw logits, log-probs), both [..., S, K].
 
         Without a residual the distribution has the 1% uniform mix. With one, the residual's
-        output (inputs: stop-gradient previous sample and action) is added to the raw logits and
-        the corrected distribution has no mix. The next belief is ``softmax(raw logits)``.
+        output (inputs: stop-gradient previous sample and action; ``correction`` when the caller
+        computed it already) is added to the raw logits and the corrected distribution has no
+        mix. The next belief is ``softmax(raw logits)``. With a residual the prior's inputs are
+        stop-gradient too: the residual learns without backpropagation through time.
         """
+        return self._correct(self.prior_logits(prev_action, prev), prev_action, prev, correction)
+
+    def prior_logits(self, prev_action: torch.Tensor, prev: LatentState) -> torch.Tensor:
+        """The pretrained prior's raw logits, before any residual: [..., S, K]."""
         a = prev_action.clamp(-1, 1)
-        inp = torch.cat([a, prev.belief.flatten(-2), prev.z.flatten(-2)], -1)
-        raw = self._split(self.prior(inp))
+        belief, z = (prev.belief, prev.z) if self.residual is None else (prev.belief.detach(), prev.z.detach())
+        return self._split(self.prior(torch.cat([a, belief.flatten(-2), z.flatten(-2)], -1)))
+
+    def _correct(self, raw: torch.Tensor, prev_action: torch.Tensor, prev: LatentState,
+                 correction: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.residual is None:
             return raw, latent_logprobs(raw, self.cfg.unimix)
-        raw = raw + self.residual(prev.z.detach().flatten(-2), a.detach())
+        if correction is None:
+            correction = self.residual(prev.z.detach().flatten(-2), prev_action.clamp(-1, 1).detach())
+        raw = raw + correction
         return raw, latent_logprobs(raw, 0.0)
 
     def step(self, prev: LatentState, action: torch.Tensor, generator: torch.Generator | None = None):
@@ -87,17 +99,29 @@ class DRAW(LatentWorldModel):
         post_z = sample_onehot(post_logp, generator)
         init = self.initial((B,))
         prev = state if state is not None else init
-        prior_logp, beliefs = [], []
         first = is_first.bool()
+        # the transition inputs besides the belief are known up front: the previous posterior
+        # sample (the initial state at resets) and the previous action (zero at resets)
+        prev_z = torch.cat([prev.z[:, None].to(post_z.dtype), post_z[:, :-1]], 1)
+        prev_z = torch.where(first[..., None, None], init.z.to(post_z.dtype)[:, None], prev_z)
+        acts = torch.where(first[..., None], torch.zeros_like(action), action)
+        members = None
+        if self.residual is not None:  # one batched call for every step
+            members = self.residual.members(prev_z.detach().flatten(-2), acts.clamp(-1, 1).detach())
+        prior_base, prior_logp, beliefs = [], [], []
         for t in range(T):
             reset = first[:, t, None, None]
-            prev = LatentState(torch.where(reset, init.belief, prev.belief), torch.where(reset, init.z, prev.z))
-            act = torch.where(first[:, t, None], torch.zeros_like(action[:, t]), action[:, t])
-            raw, logp = self.dynamics_step(act, prev)
+            prev = LatentState(torch.where(reset, init.belief, prev.belief), prev_z[:, t])
+            base = self.prior_logits(acts[:, t], prev)
+            raw, logp = self._correct(base, acts[:, t], prev, None if members is None else members[:, :, t].mean(0))
             belief = torch.softmax(raw.float(), -1)
+            prior_base.append(base)
             prior_logp.append(logp)
             beliefs.append(belief)
             prev = LatentState(belief, post_z[:, t])
+        extra = {}
+        if members is not None:  # what calibration needs for its per-member losses
+            extra = {"prior_base": torch.stack(prior_base, 1), "residual_members": members}
         return {
             "states": LatentState(torch.stack(beliefs, 1), post_z),
             "feat": post_z.flatten(-2),
@@ -105,4 +129,5 @@ class DRAW(LatentWorldModel):
             "prior_logp": torch.stack(prior_logp, 1),
             "embed": embed,
             "state": prev,
+            **extra,
         }

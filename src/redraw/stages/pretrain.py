@@ -67,7 +67,7 @@ def openloop_report(agent: Agent, replay: Replay, figure_path: Path, title: str,
             err = err / 255.0**2
         metrics[f"openloop/{k}_mse"] = float(err.mean())
     plot_open_loop({k: v[0].cpu().numpy() for k, v in out["truth"].items()},
-                   {k: v[0].cpu().numpy() for k, v in out["pred"].items()},
+                   {"prediction": {k: v[0].cpu().numpy() for k, v in out["pred"].items()}},
                    figure_path, title, context=OPENLOOP_CONTEXT)
     return metrics
 

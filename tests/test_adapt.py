@@ -1,0 +1,126 @@
+"""The latent residual and the calibration methods: what is corrected, what trains, what stays put."""
+
+import copy
+
+import pytest
+import torch
+
+from redraw.agent.adapt import CalibrateConfig, Calibrator, dynamics_gap
+from redraw.models.dists import latent_logprobs
+from redraw.models.draw import LatentState
+from redraw.models.residual import LatentResidual, ResidualConfig
+from test_agent import agent
+from test_models import SPEC, batch_for
+
+
+def zero_residual_(residual: LatentResidual) -> None:
+    for net in residual.nets:
+        torch.nn.init.zeros_(net[-1].weight)
+        torch.nn.init.zeros_(net[-1].bias)
+
+
+def test_residual_shapes_and_ensemble_average_in_logit_space():
+    res = LatentResidual(8, 4, 2, ResidualConfig(hidden=16, members=3))
+    z, a = torch.rand(5, 7, 32), torch.rand(5, 7, 2)
+    members = res.members(z, a)
+    assert members.shape == (3, 5, 7, 8, 4)
+    torch.testing.assert_close(res(z, a), members.mean(0))
+    assert len(res.nets) == 3 and res.nets[0][0].in_features == 34 and res.nets[0][-1].out_features == 32
+    assert res.nets[0][-1].weight.abs().sum() > 0, "the output layer must not be zero-initialised"
+
+
+def test_zero_residual_gives_the_raw_prior_without_unimix_and_no_residual_keeps_the_mix():
+    a = agent()
+    wm = a.wm
+    g = torch.Generator().manual_seed(1)
+    prev = LatentState(torch.softmax(torch.randn(4, 8, 4, generator=g), -1),
+                       torch.nn.functional.one_hot(torch.randint(0, 4, (4, 8), generator=g), 4).float())
+    action = torch.rand(4, 1, generator=g) * 2 - 1
+    raw = wm.prior_logits(action, prev)
+    _, logp_plain = wm.dynamics_step(action, prev)
+    torch.testing.assert_close(logp_plain, latent_logprobs(raw, 0.01))
+    a.attach_residual(ResidualConfig(hidden=16))
+    zero_residual_(wm.residual)
+    raw_c, logp_c = wm.dynamics_step(action, prev)
+    torch.testing.assert_close(raw_c, raw)
+    torch.testing.assert_close(logp_c, torch.log_softmax(raw, -1))
+    # a non-zero residual shifts the raw logits by exactly its output on [z, a]
+    torch.nn.init.normal_(wm.residual.nets[0][-1].bias)
+    raw_r, _ = wm.dynamics_step(action, prev)
+    torch.testing.assert_close(raw_r, raw + wm.residual(prev.z.flatten(-2), action))
+
+
+def test_observe_uses_the_corrected_prior_as_the_belief_chain():
+    a = agent()
+    a.attach_residual(ResidualConfig(hidden=16))
+    torch.nn.init.normal_(a.wm.residual.nets[0][-1].bias, std=3.0)
+    batch = batch_for(SPEC, B=2, T=5)
+    out = a.wm.observe({"state": batch["state"]}, batch["action"], batch["is_first"],
+                       generator=torch.Generator().manual_seed(0))
+    corrected = out["prior_base"] + out["residual_members"].mean(0)
+    torch.testing.assert_close(out["prior_logp"], torch.log_softmax(corrected, -1))
+    torch.testing.assert_close(out["states"].belief, torch.softmax(corrected, -1))
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_redraw_calibration_trains_only_the_residual_and_leaves_the_world_model_bit_identical(members):
+    a = agent()
+    before = copy.deepcopy(a.state_dict())
+    cal = Calibrator(a, "redraw", CalibrateConfig(), ResidualConfig(hidden=16, members=members))
+    res_before = copy.deepcopy(a.wm.residual.state_dict())
+    batch = batch_for(SPEC, B=2, T=6)
+    loss, _ = cal.loss(batch)
+    loss.backward()
+    for name, p in a.named_parameters():
+        assert (p.grad is not None) == name.startswith("wm.residual."), name
+    for _ in range(3):
+        metrics = cal.step(batch)
+    assert metrics["loss/calib"] >= 0
+    after = a.state_dict()
+    for k, v in before.items():
+        assert torch.equal(v, after[k]), f"{k} changed in calibration"
+    assert any(not torch.equal(v, a.wm.residual.state_dict()[k]) for k, v in res_before.items())
+
+
+def test_redraw_calibration_reduces_the_target_kl():
+    a = agent()
+    cal = Calibrator(a, "redraw", CalibrateConfig(), ResidualConfig(hidden=32))
+    batch = batch_for(SPEC, B=4, T=8)
+    first = cal.step(batch)["loss/calib"]
+    for _ in range(60):
+        last = cal.step(batch)["loss/calib"]
+    assert last < 0.8 * first
+
+
+def test_finetune_baselines_train_what_the_paper_says():
+    a = agent()
+    before = copy.deepcopy(a.state_dict())
+    cal = Calibrator(a, "draw_finetune", CalibrateConfig(), ResidualConfig())
+    cal.step(batch_for(SPEC, B=2, T=6))
+    after = a.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith(("wm.prior.", "wm.init_logits")) for k in moved), moved
+
+    r = agent(world_model="rssm")
+    before = copy.deepcopy(r.state_dict())
+    Calibrator(r, "dreamer_finetune", CalibrateConfig(), ResidualConfig()).step(batch_for(SPEC, B=2, T=6))
+    after = r.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    trainable = ("wm.img_in.", "wm.gru.", "wm.prior.", "wm.posterior.", "wm.init_deter")
+    assert moved and all(k.startswith(trainable) for k in moved), moved
+    assert not any(k.startswith(("wm.vec_encoder", "wm.vec_decoder", "wm.reward_head", "wm.cont_head", "ac."))
+                   for k in moved)
+
+
+def test_a_method_refuses_the_wrong_world_model():
+    with pytest.raises(ValueError, match="rssm"):
+        Calibrator(agent(), "dreamer_finetune", CalibrateConfig(), ResidualConfig())
+    with pytest.raises(ValueError, match="unknown method"):
+        Calibrator(agent(), "magic", CalibrateConfig(), ResidualConfig())
+
+
+def test_dynamics_gap_reports_every_horizon():
+    a = agent()
+    gap = dynamics_gap(a, batch_for(SPEC, B=2, T=9), context=3, seed=0)
+    assert len(gap["kl"]) == len(gap["mse"]) == 6 and gap["kl_filter"] >= 0
+    assert gap["pred"]["state"].shape == gap["truth"]["state"].shape == (2, 6, 3)
