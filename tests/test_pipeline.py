@@ -25,7 +25,7 @@ def sh(cmd, cwd, check=True):
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     path = tmp_path_factory.mktemp("repo")
-    for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src"):
+    for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, path / item)
     sh(["git", "init", "-q"], path)

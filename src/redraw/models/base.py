@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from redraw.models.dists import categorical_kl, symexp, symlog, twohot_bins, twohot_loss, twohot_mean
+from redraw.models.dists import categorical_kl, sample_index, symexp, symlog, twohot_bins, twohot_loss, twohot_mean
 from redraw.models.networks import ConvDecoder, ConvEncoder, mlp, uniform_init_, zero_init_
 
 
@@ -48,8 +48,7 @@ class WorldModelConfig:
 
 def sample_classes(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One-hot sample (no gradient) from log-probabilities [..., S, K]."""
-    idx = torch.multinomial(logp.exp().reshape(-1, logp.shape[-1]), 1, generator=generator).squeeze(-1)
-    return nn.functional.one_hot(idx, logp.shape[-1]).reshape(logp.shape).to(logp.dtype)
+    return nn.functional.one_hot(sample_index(logp.exp(), generator), logp.shape[-1]).to(logp.dtype)
 
 
 class LatentWorldModel(nn.Module):

@@ -88,12 +88,19 @@ class PretrainConfig:
     eval_episodes: int = 5
     checkpoint_every: int = 500  #: updates between checkpoints
     log_every: int = 100  #: updates between metric records
+    rssm_horizon: int = 15  #: imagination horizon of the RSSM (DreamerV3) pretraining (stage pretrain_rssm)
 
 
-def configs_from_params(params: dict, path: str = "params.yaml"):
+def configs_from_params(params: dict, path: str = "params.yaml", world_model: str | None = None):
+    """Agent and schedule configs; ``world_model`` overrides ``pretrain.world_model`` (the RSSM
+    pretraining of the DreamerV3 baseline also takes its horizon, ``pretrain.rssm_horizon``)."""
     wm = section(params, "model", WorldModelConfig, path)
     ac = section(params, "actor_critic", ActorCriticConfig, path)
     pre = section(params, "pretrain", PretrainConfig, path)
+    if world_model is not None:
+        pre.world_model = world_model
+    if pre.world_model == "rssm":
+        ac.horizon = pre.rssm_horizon
     agent = AgentConfig(world_model=pre.world_model, wm=wm, ac=ac, bf16=pre.bf16, imag_starts=pre.imag_starts,
                         exploration=pre.exploration)
     return agent, pre
@@ -115,10 +122,10 @@ def evaluate(agent: Agent, env, episodes: int, seed: int) -> dict[str, float]:
 
 def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", out_dir: Path = OUT_DIR,
         metrics_path: str = METRICS, curve_path: str = CURVE, progress: bool = True,
-        checkpoint_root: Path = Path("checkpoints")) -> dict:
+        checkpoint_root: Path = Path("checkpoints"), world_model: str | None = None) -> dict:
     from redraw.envs import make_env
 
-    agent_cfg, pre = configs_from_params(params, path)
+    agent_cfg, pre = configs_from_params(params, path, world_model)
     seed = int(get(params, "seed", path))
     env_name = get(params, env_key, path)
     env_kwargs = env_settings(params, path)
@@ -263,13 +270,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--oracle", action="store_true",
                         help="train in env.target from scratch instead (-> models/oracle, reports/oracle*.json)")
+    parser.add_argument("--rssm", action="store_true",
+                        help="pretrain the RSSM (DreamerV3) world model instead, for the dreamer_finetune baseline "
+                        "(-> models/pretrain_rssm, reports/pretrain_rssm*.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.oracle and args.rssm:
+        parser.error("--oracle and --rssm are separate stages")
     kwargs = {}
     if args.oracle:
         kwargs = dict(env_key="env.target", out_dir=Path("models/oracle"), metrics_path="reports/oracle.json",
                       curve_path="reports/oracle_curve.json")
-    name = "oracle" if args.oracle else "pretrain"
+    if args.rssm:
+        kwargs = dict(out_dir=Path("models/pretrain_rssm"), metrics_path="reports/pretrain_rssm.json",
+                      curve_path="reports/pretrain_rssm_curve.json", world_model="rssm")
+    name = "oracle" if args.oracle else "pretrain_rssm" if args.rssm else "pretrain"
     return report_run(
         name,
         lambda: run(load_params(args.params), args.params, progress=not args.no_progress, **kwargs),

@@ -1,0 +1,178 @@
+"""DVC stage ``calibrate@<method>``: adapt the pretrained world model to the target data.
+
+``redraw`` trains a latent residual on the frozen DRAW model; ``draw_finetune`` and
+``dreamer_finetune`` finetune parts of the DRAW / RSSM model (see ``redraw.agent.adapt``).
+Trains only on target data the validation stage accepted, and reports the dynamics gap on
+held-out target episodes before and after: one-step latent KL, and per open-loop horizon the
+latent KL and decoded prediction error, with a figure of open-loop predictions (source model
+vs adapted model vs truth).
+
+    python -m redraw.stages.calibrate METHOD [--params params.yaml]
+
+Writes ``models/calibrate/<method>/agent.pt``, ``reports/calibrate/<method>.json`` (metrics),
+``reports/calibrate/<method>_gap.json`` (DVC plot) and ``reports/calibrate/<method>_figures/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from redraw.agent.adapt import CALIBRATED, CalibrateConfig, Calibrator, dynamics_gap
+from redraw.agent.dreamer import load_agent
+from redraw.checkpoint import load_checkpoint, save_checkpoint
+from redraw.config import ConfigError, get, load_params, section
+from redraw.data.replay import Replay
+from redraw.data.target import TargetDataError, load_target
+from redraw.models.residual import ResidualConfig
+from redraw.perf import tune_allocator
+from redraw.stages import report_run
+from redraw.stages.pretrain import pick_device
+from redraw.tracking import StageRun, write_json, write_metrics
+
+PRETRAINED = {"draw": "models/pretrain/agent.pt", "rssm": "models/pretrain_rssm/agent.pt"}
+OUT_ROOT = Path("models/calibrate")
+REPORTS = Path("reports/calibrate")
+
+
+def calibrate_configs(params: dict, path: str = "params.yaml") -> tuple[CalibrateConfig, ResidualConfig]:
+    residual = section(params, "calibrate.residual", ResidualConfig, path)
+    rest = {k: v for k, v in get(params, "calibrate", path).items() if k != "residual"}
+    return section({"calibrate": rest}, "calibrate", CalibrateConfig, path), residual
+
+
+def holdout_batch(episodes: list[dict], keys: list[str], length: int, max_chunks: int = 64) -> dict[str, torch.Tensor]:
+    """Non-overlapping chunks of ``length`` rows from the held-out episodes (deterministic)."""
+    chunks = []
+    for ep in episodes:
+        n = len(ep["reward"])
+        for start in range(0, n - length + 1, length):
+            chunks.append({k: ep[k][start : start + length] for k in keys})
+    if not chunks:
+        raise TargetDataError(f"held-out episodes are shorter than the {length} steps the gap report needs "
+                              "(calibrate.gap_context + gap_horizon)")
+    chunks = chunks[:max_chunks]
+    batch = {k: torch.from_numpy(np.stack([c[k] for c in chunks])) for k in keys}
+    batch["is_first"] = batch["is_first"].clone()
+    batch["is_first"][:, 0] = True
+    return batch
+
+
+def run(method: str, params: dict, path: str = "params.yaml", progress: bool = True) -> dict:
+    if method not in CALIBRATED:
+        raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATED)}")
+    cfg, res_cfg = calibrate_configs(params, path)
+    seed = int(get(params, "seed", path))
+    target_env = get(params, "env.target", path)
+    data_dir = str(get(params, "target_data", path))
+    transitions = int(get(params, "target_transitions", path))
+    model_path = PRETRAINED[CALIBRATED[method]]
+    tune_allocator()
+    device = pick_device()
+    identity = load_checkpoint(model_path, map_location="cpu")["identity"] if Path(model_path).is_file() else None
+    if identity is None:
+        raise FileNotFoundError(f"{model_path}: no pretrained model; run `dvc repro` (stage "
+                                f"{'pretrain' if CALIBRATED[method] == 'draw' else 'pretrain_rssm'}) first")
+    meta, train_eps, held_eps, fingerprint = load_target(data_dir, identity, model_path, target_env, transitions,
+                                                        cfg.holdout_episodes)
+
+    torch.manual_seed(seed)
+    source = load_agent(model_path, device=device)  # the unadapted model, for the "before" report
+    agent = load_agent(model_path, device=device)
+    agent.seed(seed)
+    calibrator = Calibrator(agent, method, cfg, res_cfg)
+    keys = list(agent.obs_spec) + ["action", "reward", "is_first", "is_terminal"]
+    replay = Replay(keys, cfg.batch_length, seed=seed)
+    for ep in train_eps:
+        replay.add(ep)
+    if not len(replay):
+        raise TargetDataError(f"{data_dir}: no training episode has the {cfg.batch_length} steps a batch needs")
+
+    tracker = StageRun(f"calibrate_{method}", params, tags={"method": method, "env": target_env,
+                                                            "target_data_hash": fingerprint})
+    history, start = [], time.perf_counter()
+    try:
+        bar = tqdm(range(cfg.updates), desc=f"calibrate {method}", unit="update", disable=None if progress else True)
+        for update in bar:
+            metrics = calibrator.step(replay.sample(cfg.batch_size))
+            if not np.isfinite(metrics["loss/calib"]):
+                raise FloatingPointError(f"non-finite calibration loss at update {update + 1}; nothing was written")
+            if (update + 1) % cfg.log_every == 0 or update + 1 == cfg.updates:
+                history.append({"update": update + 1, **metrics})
+                tracker.log_metrics(metrics, step=update + 1)
+                bar.set_postfix(kl=f"{metrics['calib/kl']:.3f}" if "calib/kl" in metrics else None)
+        bar.close()
+
+        gap_batch = holdout_batch(held_eps, keys, cfg.gap_context + cfg.gap_horizon)
+        before = dynamics_gap(source, gap_batch, cfg.gap_context, seed)
+        after = dynamics_gap(agent, gap_batch, cfg.gap_context, seed)
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+
+    out_dir = OUT_ROOT / method
+    ident = {**identity, "method": method, "target_env": target_env, "target_data": fingerprint,
+             "target_transitions": sum(len(e["reward"]) - 1 for e in train_eps),
+             "residual": asdict(res_cfg) if method == "redraw" else None}
+    save_checkpoint(out_dir / "agent.pt", {"agent": agent.checkpoint_state()}, ident)
+
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    rows = [{"horizon": h + 1, "kl_source": before["kl"][h], "kl_adapted": after["kl"][h],
+             "mse_source": before["mse"][h], "mse_adapted": after["mse"][h]} for h in range(cfg.gap_horizon)]
+    write_json(REPORTS / f"{method}_gap.json", rows)
+    write_json(REPORTS / f"{method}_history.json", history)
+    figures = REPORTS / f"{method}_figures"
+    from redraw.plots import horizon_curves, open_loop
+
+    horizon_curves({"source model": {"latent KL (nats)": before["kl"], "decoded MSE": before["mse"]},
+                    method: {"latent KL (nats)": after["kl"], "decoded MSE": after["mse"]}},
+                   figures / "dynamics_gap.png", f"{method}: open-loop error on held-out {target_env} data")
+    open_loop({k: v[0].cpu().numpy() for k, v in before["truth"].items()},
+              {"source model": {k: v[0].cpu().numpy() for k, v in before["pred"].items()},
+               method: {k: v[0].cpu().numpy() for k, v in after["pred"].items()}},
+              figures / "open_loop.png", f"{method} on held-out {target_env}", context=cfg.gap_context)
+    H = cfg.gap_horizon
+    metrics = {
+        "calib/updates": cfg.updates,
+        "calib/seconds": round(time.perf_counter() - start, 1),
+        "calib/train_transitions": ident["target_transitions"],
+        "calib/holdout_episodes": len(held_eps),
+        "gap/kl_filter_source": before["kl_filter"],
+        "gap/kl_filter_adapted": after["kl_filter"],
+        f"gap/kl_h{H}_source": float(np.mean(before["kl"])),
+        f"gap/kl_h{H}_adapted": float(np.mean(after["kl"])),
+        f"gap/mse_h{H}_source": float(np.mean(before["mse"])),
+        f"gap/mse_h{H}_adapted": float(np.mean(after["mse"])),
+    }
+    if history:
+        metrics.update({k: v for k, v in history[-1].items() if k.startswith(("loss/", "calib/kl"))})
+    write_metrics(REPORTS / f"{method}.json", metrics)
+    tracker.log_metrics(metrics)
+    tracker.log_artifacts(figures, "figures")
+    tracker.log_artifacts(REPORTS / f"{method}_gap.json")
+    tracker.end()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m redraw.stages.calibrate",
+                                     description="Adapt the pretrained world model to the validated target data "
+                                     "(DVC stage calibrate@METHOD) and report the dynamics gap before/after.")
+    parser.add_argument("method", choices=sorted(CALIBRATED), help="what to train (see redraw.agent.adapt)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    return report_run(f"calibrate {args.method}",
+                      lambda: run(args.method, load_params(args.params), args.params, progress=not args.no_progress),
+                      (ConfigError, TargetDataError, FileNotFoundError, FloatingPointError, ValueError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

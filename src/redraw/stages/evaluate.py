@@ -1,0 +1,193 @@
+"""DVC stages ``evaluate@<method>`` and ``results``: each method's policy on the target system.
+
+``evaluate@<method>`` runs the method's policy for ``evaluate.episodes`` episodes (actions
+sampled from the actor; episode i has the same seed for every method) and writes the mean,
+std and a 95% confidence interval (Student t) to ``reports/evaluate/<method>.json``.
+Methods: ``no_adapt`` (the source policy as it is), the adapted ``draw_finetune``,
+``dreamer_finetune`` and ``redraw``, the ``oracle`` (trained in the target simulator), and
+``source`` (the source policy in the *source* simulator, for reference).
+
+``results`` puts them side by side: ``reports/results.md`` (markdown table),
+``reports/results.json`` and ``reports/results.png``.
+
+    python -m redraw.stages.evaluate METHOD [--params params.yaml]
+    python -m redraw.stages.evaluate --results [--params params.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from redraw.agent.adapt import METHODS
+from redraw.config import ConfigError, get, load_params, section
+from redraw.stages import env_settings, report_run
+from redraw.tracking import StageRun, write_json, write_metrics
+
+#: method -> (policy checkpoint, the env key it runs in)
+POLICIES = {
+    "source": ("models/pretrain/agent.pt", "env.source"),
+    "no_adapt": ("models/pretrain/agent.pt", "env.target"),
+    "draw_finetune": ("models/policy/draw_finetune/agent.pt", "env.target"),
+    "dreamer_finetune": ("models/policy/dreamer_finetune/agent.pt", "env.target"),
+    "redraw": ("models/policy/redraw/agent.pt", "env.target"),
+    "oracle": ("models/oracle/agent.pt", "env.target"),
+}
+REFERENCES = ("source", "oracle")  #: rows that are reference points, not transfer methods
+REPORTS = Path("reports/evaluate")
+assert set(METHODS) <= set(POLICIES)
+
+
+@dataclass
+class EvaluateConfig:
+    """Section ``evaluate`` of params.yaml."""
+
+    episodes: int = 10  #: per method (paper: 100)
+    methods: tuple = ("source", *METHODS, "oracle")  #: rows of the results table, in order
+
+
+def evaluate_config(params: dict, path: str = "params.yaml") -> EvaluateConfig:
+    cfg = section(params, "evaluate", EvaluateConfig, path)
+    unknown = [m for m in cfg.methods if m not in POLICIES]
+    if unknown:
+        raise ConfigError(f"{path}: evaluate.methods names unknown method {unknown[0]!r} "
+                          f"(known: {', '.join(POLICIES)})")
+    if cfg.episodes < 1:
+        raise ConfigError(f"{path}: evaluate.episodes must be at least 1, got {cfg.episodes}")
+    return cfg
+
+
+def summarise(returns: list[float]) -> dict[str, float]:
+    """Mean, std and a 95% Student-t confidence interval of the mean."""
+    from scipy import stats
+
+    r = np.asarray(returns, np.float64)
+    mean, std = float(r.mean()), float(r.std(ddof=1)) if len(r) > 1 else 0.0
+    half = float(stats.t.ppf(0.975, len(r) - 1) * std / math.sqrt(len(r))) if len(r) > 1 else 0.0
+    return {"return_mean": mean, "return_std": std, "return_ci_low": mean - half, "return_ci_high": mean + half,
+            "episodes": len(r)}
+
+
+def policy_returns(policy_path: str, env_name: str, env_kwargs: dict, episodes: int, seed: int,
+                   progress: bool = True, desc: str = "evaluate") -> list[float]:
+    """Undiscounted returns of the policy at ``policy_path`` (sampled actions) in ``env_name``;
+    episode i is seeded by (seed, i) whatever the policy."""
+    from redraw.agent.dreamer import AgentPolicy, load_agent
+    from redraw.data.collect import run_episode
+    from redraw.envs import make_env
+    from redraw.stages.pretrain import pick_device
+
+    env = make_env(env_name, seed=seed + 3, **env_kwargs)
+    obs_spec = {k: list(v[0]) for k, v in env.observation_spec().items()}
+    agent = load_agent(policy_path, expect={"obs_spec": obs_spec, "action_size": env.action_size},
+                       device=pick_device())
+    agent.seed(seed)
+    policy = AgentPolicy(agent, sample=True)
+    returns = []
+    try:
+        for i in tqdm(range(episodes), desc=desc, unit="episode", disable=None if progress else True):
+            ep = run_episode(env, policy, np.random.SeedSequence([seed, 4242, i]))
+            returns.append(float(ep["reward"][1:].sum()))
+    finally:
+        env.close()
+    return returns
+
+
+def run(method: str, params: dict, path: str = "params.yaml", progress: bool = True) -> dict:
+    if method not in POLICIES:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(POLICIES)}")
+    cfg = evaluate_config(params, path)
+    seed = int(get(params, "seed", path))
+    policy_path, env_key = POLICIES[method]
+    if not Path(policy_path).is_file():
+        raise FileNotFoundError(f"{policy_path}: no policy for {method}; run `dvc repro evaluate@{method}`")
+    env_name = get(params, env_key, path)
+    returns = policy_returns(policy_path, env_name, env_settings(params, path), cfg.episodes, seed, progress,
+                             desc=f"evaluate {method}")
+    metrics = summarise(returns)
+    write_json(REPORTS / f"{method}.json", {**metrics, "method": method, "env": env_name, "policy": policy_path,
+                                            "returns": returns, "seed": seed})
+    with StageRun(f"evaluate_{method}", params, tags={"method": method, "env": env_name}) as tracker:
+        tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
+    return metrics
+
+
+def results(params: dict, path: str = "params.yaml") -> dict:
+    """Gather the evaluations into the results table, its JSON and its plot."""
+    cfg = evaluate_config(params, path)
+    rows = []
+    for method in cfg.methods:
+        file = REPORTS / f"{method}.json"
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: {method} has not been evaluated; run `dvc repro evaluate@{method}`")
+        ev = json.loads(file.read_text())
+        row = {"method": method, "env": ev["env"], "mean": ev["return_mean"], "std": ev["return_std"],
+               "ci_low": ev["return_ci_low"], "ci_high": ev["return_ci_high"], "episodes": ev["episodes"],
+               "reference": method in REFERENCES}
+        gap = Path("reports/calibrate") / f"{method}.json"
+        if gap.is_file():
+            g = json.loads(gap.read_text())
+            row["kl_source"], row["kl_adapted"] = g["gap/kl_filter_source"], g["gap/kl_filter_adapted"]
+        rows.append(row)
+    oracle = next((r["mean"] for r in rows if r["method"] == "oracle"), None)
+    lines = [
+        f"# Results: {get(params, 'env.source', path)} -> {get(params, 'env.target', path)}",
+        "",
+        f"preset `{params.get('preset', '?')}`, seed {get(params, 'seed', path)}, "
+        f"{cfg.episodes} episodes per method, actions sampled from the actor; CI: 95% Student t.",
+        "",
+        "| method | env | return mean | std | 95% CI | % of oracle | held-out latent KL (source -> adapted) |",
+        "|---|---|---:|---:|---|---:|---|",
+    ]
+    for r in rows:
+        pct = f"{100 * r['mean'] / oracle:.0f}%" if oracle and oracle > 0 else "n/a"
+        kl = f"{r['kl_source']:.3f} -> {r['kl_adapted']:.3f}" if "kl_source" in r else ""
+        name = f"{r['method']} (reference)" if r["reference"] else r["method"]
+        lines.append(f"| {name} | {r['env']} | {r['mean']:.1f} | {r['std']:.1f} | "
+                     f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}] | {pct} | {kl} |")
+    Path("reports").mkdir(exist_ok=True)
+    tmp = Path("reports/.results.md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace("reports/results.md")
+    from redraw.plots import results_bars
+
+    results_bars(rows, "reports/results.png",
+                 f"{get(params, 'env.source', path)} -> {get(params, 'env.target', path)} ({cfg.episodes} episodes)")
+    metrics = {f"{r['method']}/return_mean": r["mean"] for r in rows}
+    write_metrics("reports/results.json", metrics)
+    with StageRun("results", params) as tracker:
+        tracker.log_metrics(metrics)
+        tracker.log_artifacts("reports/results.md")
+        tracker.log_artifacts("reports/results.png")
+    print("\n".join(lines))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m redraw.stages.evaluate",
+                                     description="Evaluate a method's policy on the target system (DVC stage "
+                                     "evaluate@METHOD), or gather every evaluation into the results table (--results).")
+    parser.add_argument("method", nargs="?", choices=list(POLICIES), help="the policy to evaluate")
+    parser.add_argument("--results", action="store_true", help="write reports/results.{md,json,png} (stage results)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.results == (args.method is not None):
+        parser.error("give a METHOD or --results")
+    errors = (ConfigError, FileNotFoundError, ValueError)
+    if args.results:
+        return report_run("results", lambda: results(load_params(args.params), args.params), errors)
+    return report_run(f"evaluate {args.method}",
+                      lambda: run(args.method, load_params(args.params), args.params, progress=not args.no_progress),
+                      errors)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

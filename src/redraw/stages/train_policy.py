@@ -1,0 +1,127 @@
+"""DVC stage ``train_policy@<method>``: the policy for the target, trained in imagination.
+
+The actor-critic learns in the adapted world model's imagination (``calibrate@<method>``),
+starting from posterior states of the target data, with rewards from the *frozen source
+reward head* (target rewards are never fitted). ReDRAW re-initialises the actor-critic; the
+finetune baselines keep the pretrained one and train on.
+
+    python -m redraw.stages.train_policy METHOD [--params params.yaml]
+
+Writes ``models/policy/<method>/agent.pt`` and ``reports/train_policy/<method>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from redraw.agent.adapt import CALIBRATED, REINIT_ACTOR_CRITIC
+from redraw.agent.dreamer import load_agent
+from redraw.checkpoint import load_checkpoint, save_checkpoint
+from redraw.config import ConfigError, get, load_params, section
+from redraw.data.replay import Replay
+from redraw.data.target import TargetDataError, load_target
+from redraw.perf import tune_allocator
+from redraw.stages import report_run
+from redraw.stages.calibrate import OUT_ROOT as CALIBRATED_ROOT
+from redraw.stages.calibrate import calibrate_configs
+from redraw.stages.pretrain import pick_device
+from redraw.tracking import StageRun, write_json, write_metrics
+
+OUT_ROOT = Path("models/policy")
+REPORTS = Path("reports/train_policy")
+
+
+@dataclass
+class TrainPolicyConfig:
+    """Section ``train_policy`` of params.yaml."""
+
+    updates: int = 2000  #: actor-critic updates in imagination
+    batch_size: int = 16  #: target chunks per update (their posterior states start imagination)
+    batch_length: int = 64
+    imag_starts: int = 256  #: imagination starts per update (0: every posterior state)
+    log_every: int = 50
+
+
+def run(method: str, params: dict, path: str = "params.yaml", progress: bool = True) -> dict:
+    if method not in CALIBRATED:
+        raise ConfigError(f"unknown method {method!r} for policy training; choose one of {', '.join(CALIBRATED)}")
+    cfg = section(params, "train_policy", TrainPolicyConfig, path)
+    cal_cfg, _ = calibrate_configs(params, path)
+    seed = int(get(params, "seed", path))
+    target_env = get(params, "env.target", path)
+    data_dir = str(get(params, "target_data", path))
+    model_path = CALIBRATED_ROOT / method / "agent.pt"
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path}: no calibrated model; run `dvc repro calibrate@{method}` first")
+    identity = load_checkpoint(model_path, map_location="cpu")["identity"]
+    _, train_eps, _, fingerprint = load_target(data_dir, identity, str(model_path), target_env,
+                                               int(get(params, "target_transitions", path)), cal_cfg.holdout_episodes)
+    if fingerprint != identity["target_data"]:
+        raise TargetDataError(f"{data_dir} is not the data {model_path} was calibrated on; re-run calibrate@{method}")
+    tune_allocator()
+    torch.manual_seed(seed)
+    agent = load_agent(model_path, device=pick_device())
+    agent.requires_grad_(False)
+    if method in REINIT_ACTOR_CRITIC:
+        agent.reset_actor_critic()
+    agent.ac.requires_grad_(True)
+    agent.ac.slow_critic.requires_grad_(False)
+    agent.cfg.imag_starts = cfg.imag_starts
+    agent.seed(seed)
+    keys = list(agent.obs_spec) + ["action", "reward", "is_first", "is_terminal"]
+    replay = Replay(keys, cfg.batch_length, seed=seed)
+    for ep in train_eps:
+        replay.add(ep)
+
+    tracker = StageRun(f"train_policy_{method}", params, tags={"method": method, "env": target_env,
+                                                               "target_data_hash": fingerprint})
+    history, start = [], time.perf_counter()
+    try:
+        bar = tqdm(range(cfg.updates), desc=f"train_policy {method}", unit="update", disable=None if progress else True)
+        for update in bar:
+            metrics = agent.policy_step(replay.sample(cfg.batch_size))
+            bad = [k for k, v in metrics.items() if k.startswith("loss/") and not np.isfinite(v)]
+            if bad:
+                raise FloatingPointError(f"non-finite {', '.join(bad)} at update {update + 1}; nothing was written")
+            if (update + 1) % cfg.log_every == 0 or update + 1 == cfg.updates:
+                history.append({"update": update + 1, **metrics})
+                tracker.log_metrics(metrics, step=update + 1)
+                bar.set_postfix(ret=f"{metrics['ac/return']:.2f}")
+        bar.close()
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    save_checkpoint(OUT_ROOT / method / "agent.pt", {"agent": agent.checkpoint_state()},
+                    {**identity, "policy_updates": cfg.updates, "actor_critic_reinit": method in REINIT_ACTOR_CRITIC})
+    write_json(REPORTS / f"{method}_history.json", history)
+    metrics = {"policy/updates": cfg.updates, "policy/seconds": round(time.perf_counter() - start, 1),
+               **{k: v for k, v in history[-1].items() if k.startswith(("loss/", "ac/"))}}
+    write_metrics(REPORTS / f"{method}.json", metrics)
+    tracker.log_metrics(metrics)
+    tracker.end()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m redraw.stages.train_policy",
+                                     description="Train the target policy in the adapted world model's imagination "
+                                     "(DVC stage train_policy@METHOD).")
+    parser.add_argument("method", choices=sorted(CALIBRATED))
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    return report_run(f"train_policy {args.method}",
+                      lambda: run(args.method, load_params(args.params), args.params, progress=not args.no_progress),
+                      (ConfigError, TargetDataError, FileNotFoundError, FloatingPointError, ValueError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
