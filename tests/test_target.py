@@ -28,10 +28,11 @@ def test_accepted_data_is_split_into_training_and_held_out_episodes(tmp_path, mo
     meta, train, held, fp = load_target("data", MODEL, "models/pretrain/agent.pt", TARGET, holdout=2)
     assert len(train) == 3 and len(held) == 2 and fp == dataset_fingerprint("data")
     # a transition budget keeps the newest episodes only
-    _, train, held, _ = load_target("data", MODEL, "m.pt", TARGET, transitions=100, holdout=1)
-    assert len(train) + len(held) == 3
-    newest = np.load(list_episodes("data")[-1], allow_pickle=False)["reward"]
-    np.testing.assert_array_equal(held[-1]["reward"], newest)
+    _, train, held, _ = load_target("data", MODEL, "m.pt", TARGET, transitions=70, holdout=1)
+    assert len(train) == 2 and len(held) == 1
+    files = [np.load(p, allow_pickle=False)["reward"] for p in list_episodes("data")]
+    np.testing.assert_array_equal(held[0]["reward"], files[-1])  # the newest is held out
+    np.testing.assert_array_equal(train[-1]["reward"], files[-2])  # the budget takes the next newest
 
 
 def test_rejected_data_is_refused_with_the_failures(tmp_path, monkeypatch):

@@ -50,6 +50,20 @@ def _contract(args):
     return cfg
 
 
+def _cmd_sweep_data(args) -> int:
+    from redraw.config import ConfigError
+    from redraw.data.target import TargetDataError
+    from redraw.sweeps import sweep
+
+    try:
+        sweep(args.sizes, args.params, tuple(args.methods), progress=not args.no_progress)
+    except (ConfigError, TargetDataError, FileNotFoundError, ValueError) as exc:
+        print(f"sweep-data: error: {exc}", file=sys.stderr)
+        return 2
+    print("wrote reports/data_efficiency.json and reports/data_efficiency.png")
+    return 0
+
+
 def _cmd_data_validate(args) -> int:
     from redraw.stages.validate import report
     from redraw.validation import validate_dataset
@@ -146,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="preset name")
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.set_defaults(func=_cmd_preset)
+
+    p = sub.add_parser("sweep-data", help="return vs target-data size for every adaptation method",
+                       description="Run calibrate -> train_policy -> evaluate for each method at each target-data "
+                       "size (the newest N transitions) in sweeps/data_efficiency/N/, after `dvc repro`; "
+                       "writes reports/data_efficiency.{json,png}. Sizes already done are reused.")
+    p.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000, 20000, 40000],
+                   help="target transitions to use (default: 5000 10000 20000 40000)")
+    p.add_argument("--methods", nargs="+", default=["draw_finetune", "dreamer_finetune", "redraw"],
+                   help="adaptation methods (default: all three)")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_sweep_data)
 
     data = sub.add_parser("data", help="inspect, validate and import episode data sets",
                           description="Episode data sets: see docs/episode-schema.md for the format.")

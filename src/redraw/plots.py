@@ -106,3 +106,23 @@ def results_bars(rows: list[dict], path: str | os.PathLike, title: str) -> Path:
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def data_efficiency(rows: list[dict], path: str | os.PathLike, title: str) -> Path:
+    """Return vs target-data size, one line per method with its confidence band
+    (rows: method, size, mean, ci_low, ci_high)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["size"])
+        x = [p["size"] for p in pts]
+        style = ":" if method in ("no_adapt", "oracle") else "-o"
+        ax.plot(x, [p["mean"] for p in pts], style, label=method)
+        ax.fill_between(x, [p["ci_low"] for p in pts], [p["ci_high"] for p in pts], alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("target transitions")
+    ax.set_ylabel("target return (mean, 95% CI)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -66,8 +66,9 @@ def load_target(data_dir: str, identity: dict, model_path: str, target_env: str,
                 holdout: int = 0) -> tuple[DatasetMeta, list[Episode], list[Episode], str]:
     """Validated, compatible target episodes: (meta, train, held out, fingerprint).
 
-    ``transitions`` > 0 keeps the newest episodes (by file order) whose transitions fit that
-    budget; the last ``holdout`` of them are held out (reported on, never trained on).
+    The last ``holdout`` episodes (by file order) are held out: reported on, never trained on,
+    the same whatever the budget. ``transitions`` > 0 trains on the newest of the others, up
+    to that many transitions (whole episodes; the last one may cross the budget).
     """
     result = require_validated(data_dir)
     try:
@@ -76,17 +77,17 @@ def load_target(data_dir: str, identity: dict, model_path: str, target_env: str,
         raise TargetDataError(str(exc)) from None
     check_compatible(meta, data_dir, identity, model_path, target_env)
     paths = list_episodes(data_dir)
+    if len(paths) <= holdout:
+        raise TargetDataError(f"{data_dir}: {len(paths)} episode(s), need more than the {holdout} held out "
+                              "(calibrate.holdout_episodes)")
     episodes = [load_episode(p) for p in paths]
+    train, held = (episodes[:-holdout], episodes[-holdout:]) if holdout else (episodes, [])
     if transitions > 0:
         kept, total = [], 0
-        for ep in reversed(episodes):
+        for ep in reversed(train):
             if total >= transitions:
                 break
             kept.append(ep)
             total += episode_steps(ep)
-        episodes = kept[::-1]
-    if len(episodes) <= holdout:
-        raise TargetDataError(f"{data_dir}: {len(episodes)} episode(s) in use, need more than the {holdout} held out "
-                              "(calibrate.holdout_episodes)")
-    train, held = (episodes[:-holdout], episodes[-holdout:]) if holdout else (episodes, [])
+        train = kept[::-1]
     return meta, train, held, result["data_fingerprint"]
