@@ -124,3 +124,34 @@ def test_dynamics_gap_reports_every_horizon():
     gap = dynamics_gap(a, batch_for(SPEC, B=2, T=9), context=3, seed=0)
     assert len(gap["kl"]) == len(gap["mse"]) == 6 and gap["kl_filter"] >= 0
     assert gap["pred"]["state"].shape == gap["truth"]["state"].shape == (2, 6, 3)
+
+
+@pytest.mark.parametrize("world_model, residual", [("draw", False), ("draw", True), ("rssm", False)])
+def test_policy_step_filters_exactly_like_observe(world_model, residual):
+    """The deployable step, fed its own latent back, reproduces observe() on a sequence."""
+    from redraw.agent.policy import PolicyStep
+
+    a = agent(world_model=world_model)
+    if residual:
+        a.attach_residual(ResidualConfig(hidden=16))
+        torch.nn.init.normal_(a.wm.residual.nets[0][-1].bias, std=2.0)
+    batch = batch_for(SPEC, B=2, T=4)
+    S = a.wm.cfg.latent_vars
+    # observe draws one uniform per variable per step in this order for both models
+    out = a.wm.observe({"state": batch["state"]}, batch["action"], batch["is_first"],
+                       generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    uniforms = torch.rand((2, 4, S), generator=g) if world_model == "draw" else None
+    step = PolicyStep(a)
+    latent, prev = torch.zeros(2, step.latent_size), torch.zeros(2, 1)
+    for t in range(4):
+        u = uniforms[:, t] if uniforms is not None else torch.rand((2, S), generator=g)
+        action, latent = step(batch["state"][:, t], latent, batch["action"][:, t], batch["is_first"][:, t].float(),
+                              u, torch.zeros(2, 1))
+        feat = out["feat"][:, t]
+        torch.testing.assert_close(latent[:, step.head:], out["states"].z[:, t].flatten(1))
+        if world_model == "draw":
+            torch.testing.assert_close(latent[:, : step.head], out["states"].belief[:, t].flatten(1))
+        else:
+            torch.testing.assert_close(latent[:, : step.head], out["states"].deter[:, t])
+        torch.testing.assert_close(action, a.ac.actor.dist(feat).mean.clamp(-1, 1))

@@ -119,19 +119,24 @@ class Agent(nn.Module):
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], state=None, sample: bool = True, explore: bool = False):
         """One action for one observation. ``state`` is what the previous call returned (None at
-        an episode start); returns ``(action, state)``. The world model filters the observation
-        (for DRAW the posterior needs the observation only) and the actor acts on its features."""
-        x = {k: torch.as_tensor(np.asarray(obs[k]), device=self.device)[None, None] for k in self.obs_spec}
+        an episode start); returns ``(action, state)``. Runs ``PolicyStep`` (the deployable
+        policy) in fp32 with its randomness drawn from the agent's generator."""
+        from redraw.agent.policy import PolicyStep
+
+        step = PolicyStep(self, explore=explore)  # cheap: it only refers to the agent's modules
+        x = [torch.as_tensor(np.asarray(obs[k]), device=self.device)[None] for k in self.obs_spec]
         if state is None:
-            latent, prev_action, first = None, torch.zeros(1, self.action_size, device=self.device), True
+            latent = torch.zeros(1, step.latent_size, device=self.device)
+            prev_action = torch.zeros(1, self.action_size, device=self.device)
         else:
-            (latent, prev_action), first = state, False
-        with self._autocast():
-            out = self.wm.observe(x, prev_action[:, None], torch.tensor([[first]], device=self.device),
-                                  state=latent, generator=self.generator)
-            actor = self.explorer.actor if explore and self.explorer is not None else self.ac.actor
-            action = actor.act(out["feat"][:, -1], sample=sample, generator=self.generator).float()
-        return action[0].cpu().numpy(), (out["state"], action)
+            latent, prev_action = state
+        first = torch.tensor([float(state is None)], device=self.device)
+        uniform = torch.rand((1, step.S), generator=self.generator, device=self.device)
+        noise = torch.randn((1, self.action_size), generator=self.generator, device=self.device)
+        if not sample:
+            noise = torch.zeros_like(noise)
+        action, latent = step(*x, latent, prev_action, first, uniform, noise)
+        return action[0].cpu().numpy(), (latent, action)
 
     def checkpoint_state(self) -> dict:
         return {

@@ -53,11 +53,16 @@ def latent_logprobs(logits: torch.Tensor, unimix: float) -> torch.Tensor:
     return torch.log(probs)
 
 
-def sample_index(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_index(probs: torch.Tensor, generator: torch.Generator | None = None,
+                 uniform: torch.Tensor | None = None) -> torch.Tensor:
     """Class indices [...] drawn from probabilities [..., K] by inverting the CDF with one uniform
     per variable (``torch.multinomial`` draws K exponentials per variable: 4x the random numbers
-    and the slowest op of an imagination step on CPU)."""
-    u = torch.rand((*probs.shape[:-1], 1), generator=generator, device=probs.device, dtype=torch.float32)
+    and the slowest op of an imagination step on CPU). ``uniform`` [...] supplies the uniforms
+    (a deployed policy takes its randomness as an input); otherwise they come from ``generator``."""
+    if uniform is None:
+        u = torch.rand((*probs.shape[:-1], 1), generator=generator, device=probs.device, dtype=torch.float32)
+    else:
+        u = uniform.float().unsqueeze(-1)
     cdf = probs.detach().float().cumsum(-1)
     return (cdf < u * cdf[..., -1:]).sum(-1).clamp_(max=probs.shape[-1] - 1)
 

@@ -1,0 +1,67 @@
+"""One acting step with everything explicit: what a robot loop (or an exported model) calls.
+
+``PolicyStep(agent)(*obs, latent, prev_action, is_first, uniform, noise) -> (action, latent)``
+
+* ``obs``: the observation tensors in the agent's ``obs_spec`` order, each [B, ...]
+* ``latent`` [B, L]: the state the previous call returned (anything, e.g. zeros, when
+  ``is_first``); DRAW: [prior belief, sample z], RSSM: [GRU state, sample z], flattened
+* ``prev_action`` [B, A]: the action taken before this observation (ignored when ``is_first``)
+* ``is_first`` [B]: 1 at an episode start (the state resets to the learned initial state)
+* ``uniform`` [B, S] in [0, 1): one per latent variable, for sampling the posterior
+* ``noise`` [B, A] ~ N(0, 1): the actor's exploration noise (zeros: the mean action)
+
+The world model filters the observation exactly as ``observe`` does for one step (the
+residual, when calibrated, corrects the prior chain) and the actor acts on the features.
+Randomness is an input, so a call is a pure function: ``Agent.act`` draws it from the agent's
+generator and calls this same module, which is why a deployed policy reproduces the evaluation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from redraw.models.dists import latent_logprobs, sample_index
+from redraw.models.draw import DRAW, LatentState
+from redraw.models.rssm import RSSMState
+
+
+class PolicyStep(nn.Module):
+    def __init__(self, agent, explore: bool = False):
+        super().__init__()
+        self.wm = agent.wm
+        self.actor = agent.explorer.actor if explore and agent.explorer is not None else agent.ac.actor
+        self.obs_keys = list(agent.obs_spec)
+        cfg = agent.wm.cfg
+        self.S, self.K = cfg.latent_vars, cfg.latent_classes
+        self.is_draw = isinstance(agent.wm, DRAW)
+        self.head = self.S * self.K if self.is_draw else cfg.deter  #: belief (DRAW) or GRU state (RSSM)
+        self.latent_size = self.head + self.S * self.K
+        self.action_size = agent.action_size
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.obs_keys)
+        obs = dict(zip(self.obs_keys, args[:n]))
+        latent, prev_action, is_first, uniform, noise = args[n:]
+        wm, B = self.wm, latent.shape[0]
+        first = is_first.reshape(B, 1) > 0.5
+        head = latent[:, : self.head]
+        z = latent[:, self.head :].reshape(B, self.S, self.K)
+        action = torch.where(first, torch.zeros_like(prev_action), prev_action)
+        init = wm.initial((B,))
+        if self.is_draw:
+            prev = LatentState(torch.where(first[..., None], init.belief, head.reshape(B, self.S, self.K)),
+                               torch.where(first[..., None], init.z, z))
+            raw, _ = wm.dynamics_step(action, prev)
+            head = torch.softmax(raw.float(), -1).flatten(1)
+            post = wm.posterior_logits(wm.encode(obs))
+        else:
+            prev = RSSMState(torch.where(first, init.deter, head), torch.where(first[..., None], init.z, z))
+            head = wm._deter_step(prev, action)
+            post = wm._split(wm.posterior(torch.cat([head, wm.encode(obs)], -1)))
+        probs = latent_logprobs(post, wm.cfg.unimix).exp()
+        z = nn.functional.one_hot(sample_index(probs, uniform=uniform), self.K).to(probs.dtype).flatten(1)
+        feat = z if self.is_draw else torch.cat([head, z], -1)
+        dist = self.actor.dist(feat)
+        out = (dist.mean + dist.stddev * noise).clamp(-1, 1)
+        return out, torch.cat([head.float(), z], -1)
