@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test test-fast bench clean-venv
+.PHONY: setup repro test test-fast bench ui clean-venv
 
 setup: $(STAMP)
 
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-repro: setup            ## run the pipeline on params.yaml (default: the cpu preset)
+repro: setup            ## run the pipeline on params.yaml (default: the quick preset)
 	$(VENV)/bin/dvc repro
 
 test: setup             ## the whole test suite (what CI runs)
@@ -23,6 +23,9 @@ test-fast: setup        ## skip the slow end-to-end tests
 
 bench: setup            ## collection throughput vs a plain dm_control loop
 	$(VENV)/bin/python benchmarks/collect_throughput.py
+
+ui: setup               ## the MLflow UI on 127.0.0.1:5000 with the project's store
+	$(VENV)/bin/redraw ui
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,50 +1,32 @@
 """End to end: `dvc repro` on the smoke preset in a scratch copy of the repository."""
 
 import json
-import os
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import sh
+
 pytestmark = pytest.mark.slow
-
-
-def sh(cmd, cwd, check=True):
-    env = dict(os.environ, VIRTUAL_ENV=sys.prefix, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    path = tmp_path_factory.mktemp("repo")
-    for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, path / item)
-    sh(["git", "init", "-q"], path)
-    sh([sys.executable, "-m", "dvc", "init", "-q"], path)
-    sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], path)
-    sh([sys.executable, "-m", "redraw.cli", "preset", "smoke"], path)
-    return path
 
 
 METHODS = ("redraw", "draw_finetune", "dreamer_finetune")
 
 
-def test_repro_runs_the_whole_chain_then_does_nothing(repo):
-    first = sh([sys.executable, "-m", "dvc", "repro"], repo)
+@pytest.fixture
+def repo(smoke_repo):
+    return smoke_repo.path
+
+
+def test_repro_runs_the_whole_chain_then_does_nothing(smoke_repo, repo):
+    first = smoke_repo.first_run
     stages = ["collect_source", "collect_target", "validate_target", "pretrain", "oracle", "pretrain_rssm",
               *(f"{s}@{m}" for s in ("calibrate", "train_policy") for m in METHODS),
               *(f"evaluate@{m}" for m in ("source", "no_adapt", *METHODS, "oracle")), "results"]
-    for stage in stages:
-        assert f"Running stage '{stage}'" in first.stdout, stage
+    for stage in [*stages, "register"]:
+        assert f"Running stage '{stage}'" in first, stage
     source = json.loads((repo / "reports/collect_source.json").read_text())
     target = json.loads((repo / "reports/collect_target.json").read_text())
     assert source["data/episodes"] == 2 and source["data/transitions"] == 100
@@ -89,9 +71,20 @@ def test_repro_runs_the_whole_chain_then_does_nothing(repo):
 
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["redraw"])
-    assert set(runs["tags.mlflow.runName"]) >= {"pretrain", "oracle", "calibrate_redraw", "train_policy_redraw",
-                                                "evaluate_redraw", "results"}
-    assert set(runs["status"]) == {"FINISHED"} and set(runs["tags.preset"]) == {"smoke"}
+    stage_runs = runs[runs["tags.redraw.kind"] != "pipeline"]
+    assert set(stage_runs["tags.mlflow.runName"]) >= set(stages) | {"register"}
+    # every stage nests under the one pipeline run of this commit and params, with its own params only
+    parents = runs[runs["tags.redraw.kind"] == "pipeline"]
+    assert len(parents) == 1
+    assert set(stage_runs["tags.mlflow.parentRunId"]) == {parents["run_id"].iloc[0]}
+    calib = stage_runs[stage_runs["tags.mlflow.runName"] == "calibrate@redraw"].iloc[0]
+    assert calib["params.calibrate.residual.lr"] == "0.01" and calib["params.preset"] == "smoke"
+    assert "params.pretrain.steps" not in calib or calib.isna()["params.pretrain.steps"]
+    assert len(calib["tags.target_data_hash"]) == 64
+    evaluated = stage_runs[stage_runs["tags.mlflow.runName"] == "evaluate@redraw"].iloc[0]
+    assert "metrics.return_mean" in runs.columns and evaluated["metrics.return_mean"] == json.loads(
+        (repo / "reports/evaluate/redraw.json").read_text())["return_mean"]
+    assert set(stage_runs["status"]) == {"FINISHED"} and set(runs["tags.preset"]) == {"smoke"}
 
     second = sh([sys.executable, "-m", "dvc", "repro"], repo)
     assert "Running stage" not in second.stdout, second.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -62,6 +63,73 @@ def _cmd_sweep_data(args) -> int:
         return 2
     print("wrote reports/data_efficiency.json and reports/data_efficiency.png")
     return 0
+
+
+def _registry_name(args) -> str:
+    if args.name:
+        return args.name
+    from redraw.config import get, load_params
+    from redraw.deploy import registered_name
+
+    params = load_params(args.params)
+    return registered_name(get(params, "env.source", args.params), get(params, "env.target", args.params))
+
+
+def _cmd_promote(args) -> int:
+    from redraw.config import ConfigError, get, load_params
+    from redraw.deploy import DeployError, promote
+
+    try:
+        margin = args.margin if args.margin is not None else float(get(load_params(args.params), "promote.margin"))
+        promoted, why = promote(_registry_name(args), margin)
+    except (ConfigError, DeployError) as exc:
+        print(f"promote: error: {exc}", file=sys.stderr)
+        return 2
+    print(why, file=sys.stdout if promoted else sys.stderr)
+    return 0 if promoted else 1
+
+
+def _cmd_rollback(args) -> int:
+    from redraw.config import ConfigError
+    from redraw.deploy import DeployError, rollback
+
+    try:
+        print(rollback(_registry_name(args)))
+    except (ConfigError, DeployError) as exc:
+        print(f"rollback: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_deploy(args) -> int:
+    from redraw.deploy import DeployError, deploy_returns
+
+    try:
+        result = deploy_returns(args.model, args.env, args.episodes, args.seed, progress=not args.no_progress)
+    except DeployError as exc:
+        print(f"deploy: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"deploy {result['model']} in {result['env']}: return {result['return_mean']:.1f} "
+              f"± {result['return_std']:.1f} over {result['episodes']} episodes "
+              f"(95% CI [{result['return_ci_low']:.1f}, {result['return_ci_high']:.1f}])")
+    return 0
+
+
+def _cmd_ui(args) -> int:
+    import os
+    import subprocess
+
+    from redraw.tracking import MLRUNS
+
+    store = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(MLRUNS / 'mlflow.db').resolve()}"
+    MLRUNS.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", args.host,
+           "--port", str(args.port), "--workers", "1"]
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {store}); Ctrl-C stops it")
+    return subprocess.call(cmd)
 
 
 def _cmd_data_validate(args) -> int:
@@ -172,6 +240,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_sweep_data)
+
+    def registry_flags(q):
+        q.add_argument("--name", default=None,
+                       help="registered model (default: <env.source>-to-<env.target> from params.yaml)")
+        q.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+
+    p = sub.add_parser("promote", help="move alias champion to the challenger if it is better (gated)",
+                       description="Promote the registered model's challenger to champion only if its target return "
+                       "beats the champion's by more than the margin (or there is no champion); otherwise refuse "
+                       "(exit 1) and say why. Every promotion is recorded on the version (tags, description).")
+    registry_flags(p)
+    p.add_argument("--margin", type=float, default=None, help="required improvement (default: params promote.margin)")
+    p.set_defaults(func=_cmd_promote)
+
+    p = sub.add_parser("rollback", help="give alias champion back to the previous champion",
+                       description="Undo the last promotion: champion returns to the version that held it before.")
+    registry_flags(p)
+    p.set_defaults(func=_cmd_rollback)
+
+    p = sub.add_parser("deploy", help="run a registered policy in a simulator (the robot stand-in)",
+                       description="Load a policy by URI (e.g. models:/pendulum-swingup-to-pendulum-swingup-reversed"
+                       "@champion) and run it one observation at a time in --env with the evaluate stage's seeds.")
+    p.add_argument("--model", required=True, help="MLflow model URI, e.g. models:/<name>@champion")
+    p.add_argument("--env", default=None, help="env to run in (default: the target the model was trained for)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0, as params seed: same returns as evaluate)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on the project's store (loopback)",
+                       description="`mlflow ui --workers 1` on the project's store (MLFLOW_TRACKING_URI, or "
+                       "mlruns/mlflow.db), bound to 127.0.0.1 unless --host says otherwise.")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    p.set_defaults(func=_cmd_ui)
 
     data = sub.add_parser("data", help="inspect, validate and import episode data sets",
                           description="Episode data sets: see docs/episode-schema.md for the format.")

@@ -52,25 +52,81 @@ def mlflow_setup(experiment: str = EXPERIMENT):
     return mlflow
 
 
+def pipeline_key(params: dict[str, Any]) -> str:
+    """What makes one pipeline run: the commit and the whole params file. Every stage that
+    ``dvc repro`` runs with them nests under the same MLflow parent run."""
+    import hashlib
+
+    return hashlib.sha256((_git_commit() + json.dumps(params, sort_keys=True, default=str)).encode()).hexdigest()[:16]
+
+
+def stage_params(stage: str, params: dict[str, Any], dvc_file: str = "dvc.yaml") -> dict[str, Any]:
+    """The params.yaml keys the DVC ``stage`` declares (all of them if dvc.yaml does not say),
+    flattened, plus the preset."""
+    import yaml
+
+    from redraw.config import flatten
+
+    flat = flatten(params)
+    try:
+        stages = yaml.safe_load(Path(dvc_file).read_text())["stages"]
+        spec = stages[stage.split("@")[0]]
+        keys = [str(k) for k in spec.get("do", spec).get("params", []) if not isinstance(k, dict)]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return flat
+    out = {k: v for k, v in flat.items() if any(k == key or k.startswith(key + ".") for key in keys)}
+    out["preset"] = params.get("preset", "")
+    return out
+
+
 class StageRun:
-    """An MLflow run for one stage. Tracking problems are reported once and never stop training:
-    the stage's own files (metrics JSON, checkpoints, figures) are always written."""
+    """An MLflow run for one DVC stage (``stage``: its dvc.yaml name, e.g. ``calibrate@redraw``),
+    nested under the pipeline run of the same commit and params. Logs the stage's params and
+    tags (git commit, preset, stage params hash, plus ``tags``: data hashes). Tracking problems
+    are reported once and never stop training: the stage's own files (metrics JSON,
+    checkpoints, figures) are always written."""
 
     def __init__(self, stage: str, params: dict[str, Any], tags: dict[str, str] | None = None):
-        self.stage, self.mlflow, self.run = stage, None, None
+        self.stage, self.mlflow, self.run, self.parent = stage, None, None, None
         try:
-            from redraw.config import flatten
+            import hashlib
 
             mlflow = mlflow_setup()
-            self.run = mlflow.start_run(run_name=stage, tags={"stage": stage, "git_commit": _git_commit(),
-                                                               "preset": str(params.get("preset", "")), **(tags or {})})
-            flat = {k: str(v)[:500] for k, v in flatten(params).items()}
-            items = list(flat.items())
+            mine = stage_params(stage, params)
+            self.parent = self._pipeline_parent(mlflow, params)
+            self.run = mlflow.start_run(run_name=stage, tags={
+                "stage": stage, "dvc.stage": stage, "git_commit": _git_commit(),
+                "preset": str(params.get("preset", "")), "mlflow.parentRunId": self.parent,
+                "dvc.stage_params_hash": hashlib.sha256(json.dumps(mine, sort_keys=True, default=str).encode()
+                                                        ).hexdigest()[:16],
+                **(tags or {})})
+            items = [(k, str(v)[:500]) for k, v in mine.items()]
             for i in range(0, len(items), 100):
                 mlflow.log_params(dict(items[i : i + 100]))
             self.mlflow = mlflow
         except Exception as exc:  # noqa: BLE001 - any tracking failure must not cost the run
             self._warn(exc)
+
+    @staticmethod
+    def _pipeline_parent(mlflow, params: dict[str, Any]) -> str:
+        client = mlflow.MlflowClient()
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
+        key = pipeline_key(params)
+        found = client.search_runs([experiment], filter_string=f"tags.`redraw.pipeline_key` = '{key}'", max_results=1)
+        if found:
+            return found[0].info.run_id
+        commit = _git_commit()
+        run = client.create_run(experiment, run_name=f"pipeline {params.get('preset', '')} {commit[:8]}", tags={
+            "redraw.pipeline_key": key, "redraw.kind": "pipeline", "git_commit": commit,
+            "preset": str(params.get("preset", ""))})
+        from redraw.config import flatten
+
+        from mlflow.entities import Param
+
+        flat = [Param(k, str(v)[:500]) for k, v in flatten(params).items()]
+        for i in range(0, len(flat), 100):
+            client.log_batch(run.info.run_id, params=flat[i : i + 100])
+        return run.info.run_id
 
     def _warn(self, exc: Exception) -> None:
         import sys
@@ -100,9 +156,11 @@ class StageRun:
             self._warn(exc)
 
     def end(self, status: str = "FINISHED") -> None:
+        """End the stage's run; the pipeline run shows the latest stage's outcome."""
         if self.mlflow is not None:
             try:
                 self.mlflow.end_run(status=status)
+                self.mlflow.MlflowClient().set_terminated(self.parent, status)
             except Exception as exc:  # noqa: BLE001
                 self._warn(exc)
 

@@ -95,7 +95,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     if not len(replay):
         raise TargetDataError(f"{data_dir}: no training episode has the {cfg.batch_length} steps a batch needs")
 
-    tracker = StageRun(f"calibrate_{method}", params, tags={"method": method, "env": target_env,
+    tracker = StageRun(f"calibrate@{method}", params, tags={"method": method, "env": target_env,
                                                             "target_data_hash": fingerprint})
     history, start = [], time.perf_counter()
     try:

@@ -15,9 +15,9 @@ from redraw.config import ConfigError, get, load_params
 from redraw.config import section as config_section
 from redraw.data.behaviours import BehaviourConfig
 from redraw.data.collect import CollectConfig, collect
-from redraw.data.episodes import dataset_stats
+from redraw.data.episodes import dataset_fingerprint, dataset_stats
 from redraw.stages import env_settings, report_run
-from redraw.tracking import write_metrics
+from redraw.tracking import StageRun, write_metrics
 
 OUT_DIRS = {"source": "data/source", "target": "data/target"}
 METRICS = {"source": "reports/collect_source.json", "target": "reports/collect_target.json"}
@@ -45,6 +45,9 @@ def run(which: str, params: dict, params_path: str = "params.yaml", progress: bo
     collect(cfg, progress=progress)
     metrics = dataset_stats(cfg.out_dir)
     write_metrics(METRICS[which], metrics, prefix="data/")
+    tags = {"env": cfg.env, "data_hash": dataset_fingerprint(cfg.out_dir)}
+    with StageRun(f"collect_{which}", params, tags=tags) as run_:
+        run_.log_metrics({f"data/{k}": v for k, v in metrics.items()})
     return metrics
 
 

@@ -75,12 +75,24 @@ def summarise(returns: list[float]) -> dict[str, float]:
             "episodes": len(r)}
 
 
-def policy_returns(policy_path: str, env_name: str, env_kwargs: dict, episodes: int, seed: int,
-                   progress: bool = True, desc: str = "evaluate") -> list[float]:
-    """Undiscounted returns of the policy at ``policy_path`` (sampled actions) in ``env_name``;
-    episode i is seeded by (seed, i) whatever the policy."""
-    from redraw.agent.dreamer import AgentPolicy, load_agent
+def run_policy(env, behaviour, episodes: int, seed: int, progress: bool = True, desc: str = "evaluate"):
+    """Episodes of ``behaviour`` in ``env``; episode i is seeded by (seed, i) whatever the policy.
+    Returns the undiscounted returns and each episode's sum of |actions| (a fingerprint of
+    the trajectory: a deployed policy must reproduce both)."""
     from redraw.data.collect import run_episode
+
+    returns, action_sums = [], []
+    for i in tqdm(range(episodes), desc=desc, unit="episode", disable=None if progress else True):
+        ep = run_episode(env, behaviour, np.random.SeedSequence([seed, 4242, i]))
+        returns.append(float(ep["reward"][1:].sum()))
+        action_sums.append(float(np.abs(ep["action"][1:].astype(np.float64)).sum()))
+    return returns, action_sums
+
+
+def policy_returns(policy_path: str, env_name: str, env_kwargs: dict, episodes: int, seed: int,
+                   progress: bool = True, desc: str = "evaluate") -> tuple[list[float], list[float]]:
+    """``run_policy`` for the agent checkpoint at ``policy_path`` (sampled actions)."""
+    from redraw.agent.dreamer import AgentPolicy, load_agent
     from redraw.envs import make_env
     from redraw.stages.pretrain import pick_device
 
@@ -89,15 +101,10 @@ def policy_returns(policy_path: str, env_name: str, env_kwargs: dict, episodes: 
     agent = load_agent(policy_path, expect={"obs_spec": obs_spec, "action_size": env.action_size},
                        device=pick_device())
     agent.seed(seed)
-    policy = AgentPolicy(agent, sample=True)
-    returns = []
     try:
-        for i in tqdm(range(episodes), desc=desc, unit="episode", disable=None if progress else True):
-            ep = run_episode(env, policy, np.random.SeedSequence([seed, 4242, i]))
-            returns.append(float(ep["reward"][1:].sum()))
+        return run_policy(env, AgentPolicy(agent, sample=True), episodes, seed, progress, desc)
     finally:
         env.close()
-    return returns
 
 
 def run(method: str, params: dict, path: str = "params.yaml", progress: bool = True) -> dict:
@@ -109,13 +116,14 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     if not Path(policy_path).is_file():
         raise FileNotFoundError(f"{policy_path}: no policy for {method}; run `dvc repro evaluate@{method}`")
     env_name = get(params, env_key, path)
-    returns = policy_returns(policy_path, env_name, env_settings(params, path), cfg.episodes, seed, progress,
-                             desc=f"evaluate {method}")
+    returns, action_sums = policy_returns(policy_path, env_name, env_settings(params, path), cfg.episodes, seed,
+                                          progress, desc=f"evaluate {method}")
     metrics = summarise(returns)
     write_json(REPORTS / f"{method}.json", {**metrics, "method": method, "env": env_name, "policy": policy_path,
-                                            "returns": returns, "seed": seed})
-    with StageRun(f"evaluate_{method}", params, tags={"method": method, "env": env_name}) as tracker:
-        tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
+                                            "returns": returns, "action_sums": action_sums, "seed": seed})
+    with StageRun(f"evaluate@{method}", params, tags={"method": method, "env": env_name}) as tracker:
+        tracker.log_metrics(metrics)
+        tracker.log_artifacts(REPORTS / f"{method}.json")
     return metrics
 
 

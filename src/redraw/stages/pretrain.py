@@ -182,7 +182,10 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
 
     actor = AgentPolicy(agent, sample=True, explore=True)  # the explorer acts when there is one
 
-    tracker = StageRun(out_dir.name, params, tags={"env": env_name, "resumed_at_update": str(agent.updates)})
+    stage = {"models/pretrain": "pretrain", "models/oracle": "oracle", "models/pretrain_rssm": "pretrain_rssm"}.get(
+        out_dir.as_posix(), out_dir.name)
+    tracker = StageRun(stage, params, tags={"env": env_name, "resumed_at_update": str(agent.updates),
+                                            "source_data_hash": str(run_identity["source_data"])})
     bar = tqdm(total=pre.steps, initial=step, unit="step", desc=f"pretrain {env_name}", disable=None if progress else True)  # None: only on a terminal
     last_ckpt, start = agent.updates, time.perf_counter()
     try:

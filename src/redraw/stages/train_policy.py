@@ -81,7 +81,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     for ep in train_eps:
         replay.add(ep)
 
-    tracker = StageRun(f"train_policy_{method}", params, tags={"method": method, "env": target_env,
+    tracker = StageRun(f"train_policy@{method}", params, tags={"method": method, "env": target_env,
                                                                "target_data_hash": fingerprint})
     history, start = [], time.perf_counter()
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from redraw.config import ConfigError, get, load_params, section
 from redraw.data.episodes import dataset_fingerprint
-from redraw.tracking import write_json, write_metrics
+from redraw.tracking import StageRun, write_json, write_metrics
 
 DATA_DIR = "data/target"
 METRICS = "reports/validate_target.json"
@@ -62,6 +62,11 @@ def run(params: dict, params_path: str = "params.yaml", data_dir: str = DATA_DIR
     metrics = {"success": int(result.success), "failures": len(result.failures)}
     metrics.update({k: v for k, v in result.stats.items() if isinstance(v, (int, float))})
     write_metrics(METRICS, metrics, prefix="validate/")
+    with StageRun("validate_target", params, tags={"data_hash": str(payload["data_fingerprint"]),
+                                                   "validation": "passed" if result.success else "REJECTED"}) as run_:
+        run_.log_metrics({f"validate/{k}": v for k, v in metrics.items()})
+        run_.log_artifacts(RESULT)
+        run_.log_artifacts(DOCS_DIR, "data_docs")
     return result
 
 

@@ -1,0 +1,40 @@
+"""Shared fixtures: one smoke-preset `dvc repro` of the whole pipeline in a scratch repository,
+run once per test session and used by the pipeline and deployment tests."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sh(cmd, cwd, check=True, env=None, timeout=1800):
+    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the repo's own store
+    env = dict(base, VIRTUAL_ENV=sys.prefix, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {}))
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+class SmokeRepo:
+    def __init__(self, path: Path, first_run: str):
+        self.path, self.first_run = path, first_run
+
+
+@pytest.fixture(scope="session")
+def smoke_repo(tmp_path_factory) -> SmokeRepo:
+    path = tmp_path_factory.mktemp("repo")
+    for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, path / item)
+    sh(["git", "init", "-q"], path)
+    sh([sys.executable, "-m", "dvc", "init", "-q"], path)
+    sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], path)
+    sh([sys.executable, "-m", "redraw.cli", "preset", "smoke"], path)
+    first = sh([sys.executable, "-m", "dvc", "repro"], path)
+    return SmokeRepo(path, first.stdout)
