@@ -143,7 +143,7 @@ def test_policy_step_filters_exactly_like_observe(world_model, residual):
     g = torch.Generator().manual_seed(5)
     uniforms = torch.rand((2, 4, S), generator=g) if world_model == "draw" else None
     step = PolicyStep(a)
-    latent, prev = torch.zeros(2, step.latent_size), torch.zeros(2, 1)
+    latent = torch.zeros(2, step.latent_size)
     for t in range(4):
         u = uniforms[:, t] if uniforms is not None else torch.rand((2, S), generator=g)
         action, latent = step(batch["state"][:, t], latent, batch["action"][:, t], batch["is_first"][:, t].float(),

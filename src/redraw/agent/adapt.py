@@ -27,7 +27,7 @@ from torch import nn
 from redraw.agent.dreamer import Agent
 from redraw.models.dists import categorical_kl
 from redraw.models.draw import DRAW
-from redraw.models.residual import LatentResidual, ResidualConfig
+from redraw.models.residual import ResidualConfig
 from redraw.models.rssm import RSSM
 
 #: method -> the world model it adapts (the pretraining stage that provides it)

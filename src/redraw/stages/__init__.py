@@ -19,6 +19,24 @@ def env_settings(params: dict, path: str = "params.yaml") -> dict:
     )
 
 
+def method_stage_main(stage: str, description: str, run: Callable[..., dict], methods, errors,
+                      argv: list[str] | None = None) -> int:
+    """``main`` of a per-method stage (``calibrate@METHOD``, ``train_policy@METHOD``):
+    ``python -m redraw.stages.STAGE METHOD [--params FILE] [--no-progress]``."""
+    import argparse
+
+    from redraw.config import load_params
+
+    parser = argparse.ArgumentParser(prog=f"python -m redraw.stages.{stage}", description=description)
+    parser.add_argument("method", choices=sorted(methods), help="the method (see redraw.agent.adapt)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    return report_run(f"{stage} {args.method}",
+                      lambda: run(args.method, load_params(args.params), args.params, progress=not args.no_progress),
+                      errors)
+
+
 def report_run(name: str, call: Callable[[], dict], errors: tuple[type[BaseException], ...]) -> int:
     """Run a stage: print its metrics on success (exit 0), or ``name: error: ...`` (exit 2)."""
     try:

@@ -15,7 +15,6 @@ Writes ``models/calibrate/<method>/agent.pt``, ``reports/calibrate/<method>.json
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict
@@ -28,12 +27,12 @@ from tqdm.auto import tqdm
 from redraw.agent.adapt import CALIBRATED, CalibrateConfig, Calibrator, dynamics_gap
 from redraw.agent.dreamer import load_agent
 from redraw.checkpoint import load_checkpoint, save_checkpoint
-from redraw.config import ConfigError, get, load_params, section
+from redraw.config import ConfigError, get, section
 from redraw.data.replay import Replay
 from redraw.data.target import TargetDataError, load_target
 from redraw.models.residual import ResidualConfig
 from redraw.perf import tune_allocator
-from redraw.stages import report_run
+from redraw.stages import method_stage_main
 from redraw.stages.pretrain import pick_device
 from redraw.tracking import StageRun, write_json, write_metrics
 
@@ -162,16 +161,9 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m redraw.stages.calibrate",
-                                     description="Adapt the pretrained world model to the validated target data "
-                                     "(DVC stage calibrate@METHOD) and report the dynamics gap before/after.")
-    parser.add_argument("method", choices=sorted(CALIBRATED), help="what to train (see redraw.agent.adapt)")
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    return report_run(f"calibrate {args.method}",
-                      lambda: run(args.method, load_params(args.params), args.params, progress=not args.no_progress),
-                      (ConfigError, TargetDataError, FileNotFoundError, FloatingPointError, ValueError))
+    return method_stage_main("calibrate", "Adapt the pretrained world model to the validated target data "
+                             "(DVC stage calibrate@METHOD) and report the dynamics gap before/after.", run, CALIBRATED,
+                             (ConfigError, TargetDataError, FileNotFoundError, FloatingPointError, ValueError), argv)
 
 
 if __name__ == "__main__":

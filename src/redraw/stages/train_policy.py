@@ -12,7 +12,6 @@ Writes ``models/policy/<method>/agent.pt`` and ``reports/train_policy/<method>.j
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -25,11 +24,11 @@ from tqdm.auto import tqdm
 from redraw.agent.adapt import CALIBRATED, REINIT_ACTOR_CRITIC
 from redraw.agent.dreamer import load_agent
 from redraw.checkpoint import load_checkpoint, save_checkpoint
-from redraw.config import ConfigError, get, load_params, section
+from redraw.config import ConfigError, get, section
 from redraw.data.replay import Replay
 from redraw.data.target import TargetDataError, load_target
 from redraw.perf import tune_allocator
-from redraw.stages import report_run
+from redraw.stages import method_stage_main
 from redraw.stages.calibrate import OUT_ROOT as CALIBRATED_ROOT
 from redraw.stages.calibrate import calibrate_configs
 from redraw.stages.pretrain import pick_device
@@ -111,16 +110,9 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m redraw.stages.train_policy",
-                                     description="Train the target policy in the adapted world model's imagination "
-                                     "(DVC stage train_policy@METHOD).")
-    parser.add_argument("method", choices=sorted(CALIBRATED))
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    return report_run(f"train_policy {args.method}",
-                      lambda: run(args.method, load_params(args.params), args.params, progress=not args.no_progress),
-                      (ConfigError, TargetDataError, FileNotFoundError, FloatingPointError, ValueError))
+    return method_stage_main("train_policy", "Train the target policy in the adapted world model's imagination "
+                             "(DVC stage train_policy@METHOD).", run, CALIBRATED,
+                             (ConfigError, TargetDataError, FileNotFoundError, FloatingPointError, ValueError), argv)
 
 
 if __name__ == "__main__":
