@@ -2,8 +2,9 @@
 
 * ``log_policy``: an MLflow pyfunc model that bundles what acting needs (encoder, posterior,
   prior + residual for the latent chain, actor: the agent checkpoint and this package's code),
-  with a tensor signature and an input example, CPU torch pinned, and a TorchScript export of
-  the same step (``policy.ts``) for on-robot runtimes.
+  with a tensor signature and an input example, CPU torch pinned, and a ``torch.export``
+  program of the same step (``policy.pt2``; TorchScript's successor, which PyTorch 2.13
+  deprecates) for on-robot runtimes: ``torch.export.load`` in Python, AOTInductor for C++.
 * One call = one observation: inputs are the observation keys plus ``latent``,
   ``prev_action``, ``is_first``, ``uniform`` and ``noise`` (see ``redraw.agent.policy``);
   outputs ``action`` and the next ``latent``.
@@ -108,19 +109,20 @@ class RedrawPolicy(mlflow.pyfunc.PythonModel):
         return {"action": action.numpy(), "latent": latent.numpy()}
 
 
-def export_torchscript(agent, path: str | Path) -> Path:
-    """Trace the policy step (batch of one) to TorchScript."""
+def export_program(agent, path: str | Path) -> Path:
+    """Export the policy step (batch of one) with ``torch.export`` to ``path`` (.pt2); load it
+    with ``torch.export.load(path).module()`` and call it with the pyfunc's inputs in order:
+    the observation keys, then latent, prev_action, is_first, uniform, noise."""
     import torch
 
     from redraw.agent.policy import PolicyStep
 
     step = PolicyStep(agent).eval()
-    example = input_example(agent)
-    args = tuple(_step_tensors(step, agent.obs_spec, example))
+    args = tuple(_step_tensors(step, agent.obs_spec, input_example(agent)))
     with torch.no_grad():
-        traced = torch.jit.trace(step, args, check_trace=False)
+        program = torch.export.export(step, args)
     path = Path(path)
-    traced.save(str(path))
+    torch.export.save(program, str(path))
     return path
 
 
@@ -139,9 +141,9 @@ def log_policy(agent_path: str | Path, metadata: dict[str, Any]) -> str:
     agent = load_agent(agent_path, device="cpu")
     code = Path(__file__).resolve().parent  # this package, so the model loads without an install
     with tempfile.TemporaryDirectory() as tmp:
-        ts = export_torchscript(agent, Path(tmp) / "policy.ts")
+        program = export_program(agent, Path(tmp) / "policy.pt2")
         info = mlflow.pyfunc.log_model(
-            name="policy", python_model=RedrawPolicy(), artifacts={"agent": str(agent_path), "torchscript": str(ts)},
+            name="policy", python_model=RedrawPolicy(), artifacts={"agent": str(agent_path), "program": str(program)},
             code_paths=[str(code)], signature=policy_signature(agent), input_example=input_example(agent),
             pip_requirements=pip_requirements(), metadata=metadata)
     return info.model_uri

@@ -46,10 +46,14 @@ class Actor(nn.Module):
         self.net = mlp(inp, cfg.units, cfg.layers, 2 * action_size)
         uniform_init_(self)
 
-    def dist(self, z: torch.Tensor) -> torch.distributions.Normal:
+    def mean_std(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The action distribution's mean (tanh) and std (in [min_std, max_std])."""
         mean, std = self.net(z).float().chunk(2, -1)
         std = (self.cfg.max_std - self.cfg.min_std) * torch.sigmoid(std + 2.0) + self.cfg.min_std
-        return torch.distributions.Normal(torch.tanh(mean), std)
+        return torch.tanh(mean), std
+
+    def dist(self, z: torch.Tensor) -> torch.distributions.Normal:
+        return torch.distributions.Normal(*self.mean_std(z))
 
     def act(self, z: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
         d = self.dist(z)

@@ -62,6 +62,6 @@ class PolicyStep(nn.Module):
         probs = latent_logprobs(post, wm.cfg.unimix).exp()
         z = nn.functional.one_hot(sample_index(probs, uniform=uniform), self.K).to(probs.dtype).flatten(1)
         feat = z if self.is_draw else torch.cat([head, z], -1)
-        dist = self.actor.dist(feat)
-        out = (dist.mean + dist.stddev * noise).clamp(-1, 1)
+        mean, std = self.actor.mean_std(feat)
+        out = (mean + std * noise).clamp(-1, 1)
         return out, torch.cat([head.float(), z], -1)

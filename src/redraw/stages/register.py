@@ -1,6 +1,6 @@
 """DVC stage ``register``: the evaluated policy becomes a version of the env pair's registered model.
 
-Logs ``register.method``'s policy as an MLflow pyfunc model (plus its TorchScript export),
+Logs ``register.method``'s policy as an MLflow pyfunc model (plus its ``torch.export`` program),
 registers it as a new version of ``<source>-to-<target>`` tagged with the method, its target
 return (from ``reports/evaluate/<method>.json``), the target data hash, preset and seed, and
 points alias ``challenger`` at it. ``redraw promote`` then applies the gate to ``champion``.
