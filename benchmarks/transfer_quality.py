@@ -1,0 +1,94 @@
+"""Quality benchmark: every transfer method on pendulum-swingup -> pendulum-swingup-reversed.
+
+Runs the whole pipeline (`dvc repro`) on a preset (default `cpu`, proprio) for each seed, in a
+scratch copy of this repository, and prints the results table across seeds beside the paper's
+claim: ReDRAW above DRAW-finetune, DreamerV3-finetune and no-adapt, and at least 80% of the
+oracle's target return with 40k target transitions.
+
+    python benchmarks/transfer_quality.py                      # cpu preset, seed 0 (hours on 2 cores)
+    python benchmarks/transfer_quality.py --seeds 0 1 2 --target-transitions 40000
+    python benchmarks/transfer_quality.py --preset smoke       # minutes: checks the benchmark itself
+
+Work directories are kept (``--workdir``), so a run that is stopped resumes where DVC left it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "oracle")
+
+
+def sh(cmd: list[str], cwd: Path) -> None:
+    env = dict(os.environ, VIRTUAL_ENV=sys.prefix, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    subprocess.run(cmd, cwd=cwd, env=env, check=True)
+
+
+def prepare(workdir: Path, preset: str, seed: int, transitions: int | None) -> None:
+    if not (workdir / "dvc.yaml").is_file():
+        workdir.mkdir(parents=True, exist_ok=True)
+        for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"):
+            src = ROOT / item
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / item)
+        sh(["git", "init", "-q"], workdir)
+        sh([sys.executable, "-m", "dvc", "init", "-q"], workdir)
+        sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], workdir)
+    sh([sys.executable, "-m", "redraw.cli", "preset", preset], workdir)
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    params = yaml.load((workdir / "params.yaml").read_text())
+    params["seed"] = seed
+    if transitions:
+        params["collect_target"]["transitions"] = transitions
+    with open(workdir / "params.yaml", "w") as fh:
+        yaml.dump(params, fh)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="cpu", help="params preset (default: cpu)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
+    parser.add_argument("--target-transitions", type=int, default=None,
+                        help="target data size (default: the preset's; the paper's claim is at 40000)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/redraw-quality"), help="scratch root (kept)")
+    args = parser.parse_args()
+
+    returns: dict[str, list[float]] = {m: [] for m in METHODS}
+    for seed in args.seeds:
+        workdir = args.workdir / f"{args.preset}-seed{seed}"
+        prepare(workdir, args.preset, seed, args.target_transitions)
+        print(f"== seed {seed}: dvc repro in {workdir}", flush=True)
+        sh([sys.executable, "-m", "dvc", "repro", "results"], workdir)
+        results = json.loads((workdir / "reports/results.json").read_text())
+        for m in METHODS:
+            returns[m].append(results[f"{m}/return_mean"])
+        print((workdir / "reports/results.md").read_text(), flush=True)
+
+    oracle = float(np.mean(returns["oracle"]))
+    print(f"\n# {args.preset} preset, seeds {args.seeds}, target transitions "
+          f"{args.target_transitions or 'as the preset'}\n")
+    print("| method | mean return over seeds | per seed | % of oracle |\n|---|---:|---|---:|")
+    for m in METHODS:
+        mean = float(np.mean(returns[m]))
+        pct = f"{100 * mean / oracle:.0f}%" if oracle > 0 else "n/a"
+        print(f"| {m} | {mean:.1f} | {', '.join(f'{r:.1f}' for r in returns[m])} | {pct} |")
+    redraw = float(np.mean(returns["redraw"]))
+    beats = all(redraw > float(np.mean(returns[m])) for m in ("no_adapt", "draw_finetune", "dreamer_finetune"))
+    ratio = redraw / oracle if oracle > 0 else float("nan")
+    print(f"\nclaim 1, ReDRAW above every baseline: {'yes' if beats else 'no'}")
+    print(f"claim 2, ReDRAW >= 80% of the oracle: {ratio:.0%} -> {'yes' if ratio >= 0.8 else 'no'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
