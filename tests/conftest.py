@@ -29,7 +29,7 @@ class SmokeRepo:
 @pytest.fixture(scope="session")
 def smoke_repo(tmp_path_factory) -> SmokeRepo:
     path = tmp_path_factory.mktemp("repo")
-    for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"):
+    for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", "flows", ".gitignore", ".dvcignore"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, path / item)
     sh(["git", "init", "-q"], path)

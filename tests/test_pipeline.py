@@ -73,10 +73,12 @@ def test_repro_runs_the_whole_chain_then_does_nothing(smoke_repo, repo):
     runs = mlflow.search_runs(experiment_names=["redraw"])
     stage_runs = runs[runs["tags.redraw.kind"] != "pipeline"]
     assert set(stage_runs["tags.mlflow.runName"]) >= set(stages) | {"register"}
-    # every stage nests under the one pipeline run of this commit and params, with its own params only
-    parents = runs[runs["tags.redraw.kind"] == "pipeline"]
-    assert len(parents) == 1
-    assert set(stage_runs["tags.mlflow.parentRunId"]) == {parents["run_id"].iloc[0]}
+    # every stage of the first `dvc repro` nests under the one pipeline run of this commit and
+    # params (other tests change params: they make pipeline runs of their own), with its own params
+    first_runs = stage_runs.sort_values("start_time").drop_duplicates("tags.mlflow.runName", keep="first")
+    first_runs = first_runs[first_runs["tags.mlflow.runName"].isin([*stages, "register"])]
+    parents = set(runs[runs["tags.redraw.kind"] == "pipeline"]["run_id"])
+    assert len(set(first_runs["tags.mlflow.parentRunId"])) == 1 and set(first_runs["tags.mlflow.parentRunId"]) <= parents
     calib = stage_runs[stage_runs["tags.mlflow.runName"] == "calibrate@redraw"].iloc[0]
     assert calib["params.calibrate.residual.lr"] == "0.01" and calib["params.preset"] == "smoke"
     assert "params.pretrain.steps" not in calib or calib.isna()["params.pretrain.steps"]

@@ -39,15 +39,17 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def mlflow_setup(experiment: str = EXPERIMENT):
-    """Point MLflow at ``MLFLOW_TRACKING_URI`` or, by default, a sqlite store under ``mlruns/``."""
+def mlflow_setup(experiment: str = EXPERIMENT, root: str | os.PathLike = "."):
+    """Point MLflow at ``MLFLOW_TRACKING_URI`` or, by default, a sqlite store under
+    ``<root>/mlruns/`` (``root``: the repository)."""
     import mlflow
 
     if not os.environ.get("MLFLOW_TRACKING_URI"):
-        MLRUNS.mkdir(exist_ok=True)
-        mlflow.set_tracking_uri(f"sqlite:///{(MLRUNS / 'mlflow.db').resolve()}")
+        mlruns = Path(root) / MLRUNS
+        mlruns.mkdir(exist_ok=True)
+        mlflow.set_tracking_uri(f"sqlite:///{(mlruns / 'mlflow.db').resolve()}")
         if mlflow.get_experiment_by_name(experiment) is None:
-            mlflow.create_experiment(experiment, artifact_location=(MLRUNS / "artifacts").resolve().as_uri())
+            mlflow.create_experiment(experiment, artifact_location=(mlruns / "artifacts").resolve().as_uri())
     mlflow.set_experiment(experiment)
     return mlflow
 

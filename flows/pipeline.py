@@ -1,0 +1,154 @@
+"""The redraw pipeline as a Prefect flow: every DVC stage a task, in the order of dvc.yaml's graph.
+
+DVC keeps owning the stage graph and caching: the order comes from DVC's own graph of
+dvc.yaml (never written a second time here), and each task runs ``dvc repro --single-item
+STAGE``, which does nothing when the stage is up to date. Prefect adds retries (a stage that
+fails for a transient reason is run again; a rejected data set is not), run history, and
+artifacts: the results table, the validation verdict and links to the MLflow runs.
+
+    python -m flows.pipeline                     # ephemeral: no server needed
+    PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.pipeline   # against a Prefect server
+    python -m flows.pipeline --stages validate_target calibrate@redraw
+
+A rejected target data set fails the flow with the failed checks named (file, field, check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+VALIDATION_STAGE = "validate_target"
+
+
+class ValidationRejected(RuntimeError):
+    """The target data failed its contract: retrying cannot help."""
+
+
+def stage_order(root: str | Path = ".") -> list[str]:
+    """Every DVC stage of ``root``'s dvc.yaml, dependencies first (DVC's own graph)."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        return [stage.name for stage in reversed(list(nx.topological_sort(graph)))]
+
+
+def _rejection(root: Path) -> str:
+    result = json.loads((root / "reports/validation/result.json").read_text())
+    failures = result.get("failures", [])
+    lines = [f"- {f.get('file')} [{f.get('field')}]: {f.get('check')}: {f.get('message')}" for f in failures[:20]]
+    more = f"\n(+{len(failures) - 20} more)" if len(failures) > 20 else ""
+    return f"target data {result.get('data_dir')} REJECTED, {len(failures)} failed check(s):\n" + "\n".join(lines) + more
+
+
+def _retry_unless_rejected(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except ValidationRejected:
+        return False
+    except Exception:  # noqa: BLE001 - any other failure may be transient
+        return True
+    return True
+
+
+@task(task_run_name="{name}", retries=2, retry_delay_seconds=10, retry_condition_fn=_retry_unless_rejected)
+def run_stage(name: str, root: str) -> str:
+    """``dvc repro --single-item NAME``; its output goes to the task log."""
+    logger = get_run_logger()
+    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", name], cwd=root,
+                          capture_output=True, text=True)
+    out = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if "INFO mlflow" not in line)
+    logger.info(out[-4000:] or f"{name}: up to date")
+    if proc.returncode != 0:
+        if name == VALIDATION_STAGE and (Path(root) / "reports/validation/result.json").is_file():
+            raise ValidationRejected(_rejection(Path(root)))
+        raise RuntimeError(f"stage {name} failed (exit {proc.returncode}):\n{out[-2000:]}")
+    return "ran" if "Running stage" in proc.stdout else "up to date"
+
+
+def _artifacts(root: Path) -> None:
+    validation = root / "reports/validation/result.json"
+    if validation.is_file():
+        result = json.loads(validation.read_text())
+        verdict = "passed" if result.get("success") else "REJECTED"
+        create_markdown_artifact(key="validation", description="target-data contract", markdown=(
+            f"# Target data {result.get('data_dir')}: {verdict}\n\n"
+            f"fingerprint `{result.get('data_fingerprint')}`; HTML data docs: "
+            f"`{root / 'reports/validation/data_docs/index.html'}`\n\n"
+            + "\n".join(f"- {name}: {'ok' if ok else 'FAILED'}" for name, ok in sorted(result.get("checks", {}).items()))))
+    results = root / "reports/results.md"
+    if results.is_file():
+        create_markdown_artifact(key="results", description="every method on the target", markdown=results.read_text())
+    try:
+        import mlflow
+
+        from redraw.tracking import mlflow_setup
+
+        mlflow_setup(root=root)
+        runs = mlflow.search_runs(experiment_names=["redraw"], max_results=30, order_by=["start_time DESC"])
+        if len(runs):
+            ui = "http://127.0.0.1:5000"  # `make ui`; a tracking server's own address when MLFLOW_TRACKING_URI is set
+            lines = [f"- [{r['tags.mlflow.runName']}]({ui}/#/experiments/{r['experiment_id']}/runs/{r['run_id']}) "
+                     f"{r['status']}" for _, r in runs.iterrows()]
+            create_markdown_artifact(key="mlflow-runs", description="the MLflow runs of the stages",
+                                     markdown="# MLflow runs (newest first)\n\n" + "\n".join(lines))
+    except Exception as exc:  # noqa: BLE001 - links are a convenience; never fail the flow for them
+        get_run_logger().warning(f"no MLflow links: {exc}")
+
+
+@flow(name="redraw-pipeline", log_prints=True)
+def pipeline(root: str = ".", stages: list[str] | None = None) -> dict[str, str]:
+    """Run the DVC pipeline at ``root`` stage by stage (all stages, or ``stages`` and what they need)."""
+    order = stage_order(root)
+    if stages:
+        unknown = sorted(set(stages) - set(order))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; dvc.yaml has {', '.join(order)}")
+        from dvc.repo import Repo
+
+        with Repo(root) as repo:
+            graph = repo.index.graph
+            wanted = set()
+            for stage in graph.nodes:
+                if stage.name in stages:
+                    import networkx as nx
+
+                    wanted |= {s.name for s in nx.descendants(graph, stage)} | {stage.name}
+        order = [s for s in order if s in wanted]
+    done = {}
+    try:
+        for name in order:
+            done[name] = run_stage(name, root)
+    finally:
+        _artifacts(Path(root))
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default=".", help="the repository (default: .)")
+    parser.add_argument("--stages", nargs="+", default=None, help="only these stages and what they depend on")
+    args = parser.parse_args(argv)
+    state = pipeline(args.root, args.stages, return_state=True)
+    if state.is_failed():
+        print(f"pipeline failed: {state.message}", file=sys.stderr)
+        try:
+            state.result()
+        except Exception as exc:  # noqa: BLE001
+            print(str(exc), file=sys.stderr)
+        return 1
+    for name, what in state.result().items():
+        print(f"{name}: {what}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The Prefect pipeline flow on the smoke pipeline's repository (ephemeral Prefect, no server)."""
+
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import sh
+
+pytestmark = pytest.mark.slow
+
+
+def flow(repo, tmp_path, *args):
+    return sh([sys.executable, "-m", "flows.pipeline", "--root", str(repo), *args], repo, check=False,
+              env={"PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(repo)})
+
+
+def test_the_flow_runs_every_dvc_stage_in_dvc_order(smoke_repo, tmp_path):
+    from flows.pipeline import stage_order
+
+    order = stage_order(smoke_repo.path)
+    assert order.index("collect_source") < order.index("pretrain") < order.index("calibrate@redraw")
+    assert order.index("oracle") < order.index("collect_target")  # the expert behind the target data
+    assert order.index("calibrate@redraw") < order.index("train_policy@redraw") < order.index("evaluate@redraw")
+    proc = flow(smoke_repo.path, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": " in line and "|" not in line)
+    assert set(order) <= set(lines) and set(lines[s] for s in order) == {"up to date"}
+    assert "Finished in state Completed" in proc.stdout + proc.stderr
+
+
+def test_rejected_target_data_fails_the_flow_naming_the_checks(smoke_repo, tmp_path):
+    repo = smoke_repo.path
+    bad = repo / "data" / "bad_flow"
+    shutil.copytree(repo / "data" / "target", bad)
+    victim = sorted(bad.glob("*.npz"))[0]
+    with np.load(victim, allow_pickle=False) as npz:
+        episode = dict(npz)
+    episode["action"][3] = 7.0  # outside the action bounds
+    np.savez_compressed(victim, **episode)
+    params = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(params.replace("target_data: data/target", "target_data: data/bad_flow"))
+    try:
+        proc = flow(repo, tmp_path, "--stages", "validate_target")
+        rerun = sh([sys.executable, "-m", "dvc", "repro", "validate_target"], repo, check=False)
+    finally:
+        (repo / "params.yaml").write_text(params)
+        sh([sys.executable, "-m", "dvc", "repro", "validate_target"], repo)  # the good data's verdict again
+    assert proc.returncode == 1
+    assert "REJECTED" in proc.stderr and victim.name in proc.stderr and "action" in proc.stderr
+    assert "AwaitingRetry" not in proc.stdout + proc.stderr  # a rejection is final: no retries
+    assert rerun.returncode != 0
