@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test test-fast bench ui clean-venv
+.PHONY: setup repro test test-fast bench ui prefect-server clean-venv
 
 setup: $(STAMP)
 
@@ -26,6 +26,9 @@ bench: setup            ## collection throughput vs a plain dm_control loop
 
 ui: setup               ## the MLflow UI on 127.0.0.1:5000 with the project's store
 	$(VENV)/bin/redraw ui
+
+prefect-server: setup   ## Prefect server and UI on http://127.0.0.1:4200 (then PREFECT_API_URL=http://127.0.0.1:4200/api)
+	$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,6 +9,13 @@ artifacts: the results table, the validation verdict and links to the MLflow run
     python -m flows.pipeline                     # ephemeral: no server needed
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.pipeline   # against a Prefect server
     python -m flows.pipeline --stages validate_target calibrate@redraw
+    python -m flows.pipeline --serve             # deployment "nightly-recalibrate", cron 0 3 * * *
+
+Served, the flow is a deployment with a cron schedule, visible and triggerable in the Prefect
+UI (`make prefect-server` starts server and UI on 127.0.0.1:4200; point PREFECT_API_URL at
+it). Nightly it re-runs the pipeline: DVC re-runs validation and everything after it only
+when the target data (or anything else a stage depends on) has changed, so new target data
+means re-calibration and re-evaluation, and a night without new data costs seconds.
 
 A rejected target data set fails the flow with the failed checks named (file, field, check).
 """
@@ -136,7 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=".", help="the repository (default: .)")
     parser.add_argument("--stages", nargs="+", default=None, help="only these stages and what they depend on")
+    parser.add_argument("--serve", action="store_true",
+                        help="serve as a scheduled deployment (needs PREFECT_API_URL: a Prefect server) until Ctrl-C")
+    parser.add_argument("--name", default="nightly-recalibrate", help="--serve: deployment name")
+    parser.add_argument("--cron", default="0 3 * * *", help="--serve: schedule (default: 03:00 every night)")
     args = parser.parse_args(argv)
+    if args.serve:
+        pipeline.serve(name=args.name, cron=args.cron, parameters={"root": str(Path(args.root).resolve()),
+                                                                   "stages": args.stages},
+                       description="re-run the redraw pipeline; DVC re-runs only what new target data changes",
+                       tags=["redraw"])
+        return 0
     state = pipeline(args.root, args.stages, return_state=True)
     if state.is_failed():
         print(f"pipeline failed: {state.message}", file=sys.stderr)
