@@ -53,7 +53,9 @@ class Actor(nn.Module):
         return torch.tanh(mean), std
 
     def dist(self, z: torch.Tensor) -> torch.distributions.Normal:
-        return torch.distributions.Normal(*self.mean_std(z))
+        # no argument validation: it costs a check per call, and non-finite values surface in
+        # the losses, which the training loops check
+        return torch.distributions.Normal(*self.mean_std(z), validate_args=False)
 
     def act(self, z: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
         d = self.dist(z)

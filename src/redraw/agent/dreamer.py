@@ -59,6 +59,9 @@ class Agent(nn.Module):
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         with self._autocast():
             loss, metrics, out = self.wm.loss(batch, generator=self.generator)
+        if not torch.isfinite(loss):  # bad inputs or weights: report it before any update spreads it
+            self.updates += 1
+            return {"loss/wm": float("nan"), **{k: float(v) for k, v in metrics.items()}}
         self.wm_opt.zero_grad(set_to_none=True)
         loss.backward()
         metrics["grad/wm"] = nn.utils.clip_grad_norm_(self.wm.parameters(), self.cfg.wm.grad_clip)
