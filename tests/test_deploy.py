@@ -154,6 +154,7 @@ def test_mlflow_models_serve_answers_an_observation_with_an_action(repo):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}"
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # mlflow execs `uvicorn` from the venv
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@challenger",
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], cwd=repo, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
