@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test test-fast bench ui prefect-server clean-venv
+.PHONY: setup repro test test-fast bench ui prefect-server mlflow-server sweep-worker sweep clean-venv
 
 setup: $(STAMP)
 
@@ -29,6 +29,18 @@ ui: setup               ## the MLflow UI on 127.0.0.1:5000 with the project's st
 
 prefect-server: setup   ## Prefect server and UI on http://127.0.0.1:4200 (then PREFECT_API_URL=http://127.0.0.1:4200/api)
 	$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+
+mlflow-server: setup    ## MLflow tracking server for sweeps on 127.0.0.1:5000 (HOST=0.0.0.0 to serve other machines)
+	mkdir -p mlruns
+	$(VENV)/bin/mlflow server --host $${HOST:-127.0.0.1} --port 5000 --workers 1 \
+	  --backend-store-uri sqlite:///$(CURDIR)/mlruns/server.db --artifacts-destination $(CURDIR)/mlruns/server-artifacts
+
+sweep-worker: setup     ## one sweep worker: runs one point at a time from the work pool (needs PREFECT_API_URL)
+	PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30 $(VENV)/bin/prefect worker start --pool redraw-sweep --type process --limit 1
+
+SWEEP ?= flows/sweeps/smoke.yaml
+sweep: setup            ## run SWEEP (default flows/sweeps/smoke.yaml) on the work pool's workers
+	$(VENV)/bin/python -m flows.sweep $(SWEEP) $(if $(DVC_REMOTE),--dvc-remote $(DVC_REMOTE))
 
 clean-venv:
 	rm -rf $(VENV)

@@ -38,3 +38,36 @@ def smoke_repo(tmp_path_factory) -> SmokeRepo:
     sh([sys.executable, "-m", "redraw.cli", "preset", "smoke"], path)
     first = sh([sys.executable, "-m", "dvc", "repro"], path)
     return SmokeRepo(path, first.stdout)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what, check, seconds=180, every=2.0):
+    """Poll ``check`` until it returns something truthy (connection errors count as not yet)."""
+    import time
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except OSError:
+            pass
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
+def http_json(url, body=None):
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="GET" if body is None else "POST")
+    return json.loads(urllib.request.urlopen(req, timeout=10).read() or "null")

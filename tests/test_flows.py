@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import sh
+from conftest import free_port, http_json, sh, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -53,24 +53,13 @@ def test_rejected_target_data_fails_the_flow_naming_the_checks(smoke_repo, tmp_p
     assert rerun.returncode != 0
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_served_deployment_has_its_schedule_and_can_be_triggered(smoke_repo, tmp_path):
     """A Prefect server on loopback, the flow served with a cron schedule, one run triggered."""
-    import json
     import os
     import subprocess
-    import time
-    import urllib.request
     from pathlib import Path
 
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_API_URL=api, PYTHONPATH=str(smoke_repo.path),
@@ -80,32 +69,18 @@ def test_served_deployment_has_its_schedule_and_can_be_triggered(smoke_repo, tmp
     served = None
 
     def call(path, body=None):
-        req = urllib.request.Request(api + path, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="GET" if body is None else "POST")
-        return json.loads(urllib.request.urlopen(req, timeout=10).read())
-
-    def wait(what, check, seconds=180):
-        deadline = time.time() + seconds
-        while True:
-            try:
-                result = check()
-                if result:
-                    return result
-            except OSError:
-                pass
-            assert time.time() < deadline, f"timed out waiting for {what}"
-            time.sleep(2)
+        return http_json(api + path, body)
 
     try:
-        wait("the Prefect server", lambda: call("/health"))
+        wait_for("the Prefect server", lambda: call("/health"))
         served = subprocess.Popen([sys.executable, "-m", "flows.pipeline", "--root", str(smoke_repo.path), "--serve",
                                    "--cron", "0 3 * * *"], cwd=smoke_repo.path, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deployment = wait("the deployment", lambda: call("/deployments/name/redraw-pipeline/nightly-recalibrate"))
+        deployment = wait_for("the deployment", lambda: call("/deployments/name/redraw-pipeline/nightly-recalibrate"))
         crons = [s["schedule"].get("cron") for s in deployment["schedules"]]
         assert crons == ["0 3 * * *"]
         run = call(f"/deployments/{deployment['id']}/create_flow_run", {})
-        final = wait("the triggered run", lambda: (lambda r: r if r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED")
+        final = wait_for("the triggered run", lambda: (lambda r: r if r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED")
                                                    else None)(call(f"/flow_runs/{run['id']}")), seconds=300)
         assert final["state"]["type"] == "COMPLETED"
     finally:

@@ -87,8 +87,16 @@ def apply_preset(name: str, params_path: str | os.PathLike = DEFAULT_PARAMS, roo
     preset_path = Path(root) / PRESETS_DIR / f"{name}.yaml"
     if not preset_path.is_file():
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names(root)) or 'none'} (in {PRESETS_DIR}/)")
+    overrides = flatten(_yaml().load(preset_path.read_text()) or {})
+    return set_params({**overrides, "preset": name}, params_path, source=preset_path)
+
+
+def set_params(overrides: dict[str, Any], params_path: str | os.PathLike = DEFAULT_PARAMS,
+               source: str | os.PathLike = "overrides") -> list[str]:
+    """Set dotted keys that already exist in params.yaml (its comments kept; the file replaced
+    atomically, or left untouched when a key is unknown); returns the keys that changed.
+    A key missing from params.yaml is refused naming ``source`` (where it came from)."""
     yaml = _yaml()
-    overrides = flatten(yaml.load(preset_path.read_text()) or {})
     params_path = Path(params_path)
     params = load_params(params_path, round_trip=True)
     changed = []
@@ -97,16 +105,13 @@ def apply_preset(name: str, params_path: str | os.PathLike = DEFAULT_PARAMS, roo
         parts = dotted.split(".")
         for part in parts[:-1]:
             if part not in node or not isinstance(node[part], dict):
-                raise ConfigError(f"{preset_path}: key '{dotted}' does not exist in {params_path}")
+                raise ConfigError(f"{source}: key '{dotted}' does not exist in {params_path}")
             node = node[part]
-        if parts[-1] not in node:
-            raise ConfigError(f"{preset_path}: key '{dotted}' does not exist in {params_path}")
-        if node[parts[-1]] != value:
+        if parts[-1] not in node and dotted != "preset":
+            raise ConfigError(f"{source}: key '{dotted}' does not exist in {params_path}")
+        if node.get(parts[-1]) != value:
             changed.append(dotted)
         node[parts[-1]] = value
-    if params.get("preset") != name:
-        changed.append("preset")
-    params["preset"] = name
     tmp = params_path.with_name(f".{params_path.name}.tmp")
     with open(tmp, "w") as fh:
         yaml.dump(params, fh)

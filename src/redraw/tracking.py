@@ -81,6 +81,20 @@ def stage_params(stage: str, params: dict[str, Any], dvc_file: str = "dvc.yaml")
     return out
 
 
+def _env_tags() -> dict[str, str]:
+    """Tags from ``REDRAW_RUN_TAGS`` (a JSON object): how a sweep marks the runs of its points."""
+    raw = os.environ.get("REDRAW_RUN_TAGS")
+    if not raw:
+        return {}
+    try:
+        tags = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"REDRAW_RUN_TAGS is not a JSON object: {exc}") from None
+    if not isinstance(tags, dict):
+        raise ValueError(f"REDRAW_RUN_TAGS must be a JSON object, got {raw[:80]!r}")
+    return {str(k): str(v) for k, v in tags.items()}
+
+
 class StageRun:
     """An MLflow run for one DVC stage (``stage``: its dvc.yaml name, e.g. ``calibrate@redraw``),
     nested under the pipeline run of the same commit and params. Logs the stage's params and
@@ -101,7 +115,7 @@ class StageRun:
                 "preset": str(params.get("preset", "")), "mlflow.parentRunId": self.parent,
                 "dvc.stage_params_hash": hashlib.sha256(json.dumps(mine, sort_keys=True, default=str).encode()
                                                         ).hexdigest()[:16],
-                **(tags or {})})
+                **_env_tags(), **(tags or {})})
             items = [(k, str(v)[:500]) for k, v in mine.items()]
             for i in range(0, len(items), 100):
                 mlflow.log_params(dict(items[i : i + 100]))
@@ -120,7 +134,7 @@ class StageRun:
         commit = _git_commit()
         run = client.create_run(experiment, run_name=f"pipeline {params.get('preset', '')} {commit[:8]}", tags={
             "redraw.pipeline_key": key, "redraw.kind": "pipeline", "git_commit": commit,
-            "preset": str(params.get("preset", ""))})
+            "preset": str(params.get("preset", "")), **_env_tags()})
         from redraw.config import flatten
 
         from mlflow.entities import Param

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 from redraw.agent.adapt import METHODS
 from redraw.config import ConfigError, get, load_params, section
 from redraw.stages import env_settings, report_run
+from redraw.stats import summarise
 from redraw.tracking import StageRun, write_json, write_metrics
 
 #: method -> (policy checkpoint, the env key it runs in)
@@ -62,17 +62,6 @@ def evaluate_config(params: dict, path: str = "params.yaml") -> EvaluateConfig:
     if cfg.episodes < 1:
         raise ConfigError(f"{path}: evaluate.episodes must be at least 1, got {cfg.episodes}")
     return cfg
-
-
-def summarise(returns: list[float]) -> dict[str, float]:
-    """Mean, std and a 95% Student-t confidence interval of the mean."""
-    from scipy import stats
-
-    r = np.asarray(returns, np.float64)
-    mean, std = float(r.mean()), float(r.std(ddof=1)) if len(r) > 1 else 0.0
-    half = float(stats.t.ppf(0.975, len(r) - 1) * std / math.sqrt(len(r))) if len(r) > 1 else 0.0
-    return {"return_mean": mean, "return_std": std, "return_ci_low": mean - half, "return_ci_high": mean + half,
-            "episodes": len(r)}
 
 
 def run_policy(env, behaviour, episodes: int, seed: int, progress: bool = True, desc: str = "evaluate"):

@@ -1,0 +1,202 @@
+"""Sweeps: bad definitions refused before scheduling; four smoke points on a Prefect work pool
+with two local workers, an MLflow server on loopback and a local-directory DVC remote, one
+worker killed mid-run."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, free_port, http_json, sh, wait_for
+
+SMOKE = ROOT / "flows" / "sweeps" / "smoke.yaml"
+
+
+def check(tmp_path, text):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return sh([sys.executable, "-m", "flows.sweep", str(path), "--check", "--root", str(ROOT)], ROOT, check=False,
+              env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})  # nothing may reach it
+
+
+GOOD = """name: t
+pairs: [pendulum-swingup -> pendulum-swingup-reversed]
+methods: [redraw, no_adapt]
+seeds: [0, 1]
+target_transitions: [5000, 10000]
+"""
+
+
+def test_a_sweep_expands_to_every_combination_with_unique_experiment_names(tmp_path):
+    from redraw.sweep_spec import load_sweep
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(GOOD + "params:\n  calibrate:\n    updates: 7\n")
+    spec = load_sweep(path, ROOT)
+    assert len(spec.points) == 8 and len({p.name for p in spec.points}) == 8
+    assert {(p.method, p.seed, p.size) for p in spec.points} == {
+        (m, s, n) for m in ("redraw", "no_adapt") for s in (0, 1) for n in (5000, 10000)}
+    p = spec.points[0]
+    assert p.overrides == {"calibrate.updates": 7, "env.source": "pendulum-swingup",
+                           "env.target": "pendulum-swingup-reversed", "seed": 0, "target_transitions": 5000}
+    proc = check(tmp_path, GOOD)
+    assert proc.returncode == 0 and "8 point(s)" in proc.stdout
+
+
+@pytest.mark.parametrize("text, named", [
+    (GOOD.replace("pendulum-swingup-reversed", "pendulum-swingup-upsidedown"), "pendulum-swingup-upsidedown"),
+    (GOOD.replace("no_adapt", "magic"), "magic"),
+    (GOOD + "params:\n  calibrate.updatez: 3\n", "calibrate.updatez"),
+    (GOOD + "params:\n  seed: 3\n", "seed"),
+    (GOOD + "preset: huge\n", "huge"),
+    (GOOD + "colour: blue\n", "colour"),
+    (GOOD.replace("seeds: [0, 1]", "seeds: [0, zero]"), "zero"),
+    (GOOD.replace("[5000, 10000]", "[5000, 99999999]"), "99999999"),
+])
+def test_a_bad_sweep_is_refused_before_anything_is_scheduled_naming_the_entry(tmp_path, text, named):
+    proc = check(tmp_path, text)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert named in proc.stderr and "sweep.yaml" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_without_a_prefect_server_the_sweep_says_what_to_start(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(GOOD)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    proc = subprocess.run([sys.executable, "-m", "flows.sweep", str(path), "--root", str(ROOT)], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "make prefect-server" in proc.stderr
+
+
+def _repo(path: Path) -> Path:
+    path.mkdir()
+    for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", "flows", ".gitignore", ".dvcignore"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, path / item)
+    sh(["git", "init", "-q"], path)
+    sh([sys.executable, "-m", "dvc", "init", "-q"], path)
+    sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], path)
+    sh(["git", "add", "-A"], path)
+    sh(["git", "-c", "user.name=redraw-test", "-c", "user.email=test@localhost", "commit", "-qm", "sweep test"], path)
+    return path
+
+
+def _kill_tree(pid: int) -> None:
+    """What a dead machine does to a worker: it and everything it started stop at once."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _runs_point(pid: int, point: str) -> bool:
+    """Whether one of ``pid``'s descendants is a stage of ``point`` (stages carry its tags)."""
+    import psutil
+
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if point in child.environ().get("REDRAW_RUN_TAGS", ""):
+                return True
+        except psutil.Error:
+            pass
+    return False
+
+
+def _mid_run(client, workers):
+    """(worker, point) once some point has a stage run in progress in MLflow."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    running = client.search_runs(experiments, filter_string="tags.`redraw.sweep` = 'smoke' and "
+                                 "attributes.status = 'RUNNING' and tags.`dvc.stage` != ''") if experiments else []
+    for run in running:
+        point = run.data.tags["redraw.sweep_point"]
+        for name, proc in workers.items():
+            if proc.poll() is None and _runs_point(proc.pid, point):
+                return name, point
+    return None
+
+
+@pytest.mark.slow
+def test_four_points_on_two_workers_survive_a_killed_worker(tmp_path):
+    import mlflow
+
+    repo = _repo(tmp_path / "repo")
+    points = sh([sys.executable, "-m", "flows.sweep", str(SMOKE), "--check", "--root", str(repo)], repo).stdout
+    names = [line for line in points.splitlines() if line.startswith("smoke-")]
+    assert len(names) == 4
+    prefect_port, mlflow_port = free_port(), free_port()
+    api, tracking = f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_API_URL=api, MLFLOW_TRACKING_URI=tracking,
+               PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30", PYTHONPATH=str(repo), VIRTUAL_ENV=sys.prefix,
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    procs = {}
+
+    def start(name, cmd):
+        log = open(tmp_path / f"{name}.log", "w")
+        procs[name] = subprocess.Popen(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+
+    try:
+        start("prefect", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                          "--port", str(prefect_port)])
+        start("mlflow", [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+                         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                         "--artifacts-destination", str(tmp_path / "mlartifacts")])
+        wait_for("the Prefect server", lambda: http_json(api + "/health"))
+        wait_for("the MLflow server", lambda: __import__("urllib.request").request.urlopen(tracking + "/health"))
+        for i in (1, 2):
+            start(f"worker{i}", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "redraw-sweep",
+                                 "--type", "process", "--limit", "1", "--name", f"worker{i}"])
+        start("sweep", [sys.executable, "-m", "flows.sweep", str(SMOKE), "--root", str(repo), "--dvc-remote",
+                        str(tmp_path / "dvc-remote"), "--workspace", str(tmp_path / "work"), "--zombie-after", "60"])
+        # kill a worker while its point is mid-run (a stage of it is running and logging to MLflow)
+        mlflow.set_tracking_uri(tracking)
+        client = mlflow.MlflowClient()
+        victim, point = wait_for("a point mid-run", lambda: _mid_run(
+            client, {n: procs[n] for n in ("worker1", "worker2")}), seconds=300, every=1.0)
+        _kill_tree(procs[victim].pid)
+        procs[victim].wait(timeout=30)
+        assert procs["sweep"].wait(timeout=1500) == 0, (tmp_path / "sweep.log").read_text()[-5000:]
+
+        # every point is in MLflow exactly once, finished
+        experiment = client.get_experiment_by_name("redraw-sweeps").experiment_id
+        records = client.search_runs([experiment], filter_string="tags.`redraw.kind` = 'sweep_point'")
+        assert sorted(r.data.tags["redraw.sweep_point"] for r in records) == sorted(names)
+        assert all(r.info.status == "FINISHED" and "return_mean" in r.data.metrics for r in records)
+        # the dead attempt left nothing running; its stages' runs are marked KILLED
+        everything = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                        filter_string="tags.`redraw.sweep` = 'smoke'", max_results=1000)
+        assert not [r for r in everything if r.info.status == "RUNNING"]
+        killed = [r for r in everything if r.info.status == "KILLED"]
+        assert killed and {r.data.tags["redraw.sweep_point"] for r in killed} == {point}
+        # the killed point was run again, by Prefect, after its run was marked Crashed
+        runs = http_json(api + "/flow_runs/filter", {"limit": 50})
+        point_runs = [r for r in runs if r["name"].startswith("smoke-")]
+        assert [r for r in point_runs if r["state"]["type"] == "CRASHED"]
+        assert len([r for r in point_runs if r["state"]["type"] == "COMPLETED"]) == 4
+        # each point is one DVC experiment in the repository, its outputs in the DVC remote
+        refs = sh(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
+        assert sorted(r.rsplit("/", 1)[1] for r in refs if not r.endswith(("/exec/EXEC_BASELINE"))) == sorted(names)
+        assert any((tmp_path / "dvc-remote").rglob("*"))
+        table = json.loads((repo / "reports/sweeps/smoke/points.json").read_text())
+        assert sorted(row["point"] for row in table) == sorted(names)
+        assert (repo / "reports/sweeps/smoke/pendulum-swingup.png").stat().st_size > 0
+    finally:
+        for name, proc in procs.items():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
