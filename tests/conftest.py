@@ -26,15 +26,24 @@ class SmokeRepo:
         self.path, self.first_run = path, first_run
 
 
-@pytest.fixture(scope="session")
-def smoke_repo(tmp_path_factory) -> SmokeRepo:
-    path = tmp_path_factory.mktemp("repo")
+def make_repo(path: Path, commit: bool = False) -> Path:
+    """A scratch git + DVC repository with this project's pipeline, params and code."""
+    path.mkdir(parents=True, exist_ok=True)
     for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", "flows", ".gitignore", ".dvcignore"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, path / item)
     sh(["git", "init", "-q"], path)
     sh([sys.executable, "-m", "dvc", "init", "-q"], path)
     sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], path)
+    if commit:
+        sh(["git", "add", "-A"], path)
+        sh(["git", "-c", "user.name=redraw-test", "-c", "user.email=test@localhost", "commit", "-qm", "test"], path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def smoke_repo(tmp_path_factory) -> SmokeRepo:
+    path = make_repo(tmp_path_factory.mktemp("repo"))
     sh([sys.executable, "-m", "redraw.cli", "preset", "smoke"], path)
     first = sh([sys.executable, "-m", "dvc", "repro"], path)
     return SmokeRepo(path, first.stdout)

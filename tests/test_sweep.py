@@ -4,7 +4,6 @@ worker killed mid-run."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, http_json, sh, wait_for
+from conftest import ROOT, free_port, http_json, make_repo, sh, wait_for
 
 SMOKE = ROOT / "flows" / "sweeps" / "smoke.yaml"
 
@@ -74,19 +73,6 @@ def test_without_a_prefect_server_the_sweep_says_what_to_start(tmp_path):
     assert proc.returncode == 2 and "make prefect-server" in proc.stderr
 
 
-def _repo(path: Path) -> Path:
-    path.mkdir()
-    for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", "flows", ".gitignore", ".dvcignore"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, path / item)
-    sh(["git", "init", "-q"], path)
-    sh([sys.executable, "-m", "dvc", "init", "-q"], path)
-    sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], path)
-    sh(["git", "add", "-A"], path)
-    sh(["git", "-c", "user.name=redraw-test", "-c", "user.email=test@localhost", "commit", "-qm", "sweep test"], path)
-    return path
-
-
 def _kill_tree(pid: int) -> None:
     """What a dead machine does to a worker: it and everything it started stop at once."""
     import psutil
@@ -129,7 +115,7 @@ def _mid_run(client, workers):
 def test_four_points_on_two_workers_survive_a_killed_worker(tmp_path):
     import mlflow
 
-    repo = _repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "repo", commit=True)
     points = sh([sys.executable, "-m", "flows.sweep", str(SMOKE), "--check", "--root", str(repo)], repo).stdout
     names = [line for line in points.splitlines() if line.startswith("smoke-")]
     assert len(names) == 4
