@@ -174,6 +174,7 @@ def test_four_points_on_two_workers_survive_a_killed_worker(tmp_path):
         refs = sh(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
         assert sorted(r.rsplit("/", 1)[1] for r in refs if not r.endswith(("/exec/EXEC_BASELINE"))) == sorted(names)
         assert any((tmp_path / "dvc-remote").rglob("*"))
+        assert list((tmp_path / "mlartifacts").rglob("*.png"))  # stage figures, through the server
         table = json.loads((repo / "reports/sweeps/smoke/points.json").read_text())
         assert sorted(row["point"] for row in table) == sorted(names)
         assert (repo / "reports/sweeps/smoke/pendulum-swingup.png").stat().st_size > 0
