@@ -83,18 +83,17 @@ def _client(tracking_uri: str):
     return mlflow.MlflowClient()
 
 
-def _point_runs(client, name: str, commit: str, status: str | None = None):
+def _point_runs(client, name: str, commit: str, status: str | None = None, kind: str | None = None):
+    """The MLflow runs of a point (stage runs and its record, ``kind="sweep_point"``)."""
     from mlflow.entities import ViewType
 
     experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
     query = f"tags.`redraw.sweep_point` = '{name}' and tags.`redraw.sweep_commit` = '{commit}'"
     if status:
         query += f" and attributes.status = '{status}'"
+    if kind:
+        query += f" and tags.`redraw.kind` = '{kind}'"
     return client.search_runs(experiments, filter_string=query, max_results=1000) if experiments else []
-
-
-def _summary_run(client, name: str, commit: str):
-    return [r for r in _point_runs(client, name, commit, "FINISHED") if r.data.tags.get("redraw.kind") == "sweep_point"]
 
 
 @flow(name=POINT_FLOW, log_prints=True, retries=1, retry_delay_seconds=10)
@@ -109,7 +108,7 @@ def sweep_point(point: dict, repo: str, commit: str, tracking_uri: str, workspac
     p = Point(**point)
     log = get_run_logger()
     client = _client(tracking_uri)
-    done = _summary_run(client, p.name, commit)
+    done = _point_runs(client, p.name, commit, "FINISHED", kind="sweep_point")
     if done:  # an earlier attempt finished and recorded it: never record a point twice
         log.info(f"{p.name}: already recorded in MLflow (run {done[0].info.run_id}); nothing to do")
         return {"point": p.name, **{k: v for k, v in done[0].data.metrics.items()}}
@@ -269,7 +268,11 @@ def sweep(file: str, root: str = ".", repo: str | None = None, commit: str | Non
     log = get_run_logger()
     rootp = Path(root).resolve()
     spec = load_sweep(file, rootp)  # refused here, before anything is scheduled
-    commit = commit or _git(rootp, "rev-parse", "HEAD")
+    if not commit:
+        commit = _git(rootp, "rev-parse", "HEAD")
+        dirty = _git(rootp, "status", "--porcelain", "--untracked-files=no")
+        if dirty:
+            log.warning(f"uncommitted changes are not part of the sweep, which runs {commit[:10]}:\n{dirty}")
     repo = repo or str(rootp)
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
         f"sqlite:///{(rootp / 'mlruns' / 'mlflow.db').resolve()}"
