@@ -176,3 +176,30 @@ def test_open_loop_predicts_the_rest_of_the_sequence(spec, model):
         assert out["pred"][k].shape == (3, 5, *shape) == out["truth"][k].shape
     with pytest.raises(ValueError, match="context must be in 1..8"):
         wm.open_loop({k: batch[k] for k in spec}, batch["action"], batch["is_first"], context=9)
+
+
+def test_observation_scale_standardises_proprio_dims_and_travels_with_the_weights():
+    g = torch.Generator().manual_seed(0)
+    # a big velocity-like dim and two small dims (the kind that carries reacher's reward)
+    data = torch.randn(2000, 3, generator=g) * torch.tensor([3.0, 0.02, 0.15]) + torch.tensor([0.0, 0.5, -0.1])
+    obs = {"state": data[:5]}
+
+    paper = DRAW(SPEC, 1, tiny(obs_norm=False))
+    paper.set_obs_scale(data)  # no-op without obs_norm: the paper's symlog-only path is untouched
+    assert torch.equal(paper.encode(obs), paper.vec_encoder(symlog(data[:5])))
+
+    model = DRAW(SPEC, 1, tiny(obs_norm=True))
+    raw_std = symlog(data).std(0)
+    assert raw_std[1] < 0.05 * raw_std[0]  # symlog alone: the small dims barely move the input
+    model.set_obs_scale(data)
+    seen = model._vec_in({"state": data})
+    assert seen.mean(0).abs().max() < 0.05 and (seen.std(0) - seen.std(0)[0]).abs().max() < 0.05
+    # decode inverts the input transform: a decoder output equal to the input gives back the observation
+    back = symexp(model._vec_in(obs)) * model.vec_std + model.vec_mean
+    assert torch.allclose(back, obs["state"], atol=1e-5)
+
+    again = DRAW(SPEC, 1, tiny(obs_norm=True))
+    again.load_state_dict(model.state_dict())  # the scale is part of the saved weights
+    assert torch.equal(again.encode(obs), model.encode(obs))
+    with pytest.raises(ValueError, match="non-finite"):
+        model.set_obs_scale(torch.full((4, 3), float("nan")))

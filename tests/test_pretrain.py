@@ -9,8 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+from redraw.agent.dreamer import load_agent
+from redraw.data.episodes import iter_episodes
 
 from redraw.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
 from redraw.config import _yaml, apply_preset, load_params
@@ -46,6 +50,11 @@ def test_sigkilled_run_resumes_with_same_updates_and_replay(tmp_path):
     reference = json.loads((ref_dir / "reports/pretrain.json").read_text())
     assert reference["train/updates"] == 150 and reference["train/steps"] == 300
     assert (ref_dir / "models/pretrain/agent.pt").is_file()
+    # the world model's observation scale is the source data's, and ships with the weights
+    states = np.concatenate([ep["state"] for _, ep in iter_episodes(ref_dir / "data/source")])
+    wm = load_agent(ref_dir / "models/pretrain/agent.pt").wm
+    assert np.allclose(wm.vec_mean.numpy(), states.mean(0), atol=1e-4)
+    assert np.allclose(wm.vec_std.numpy(), np.maximum(states.std(0, ddof=1), 1e-2), rtol=1e-3)
 
     run_dir = make_workdir(tmp_path / "killed")
     proc = pretrain(run_dir)
@@ -97,14 +106,23 @@ def test_tracking_server_down_loses_no_local_results(tmp_path):
 
 @pytest.mark.slow
 def test_nan_loss_stops_training_naming_the_update_and_keeping_the_checkpoint(tmp_path):
-    import numpy as np
-
     from redraw.data.episodes import list_episodes, load_episode, save_episode
 
     run_dir = make_workdir(tmp_path / "run", steps=300)
-    for path in list_episodes(run_dir / "data/source"):
+    paths = list_episodes(run_dir / "data/source")
+    episode = load_episode(paths[1])
+    good = episode["state"].copy()
+    episode["state"][3, 1] = np.nan  # non-finite observations are refused before training, by name
+    save_episode(paths[1], episode)
+    proc = pretrain(run_dir)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 2 and f"{paths[1].relative_to(run_dir)}: observation 'state' holds non-finite" in out
+    episode["state"] = good
+    save_episode(paths[1], episode)
+
+    for path in paths:
         episode = load_episode(path)
-        episode["state"][:] = np.nan  # every replay chunk now poisons the loss
+        episode["reward"][:] = np.nan  # every replay chunk now poisons the loss
         save_episode(path, episode)
     proc = pretrain(run_dir)
     out, _ = proc.communicate(timeout=600)

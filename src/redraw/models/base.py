@@ -37,6 +37,11 @@ class WorldModelConfig:
     dyn_scale: float = 1.5
     rep_scale: float = 0.5
     reward_bins: int = 255
+    #: proprio vectors: standardise each dimension by a mean and std fixed from the training data
+    #: before symlog (encoder input and reconstruction target). Off in the paper preset (symlog
+    #: only, as DreamerV3); on in the cpu preset, where symlog alone lets the small dims that carry
+    #: the reward (reacher's to_target, pendulum's orientation) drown under the velocities.
+    obs_norm: bool = False
     lr: float = 1e-4
     eps: float = 1e-8
     grad_clip: float = 1000.0
@@ -73,6 +78,10 @@ class LatentWorldModel(nn.Module):
             self.vec_encoder = mlp(vec_dim, cfg.mlp_units, cfg.mlp_layers)
             self.vec_decoder = mlp(feat_dim, cfg.mlp_units, cfg.mlp_layers, vec_dim)
             embed += cfg.mlp_units
+            # per-dimension scale of the vector observations (identity until set_obs_scale; saved
+            # with the weights, so every stage that loads the model sees the same scale)
+            self.register_buffer("vec_mean", torch.zeros(vec_dim))
+            self.register_buffer("vec_std", torch.ones(vec_dim))
         self.embed_dim = embed
         self.reward_head = mlp(feat_dim, cfg.head_units, cfg.head_layers, cfg.reward_bins)
         self.cont_head = mlp(feat_dim, cfg.head_units, cfg.head_layers, 1)
@@ -87,11 +96,30 @@ class LatentWorldModel(nn.Module):
         return flat.reshape(*flat.shape[:-1], self.cfg.latent_vars, self.cfg.latent_classes)
 
     # -- shared pieces --------------------------------------------------------------------------
+    MIN_OBS_STD = 1e-2  #: floor of a dimension's std in set_obs_scale (constant dims stay finite)
+
+    def set_obs_scale(self, vectors: torch.Tensor) -> None:
+        """Fix the per-dimension mean and std of the vector observations from ``vectors``
+        [N, vec_dim] (the concatenated vector keys); only with ``cfg.obs_norm``."""
+        if not self.cfg.obs_norm or not self.vector_keys:
+            return
+        vectors = torch.as_tensor(vectors, dtype=torch.float64)
+        if vectors.ndim != 2 or vectors.shape[1] != self.vec_mean.shape[0] or vectors.shape[0] < 2:
+            raise ValueError(f"observation scale needs [N>=2, {self.vec_mean.shape[0]}] vectors, got {list(vectors.shape)}")
+        if not torch.isfinite(vectors).all():
+            raise ValueError("observation scale: the data holds non-finite vector observations")
+        self.vec_mean.copy_(vectors.mean(0).float())
+        self.vec_std.copy_(vectors.std(0).clamp(min=self.MIN_OBS_STD).float())
+
+    def _vec_in(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The concatenated vector observations as the model sees them (and reconstructs them)."""
+        vec = torch.cat([batch[k].float() for k in self.vector_keys], -1)
+        return symlog((vec - self.vec_mean) / self.vec_std)
+
     def encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [self.cnn(obs[k]) for k in self.image_keys]
         if self.vector_keys:
-            vec = torch.cat([obs[k].float() for k in self.vector_keys], -1)
-            parts.append(self.vec_encoder(symlog(vec)))
+            parts.append(self.vec_encoder(self._vec_in(obs)))
         return torch.cat(parts, -1)
 
     def decode(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -100,7 +128,7 @@ class LatentWorldModel(nn.Module):
         for k in self.image_keys:
             out[k] = ((self.image_decoder(feat).float() + 0.5) * 255.0).clamp(0, 255)
         if self.vector_keys:
-            vec, i = symexp(self.vec_decoder(feat).float()), 0
+            vec, i = symexp(self.vec_decoder(feat).float()) * self.vec_std + self.vec_mean, 0
             for k in self.vector_keys:
                 n = self.obs_spec[k][0][0]
                 out[k], i = vec[..., i : i + n], i + n
@@ -132,7 +160,7 @@ class LatentWorldModel(nn.Module):
             target = batch[self.image_keys[0]].float() / 255.0 - 0.5
             losses["image"] = ((self.image_decoder(feat).float() - target) ** 2).sum((-1, -2, -3))
         if self.vector_keys:
-            target = symlog(torch.cat([batch[k].float() for k in self.vector_keys], -1))
+            target = self._vec_in(batch)
             losses["vector"] = ((self.vec_decoder(feat).float() - target) ** 2).sum(-1)
         losses["reward"] = twohot_loss(self.reward_head(feat), batch["reward"].float(), self.bins)
         losses["cont"] = nn.functional.binary_cross_entropy_with_logits(

@@ -72,6 +72,21 @@ def openloop_report(agent: Agent, replay: Replay, figure_path: Path, title: str,
     return metrics
 
 
+def fit_obs_scale(agent: Agent, episodes: list[tuple[str, dict]]) -> None:
+    """Fix the world model's observation scale (``model.obs_norm``) from ``(where, episode)``
+    pairs: the collected source data, or the oracle's first online episode. Non-finite
+    observations are refused naming the episode and the key."""
+    keys = agent.wm.vector_keys
+    if not (agent.cfg.wm.obs_norm and keys and episodes):
+        return
+    for where, episode in episodes:
+        for k in keys:
+            if not np.isfinite(episode[k]).all():
+                raise ValueError(f"{where}: observation '{k}' holds non-finite values")
+    vectors = np.concatenate([np.concatenate([ep[k] for k in keys], -1) for _, ep in episodes])
+    agent.wm.set_obs_scale(torch.from_numpy(vectors))
+
+
 @dataclass
 class PretrainConfig:
     """Online pretraining schedule (section ``pretrain`` of params.yaml)."""
@@ -156,8 +171,11 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     keys = list(obs_spec) + ["action", "reward", "is_first", "is_terminal"]
     replay = Replay(keys, pre.batch_length, seed=seed)
     if meta is not None:
-        for _, episode in iter_episodes(SOURCE_DATA):
+        source = [(str(p), episode) for p, episode in iter_episodes(SOURCE_DATA)]
+        for _, episode in source:
             replay.add(episode)
+        fit_obs_scale(agent, source)  # a checkpoint loaded below brings its own scale
+    scale_fitted = bool(replay.episodes)
     step, online_episodes, curve, history = 0, 0, [], []
     next_eval, last_return = pre.eval_every, None
     if ckpt_path.is_file():
@@ -192,6 +210,9 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         while True:
             # 1. the updates the steps taken so far pay for (also finishes a burst cut by a kill)
             while agent.updates < math.floor(step * pre.train_ratio):
+                if not scale_fitted:  # the oracle: from its first online episode
+                    fit_obs_scale(agent, [(str(replay_dir / episode_name(0)), replay.episodes[0])])
+                    scale_fitted = True
                 try:
                     metrics = agent.train_step(replay.sample(pre.batch_size))
                 except RuntimeError as exc:  # NaN weights or inputs surface as invalid probabilities
