@@ -10,6 +10,11 @@ oracle's target return with 40k target transitions.
     python benchmarks/transfer_quality.py --preset smoke       # minutes: checks the benchmark itself
 
 Work directories are kept (``--workdir``), so a run that is stopped resumes where DVC left it.
+
+The three trainings that do not depend on each other (``pretrain``, ``oracle``,
+``pretrain_rssm``) run side by side first, ``--jobs`` at a time with the cores shared between
+them (``dvc repro`` runs stages one after another); each writes its stage checkpoint, so the
+``dvc repro`` that follows finds them finished and only writes their outputs.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +37,31 @@ METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "oracle")
 def sh(cmd: list[str], cwd: Path) -> None:
     env = dict(os.environ, VIRTUAL_ENV=sys.prefix, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     subprocess.run(cmd, cwd=cwd, env=env, check=True)
+
+
+TRAININGS = {"pretrain": [], "oracle": ["--oracle"], "pretrain_rssm": ["--rssm"]}
+
+
+def train_side_by_side(workdir: Path, jobs: int) -> None:
+    """Run the independent training stages' commands ``jobs`` at a time, one core share each."""
+    sh([sys.executable, "-m", "dvc", "repro", "collect_source"], workdir)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+
+    def one(name: str) -> None:
+        log = workdir / f"{name}.log"
+        print(f"   {name}: training ({threads} thread(s)), log in {log}", flush=True)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), VIRTUAL_ENV=sys.prefix,
+                   PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        with open(log, "w") as fh:
+            done = subprocess.run([sys.executable, "-m", "redraw.stages.pretrain", "--no-progress", *TRAININGS[name]],
+                                  cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        if done.returncode:
+            raise RuntimeError(f"{name} failed (exit {done.returncode}); see {log}")
+        print(f"   {name}: done", flush=True)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        for future in [pool.submit(one, name) for name in TRAININGS]:
+            future.result()
 
 
 def prepare(workdir: Path, preset: str, seed: int, transitions: int | None) -> None:
@@ -61,12 +92,18 @@ def main() -> int:
     parser.add_argument("--target-transitions", type=int, default=None,
                         help="target data size (default: the preset's; the paper's claim is at 40000)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/redraw-quality"), help="scratch root (kept)")
+    parser.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1),
+                        help="trainings (pretrain, oracle, pretrain_rssm) run side by side before dvc repro "
+                        "(default: min(3, cores); 1: leave it all to dvc repro)")
     args = parser.parse_args()
 
     returns: dict[str, list[float]] = {m: [] for m in METHODS}
     for seed in args.seeds:
         workdir = args.workdir / f"{args.preset}-seed{seed}"
         prepare(workdir, args.preset, seed, args.target_transitions)
+        if args.jobs > 1:
+            print(f"== seed {seed}: trainings side by side in {workdir}", flush=True)
+            train_side_by_side(workdir, args.jobs)
         print(f"== seed {seed}: dvc repro in {workdir}", flush=True)
         sh([sys.executable, "-m", "dvc", "repro", "results"], workdir)
         results = json.loads((workdir / "reports/results.json").read_text())
