@@ -14,10 +14,9 @@ import pytest
 import torch
 
 from redraw.agent.dreamer import load_agent
-from redraw.data.episodes import iter_episodes
-
 from redraw.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
 from redraw.config import _yaml, apply_preset, load_params
+from redraw.data.episodes import iter_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -174,8 +174,8 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         source = [(str(p), episode) for p, episode in iter_episodes(SOURCE_DATA)]
         for _, episode in source:
             replay.add(episode)
-        fit_obs_scale(agent, source)  # a checkpoint loaded below brings its own scale
-    scale_fitted = bool(replay.episodes)
+        fit_obs_scale(agent, source)
+    scale_fitted = bool(replay.episodes)  # else (the oracle) from its first online episode
     step, online_episodes, curve, history = 0, 0, [], []
     next_eval, last_return = pre.eval_every, None
     if ckpt_path.is_file():
@@ -184,6 +184,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         step, online_episodes, curve = state["step"], state["online_episodes"], state["curve"]
         next_eval, last_return = state["next_eval"], state["last_return"]
         replay.set_rng_state(state["replay_rng"])
+        scale_fitted = True  # the checkpoint's weights carry the scale the run started with
         print(f"{out_dir.name}: resuming {ckpt_path} at step {step}, update {agent.updates}")
     # the replay is exactly what it was at the checkpoint: episodes written after it are dropped
     for i, path_i in enumerate(sorted(replay_dir.glob("*.npz"))):
@@ -210,7 +211,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         while True:
             # 1. the updates the steps taken so far pay for (also finishes a burst cut by a kill)
             while agent.updates < math.floor(step * pre.train_ratio):
-                if not scale_fitted:  # the oracle: from its first online episode
+                if not scale_fitted:
                     fit_obs_scale(agent, [(str(replay_dir / episode_name(0)), replay.episodes[0])])
                     scale_fitted = True
                 try:
