@@ -34,9 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "oracle")
 
 
+def venv_env(**extra: str) -> dict[str, str]:
+    """This environment with the running interpreter's virtualenv first (the stages' scripts/py uses it)."""
+    return dict(os.environ, VIRTUAL_ENV=sys.prefix, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **extra)
+
+
 def sh(cmd: list[str], cwd: Path) -> None:
-    env = dict(os.environ, VIRTUAL_ENV=sys.prefix, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    subprocess.run(cmd, cwd=cwd, env=env, check=True)
+    subprocess.run(cmd, cwd=cwd, env=venv_env(), check=True)
 
 
 TRAININGS = {"pretrain": [], "oracle": ["--oracle"], "pretrain_rssm": ["--rssm"]}
@@ -50,11 +54,10 @@ def train_side_by_side(workdir: Path, jobs: int) -> None:
     def one(name: str) -> None:
         log = workdir / f"{name}.log"
         print(f"   {name}: training ({threads} thread(s)), log in {log}", flush=True)
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), VIRTUAL_ENV=sys.prefix,
-                   PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-        with open(log, "w") as fh:
+        with open(log, "a") as fh:  # appended: a resumed training keeps the earlier part of its log
             done = subprocess.run([sys.executable, "-m", "redraw.stages.pretrain", "--no-progress", *TRAININGS[name]],
-                                  cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT)
+                                  cwd=workdir, env=venv_env(OMP_NUM_THREADS=str(threads)), stdout=fh,
+                                  stderr=subprocess.STDOUT)
         if done.returncode:
             raise RuntimeError(f"{name} failed (exit {done.returncode}); see {log}")
         print(f"   {name}: done", flush=True)
