@@ -11,17 +11,19 @@ oracle's target return with 40k target transitions.
 
 Work directories are kept (``--workdir``), so a run that is stopped resumes where DVC left it.
 
-The three trainings that do not depend on each other (``pretrain``, ``oracle``,
-``pretrain_rssm``) run side by side first, ``--jobs`` at a time with the cores shared between
-them (``dvc repro`` runs stages one after another); each writes its stage checkpoint, so the
-``dvc repro`` that follows finds them finished and only writes their outputs.
+Stages that do not depend on each other run side by side, ``--jobs`` at a time with the cores
+shared between them (``dvc repro`` runs stages one after another): first the three trainings
+(``pretrain``, ``oracle``, ``pretrain_rssm``), then the calibrations, the policy trainings and the
+evaluations, each group recorded in dvc.lock with ``dvc commit`` (see ``run_side_by_side``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,28 +45,63 @@ def sh(cmd: list[str], cwd: Path) -> None:
     subprocess.run(cmd, cwd=cwd, env=venv_env(), check=True)
 
 
-TRAININGS = {"pretrain": [], "oracle": ["--oracle"], "pretrain_rssm": ["--rssm"]}
+# groups of stages that depend only on earlier groups (and on collect_source, validate_target)
+GROUPS = (("pretrain", "oracle", "pretrain_rssm"), ("calibrate",), ("train_policy",), ("evaluate",))
 
 
-def train_side_by_side(workdir: Path, jobs: int) -> None:
-    """Run the independent training stages' commands ``jobs`` at a time, one core share each."""
-    sh([sys.executable, "-m", "dvc", "repro", "collect_source"], workdir)
+def side_by_side(workdir: Path, jobs: int, commands: dict[str, list[str]]) -> None:
+    """Run ``commands`` (name -> argv) ``jobs`` at a time in ``workdir``, the cores shared between them."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
 
     def one(name: str) -> None:
         log = workdir / f"{name}.log"
-        print(f"   {name}: training ({threads} thread(s)), log in {log}", flush=True)
-        with open(log, "a") as fh:  # appended: a resumed training keeps the earlier part of its log
-            done = subprocess.run([sys.executable, "-m", "redraw.stages.pretrain", "--no-progress", *TRAININGS[name]],
-                                  cwd=workdir, env=venv_env(OMP_NUM_THREADS=str(threads)), stdout=fh,
-                                  stderr=subprocess.STDOUT)
+        print(f"   {name}: running ({threads} thread(s)), log in {log}", flush=True)
+        with open(log, "a") as fh:  # appended: a resumed stage keeps the earlier part of its log
+            done = subprocess.run(commands[name], cwd=workdir, env=venv_env(OMP_NUM_THREADS=str(threads)),
+                                  stdout=fh, stderr=subprocess.STDOUT)
         if done.returncode:
             raise RuntimeError(f"{name} failed (exit {done.returncode}); see {log}")
         print(f"   {name}: done", flush=True)
 
     with ThreadPoolExecutor(jobs) as pool:
-        for future in [pool.submit(one, name) for name in TRAININGS]:
+        for future in [pool.submit(one, name) for name in commands]:
             future.result()
+
+
+def stale_stages(workdir: Path, targets: tuple[str, ...]) -> dict[str, list[str]]:
+    """The stages named by ``targets`` (stages or foreach groups, e.g. ``train_policy``) that are
+    not up to date in dvc.lock: address -> command."""
+    from dvc.repo import Repo
+
+    stale = {}
+    with contextlib.chdir(workdir), Repo(".") as repo:  # DVC resolves stage paths from the working directory
+        for stage in (st for target in targets for st in repo.stage.collect(target)):
+            status = repo.status(targets=[stage.addressing]).get(stage.addressing)
+            if status:  # e.g. [{"changed deps": {"models/pretrain": "modified"}}, "changed command"]
+                why = "; ".join(entry if isinstance(entry, str) else
+                                "; ".join(f"{kind} ({len(paths)})" for kind, paths in entry.items()) for entry in status)
+                print(f"   {stage.addressing}: not up to date ({why})", flush=True)
+                stale[stage.addressing] = shlex.split(stage.cmd)
+    return stale
+
+
+def run_side_by_side(workdir: Path, jobs: int) -> None:
+    """Everything up to the results table, independent stages ``jobs`` at a time.
+
+    ``dvc repro`` runs one stage after another. Here each group's stages that are not up to date
+    run their dvc.yaml commands side by side, and ``dvc commit`` then records them in dvc.lock as
+    ``dvc repro`` would have, so the final ``dvc repro results`` finds them done. A stopped
+    benchmark resumes: finished stages are not run again, and the three trainings continue from
+    their stage checkpoints.
+    """
+    sh([sys.executable, "-m", "dvc", "repro", "collect_source"], workdir)
+    for i, targets in enumerate(GROUPS):
+        if i == 1:  # calibration reads the validated target data
+            sh([sys.executable, "-m", "dvc", "repro", "validate_target"], workdir)
+        stale = stale_stages(workdir, targets)
+        if stale:
+            side_by_side(workdir, jobs, stale)
+            sh([sys.executable, "-m", "dvc", "commit", "-f", "-q", *stale], workdir)
 
 
 def prepare(workdir: Path, preset: str, seed: int, transitions: int | None) -> None:
@@ -96,8 +133,9 @@ def main() -> int:
                         help="target data size (default: the preset's; the paper's claim is at 40000)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/redraw-quality"), help="scratch root (kept)")
     parser.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1),
-                        help="trainings (pretrain, oracle, pretrain_rssm) run side by side before dvc repro "
-                        "(default: min(3, cores); 1: leave it all to dvc repro)")
+                        help="independent stages (the three trainings, then the calibrations, the policy "
+                        "trainings, the evaluations) run this many at a time (default: min(3, cores); "
+                        "1: leave it all to dvc repro, one stage after another)")
     args = parser.parse_args()
 
     returns: dict[str, list[float]] = {m: [] for m in METHODS}
@@ -105,8 +143,8 @@ def main() -> int:
         workdir = args.workdir / f"{args.preset}-seed{seed}"
         prepare(workdir, args.preset, seed, args.target_transitions)
         if args.jobs > 1:
-            print(f"== seed {seed}: trainings side by side in {workdir}", flush=True)
-            train_side_by_side(workdir, args.jobs)
+            print(f"== seed {seed}: independent stages side by side in {workdir}", flush=True)
+            run_side_by_side(workdir, args.jobs)
         print(f"== seed {seed}: dvc repro in {workdir}", flush=True)
         sh([sys.executable, "-m", "dvc", "repro", "results"], workdir)
         results = json.loads((workdir / "reports/results.json").read_text())
