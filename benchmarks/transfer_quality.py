@@ -3,10 +3,12 @@
 Runs the whole pipeline (`dvc repro`) on a preset (default `cpu`, proprio) for each seed, in a
 scratch copy of this repository, and prints the results table across seeds beside the paper's
 claim: ReDRAW above DRAW-finetune, DreamerV3-finetune and no-adapt, and at least 80% of the
-oracle's target return with 40k target transitions.
+oracle's target return with 40k target transitions. As in the paper, the target data are episodes
+of an expert, the oracle's policy (``--target-behaviour preset`` keeps the preset's behaviour).
 
     python benchmarks/transfer_quality.py                      # cpu preset, seed 0 (hours on 2 cores)
     python benchmarks/transfer_quality.py --seeds 0 1 2 --target-transitions 40000
+    python benchmarks/transfer_quality.py --target-behaviour preset  # target data from noise, not the oracle
     python benchmarks/transfer_quality.py --preset smoke       # minutes: checks the benchmark itself
 
 Work directories are kept (``--workdir``), so a run that is stopped resumes where DVC left it.
@@ -104,7 +106,7 @@ def run_side_by_side(workdir: Path, jobs: int) -> None:
             sh([sys.executable, "-m", "dvc", "commit", "-f", "-q", *stale], workdir)
 
 
-def prepare(workdir: Path, preset: str, seed: int, transitions: int | None) -> None:
+def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expert: bool) -> None:
     if not (workdir / "dvc.yaml").is_file():
         workdir.mkdir(parents=True, exist_ok=True)
         for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"):
@@ -121,6 +123,9 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None) -> N
     params["seed"] = seed
     if transitions:
         params["collect_target"]["transitions"] = transitions
+    if expert:  # the paper's target data: episodes of the oracle's policy (collect_target depends on models/oracle)
+        params["collect_target"]["behaviour"]["kind"] = "policy"
+        params["collect_target"]["behaviour"]["checkpoint"] = "models/oracle/agent.pt"
     with open(workdir / "params.yaml", "w") as fh:
         yaml.dump(params, fh)
 
@@ -131,6 +136,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
     parser.add_argument("--target-transitions", type=int, default=None,
                         help="target data size (default: the preset's; the paper's claim is at 40000)")
+    parser.add_argument("--target-behaviour", choices=("expert", "preset"), default="expert",
+                        help="who collects the target data: the oracle's policy, as in the paper (default), or "
+                        "the preset's collect_target.behaviour (e.g. correlated noise)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/redraw-quality"), help="scratch root (kept)")
     parser.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1),
                         help="independent stages (the three trainings, then the calibrations, the policy "
@@ -141,7 +149,7 @@ def main() -> int:
     returns: dict[str, list[float]] = {m: [] for m in METHODS}
     for seed in args.seeds:
         workdir = args.workdir / f"{args.preset}-seed{seed}"
-        prepare(workdir, args.preset, seed, args.target_transitions)
+        prepare(workdir, args.preset, seed, args.target_transitions, args.target_behaviour == "expert")
         if args.jobs > 1:
             print(f"== seed {seed}: independent stages side by side in {workdir}", flush=True)
             run_side_by_side(workdir, args.jobs)
@@ -154,7 +162,8 @@ def main() -> int:
 
     oracle = float(np.mean(returns["oracle"]))
     print(f"\n# {args.preset} preset, seeds {args.seeds}, target transitions "
-          f"{args.target_transitions or 'as the preset'}\n")
+          f"{args.target_transitions or 'as the preset'}, target data from "
+          f"{'the oracle (expert)' if args.target_behaviour == 'expert' else 'the preset behaviour'}\n")
     print("| method | mean return over seeds | per seed | % of oracle |\n|---|---:|---|---:|")
     for m in METHODS:
         mean = float(np.mean(returns[m]))
