@@ -28,6 +28,9 @@ def main() -> int:
     parser.add_argument("--updates", type=int, default=2000, help="actor-critic updates in imagination (default 2000)")
     parser.add_argument("--starts", default="data/target", help="episodes whose posterior states start imagination")
     parser.add_argument("--episodes", type=int, default=5, help="evaluation episodes on the target (default 5)")
+    parser.add_argument("--keep-actor-critic", action="store_true",
+                        help="start from the oracle's own actor-critic (with --updates 0: checks this script's "
+                        "evaluation reproduces the oracle)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -46,7 +49,8 @@ def main() -> int:
     torch.manual_seed(args.seed)
     agent = load_agent("models/oracle/agent.pt")
     agent.requires_grad_(False)
-    agent.reset_actor_critic()
+    if not args.keep_actor_critic:
+        agent.reset_actor_critic()
     agent.ac.requires_grad_(True)
     agent.ac.slow_critic.requires_grad_(False)
     agent.cfg.imag_starts = cfg.imag_starts
@@ -55,7 +59,7 @@ def main() -> int:
                     seed=args.seed)
     for _, episode in iter_episodes(args.starts):
         replay.add(episode)
-    start = time.perf_counter()
+    start, metrics = time.perf_counter(), {}
     for update in range(args.updates):
         metrics = agent.policy_step(replay.sample(cfg.batch_size))
         if (update + 1) % 250 == 0 or update + 1 == args.updates:
