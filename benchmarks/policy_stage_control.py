@@ -34,6 +34,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    if not (args.workdir / "models/oracle/agent.pt").is_file():
+        parser.error(f"{args.workdir / 'models/oracle/agent.pt'}: no oracle here; run the quality benchmark "
+                     "(or `dvc repro oracle`) in this directory first")
     os.chdir(args.workdir)
     from redraw.agent.dreamer import load_agent
     from redraw.checkpoint import load_checkpoint, save_checkpoint
@@ -59,7 +62,7 @@ def main() -> int:
                     seed=args.seed)
     for _, episode in iter_episodes(args.starts):
         replay.add(episode)
-    start, metrics = time.perf_counter(), {}
+    start = time.perf_counter()
     for update in range(args.updates):
         metrics = agent.policy_step(replay.sample(cfg.batch_size))
         if (update + 1) % 250 == 0 or update + 1 == args.updates:

@@ -47,8 +47,8 @@ def sh(cmd: list[str], cwd: Path) -> None:
     subprocess.run(cmd, cwd=cwd, env=venv_env(), check=True)
 
 
-# groups of stages that depend only on earlier groups (and on collect_source, validate_target)
-GROUPS = (("pretrain", "oracle", "pretrain_rssm"), ("calibrate",), ("train_policy",), ("evaluate",))
+TRAININGS = ("pretrain", "oracle", "pretrain_rssm")  # independent of each other and of the target data
+LATER = ("calibrate", "train_policy", "evaluate")  # foreach groups, each depending only on earlier ones
 
 
 def side_by_side(workdir: Path, jobs: int, commands: dict[str, list[str]]) -> None:
@@ -96,14 +96,18 @@ def run_side_by_side(workdir: Path, jobs: int) -> None:
     benchmark resumes: finished stages are not run again, and the three trainings continue from
     their stage checkpoints.
     """
-    sh([sys.executable, "-m", "dvc", "repro", "collect_source"], workdir)
-    for i, targets in enumerate(GROUPS):
-        if i == 1:  # calibration reads the validated target data
-            sh([sys.executable, "-m", "dvc", "repro", "validate_target"], workdir)
+
+    def run_group(targets: tuple[str, ...]) -> None:
         stale = stale_stages(workdir, targets)
         if stale:
             side_by_side(workdir, jobs, stale)
             sh([sys.executable, "-m", "dvc", "commit", "-f", "-q", *stale], workdir)
+
+    sh([sys.executable, "-m", "dvc", "repro", "collect_source"], workdir)
+    run_group(TRAININGS)
+    sh([sys.executable, "-m", "dvc", "repro", "validate_target"], workdir)  # calibration reads validated data
+    for group in LATER:
+        run_group((group,))
 
 
 def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expert: bool) -> None:
