@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from redraw.agent.returns import lambda_returns
-from redraw.models.dists import categorical_kl, latent_logprobs, symexp, symlog, twohot_bins, twohot_encode
+from redraw.models.dists import categorical_kl, class_log_softmax, class_softmax, latent_logprobs, symexp, symlog, twohot_bins, twohot_encode
 from redraw.models.draw import DRAW, WorldModelConfig
 from redraw.models.rssm import RSSM
 
@@ -60,6 +60,18 @@ def test_kl_and_unimix_against_naive():
             for k in range(3):
                 naive[b] += p[b, s, k].exp() * (p[b, s, k] - q[b, s, k])
     torch.testing.assert_close(categorical_kl(p, q), naive)
+
+
+def test_class_softmax_matches_torch_softmax_values_and_gradients():
+    x = torch.randn(3, 7, 5, 4, requires_grad=True)
+    y = x.detach().clone().requires_grad_(True)
+    w = torch.randn(3, 7, 5, 4)
+    torch.testing.assert_close(class_softmax(x), torch.softmax(y, -1))
+    torch.testing.assert_close(class_log_softmax(x), torch.log_softmax(y, -1))
+    ((class_softmax(x) + class_log_softmax(x)) * w).sum().backward()
+    ((torch.softmax(y, -1) + torch.log_softmax(y, -1)) * w).sum().backward()
+    torch.testing.assert_close(x.grad, y.grad)
+    assert class_softmax(x.bfloat16()).dtype == torch.float32
 
 
 def test_lambda_returns_against_naive_loop():

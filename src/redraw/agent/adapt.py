@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from redraw.agent.dreamer import Agent
-from redraw.models.dists import categorical_kl
+from redraw.models.dists import categorical_kl, class_log_softmax
 from redraw.models.draw import DRAW
 from redraw.models.residual import ResidualConfig
 from redraw.models.rssm import RSSM
@@ -102,7 +102,7 @@ class Calibrator:
         if self.method == "redraw":
             # KL(sg(post) || softmax(prior raw logits + member)), no free bits, members summed
             base = out["prior_base"].detach()
-            kls = [categorical_kl(post, torch.log_softmax((base + m).float(), -1)) for m in out["residual_members"]]
+            kls = [categorical_kl(post, class_log_softmax(base + m)) for m in out["residual_members"]]
             loss = sum(masked_mean(kl, mask) for kl in kls)
             return loss, {"calib/kl": masked_mean(categorical_kl(post, out["prior_logp"]), mask).detach()}
         dyn = categorical_kl(post, out["prior_logp"])

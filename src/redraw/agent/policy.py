@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from redraw.models.dists import latent_logprobs, sample_index
+from redraw.models.dists import class_softmax, latent_logprobs, sample_index
 from redraw.models.draw import DRAW, LatentState
 from redraw.models.rssm import RSSMState
 
@@ -53,7 +53,7 @@ class PolicyStep(nn.Module):
             prev = LatentState(torch.where(first[..., None], init.belief, head.reshape(B, self.S, self.K)),
                                torch.where(first[..., None], init.z, z))
             raw, _ = wm.dynamics_step(action, prev)
-            head = torch.softmax(raw.float(), -1).flatten(1)
+            head = class_softmax(raw).flatten(1)
             post = wm.posterior_logits(wm.encode(obs))
         else:
             prev = RSSMState(torch.where(first, init.deter, head), torch.where(first[..., None], init.z, z))

@@ -45,11 +45,26 @@ def twohot_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) 
     return -(twohot_encode(target, bins) * torch.log_softmax(logits.float(), -1)).sum(-1)
 
 
+def class_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim of latent logits [..., S, K] (in float32).
+
+    Same values as ``torch.softmax(logits, -1)``, computed along the variables axis after a
+    transpose: PyTorch's CPU softmax vectorises along the reduced dim, so over K=4 classes it ran
+    ~30x slower than this (1 ms vs 30 us for 256x32x4), a third of an imagination update.
+    """
+    return torch.softmax(logits.float().transpose(-1, -2), -2).transpose(-1, -2)
+
+
+def class_log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Log-softmax over the last dim of latent logits [..., S, K]; see ``class_softmax``."""
+    return torch.log_softmax(logits.float().transpose(-1, -2), -2).transpose(-1, -2)
+
+
 def latent_logprobs(logits: torch.Tensor, unimix: float) -> torch.Tensor:
     """Log class probabilities of categorical latents, ``unimix`` share uniform. logits: [..., S, K]."""
     if unimix <= 0:
-        return torch.log_softmax(logits.float(), -1)
-    probs = (1 - unimix) * torch.softmax(logits.float(), -1) + unimix / logits.shape[-1]
+        return class_log_softmax(logits)
+    probs = (1 - unimix) * class_softmax(logits) + unimix / logits.shape[-1]
     return torch.log(probs)
 
 

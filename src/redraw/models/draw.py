@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from redraw.models.base import LatentWorldModel, WorldModelConfig, sample_classes
-from redraw.models.dists import latent_logprobs, sample_onehot
+from redraw.models.dists import class_softmax, latent_logprobs, sample_onehot
 from redraw.models.networks import mlp
 
 __all__ = ["DRAW", "LatentState", "WorldModelConfig"]
@@ -82,7 +82,7 @@ class DRAW(LatentWorldModel):
     def step(self, prev: LatentState, action: torch.Tensor, generator: torch.Generator | None = None):
         """One prior transition with a sample: (next state, its log-probs)."""
         raw, logp = self.dynamics_step(action, prev)
-        return LatentState(torch.softmax(raw.float(), -1), sample_classes(logp, generator)), logp
+        return LatentState(class_softmax(raw), sample_classes(logp, generator)), logp
 
     def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
                 state: LatentState | None = None, generator: torch.Generator | None = None) -> dict:
@@ -114,7 +114,7 @@ class DRAW(LatentWorldModel):
             prev = LatentState(torch.where(reset, init.belief, prev.belief), prev_z[:, t])
             base = self.prior_logits(acts[:, t], prev)
             raw, logp = self._correct(base, acts[:, t], prev, None if members is None else members[:, :, t].mean(0))
-            belief = torch.softmax(raw.float(), -1)
+            belief = class_softmax(raw)
             prior_base.append(base)
             prior_logp.append(logp)
             beliefs.append(belief)
