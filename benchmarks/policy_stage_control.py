@@ -1,18 +1,24 @@
-"""Control experiment for the policy stage: a target-trained world model, a fresh actor-critic.
+"""Policy-stage learning curve: a frozen world model, a fresh actor-critic, returns on the target.
 
-Takes the oracle's world model (trained online on the target system, so its dynamics are right
-by construction), re-initialises the actor-critic and trains it exactly as ``train_policy`` does
-(imagination from the posterior states of episodes in ``--starts``, frozen reward head), then
-evaluates it on the target. If this policy fails too, the policy stage is what fails, not the
-latent residual. Runs in a quality-benchmark work directory (it needs ``models/oracle``):
+By default takes the oracle's world model (trained online on the target system, so its dynamics
+are right by construction), re-initialises the actor-critic and trains it as ``train_policy``
+does (imagination from the posterior states of the episodes in ``--starts``, frozen reward
+head), evaluating on the target simulator every ``--eval-every`` updates. If this policy fails
+too, the policy stage is what fails, not the latent residual. ``--world-model`` points it at any
+other agent checkpoint instead (e.g. ``models/calibrated/redraw/agent.pt``: ReDRAW's policy
+stage with its learning curve). Runs in a quality-benchmark work directory:
 
     python benchmarks/policy_stage_control.py /tmp/redraw-quality/cpu-seed0 --updates 5000
-    python benchmarks/policy_stage_control.py /tmp/redraw-quality/cpu-seed0 --starts data/source
+    python benchmarks/policy_stage_control.py WORKDIR --lr 1e-4 --eval-every 1000 --out lr1e-4
+    python benchmarks/policy_stage_control.py WORKDIR --world-model models/calibrated/redraw/agent.pt
+
+Writes ``reports/policy_stage_control/<out>.json`` (the curve and the settings) in WORKDIR.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -24,18 +30,25 @@ import torch
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workdir", type=Path, help="a quality-benchmark work directory (has models/oracle, params.yaml)")
-    parser.add_argument("--updates", type=int, default=2000, help="actor-critic updates in imagination (default 2000)")
+    parser.add_argument("workdir", type=Path, help="a quality-benchmark work directory (has models/, data/, params.yaml)")
+    parser.add_argument("--world-model", default="models/oracle/agent.pt",
+                        help="agent checkpoint whose world model is used, relative to WORKDIR (default: the oracle's)")
+    parser.add_argument("--updates", type=int, default=None,
+                        help="actor-critic updates in imagination (default: the params' train_policy.updates)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="actor and critic learning rate (default: the params' train_policy.lr, else actor_critic.lr)")
     parser.add_argument("--starts", default="data/target", help="episodes whose posterior states start imagination")
     parser.add_argument("--episodes", type=int, default=5, help="evaluation episodes on the target (default 5)")
+    parser.add_argument("--eval-every", type=int, default=0, help="also evaluate every N updates (default: at the end only)")
     parser.add_argument("--keep-actor-critic", action="store_true",
-                        help="start from the oracle's own actor-critic (with --updates 0: checks this script's "
-                        "evaluation reproduces the oracle)")
+                        help="start from the checkpoint's own actor-critic (with --updates 0: checks that this "
+                        "script's evaluation reproduces that policy)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="control", help="name of the JSON report (default: control)")
     args = parser.parse_args()
 
-    if not (args.workdir / "models/oracle/agent.pt").is_file():
-        parser.error(f"{args.workdir / 'models/oracle/agent.pt'}: no oracle here; run the quality benchmark "
+    if not (args.workdir / args.world_model).is_file():
+        parser.error(f"{args.workdir / args.world_model}: no such checkpoint; run the quality benchmark "
                      "(or `dvc repro oracle`) in this directory first")
     os.chdir(args.workdir)
     from redraw.agent.dreamer import load_agent
@@ -43,37 +56,61 @@ def main() -> int:
     from redraw.config import get, load_params, section
     from redraw.data.episodes import iter_episodes
     from redraw.data.replay import Replay
+    from redraw.perf import tune_allocator
     from redraw.stages import env_settings
     from redraw.stages.evaluate import policy_returns
     from redraw.stages.train_policy import TrainPolicyConfig
 
     params = load_params("params.yaml")
     cfg = section(params, "train_policy", TrainPolicyConfig, "params.yaml")
+    updates = cfg.updates if args.updates is None else args.updates
+    lr = args.lr or cfg.lr or None
+    tune_allocator()
     torch.manual_seed(args.seed)
-    agent = load_agent("models/oracle/agent.pt")
+    agent = load_agent(args.world_model)
     agent.requires_grad_(False)
     if not args.keep_actor_critic:
         agent.reset_actor_critic()
     agent.ac.requires_grad_(True)
     agent.ac.slow_critic.requires_grad_(False)
+    if lr:
+        for opt in (agent.ac.actor_opt, agent.ac.critic_opt):
+            for group in opt.param_groups:
+                group["lr"] = lr
     agent.cfg.imag_starts = cfg.imag_starts
     agent.seed(args.seed)
     replay = Replay(list(agent.obs_spec) + ["action", "reward", "is_first", "is_terminal"], cfg.batch_length,
                     seed=args.seed)
     for _, episode in iter_episodes(args.starts):
         replay.add(episode)
-    start = time.perf_counter()
-    for update in range(args.updates):
+    identity = load_checkpoint(args.world_model, map_location="cpu")["identity"]
+    out_dir = Path("reports/policy_stage_control")
+    env_name, env_kwargs = get(params, "env.target", "params.yaml"), env_settings(params)
+    curve: list[dict] = []
+
+    def evaluate(update: int, metrics: dict) -> None:
+        path = out_dir / f"{args.out}.pt"
+        save_checkpoint(path, {"agent": agent.checkpoint_state()}, identity)
+        returns, _ = policy_returns(str(path), env_name, env_kwargs, args.episodes, args.seed, progress=False)
+        curve.append({"update": update, "return_mean": float(np.mean(returns)), "returns": returns,
+                      **{k: metrics[k] for k in ("ac/return", "ac/imag_reward", "ac/entropy") if k in metrics}})
+        print(f"update {update}: target return {np.mean(returns):.1f} ({', '.join(f'{r:.0f}' for r in returns)})",
+              flush=True)
+
+    start, metrics = time.perf_counter(), {}
+    for update in range(updates):
         metrics = agent.policy_step(replay.sample(cfg.batch_size))
-        if (update + 1) % 250 == 0 or update + 1 == args.updates:
+        if (update + 1) % 250 == 0 or update + 1 == updates:
             print(f"update {update + 1} ({time.perf_counter() - start:.0f} s): imagined return "
-                  f"{metrics['ac/return']:.2f}, imagined reward {metrics['ac/imag_reward']:.3f}", flush=True)
-    out = Path("reports/policy_stage_control.pt")
-    save_checkpoint(out, {"agent": agent.checkpoint_state()},
-                    load_checkpoint("models/oracle/agent.pt", map_location="cpu")["identity"])
-    returns, _ = policy_returns(str(out), get(params, "env.target", "params.yaml"), env_settings(params),
-                                args.episodes, args.seed, progress=False)
-    print(f"target return over {args.episodes} episodes: {np.mean(returns):.1f} ({', '.join(f'{r:.1f}' for r in returns)})")
+                  f"{metrics['ac/return']:.2f}, imagined reward {metrics['ac/imag_reward']:.3f}, "
+                  f"entropy {metrics['ac/entropy']:.2f}", flush=True)
+        if args.eval_every and (update + 1) % args.eval_every == 0 and update + 1 != updates:
+            evaluate(update + 1, metrics)
+    evaluate(updates, metrics)
+    (out_dir / f"{args.out}.json").write_text(json.dumps({
+        "world_model": args.world_model, "starts": args.starts, "updates": updates, "lr": lr or "default",
+        "keep_actor_critic": args.keep_actor_critic, "seed": args.seed, "imag_starts": cfg.imag_starts,
+        "seconds": round(time.perf_counter() - start, 1), "curve": curve}, indent=1))
     return 0
 
 

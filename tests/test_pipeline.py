@@ -92,6 +92,29 @@ def test_repro_runs_the_whole_chain_then_does_nothing(smoke_repo, repo):
     assert "Running stage" not in second.stdout, second.stdout
 
 
+def test_policy_learning_curve_in_the_target_leaves_the_trained_policy_unchanged(repo, tmp_path):
+    import torch
+
+    # the smoke preset evaluates every 10 of its 20 policy updates in the target simulator
+    curve = json.loads((repo / "reports/train_policy/redraw_curve.json").read_text())
+    assert [point["update"] for point in curve] == [10, 20]
+    assert all(np.isfinite(point["eval_return"]) for point in curve)
+    assert json.loads((repo / "reports/train_policy/redraw.json").read_text())["eval/return"] == curve[-1]["eval_return"]
+    # the same training without those evaluations gives the same policy, weight for weight
+    copy = tmp_path / "copy"
+    shutil.copytree(repo, copy, symlinks=True)
+    params = (copy / "params.yaml").read_text()
+    assert params.count("eval_every: 10") == 1
+    (copy / "params.yaml").write_text(params.replace("eval_every: 10", "eval_every: 0"))
+    sh([sys.executable, "-m", "redraw.stages.train_policy", "redraw", "--no-progress"], copy)
+    assert json.loads((copy / "reports/train_policy/redraw_curve.json").read_text()) == []
+    with_curve = torch.load(repo / "models/policy/redraw/agent.pt", weights_only=True)["state"]["agent"]["model"]
+    without = torch.load(copy / "models/policy/redraw/agent.pt", weights_only=True)["state"]["agent"]["model"]
+    assert with_curve.keys() == without.keys()
+    for k, v in with_curve.items():
+        assert torch.equal(v, without[k]), k
+
+
 def test_rejected_target_data_fails_the_pipeline_and_is_left_untouched(repo):
     bad = repo / "data" / "bad"
     shutil.copytree(repo / "data" / "target", bad)

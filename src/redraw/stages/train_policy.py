@@ -7,7 +7,11 @@ finetune baselines keep the pretrained one and train on.
 
     python -m redraw.stages.train_policy METHOD [--params params.yaml]
 
-Writes ``models/policy/<method>/agent.pt`` and ``reports/train_policy/<method>.json``.
+Writes ``models/policy/<method>/agent.pt`` and ``reports/train_policy/<method>.json``. With
+``train_policy.eval_every`` set and a simulated target (a registered env), the policy is also run
+in ``env.target`` every so many updates: ``reports/train_policy/<method>_curve.json`` (a DVC plot)
+holds the learning curve. Those evaluations draw their own randomness, so the trained policy is
+the same with or without them.
 """
 
 from __future__ import annotations
@@ -46,7 +50,25 @@ class TrainPolicyConfig:
     batch_size: int = 16  #: target chunks per update (their posterior states start imagination)
     batch_length: int = 64
     imag_starts: int = 256  #: imagination starts per update (0: every posterior state)
+    lr: float = 0.0  #: actor and critic Adam learning rate in this stage (0: actor_critic.lr, as in pretraining)
     log_every: int = 50
+    eval_every: int = 0  #: run the policy in env.target (a simulator) every N updates (0: never)
+    eval_episodes: int = 5  #: episodes per such evaluation
+
+
+def evaluate_in_target(agent, env, episodes: int, seed: int) -> list[float]:
+    """Returns of ``agent`` acting in ``env`` (actions sampled), episode i seeded as in the evaluate
+    stage; the agent's random stream is restored afterwards, so training goes on unchanged."""
+    from redraw.agent.dreamer import AgentPolicy
+    from redraw.stages.evaluate import run_policy
+
+    state = agent.generator.get_state()
+    agent.seed(seed)
+    try:
+        returns, _ = run_policy(env, AgentPolicy(agent, sample=True), episodes, seed, progress=False)
+    finally:
+        agent.generator.set_state(state)
+    return returns
 
 
 def run(method: str, params: dict, path: str = "params.yaml", progress: bool = True) -> dict:
@@ -65,6 +87,15 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
                                                int(get(params, "target_transitions", path)), cal_cfg.holdout_episodes)
     if fingerprint != identity["target_data"]:
         raise TargetDataError(f"{data_dir} is not the data {model_path} was calibrated on; re-run calibrate@{method}")
+    env = None
+    if cfg.eval_every > 0:
+        from redraw.envs import ENVS, make_env
+        from redraw.stages import env_settings
+
+        if target_env not in ENVS:
+            raise ConfigError(f"{path}: train_policy.eval_every needs env.target to be a simulator; {target_env!r} is "
+                              f"not a registered env (set train_policy.eval_every: 0 for a real system)")
+        env = make_env(target_env, seed=seed + 3, **env_settings(params, path))
     tune_allocator()
     torch.manual_seed(seed)
     agent = load_agent(model_path, device=pick_device())
@@ -73,6 +104,12 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         agent.reset_actor_critic()
     agent.ac.requires_grad_(True)
     agent.ac.slow_critic.requires_grad_(False)
+    if cfg.lr < 0:
+        raise ConfigError(f"{path}: train_policy.lr must be positive (or 0 for actor_critic.lr), got {cfg.lr}")
+    if cfg.lr:
+        for opt in (agent.ac.actor_opt, agent.ac.critic_opt):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr
     agent.cfg.imag_starts = cfg.imag_starts
     agent.seed(seed)
     keys = list(agent.obs_spec) + ["action", "reward", "is_first", "is_terminal"]
@@ -82,7 +119,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
 
     tracker = StageRun(f"train_policy@{method}", params, tags={"method": method, "env": target_env,
                                                                "target_data_hash": fingerprint})
-    history, start = [], time.perf_counter()
+    history, curve, start = [], [], time.perf_counter()
     try:
         bar = tqdm(range(cfg.updates), desc=f"train_policy {method}", unit="update", disable=None if progress else True)
         for update in bar:
@@ -94,15 +131,26 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
                 history.append({"update": update + 1, **metrics})
                 tracker.log_metrics(metrics, step=update + 1)
                 bar.set_postfix(ret=f"{metrics['ac/return']:.2f}")
+            if env is not None and ((update + 1) % cfg.eval_every == 0 or update + 1 == cfg.updates):
+                returns = evaluate_in_target(agent, env, cfg.eval_episodes, seed)
+                curve.append({"update": update + 1, "eval_return": float(np.mean(returns))})
+                tracker.log_metrics({"eval/return": curve[-1]["eval_return"]}, step=update + 1)
+                bar.write(f"train_policy {method}: update {update + 1}, {target_env} return "
+                          f"{curve[-1]['eval_return']:.1f} over {len(returns)} episodes")
         bar.close()
     except BaseException:
         tracker.end("FAILED")
         raise
+    finally:
+        if env is not None:
+            env.close()
     save_checkpoint(OUT_ROOT / method / "agent.pt", {"agent": agent.checkpoint_state()},
                     {**identity, "policy_updates": cfg.updates, "actor_critic_reinit": method in REINIT_ACTOR_CRITIC})
     write_json(REPORTS / f"{method}_history.json", history)
+    write_json(REPORTS / f"{method}_curve.json", curve)
     metrics = {"policy/updates": cfg.updates, "policy/seconds": round(time.perf_counter() - start, 1),
-               **{k: v for k, v in history[-1].items() if k.startswith(("loss/", "ac/"))}}
+               **{k: v for k, v in history[-1].items() if k.startswith(("loss/", "ac/"))},
+               **({"eval/return": curve[-1]["eval_return"]} if curve else {})}
     write_metrics(REPORTS / f"{method}.json", metrics)
     tracker.log_metrics(metrics)
     tracker.end()
