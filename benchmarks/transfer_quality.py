@@ -10,6 +10,7 @@ of an expert, the oracle's policy (``--target-behaviour preset`` keeps the prese
     python benchmarks/transfer_quality.py --seeds 0 1 2 --target-transitions 40000
     python benchmarks/transfer_quality.py --target-behaviour preset  # target data from noise, not the oracle
     python benchmarks/transfer_quality.py --preset smoke       # minutes: checks the benchmark itself
+    python benchmarks/transfer_quality.py --methods no_adapt redraw   # a subset (no pretrain_rssm without dreamer_finetune)
 
 Work directories are kept (``--workdir``), so a run that is stopped resumes where DVC left it.
 
@@ -49,6 +50,16 @@ def sh(cmd: list[str], cwd: Path) -> None:
 
 TRAININGS = ("pretrain", "oracle", "pretrain_rssm")  # independent of each other and of the target data
 LATER = ("calibrate", "train_policy", "evaluate")  # foreach groups, each depending only on earlier ones
+ADAPTED = ("draw_finetune", "dreamer_finetune", "redraw")  # the methods with calibrate and train_policy stages
+
+
+def stage_groups(methods: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The stage groups run side by side for ``methods``: trainings, calibrations, policy trainings,
+    evaluations (the source policy in the source simulator and the oracle always)."""
+    trainings = tuple(t for t in TRAININGS if t != "pretrain_rssm" or "dreamer_finetune" in methods)
+    adapted = [m for m in ADAPTED if m in methods]
+    return [trainings, *[tuple(f"{group}@{m}" for m in adapted) for group in LATER[:2]],
+            tuple(f"evaluate@{m}" for m in ("source", *methods))]
 
 
 def side_by_side(workdir: Path, jobs: int, commands: dict[str, list[str]]) -> None:
@@ -87,7 +98,7 @@ def stale_stages(workdir: Path, targets: tuple[str, ...]) -> dict[str, list[str]
     return stale
 
 
-def run_side_by_side(workdir: Path, jobs: int) -> None:
+def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHODS) -> None:
     """Everything up to the results table, independent stages ``jobs`` at a time.
 
     ``dvc repro`` runs one stage after another. Here each group's stages that are not up to date
@@ -103,14 +114,17 @@ def run_side_by_side(workdir: Path, jobs: int) -> None:
             side_by_side(workdir, jobs, stale)
             sh([sys.executable, "-m", "dvc", "commit", "-f", "-q", *stale], workdir)
 
+    trainings, *later = stage_groups(methods)
     sh([sys.executable, "-m", "dvc", "repro", "collect_source"], workdir)
-    run_group(TRAININGS)
+    run_group(trainings)
     sh([sys.executable, "-m", "dvc", "repro", "validate_target"], workdir)  # calibration reads validated data
-    for group in LATER:
-        run_group((group,))
+    for group in later:
+        if group:
+            run_group(group)
 
 
-def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expert: bool) -> None:
+def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expert: bool,
+            methods: tuple[str, ...] = METHODS) -> None:
     if not (workdir / "dvc.yaml").is_file():
         workdir.mkdir(parents=True, exist_ok=True)
         for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"):
@@ -130,6 +144,7 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
     if expert:  # the paper's target data: episodes of the oracle's policy (collect_target depends on models/oracle)
         params["collect_target"]["behaviour"]["kind"] = "policy"
         params["collect_target"]["behaviour"]["checkpoint"] = "models/oracle/agent.pt"
+    params["evaluate"]["methods"] = ["source", *methods]  # METHODS ends with the oracle
     with open(workdir / "params.yaml", "w") as fh:
         yaml.dump(params, fh)
 
@@ -143,6 +158,9 @@ def main() -> int:
     parser.add_argument("--target-behaviour", choices=("expert", "preset"), default="expert",
                         help="who collects the target data: the oracle's policy, as in the paper (default), or "
                         "the preset's collect_target.behaviour (e.g. correlated noise)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="methods to run (default: all); the source policy and the oracle always run, and "
+                        "pretrain_rssm only for dreamer_finetune")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/redraw-quality"), help="scratch root (kept)")
     parser.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1),
                         help="independent stages (the three trainings, then the calibrations, the policy "
@@ -150,17 +168,21 @@ def main() -> int:
                         "1: leave it all to dvc repro, one stage after another)")
     args = parser.parse_args()
 
-    returns: dict[str, list[float]] = {m: [] for m in METHODS}
+    methods = tuple(m for m in METHODS if m in {*args.methods, "oracle"})
+    returns: dict[str, list[float]] = {m: [] for m in methods}
     for seed in args.seeds:
         workdir = args.workdir / f"{args.preset}-seed{seed}"
-        prepare(workdir, args.preset, seed, args.target_transitions, args.target_behaviour == "expert")
-        if args.jobs > 1:
+        prepare(workdir, args.preset, seed, args.target_transitions, args.target_behaviour == "expert", methods)
+        if args.jobs > 1 or methods != METHODS:
             print(f"== seed {seed}: independent stages side by side in {workdir}", flush=True)
-            run_side_by_side(workdir, args.jobs)
+            run_side_by_side(workdir, args.jobs, methods)
         print(f"== seed {seed}: dvc repro in {workdir}", flush=True)
-        sh([sys.executable, "-m", "dvc", "repro", "results"], workdir)
+        # the results stage reads every evaluation in reports/evaluate: with a subset of methods
+        # it runs alone on the evaluations made above, so DVC does not bring in the others
+        sh([sys.executable, "-m", "dvc", "repro", *(["--single-item"] if methods != METHODS else []), "results"],
+           workdir)
         results = json.loads((workdir / "reports/results.json").read_text())
-        for m in METHODS:
+        for m in methods:
             returns[m].append(results[f"{m}/return_mean"])
         print((workdir / "reports/results.md").read_text(), flush=True)
 
@@ -169,14 +191,20 @@ def main() -> int:
           f"{args.target_transitions or 'as the preset'}, target data from "
           f"{'the oracle (expert)' if args.target_behaviour == 'expert' else 'the preset behaviour'}\n")
     print("| method | mean return over seeds | per seed | % of oracle |\n|---|---:|---|---:|")
-    for m in METHODS:
+    for m in methods:
         mean = float(np.mean(returns[m]))
         pct = f"{100 * mean / oracle:.0f}%" if oracle > 0 else "n/a"
         print(f"| {m} | {mean:.1f} | {', '.join(f'{r:.1f}' for r in returns[m])} | {pct} |")
+    if "redraw" not in methods:
+        print("\nthe paper's claims are about ReDRAW: add redraw to --methods to check them")
+        return 0
     redraw = float(np.mean(returns["redraw"]))
-    beats = all(redraw > float(np.mean(returns[m])) for m in ("no_adapt", "draw_finetune", "dreamer_finetune"))
+    baselines = [m for m in ("no_adapt", "draw_finetune", "dreamer_finetune") if m in methods]
+    beats = all(redraw > float(np.mean(returns[m])) for m in baselines)
     ratio = redraw / oracle if oracle > 0 else float("nan")
-    print(f"\nclaim 1, ReDRAW above every baseline: {'yes' if beats else 'no'}")
+    left_out = sorted(set(METHODS) - set(methods))
+    print(f"\nclaim 1, ReDRAW above every baseline{' run (not: ' + ', '.join(left_out) + ')' if left_out else ''}: "
+          f"{'yes' if beats else 'no'}")
     print(f"claim 2, ReDRAW >= 80% of the oracle: {ratio:.0%} -> {'yes' if ratio >= 0.8 else 'no'}")
     return 0
 
