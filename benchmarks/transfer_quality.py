@@ -125,11 +125,18 @@ def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHOD
 
 def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expert: bool,
             methods: tuple[str, ...] = METHODS) -> None:
-    if not (workdir / "dvc.yaml").is_file():
-        workdir.mkdir(parents=True, exist_ok=True)
-        for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"):
-            src = ROOT / item
-            (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / item)
+    """Bring ``workdir`` to this checkout's code, pipeline and params (then the preset and the
+    benchmark's settings): on a kept work directory DVC then re-runs exactly what changed."""
+    fresh = not (workdir / "dvc.yaml").is_file()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"):
+        src, dst = ROOT / item, workdir / item
+        if src.is_dir():
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    if fresh:
         sh(["git", "init", "-q"], workdir)
         sh([sys.executable, "-m", "dvc", "init", "-q"], workdir)
         sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], workdir)
