@@ -76,3 +76,46 @@ def test_replay_chunks_start_episodes_and_are_seeded():
         assert torch.equal(b1[k], b2[k])
     assert b1["state"].shape == (4, 8, 3) and b1["is_first"][:, 0].all()
     assert torch.all(b1["state"][:, 1:, 0] - b1["state"][:, :-1, 0] == 1)  # contiguous rows
+
+
+def test_reinforce_keeps_the_std_when_every_action_is_as_good():
+    # every action earns the same reward, so the actor's expected gradient is zero; the advantages
+    # are positive while the critic learns the values. Scoring clipped actions instead of the
+    # samples drew drove the std down (0.87 -> 0.64 in this setting), ending exploration.
+    from redraw.agent.actor_critic import ActorCritic
+
+    torch.manual_seed(0)
+    ac = ActorCritic(16, 1, ActorCriticConfig(units=32, layers=1, horizon=8, lr=1e-3))
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(9, 64, 16, generator=g)
+    std_before = ac.actor.mean_std(z)[1].mean().item()
+    clipped_share = []
+    for _ in range(100):
+        with torch.no_grad():
+            action = ac.actor.act(z[:-1], generator=g, clip=False)
+        clipped_share.append(float((action.abs() > 1).float().mean()))
+        ac.update({"feat": z, "action": action, "reward": torch.ones(8, 64), "cont": torch.ones(8, 64)})
+    assert np.mean(clipped_share) > 0.1  # the case that matters: many samples fall outside [-1, 1]
+    assert abs(ac.actor.mean_std(z)[1].mean().item() - std_before) < 0.05
+
+
+@pytest.mark.parametrize("world_model", ["draw", "rssm"])
+def test_imagination_trains_on_the_actors_samples_and_the_dynamics_clip_them(world_model, monkeypatch):
+    a = agent(world_model=world_model)
+    with torch.no_grad():
+        a.ac.actor.net[-1].bias.fill_(0.0)
+        a.ac.actor.net[-1].bias[0] = 3.0  # mean tanh(3) ~ 1: about half the samples exceed 1
+    seen = {}
+    imagine = a.wm.imagine
+
+    def spy(policy, start, horizon, generator=None):
+        seen["traj"] = imagine(policy, start, horizon, generator)
+        return seen["traj"]
+
+    monkeypatch.setattr(a.wm, "imagine", spy)
+    a.policy_step(batch_for(SPEC, B=2, T=6))
+    assert seen["traj"]["action"].max() > 1.0
+    start = type(a.wm.initial((3,)))(*(x.detach() for x in a.wm.initial((3,))))
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    beyond = torch.full((3, 1), 1.7)
+    torch.testing.assert_close(a.wm.step(start, beyond, g1)[1], a.wm.step(start, beyond.clamp(-1, 1), g2)[1])

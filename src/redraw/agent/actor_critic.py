@@ -57,12 +57,20 @@ class Actor(nn.Module):
         # the losses, which the training loops check
         return torch.distributions.Normal(*self.mean_std(z), validate_args=False)
 
-    def act(self, z: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    def act(self, z: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None,
+            clip: bool = True) -> torch.Tensor:
+        """An action for features ``z``: a sample (or the mean), clipped to [-1, 1] unless ``clip``
+        is False. Imagination keeps the raw sample (the world models clip the actions they take
+        in) so that REINFORCE scores the sample the policy drew: the log-density of a clipped
+        action is biased, and with the mostly positive advantages of a critic that is still
+        learning it drove the std to its floor within a few hundred updates."""
         d = self.dist(z)
         if not sample:
-            return d.mean.clamp(-1, 1)
-        noise = torch.randn(d.mean.shape, generator=generator, device=d.mean.device, dtype=d.mean.dtype)
-        return (d.mean + d.stddev * noise).clamp(-1, 1)
+            action = d.mean
+        else:
+            noise = torch.randn(d.mean.shape, generator=generator, device=d.mean.device, dtype=d.mean.dtype)
+            action = d.mean + d.stddev * noise
+        return action.clamp(-1, 1) if clip else action
 
 
 class Critic(nn.Module):

@@ -92,7 +92,7 @@ class Agent(nn.Module):
             idx = torch.randperm(len(states[0]), generator=self.generator, device=self.device)[: self.cfg.imag_starts]
             states = type(states)(*(x[idx] for x in states))
         with self._autocast():
-            traj = self.wm.imagine(lambda f: self.ac.actor.act(f, generator=self.generator), states,
+            traj = self.wm.imagine(lambda f: self.ac.actor.act(f, generator=self.generator, clip=False), states,
                                    self.cfg.ac.horizon, generator=self.generator)
             metrics.update(self.ac.update(traj))
             if explore and self.explorer is not None:
@@ -100,9 +100,9 @@ class Agent(nn.Module):
                 # rewarded by its disagreement alone (extrinsic weight 0)
                 feat = out["feat"].detach()
                 metrics.update(self.disagreement.update(feat[:, :-1], batch["action"][:, 1:], out["embed"][:, 1:]))
-                traj = self.wm.imagine(lambda f: self.explorer.actor.act(f, generator=self.generator), states,
+                traj = self.wm.imagine(lambda f: self.explorer.actor.act(f, generator=self.generator, clip=False), states,
                                        self.cfg.ac.horizon, generator=self.generator)
-                traj["reward"] = self.disagreement.reward(traj["feat"][:-1], traj["action"])
+                traj["reward"] = self.disagreement.reward(traj["feat"][:-1], traj["action"].clamp(-1, 1))
                 metrics.update({k.replace("/", "/explore_", 1): v for k, v in self.explorer.update(traj).items()})
 
     def attach_residual(self, cfg) -> None:

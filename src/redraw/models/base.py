@@ -188,7 +188,8 @@ class LatentWorldModel(nn.Module):
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Roll ``policy`` (features -> action) out in the latent dynamics from ``start`` ([N, ...]).
 
-        Returns ``feat`` [H+1, N, F] (feat[0] from start), ``action`` [H, N, A] (taken at step t),
+        Returns ``feat`` [H+1, N, F] (feat[0] from start), ``action`` [H, N, A] (taken at step t, as
+        the policy returned it: ``step`` clips actions to [-1, 1] itself),
         and ``reward`` and ``cont`` [H, N] predicted at step t+1.
         """
         feats, actions, prev = [self.features(start)], [], start
