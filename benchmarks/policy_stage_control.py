@@ -38,6 +38,9 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=None,
                         help="actor and critic learning rate (default: the params' train_policy.lr, else actor_critic.lr)")
     parser.add_argument("--starts", default="data/target", help="episodes whose posterior states start imagination")
+    parser.add_argument("--env", choices=("target", "source"), default="target",
+                        help="evaluate in env.target (default) or env.source (with the pretrained source model "
+                        "and source episodes as starts: the policy stage's test with no dynamics gap at all)")
     parser.add_argument("--episodes", type=int, default=5, help="evaluation episodes on the target (default 5)")
     parser.add_argument("--eval-every", type=int, default=0, help="also evaluate every N updates (default: at the end only)")
     parser.add_argument("--keep-actor-critic", action="store_true",
@@ -85,7 +88,7 @@ def main() -> int:
         replay.add(episode)
     identity = load_checkpoint(args.world_model, map_location="cpu")["identity"]
     out_dir = Path("reports/policy_stage_control")
-    env_name, env_kwargs = get(params, "env.target", "params.yaml"), env_settings(params)
+    env_name, env_kwargs = get(params, f"env.{args.env}", "params.yaml"), env_settings(params)
     curve: list[dict] = []
 
     def evaluate(update: int, metrics: dict) -> None:
@@ -94,7 +97,7 @@ def main() -> int:
         returns, _ = policy_returns(str(path), env_name, env_kwargs, args.episodes, args.seed, progress=False)
         curve.append({"update": update, "return_mean": float(np.mean(returns)), "returns": returns,
                       **{k: metrics[k] for k in ("ac/return", "ac/imag_reward", "ac/entropy") if k in metrics}})
-        print(f"update {update}: target return {np.mean(returns):.1f} ({', '.join(f'{r:.0f}' for r in returns)})",
+        print(f"update {update}: {env_name} return {np.mean(returns):.1f} ({', '.join(f'{r:.0f}' for r in returns)})",
               flush=True)
 
     start, metrics = time.perf_counter(), {}
@@ -108,7 +111,7 @@ def main() -> int:
             evaluate(update + 1, metrics)
     evaluate(updates, metrics)
     (out_dir / f"{args.out}.json").write_text(json.dumps({
-        "world_model": args.world_model, "starts": args.starts, "updates": updates, "lr": lr or "default",
+        "world_model": args.world_model, "starts": args.starts, "env": env_name, "updates": updates, "lr": lr or "default",
         "keep_actor_critic": args.keep_actor_critic, "seed": args.seed, "imag_starts": cfg.imag_starts,
         "seconds": round(time.perf_counter() - start, 1), "curve": curve}, indent=1))
     return 0
