@@ -53,3 +53,20 @@ def test_unknown_preset_and_unknown_key_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="bad.yaml: key 'env.obs_modes' does not exist"):
         apply_preset("bad", params, root=tmp_path)
     assert load_params(params)["preset"] == "quick"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"env": {"target": "my-robot"}, "train_policy": {"eval_every": 10}},
+     r"train_policy.eval_every needs env.target to be a simulator; 'my-robot'"),
+    ({"train_policy": {"eval_every": 10, "eval_episodes": 0}}, r"train_policy.eval_episodes must be at least 1"),
+    ({"train_policy": {"lr": -1.0}}, r"train_policy.lr must be positive"),
+])
+def test_train_policy_refuses_bad_settings_before_reading_anything(tmp_path, monkeypatch, change, message):
+    from redraw.stages import train_policy
+
+    params = load_params(ROOT / "params.yaml")
+    for section_name, values in change.items():
+        params[section_name].update(values)
+    monkeypatch.chdir(tmp_path)  # no models, no data here: the settings are refused first
+    with pytest.raises(ConfigError, match=message):
+        train_policy.run("redraw", params)

@@ -78,6 +78,16 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     cal_cfg, _ = calibrate_configs(params, path)
     seed = int(get(params, "seed", path))
     target_env = get(params, "env.target", path)
+    if cfg.lr < 0:
+        raise ConfigError(f"{path}: train_policy.lr must be positive (or 0 for actor_critic.lr), got {cfg.lr}")
+    if cfg.eval_every > 0:
+        from redraw.envs import ENVS
+
+        if target_env not in ENVS:
+            raise ConfigError(f"{path}: train_policy.eval_every needs env.target to be a simulator; {target_env!r} is "
+                              f"not a registered env (set train_policy.eval_every: 0 for a real system)")
+        if cfg.eval_episodes < 1:
+            raise ConfigError(f"{path}: train_policy.eval_episodes must be at least 1, got {cfg.eval_episodes}")
     data_dir = str(get(params, "target_data", path))
     model_path = CALIBRATED_ROOT / method / "agent.pt"
     if not model_path.is_file():
@@ -87,15 +97,6 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
                                                int(get(params, "target_transitions", path)), cal_cfg.holdout_episodes)
     if fingerprint != identity["target_data"]:
         raise TargetDataError(f"{data_dir} is not the data {model_path} was calibrated on; re-run calibrate@{method}")
-    env = None
-    if cfg.eval_every > 0:
-        from redraw.envs import ENVS, make_env
-        from redraw.stages import env_settings
-
-        if target_env not in ENVS:
-            raise ConfigError(f"{path}: train_policy.eval_every needs env.target to be a simulator; {target_env!r} is "
-                              f"not a registered env (set train_policy.eval_every: 0 for a real system)")
-        env = make_env(target_env, seed=seed + 3, **env_settings(params, path))
     tune_allocator()
     torch.manual_seed(seed)
     agent = load_agent(model_path, device=pick_device())
@@ -104,8 +105,6 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         agent.reset_actor_critic()
     agent.ac.requires_grad_(True)
     agent.ac.slow_critic.requires_grad_(False)
-    if cfg.lr < 0:
-        raise ConfigError(f"{path}: train_policy.lr must be positive (or 0 for actor_critic.lr), got {cfg.lr}")
     if cfg.lr:
         for opt in (agent.ac.actor_opt, agent.ac.critic_opt):
             for group in opt.param_groups:
@@ -117,6 +116,12 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     for ep in train_eps:
         replay.add(ep)
 
+    env = None
+    if cfg.eval_every > 0:
+        from redraw.envs import make_env
+        from redraw.stages import env_settings
+
+        env = make_env(target_env, seed=seed + 3, **env_settings(params, path))
     tracker = StageRun(f"train_policy@{method}", params, tags={"method": method, "env": target_env,
                                                                "target_data_hash": fingerprint})
     history, curve, start = [], [], time.perf_counter()
