@@ -5,12 +5,12 @@ are right by construction), re-initialises the actor-critic and trains it as ``t
 does (imagination from the posterior states of the episodes in ``--starts``, frozen reward
 head), evaluating on the target simulator every ``--eval-every`` updates. If this policy fails
 too, the policy stage is what fails, not the latent residual. ``--world-model`` points it at any
-other agent checkpoint instead (e.g. ``models/calibrated/redraw/agent.pt``: ReDRAW's policy
+other agent checkpoint instead (e.g. ``models/calibrate/redraw/agent.pt``: ReDRAW's policy
 stage with its learning curve). Runs in a quality-benchmark work directory:
 
     python benchmarks/policy_stage_control.py /tmp/redraw-quality/cpu-seed0 --updates 5000
     python benchmarks/policy_stage_control.py WORKDIR --lr 1e-4 --eval-every 1000 --out lr1e-4
-    python benchmarks/policy_stage_control.py WORKDIR --world-model models/calibrated/redraw/agent.pt
+    python benchmarks/policy_stage_control.py WORKDIR --world-model models/calibrate/redraw/agent.pt
 
 Writes ``reports/policy_stage_control/<out>.json`` (the curve and the settings) in WORKDIR.
 """
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def main() -> int:
@@ -41,7 +40,7 @@ def main() -> int:
     parser.add_argument("--env", choices=("target", "source"), default="target",
                         help="evaluate in env.target (default) or env.source (with the pretrained source model "
                         "and source episodes as starts: the policy stage's test with no dynamics gap at all)")
-    parser.add_argument("--episodes", type=int, default=5, help="evaluation episodes on the target (default 5)")
+    parser.add_argument("--episodes", type=int, default=5, help="evaluation episodes per point (default 5)")
     parser.add_argument("--eval-every", type=int, default=0, help="also evaluate every N updates (default: at the end only)")
     parser.add_argument("--keep-actor-critic", action="store_true",
                         help="start from the checkpoint's own actor-critic (with --updates 0: checks that this "
@@ -54,47 +53,32 @@ def main() -> int:
         parser.error(f"{args.workdir / args.world_model}: no such checkpoint; run the quality benchmark "
                      "(or `dvc repro oracle`) in this directory first")
     os.chdir(args.workdir)
-    from redraw.agent.dreamer import load_agent
-    from redraw.checkpoint import load_checkpoint, save_checkpoint
     from redraw.config import get, load_params, section
     from redraw.data.episodes import iter_episodes
     from redraw.data.replay import Replay
+    from redraw.envs import make_env
     from redraw.perf import tune_allocator
     from redraw.stages import env_settings
-    from redraw.stages.evaluate import policy_returns
-    from redraw.stages.train_policy import TrainPolicyConfig
+    from redraw.stages.train_policy import TrainPolicyConfig, evaluate_in_target, policy_stage_agent
 
     params = load_params("params.yaml")
     cfg = section(params, "train_policy", TrainPolicyConfig, "params.yaml")
     updates = cfg.updates if args.updates is None else args.updates
     lr = args.lr or cfg.lr or None
     tune_allocator()
-    torch.manual_seed(args.seed)
-    agent = load_agent(args.world_model)
-    agent.requires_grad_(False)
-    if not args.keep_actor_critic:
-        agent.reset_actor_critic()
-    agent.ac.requires_grad_(True)
-    agent.ac.slow_critic.requires_grad_(False)
-    if lr:
-        for opt in (agent.ac.actor_opt, agent.ac.critic_opt):
-            for group in opt.param_groups:
-                group["lr"] = lr
-    agent.cfg.imag_starts = cfg.imag_starts
-    agent.seed(args.seed)
+    agent = policy_stage_agent(args.world_model, not args.keep_actor_critic, lr or 0.0, cfg.imag_starts, args.seed)
     replay = Replay(list(agent.obs_spec) + ["action", "reward", "is_first", "is_terminal"], cfg.batch_length,
                     seed=args.seed)
     for _, episode in iter_episodes(args.starts):
         replay.add(episode)
-    identity = load_checkpoint(args.world_model, map_location="cpu")["identity"]
     out_dir = Path("reports/policy_stage_control")
-    env_name, env_kwargs = get(params, f"env.{args.env}", "params.yaml"), env_settings(params)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env_name = get(params, f"env.{args.env}", "params.yaml")
+    env = make_env(env_name, seed=args.seed + 3, **env_settings(params))  # as the evaluate stage seeds it
     curve: list[dict] = []
 
     def evaluate(update: int, metrics: dict) -> None:
-        path = out_dir / f"{args.out}.pt"
-        save_checkpoint(path, {"agent": agent.checkpoint_state()}, identity)
-        returns, _ = policy_returns(str(path), env_name, env_kwargs, args.episodes, args.seed, progress=False)
+        returns = evaluate_in_target(agent, env, args.episodes, args.seed)
         curve.append({"update": update, "return_mean": float(np.mean(returns)), "returns": returns,
                       **{k: metrics[k] for k in ("ac/return", "ac/imag_reward", "ac/entropy") if k in metrics}})
         print(f"update {update}: {env_name} return {np.mean(returns):.1f} ({', '.join(f'{r:.0f}' for r in returns)})",
@@ -110,6 +94,7 @@ def main() -> int:
         if args.eval_every and (update + 1) % args.eval_every == 0 and update + 1 != updates:
             evaluate(update + 1, metrics)
     evaluate(updates, metrics)
+    env.close()
     (out_dir / f"{args.out}.json").write_text(json.dumps({
         "world_model": args.world_model, "starts": args.starts, "env": env_name, "updates": updates, "lr": lr or "default",
         "keep_actor_critic": args.keep_actor_critic, "seed": args.seed, "imag_starts": cfg.imag_starts,

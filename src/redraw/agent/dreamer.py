@@ -100,8 +100,8 @@ class Agent(nn.Module):
                 # rewarded by its disagreement alone (extrinsic weight 0)
                 feat = out["feat"].detach()
                 metrics.update(self.disagreement.update(feat[:, :-1], batch["action"][:, 1:], out["embed"][:, 1:]))
-                explore_policy = lambda f: self.explorer.actor.act(f, generator=self.generator, clip=False)  # noqa: E731
-                traj = self.wm.imagine(explore_policy, states, self.cfg.ac.horizon, generator=self.generator)
+                traj = self.wm.imagine(lambda f: self.explorer.actor.act(f, generator=self.generator, clip=False),
+                                       states, self.cfg.ac.horizon, generator=self.generator)
                 traj["reward"] = self.disagreement.reward(traj["feat"][:-1], traj["action"].clamp(-1, 1))
                 metrics.update({k.replace("/", "/explore_", 1): v for k, v in self.explorer.update(traj).items()})
 

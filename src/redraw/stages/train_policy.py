@@ -56,6 +56,25 @@ class TrainPolicyConfig:
     eval_episodes: int = 5  #: episodes per such evaluation
 
 
+def policy_stage_agent(path, reinit: bool, lr: float, imag_starts: int, seed: int):
+    """The agent at ``path`` set up for the policy stage: everything frozen but the actor-critic
+    (re-initialised if ``reinit``; Adam at ``lr`` unless 0), ``imag_starts`` starts per update."""
+    torch.manual_seed(seed)
+    agent = load_agent(path, device=pick_device())
+    agent.requires_grad_(False)
+    if reinit:
+        agent.reset_actor_critic()
+    agent.ac.requires_grad_(True)
+    agent.ac.slow_critic.requires_grad_(False)
+    if lr:
+        for opt in (agent.ac.actor_opt, agent.ac.critic_opt):
+            for group in opt.param_groups:
+                group["lr"] = lr
+    agent.cfg.imag_starts = imag_starts
+    agent.seed(seed)
+    return agent
+
+
 def evaluate_in_target(agent, env, episodes: int, seed: int) -> list[float]:
     """Returns of ``agent`` acting in ``env`` (actions sampled), episode i seeded as in the evaluate
     stage; the agent's random stream is restored afterwards, so training goes on unchanged."""
@@ -98,19 +117,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     if fingerprint != identity["target_data"]:
         raise TargetDataError(f"{data_dir} is not the data {model_path} was calibrated on; re-run calibrate@{method}")
     tune_allocator()
-    torch.manual_seed(seed)
-    agent = load_agent(model_path, device=pick_device())
-    agent.requires_grad_(False)
-    if method in REINIT_ACTOR_CRITIC:
-        agent.reset_actor_critic()
-    agent.ac.requires_grad_(True)
-    agent.ac.slow_critic.requires_grad_(False)
-    if cfg.lr:
-        for opt in (agent.ac.actor_opt, agent.ac.critic_opt):
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr
-    agent.cfg.imag_starts = cfg.imag_starts
-    agent.seed(seed)
+    agent = policy_stage_agent(model_path, method in REINIT_ACTOR_CRITIC, cfg.lr, cfg.imag_starts, seed)
     keys = list(agent.obs_spec) + ["action", "reward", "is_first", "is_terminal"]
     replay = Replay(keys, cfg.batch_length, seed=seed)
     for ep in train_eps:
