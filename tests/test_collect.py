@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from redraw.data.behaviours import BehaviourConfig, CorrelatedNoise
+from redraw.data.behaviours import BehaviourConfig, CorrelatedNoise, Mixture, describe, make_behaviour
 from redraw.data.collect import CollectConfig, collect
 from redraw.data.episodes import dataset_stats, list_episodes, load_episode
 from redraw.data.schema import read_metadata
@@ -84,6 +84,48 @@ def test_correlated_noise_is_correlated_and_bounded():
     assert lag1 > 0.85
     with pytest.raises(ValueError, match="rho"):
         CorrelatedNoise(low, high, rho=1.0, scale=1.0)
+
+
+class Constant:
+    """A stand-in policy: always the same action."""
+
+    def reset(self, rng):
+        pass
+
+    def act(self, obs):
+        return np.array([0.25], np.float32)
+
+
+def test_noise_fraction_replaces_whole_episodes_of_the_policy_with_noise():
+    low, high = -np.ones(1), np.ones(1)
+    mix = Mixture(Constant(), CorrelatedNoise(low, high, rho=0.9, scale=1.0), 0.3)
+    chosen = []
+    for seed in range(400):
+        mix.reset(np.random.default_rng(seed))
+        actions = [float(mix.act({})[0]) for _ in range(5)]
+        is_policy = actions == [0.25] * 5
+        assert is_policy or 0.25 not in actions  # one behaviour for the whole episode
+        chosen.append(is_policy)
+        mix.reset(np.random.default_rng(seed))  # the episode's seed decides, nothing else
+        assert (float(mix.act({})[0]) == 0.25) == is_policy
+    assert 0.24 < 1 - np.mean(chosen) < 0.36  # 400 episodes: 0.3 +- 3 std
+    for fraction, policy_share in ((0.0, 1.0), (1.0, 0.0)):
+        only = Mixture(Constant(), CorrelatedNoise(low, high, rho=0.9, scale=1.0), fraction)
+        picks = []
+        for seed in range(20):
+            only.reset(np.random.default_rng(seed))
+            picks.append(float(only.act({})[0]) == 0.25)
+        assert np.mean(picks) == policy_share
+
+
+def test_noise_fraction_is_checked_and_described():
+    low, high = -np.ones(1), np.ones(1)
+    with pytest.raises(ValueError, match="noise_fraction must be in"):
+        make_behaviour(BehaviourConfig(kind="policy", checkpoint="x.pt", noise_fraction=1.5), low, high)
+    with pytest.raises(ValueError, match="kind is 'correlated'"):
+        make_behaviour(BehaviourConfig(kind="correlated", noise_fraction=0.5), low, high)
+    assert describe(BehaviourConfig(kind="policy", checkpoint="m/agent.pt", noise_fraction=0.5)) == \
+        "policy:m/agent.pt + 50% correlated(rho=0.9, scale=1.0)"
 
 
 @pytest.mark.slow

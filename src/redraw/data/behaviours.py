@@ -17,6 +17,10 @@ class BehaviourConfig:
     rho: float = 0.9  #: correlated: AR(1) coefficient; 0 is white noise, ->1 is smoother
     scale: float = 1.0  #: correlated: stationary std of the noise before clipping
     checkpoint: str = ""  #: policy: path of a trained policy checkpoint
+    #: policy: share of episodes that take correlated noise (rho, scale) instead of the policy,
+    #: drawn per episode. An expert alone shows only its own actions, and a model calibrated on
+    #: that is wrong wherever a learning policy goes next (0: expert only, the paper's data)
+    noise_fraction: float = 0.0
 
 
 class UniformRandom:
@@ -48,9 +52,28 @@ class CorrelatedNoise:
         return np.clip(self.x, self.low, self.high).astype(np.float32)
 
 
+class Mixture:
+    """Each episode, with probability ``fraction``, ``noise`` acts instead of ``policy``."""
+
+    def __init__(self, policy, noise, fraction: float):
+        self.policy, self.noise, self.fraction, self.current = policy, noise, fraction, policy
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self.current = self.noise if rng.random() < self.fraction else self.policy
+        self.current.reset(rng)
+
+    def act(self, obs: dict) -> np.ndarray:
+        return self.current.act(obs)
+
+
 def make_behaviour(cfg: BehaviourConfig, low: np.ndarray, high: np.ndarray, env=None):
     """The behaviour ``cfg`` names. ``policy`` loads a trained agent and needs ``env`` (for its
     observation spec); the checkpoint must match it."""
+    if not 0.0 <= cfg.noise_fraction <= 1.0:
+        raise ValueError(f"behaviour.noise_fraction must be in [0, 1], got {cfg.noise_fraction}")
+    if cfg.noise_fraction and cfg.kind != "policy":
+        raise ValueError(f"behaviour.noise_fraction mixes noise into a policy's episodes; kind is {cfg.kind!r}, "
+                         "not 'policy' (set noise_fraction: 0)")
     if cfg.kind == "random":
         return UniformRandom(low, high)
     if cfg.kind == "correlated":
@@ -64,7 +87,10 @@ def make_behaviour(cfg: BehaviourConfig, low: np.ndarray, high: np.ndarray, env=
 
         expect = {"obs_spec": {k: list(shape) for k, (shape, _) in env.observation_spec().items()},
                   "action_size": env.action_size}
-        return AgentPolicy(load_agent(cfg.checkpoint, expect=expect), sample=True)
+        policy = AgentPolicy(load_agent(cfg.checkpoint, expect=expect), sample=True)
+        if cfg.noise_fraction:
+            return Mixture(policy, CorrelatedNoise(low, high, cfg.rho, cfg.scale), cfg.noise_fraction)
+        return policy
     raise ValueError(f"unknown behaviour kind {cfg.kind!r}; choose one of {BEHAVIOURS}")
 
 
@@ -72,5 +98,6 @@ def describe(cfg: BehaviourConfig) -> str:
     if cfg.kind == "correlated":
         return f"correlated(rho={cfg.rho}, scale={cfg.scale})"
     if cfg.kind == "policy":
-        return f"policy:{cfg.checkpoint}"
+        mix = f" + {cfg.noise_fraction:.0%} correlated(rho={cfg.rho}, scale={cfg.scale})" if cfg.noise_fraction else ""
+        return f"policy:{cfg.checkpoint}{mix}"
     return cfg.kind
