@@ -144,6 +144,12 @@ def test_a_trained_agent_collects_as_behaviour(tmp_path, monkeypatch):
                    progress=False)
     assert meta.behaviour == f"policy:{ckpt}"
     assert dataset_stats(tmp_path / "data")["transitions"] == 40
+    mixed = collect(cfg(tmp_path, "mixed", episodes=2, behaviour=BehaviourConfig(kind="policy", checkpoint=ckpt,
+                                                                                 noise_fraction=1.0)), progress=False)
+    assert mixed.behaviour == f"policy:{ckpt} + 100% correlated(rho=0.9, scale=1.0)"
+    noise = [load_episode(f)["action"] for f in list_episodes(tmp_path / "mixed")]
+    policy = [load_episode(f)["action"] for f in list_episodes(tmp_path / "data")]
+    assert all(not np.array_equal(a, b) for a, b in zip(noise, policy))  # the agent did not act
     with pytest.raises(ValueError, match="obs_spec"):  # a proprio agent cannot act on pixels
         collect(cfg(tmp_path, "pix", obs_mode="pixels", behaviour=BehaviourConfig(kind="policy", checkpoint=ckpt)),
                 progress=False)
