@@ -173,7 +173,8 @@ def main() -> int:
                         help="target data size (default: the preset's; the paper's claim is at 40000)")
     parser.add_argument("--target-behaviour", choices=("expert", "preset"), default="expert",
                         help="who collects the target data: the oracle's policy, as in the paper (default), or "
-                        "the preset's collect_target.behaviour (e.g. correlated noise)")
+                        "the preset's collect_target.behaviour as it is (cpu: the oracle, half the episodes noise; "
+                        "quick: correlated noise)")
     parser.add_argument("--noise-fraction", type=float, default=0.5,
                         help="with the expert: the share of target episodes that take correlated noise instead "
                         "(default 0.5; 0 is the paper's expert-only data, on which the calibrated model is wrong "
