@@ -188,6 +188,8 @@ def main() -> int:
                         "trainings, the evaluations) run this many at a time (default: min(3, cores); "
                         "1: leave it all to dvc repro, one stage after another)")
     args = parser.parse_args()
+    if not 0.0 <= args.noise_fraction <= 1.0:  # refused now, not at collect_target after the trainings
+        parser.error(f"--noise-fraction must be in [0, 1], got {args.noise_fraction}")
 
     methods = tuple(m for m in METHODS if m in {*args.methods, "oracle"})
     returns: dict[str, list[float]] = {m: [] for m in methods}
