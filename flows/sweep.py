@@ -164,13 +164,16 @@ def ensure_pool_and_deployment(pool: str, code_source: str) -> None:
     (this checkout, or a git URL that workers elsewhere can clone)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
             client.read_work_pool(pool)
         except ObjectNotFound:
-            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+            try:
+                client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+            except ObjectAlreadyExists:
+                pass  # a worker started on the same pool created it meanwhile (`prefect worker start` does)
     sweep_point.from_source(source=code_source, entrypoint="flows/sweep.py:sweep_point").deploy(
         name=DEPLOYMENT, work_pool_name=pool, build=False, push=False, print_next_steps=False,
         description="one redraw sweep point: a DVC experiment in a fresh clone", tags=["redraw"])

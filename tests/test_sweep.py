@@ -31,6 +31,42 @@ target_transitions: [5000, 10000]
 """
 
 
+def test_a_worker_creating_the_pool_first_does_not_fail_the_sweep(monkeypatch):
+    """Workers started beside the sweep create its work pool too: between the sweep's read (not
+    found) and its create, one of them may win; the sweep goes on with that pool."""
+    import prefect.client.orchestration as orchestration
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    import flows.sweep as sweep
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read_work_pool(self, name):
+            raise ObjectNotFound(http_exc=Exception("404"))
+
+        def create_work_pool(self, pool):
+            raise ObjectAlreadyExists(http_exc=Exception("409"))
+
+    deployed = []
+
+    class Flow:
+        def from_source(self, source, entrypoint):
+            return self
+
+        def deploy(self, **kw):
+            deployed.append(kw["work_pool_name"])
+
+    monkeypatch.setattr(orchestration, "get_client", lambda sync_client: Client())
+    monkeypatch.setattr(sweep, "sweep_point", Flow())
+    sweep.ensure_pool_and_deployment("pool-a", "/code")
+    assert deployed == ["pool-a"]
+
+
 def test_a_sweep_expands_to_every_combination_with_unique_experiment_names(tmp_path):
     from redraw.sweep_spec import load_sweep
 
