@@ -35,7 +35,7 @@ def main() -> int:
     from redraw.agent.adapt import dynamics_gap
     from redraw.agent.dreamer import load_agent
     from redraw.data.episodes import list_episodes, load_episode
-    from redraw.data.schema import read_metadata
+    from redraw.data.schema import DataError, read_metadata
     from redraw.data.target import TargetDataError
     from redraw.stages.calibrate import holdout_batch
 
@@ -44,7 +44,10 @@ def main() -> int:
     for path in args.models:
         if not path.is_file():
             parser.error(f"{path}: no such checkpoint")
-    meta = read_metadata(args.data)
+    try:
+        meta = read_metadata(args.data)
+    except (DataError, FileNotFoundError) as exc:
+        parser.error(str(exc))
     files = list_episodes(args.data)[-args.episodes:]
     if not files:
         parser.error(f"{args.data}: no episodes")
@@ -57,7 +60,10 @@ def main() -> int:
     print(f"| model | one-step KL (filtering) | KL at h=1 | mean KL h=1..{H} | mean decoded error h=1..{H} "
           f"| decoded error at h={H} |\n|---|---:|---:|---:|---:|---:|")
     for path in args.models:
-        agent = load_agent(path, expect=expect)
+        try:
+            agent = load_agent(path, expect=expect)
+        except ValueError as exc:  # a model of another env, obs mode or action size than DATA
+            parser.error(f"{path} cannot be measured on {args.data}: {exc}")
         keys = list(agent.obs_spec) + ["action", "reward", "is_first", "is_terminal"]
         try:
             batch = holdout_batch(episodes, keys, length)
