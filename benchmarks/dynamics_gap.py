@@ -35,6 +35,7 @@ def main() -> int:
     from redraw.agent.adapt import dynamics_gap
     from redraw.agent.dreamer import load_agent
     from redraw.data.episodes import list_episodes, load_episode
+    from redraw.data.replay import batch_keys
     from redraw.data.schema import DataError, read_metadata
     from redraw.data.target import TargetDataError
     from redraw.stages.calibrate import holdout_batch
@@ -64,7 +65,7 @@ def main() -> int:
             agent = load_agent(path, expect=expect)
         except ValueError as exc:  # a model of another env, obs mode or action size than DATA
             parser.error(f"{path} cannot be measured on {args.data}: {exc}")
-        keys = list(agent.obs_spec) + ["action", "reward", "is_first", "is_terminal"]
+        keys = batch_keys(agent.obs_spec)
         try:
             batch = holdout_batch(episodes, keys, length)
         except TargetDataError:

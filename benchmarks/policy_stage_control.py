@@ -55,7 +55,7 @@ def main() -> int:
     os.chdir(args.workdir)
     from redraw.config import get, load_params, section
     from redraw.data.episodes import iter_episodes
-    from redraw.data.replay import Replay
+    from redraw.data.replay import Replay, batch_keys
     from redraw.envs import make_env
     from redraw.perf import tune_allocator
     from redraw.stages import env_settings
@@ -67,7 +67,7 @@ def main() -> int:
     lr = args.lr or cfg.lr or None
     tune_allocator()
     agent = policy_stage_agent(args.world_model, not args.keep_actor_critic, lr or 0.0, cfg.imag_starts, args.seed)
-    replay = Replay(list(agent.obs_spec) + ["action", "reward", "is_first", "is_terminal"], cfg.batch_length,
+    replay = Replay(batch_keys(agent.obs_spec), cfg.batch_length,
                     seed=args.seed)
     for _, episode in iter_episodes(args.starts):
         replay.add(episode)

@@ -8,6 +8,12 @@ import torch
 from redraw.data.episodes import Episode
 
 
+def batch_keys(obs_spec) -> list[str]:
+    """The episode keys a training batch carries: the observations of ``obs_spec``, then the
+    action, reward and the two episode flags the world model reads."""
+    return [*obs_spec, "action", "reward", "is_first", "is_terminal"]
+
+
 class Replay:
     """Episodes in memory; ``sample`` draws ``batch`` chunks of ``length`` rows uniformly.
 

@@ -28,7 +28,7 @@ from redraw.agent.adapt import CALIBRATED, CalibrateConfig, Calibrator, dynamics
 from redraw.agent.dreamer import load_agent
 from redraw.checkpoint import load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, section
-from redraw.data.replay import Replay
+from redraw.data.replay import Replay, batch_keys
 from redraw.data.target import TargetDataError, load_target
 from redraw.models.residual import ResidualConfig
 from redraw.perf import tune_allocator
@@ -87,7 +87,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     agent = load_agent(model_path, device=device)
     agent.seed(seed)
     calibrator = Calibrator(agent, method, cfg, res_cfg)
-    keys = list(agent.obs_spec) + ["action", "reward", "is_first", "is_terminal"]
+    keys = batch_keys(agent.obs_spec)
     replay = Replay(keys, cfg.batch_length, seed=seed)
     for ep in train_eps:
         replay.add(ep)

@@ -35,7 +35,7 @@ from redraw.checkpoint import identity_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, load_params, section
 from redraw.data.collect import run_episode
 from redraw.data.episodes import dataset_fingerprint, episode_name, iter_episodes, load_episode, save_episode
-from redraw.data.replay import Replay
+from redraw.data.replay import Replay, batch_keys
 from redraw.data.schema import read_metadata
 from redraw.models.draw import WorldModelConfig
 from redraw.perf import tune_allocator
@@ -168,7 +168,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
 
     agent = Agent(obs_spec, env.action_size, agent_cfg, device=device)
     agent.seed(seed)
-    keys = list(obs_spec) + ["action", "reward", "is_first", "is_terminal"]
+    keys = batch_keys(obs_spec)
     replay = Replay(keys, pre.batch_length, seed=seed)
     if meta is not None:
         source = [(str(p), episode) for p, episode in iter_episodes(SOURCE_DATA)]

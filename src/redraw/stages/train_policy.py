@@ -29,7 +29,7 @@ from redraw.agent.adapt import CALIBRATED, REINIT_ACTOR_CRITIC
 from redraw.agent.dreamer import load_agent
 from redraw.checkpoint import load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, section
-from redraw.data.replay import Replay
+from redraw.data.replay import Replay, batch_keys
 from redraw.data.target import TargetDataError, load_target
 from redraw.perf import tune_allocator
 from redraw.stages import method_stage_main
@@ -118,7 +118,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         raise TargetDataError(f"{data_dir} is not the data {model_path} was calibrated on; re-run calibrate@{method}")
     tune_allocator()
     agent = policy_stage_agent(model_path, method in REINIT_ACTOR_CRITIC, cfg.lr, cfg.imag_starts, seed)
-    keys = list(agent.obs_spec) + ["action", "reward", "is_first", "is_terminal"]
+    keys = batch_keys(agent.obs_spec)
     replay = Replay(keys, cfg.batch_length, seed=seed)
     for ep in train_eps:
         replay.add(ep)
