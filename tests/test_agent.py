@@ -119,3 +119,24 @@ def test_imagination_trains_on_the_actors_samples_and_the_dynamics_clip_them(wor
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     beyond = torch.full((3, 1), 1.7)
     torch.testing.assert_close(a.wm.step(start, beyond, g1)[1], a.wm.step(start, beyond.clamp(-1, 1), g2)[1])
+
+
+def test_a_gpu_trained_checkpoint_loads_on_the_cpu_keeping_the_cpu_generator():
+    """A CUDA generator's state (a seed and an offset) cannot drive a CPU generator: a policy
+    trained on a GPU and loaded on a CPU (collection, evaluation, deployment) keeps its own
+    generator; on the device kind that saved it the generator resumes exactly."""
+    a = agent()
+    state = a.checkpoint_state()
+    assert state["generator_device"] == "cpu"
+    gpu_state = dict(state, generator=torch.zeros(16, dtype=torch.uint8), generator_device="cuda")
+    cpu = agent()
+    cpu.seed(7)
+    expected = torch.Generator().manual_seed(7).get_state()
+    cpu.load_checkpoint_state(gpu_state)
+    assert torch.equal(cpu.generator.get_state(), expected)
+    for name, value in cpu.state_dict().items():
+        assert torch.equal(value, a.state_dict()[name]), name
+    a.generator.manual_seed(3)
+    resumed = agent()
+    resumed.load_checkpoint_state(a.checkpoint_state())
+    assert torch.equal(resumed.generator.get_state(), a.generator.get_state())

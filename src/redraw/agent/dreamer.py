@@ -149,6 +149,7 @@ class Agent(nn.Module):
             "critic_opt": self.ac.critic_opt.state_dict(),
             "retnorm": self.ac.retnorm.state_dict(),
             "generator": self.generator.get_state(),
+            "generator_device": self.device.type,
             "updates": self.updates,
             **({"explorer_actor_opt": self.explorer.actor_opt.state_dict(),
                 "explorer_critic_opt": self.explorer.critic_opt.state_dict(),
@@ -162,7 +163,12 @@ class Agent(nn.Module):
         self.ac.actor_opt.load_state_dict(state["actor_opt"])
         self.ac.critic_opt.load_state_dict(state["critic_opt"])
         self.ac.retnorm.load_state_dict(state["retnorm"])
-        self.generator.set_state(state["generator"])
+        # a generator's state is device-specific (a CUDA one is a seed and an offset): it resumes on
+        # the kind of device that saved it; elsewhere (a GPU-trained policy deployed on a CPU) the
+        # generator keeps its seed. A loaded state may have been mapped to the device: set_state
+        # wants it on the CPU.
+        if state.get("generator_device", "cpu") == self.device.type:
+            self.generator.set_state(state["generator"].cpu())
         self.updates = int(state["updates"])
         if self.explorer is not None and "explorer_actor_opt" in state:
             self.explorer.actor_opt.load_state_dict(state["explorer_actor_opt"])
