@@ -130,3 +130,24 @@ def test_nan_loss_stops_training_naming_the_update_and_keeping_the_checkpoint(tm
     assert "no checkpoint had been written yet" in out
     assert not (run_dir / "models/pretrain/agent.pt").exists()
     assert not (run_dir / "reports/pretrain.json").exists()
+
+
+def test_oracle_refuses_a_bad_target_behaviour_before_training(tmp_path):
+    """collect_target runs after the oracle and collects with it: a bad collect_target.behaviour
+    must stop the oracle's stage at once, naming the file and field, not after hours of training."""
+    path = tmp_path / "w"
+    path.mkdir()
+    shutil.copytree(ROOT / "presets", path / "presets")
+    shutil.copy(ROOT / "params.yaml", path / "params.yaml")
+    apply_preset("smoke", path / "params.yaml", root=path)
+    params = load_params(path / "params.yaml", round_trip=True)
+    params["collect_target"]["behaviour"].update(kind="policy", checkpoint="models/oracle/agent.pt", noise_fraction=1.5)
+    with open(path / "params.yaml", "w") as fh:
+        _yaml().dump(params, fh)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, "-m", "redraw.stages.pretrain", "--oracle", "--no-progress"], cwd=path,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0
+    assert "params.yaml: collect_target.behaviour: behaviour.noise_fraction must be in [0, 1], got 1.5" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (path / "models").exists() and not (path / "checkpoints").exists()

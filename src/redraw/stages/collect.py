@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 from redraw.config import ConfigError, get, load_params
 from redraw.config import section as config_section
-from redraw.data.behaviours import BehaviourConfig
+from redraw.data.behaviours import BehaviourConfig, make_behaviour
 from redraw.data.collect import CollectConfig, collect
 from redraw.data.episodes import dataset_fingerprint, dataset_stats
 from redraw.stages import env_settings, report_run
@@ -40,7 +42,18 @@ def config_from_params(which: str, params: dict, params_path: str = "params.yaml
     )
 
 
+def check_behaviour(which: str, params: dict, params_path: str = "params.yaml") -> None:
+    """Refuse a bad ``collect_{which}.behaviour`` naming the file and field. The oracle's stage
+    checks the target's before it trains: collect_target waits for it, and would fail only then."""
+    behaviour = config_from_params(which, params, params_path).behaviour
+    try:
+        make_behaviour(behaviour, np.zeros(1), np.ones(1))  # the checkpoint itself is loaded when collecting
+    except ValueError as exc:
+        raise ConfigError(f"{params_path}: collect_{which}.behaviour: {exc}") from None
+
+
 def run(which: str, params: dict, params_path: str = "params.yaml", progress: bool = True) -> dict:
+    check_behaviour(which, params, params_path)
     cfg = config_from_params(which, params, params_path)
     collect(cfg, progress=progress)
     metrics = dataset_stats(cfg.out_dir)

@@ -141,6 +141,10 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     from redraw.envs import make_env
 
     agent_cfg, pre = configs_from_params(params, path, world_model)
+    if env_key == "env.target":  # the oracle: collect_target, which uses it, would refuse a bad behaviour only after it
+        from redraw.stages.collect import check_behaviour
+
+        check_behaviour("target", params, path)
     seed = int(get(params, "seed", path))
     env_name = get(params, env_key, path)
     env_kwargs = env_settings(params, path)
