@@ -151,3 +151,27 @@ def test_oracle_refuses_a_bad_target_behaviour_before_training(tmp_path):
     assert "params.yaml: collect_target.behaviour: behaviour.noise_fraction must be in [0, 1], got 1.5" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (path / "models").exists() and not (path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_mlflow_run_killed_and_keeps_the_checkpoint(tmp_path):
+    """A stage stopped with SIGTERM (kill, a cancelled flow run) must not leave its MLflow run
+    RUNNING for ever: it ends KILLED, exits 143, and the checkpoint it had written resumes."""
+    from mlflow import MlflowClient
+
+    run_dir = make_workdir(tmp_path / "run", steps=300)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = pretrain(run_dir, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(run_dir.glob("checkpoints/*/checkpoint.pt")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    assert "Traceback" not in out
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlruns/mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("redraw").experiment_id])
+    status = {r.data.tags.get("mlflow.runName"): r.info.status for r in runs}
+    assert status["pretrain"] == "KILLED", status
+    assert "RUNNING" not in status.values(), status
+    assert load_checkpoint(next(run_dir.glob("checkpoints/*/checkpoint.pt")))["agent"]["updates"] > 0

@@ -95,15 +95,36 @@ def _env_tags() -> dict[str, str]:
     return {str(k): str(v) for k, v in tags.items()}
 
 
+class Terminated(SystemExit):
+    """Raised in a stage's main thread on SIGTERM (a kill, a cancelled flow run), so that its
+    cleanup runs and its MLflow run ends KILLED instead of staying RUNNING."""
+
+
+def _raise_on_sigterm() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:  # someone else handles it
+        return
+
+    def handler(signum, _frame):
+        raise Terminated(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 class StageRun:
     """An MLflow run for one DVC stage (``stage``: its dvc.yaml name, e.g. ``calibrate@redraw``),
     nested under the pipeline run of the same commit and params. Logs the stage's params and
     tags (git commit, preset, stage params hash, plus ``tags``: data hashes). Tracking problems
     are reported once and never stop training: the stage's own files (metrics JSON,
-    checkpoints, figures) are always written."""
+    checkpoints, figures) are always written. A stage stopped by SIGTERM or Ctrl-C ends its run
+    KILLED (exit status 143 on SIGTERM)."""
 
     def __init__(self, stage: str, params: dict[str, Any], tags: dict[str, str] | None = None):
         self.stage, self.mlflow, self.run, self.parent = stage, None, None, None
+        _raise_on_sigterm()
         try:
             import hashlib
 
@@ -172,7 +193,12 @@ class StageRun:
             self._warn(exc)
 
     def end(self, status: str = "FINISHED") -> None:
-        """End the stage's run; the pipeline run shows the latest stage's outcome."""
+        """End the stage's run; the pipeline run shows the latest stage's outcome. Called while
+        a kill or Ctrl-C is being handled, a FAILED run ends KILLED."""
+        import sys
+
+        if status == "FAILED" and isinstance(sys.exc_info()[1], (Terminated, KeyboardInterrupt)):
+            status = "KILLED"
         if self.mlflow is not None:
             try:
                 self.mlflow.end_run(status=status)
@@ -184,4 +210,7 @@ class StageRun:
         return self
 
     def __exit__(self, exc_type, *_) -> None:
-        self.end("FAILED" if exc_type else "FINISHED")
+        if exc_type is None:
+            self.end("FINISHED")
+        else:
+            self.end("KILLED" if issubclass(exc_type, (Terminated, KeyboardInterrupt)) else "FAILED")
