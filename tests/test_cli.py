@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,13 @@ def test_import_refuses_to_overwrite_without_replace(tmp_path, capsys):
     assert _files(tmp_path / "dest") == _files(tmp_path / "a")
     assert _import(tmp_path / "b", tmp_path / "dest", "--replace") == 0
     assert _files(tmp_path / "dest") == _files(tmp_path / "b")
+
+
+def test_stages_run_the_code_of_the_repository_they_run_in(tmp_path):
+    """DVC hashes a repository's src/ as its stages' deps, so the stages must import that code,
+    not the checkout the venv's editable install points at (benchmark and sweep copies)."""
+    from conftest import make_repo, sh
+
+    repo = make_repo(tmp_path / "copy")
+    out = sh([str(repo / "scripts/py"), "-c", "import redraw; print(redraw.__file__)"], repo).stdout
+    assert Path(out.strip()).resolve().is_relative_to((repo / "src").resolve()), out
