@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,23 @@ def _kill_tree(pid: int) -> None:
             pass
 
 
+def _signal_tree(pid: int, sig: int) -> None:
+    import psutil
+
+    proc = psutil.Process(pid)
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            p.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _point_running(client, point: str) -> bool:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return bool(client.search_runs(experiments, filter_string=f"tags.`redraw.sweep_point` = '{point}' and "
+                                   "attributes.status = 'RUNNING' and tags.`dvc.stage` != ''"))
+
+
 def _runs_point(pid: int, point: str) -> bool:
     """Whether one of ``pid``'s descendants is a stage of ``point`` (stages carry its tags)."""
     import psutil
@@ -200,7 +218,17 @@ def test_four_points_on_two_workers_survive_a_killed_worker(tmp_path):
             # a sweep or worker that died cannot produce a point mid-run: say so now, with its log
             for name in ("sweep", "worker1", "worker2", "prefect", "mlflow"):
                 assert procs[name].poll() is None, f"{name} exited early (exit code {procs[name].returncode})"
-            return _mid_run(client, workers)
+            found = _mid_run(client, workers)
+            if not found:
+                return None
+            # freeze the worker's process tree, then make sure the stage is still running: a stage
+            # that ended between the look and the kill would leave the dead attempt nothing to mark
+            _signal_tree(procs[found[0]].pid, signal.SIGSTOP)
+            time.sleep(0.5)  # requests sent before the freeze land first
+            if _point_running(client, found[1]):
+                return found
+            _signal_tree(procs[found[0]].pid, signal.SIGCONT)
+            return None
 
         try:  # a busy machine (CI beside other work) makes every stage slower: a generous window
             victim, point = wait_for("a point mid-run", mid_run, seconds=900, every=1.0)
