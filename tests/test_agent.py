@@ -121,6 +121,21 @@ def test_imagination_trains_on_the_actors_samples_and_the_dynamics_clip_them(wor
     torch.testing.assert_close(a.wm.step(start, beyond, g1)[1], a.wm.step(start, beyond.clamp(-1, 1), g2)[1])
 
 
+@pytest.mark.parametrize("imag_clip", [False, True])
+def test_imag_clip_clips_the_imagined_actions_that_reinforce_scores(imag_clip, monkeypatch):
+    a = agent(imag_clip=imag_clip)
+    with torch.no_grad():
+        a.ac.actor.net[-1].bias.fill_(0.0)
+        a.ac.actor.net[-1].bias[0] = 3.0  # about half the samples exceed 1
+    seen = []
+    imagine = a.wm.imagine
+    monkeypatch.setattr(a.wm, "imagine", lambda *args, **kw: seen.append(imagine(*args, **kw)) or seen[-1])
+    a.train_step(batch_for(SPEC, B=2, T=6))
+    assert (seen[0]["action"].abs().max() <= 1.0) == imag_clip
+    # a checkpoint does not carry the setting: the policy stage's agent scores raw samples
+    assert not AgentConfig().imag_clip
+
+
 def test_a_gpu_trained_checkpoint_loads_on_the_cpu_keeping_the_cpu_generator():
     """A CUDA generator's state (a seed and an offset) cannot drive a CPU generator: a policy
     trained on a GPU and loaded on a CPU (collection, evaluation, deployment) keeps its own

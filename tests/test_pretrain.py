@@ -175,3 +175,13 @@ def test_sigterm_ends_the_mlflow_run_killed_and_keeps_the_checkpoint(tmp_path):
     assert status["pretrain"] == "KILLED", status
     assert "RUNNING" not in status.values(), status
     assert load_checkpoint(next(run_dir.glob("checkpoints/*/checkpoint.pt")))["agent"]["updates"] > 0
+
+
+def test_pretrain_imag_clip_reaches_the_agent_and_defaults_off():
+    from redraw.stages.pretrain import configs_from_params
+
+    params = load_params(ROOT / "params.yaml")
+    assert not configs_from_params(params)[0].imag_clip
+    params["pretrain"]["imag_clip"] = True
+    agent_cfg, pre = configs_from_params(params)
+    assert agent_cfg.imag_clip and pre.imag_clip

@@ -24,6 +24,10 @@ class AgentConfig:
     imag_starts: int = 0  #: imagination start states per update (0: every posterior state)
     exploration: str = "task"  #: task (act with the task actor) | plan2explore
     disagreement_heads: int = 8  #: plan2explore ensemble size
+    #: clip the task actor's imagined samples before REINFORCE scores them: biased (see
+    #: ``Actor.act``), the behaviour before commit 40dcb3b, with which online pretraining learnt the
+    #: swing-up on the cpu preset where the unbiased update has not so far (README, Results)
+    imag_clip: bool = False
 
 
 class Agent(nn.Module):
@@ -92,8 +96,8 @@ class Agent(nn.Module):
             idx = torch.randperm(len(states[0]), generator=self.generator, device=self.device)[: self.cfg.imag_starts]
             states = type(states)(*(x[idx] for x in states))
         with self._autocast():
-            traj = self.wm.imagine(lambda f: self.ac.actor.act(f, generator=self.generator, clip=False), states,
-                                   self.cfg.ac.horizon, generator=self.generator)
+            traj = self.wm.imagine(lambda f: self.ac.actor.act(f, generator=self.generator, clip=self.cfg.imag_clip),
+                                   states, self.cfg.ac.horizon, generator=self.generator)
             metrics.update(self.ac.update(traj))
             if explore and self.explorer is not None:
                 # Plan2Explore: the ensemble learns feat_t, a_{t+1} -> embed_{t+1}; the explorer is

@@ -104,6 +104,7 @@ class PretrainConfig:
     checkpoint_every: int = 500  #: updates between checkpoints
     log_every: int = 100  #: updates between metric records
     rssm_horizon: int = 15  #: imagination horizon of the RSSM (DreamerV3) pretraining (stage pretrain_rssm)
+    imag_clip: bool = False  #: experimental: clip imagined actions before REINFORCE (pre-40dcb3b; README)
 
 
 def configs_from_params(params: dict, path: str = "params.yaml", world_model: str | None = None):
@@ -117,7 +118,7 @@ def configs_from_params(params: dict, path: str = "params.yaml", world_model: st
     if pre.world_model == "rssm":
         ac.horizon = pre.rssm_horizon
     agent = AgentConfig(world_model=pre.world_model, wm=wm, ac=ac, bf16=pre.bf16, imag_starts=pre.imag_starts,
-                        exploration=pre.exploration)
+                        exploration=pre.exploration, imag_clip=pre.imag_clip)
     return agent, pre
 
 
