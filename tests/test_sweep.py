@@ -110,19 +110,8 @@ def test_without_a_prefect_server_the_sweep_says_what_to_start(tmp_path):
     assert proc.returncode == 2 and "make prefect-server" in proc.stderr
 
 
-def _kill_tree(pid: int) -> None:
-    """What a dead machine does to a worker: it and everything it started stop at once."""
-    import psutil
-
-    proc = psutil.Process(pid)
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-
-
 def _signal_tree(pid: int, sig: int) -> None:
+    """``sig`` to ``pid`` and everything it started (SIGKILL: what a dead machine does to a worker)."""
     import psutil
 
     proc = psutil.Process(pid)
@@ -133,10 +122,12 @@ def _signal_tree(pid: int, sig: int) -> None:
             pass
 
 
-def _point_running(client, point: str) -> bool:
+def _running_stage_runs(client, point: str | None = None) -> list:
+    """The sweep's stage runs in progress in MLflow (of ``point`` only, if given)."""
     experiments = [e.experiment_id for e in client.search_experiments()]
-    return bool(client.search_runs(experiments, filter_string=f"tags.`redraw.sweep_point` = '{point}' and "
-                                   "attributes.status = 'RUNNING' and tags.`dvc.stage` != ''"))
+    only = f" and tags.`redraw.sweep_point` = '{point}'" if point else ""
+    return client.search_runs(experiments, filter_string="tags.`redraw.sweep` = 'smoke' and "
+                              f"attributes.status = 'RUNNING' and tags.`dvc.stage` != ''{only}") if experiments else []
 
 
 def _runs_point(pid: int, point: str) -> bool:
@@ -154,10 +145,7 @@ def _runs_point(pid: int, point: str) -> bool:
 
 def _mid_run(client, workers):
     """(worker, point) once some point has a stage run in progress in MLflow."""
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    running = client.search_runs(experiments, filter_string="tags.`redraw.sweep` = 'smoke' and "
-                                 "attributes.status = 'RUNNING' and tags.`dvc.stage` != ''") if experiments else []
-    for run in running:
+    for run in _running_stage_runs(client):
         point = run.data.tags["redraw.sweep_point"]
         for name, proc in workers.items():
             if proc.poll() is None and _runs_point(proc.pid, point):
@@ -225,7 +213,7 @@ def test_four_points_on_two_workers_survive_a_killed_worker(tmp_path):
             # that ended between the look and the kill would leave the dead attempt nothing to mark
             _signal_tree(procs[found[0]].pid, signal.SIGSTOP)
             time.sleep(0.5)  # requests sent before the freeze land first
-            if _point_running(client, found[1]):
+            if _running_stage_runs(client, found[1]):
                 return found
             _signal_tree(procs[found[0]].pid, signal.SIGCONT)
             return None
@@ -234,7 +222,7 @@ def test_four_points_on_two_workers_survive_a_killed_worker(tmp_path):
             victim, point = wait_for("a point mid-run", mid_run, seconds=900, every=1.0)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{_logs(tmp_path)}") from None
-        _kill_tree(procs[victim].pid)
+        _signal_tree(procs[victim].pid, signal.SIGKILL)
         procs[victim].wait(timeout=30)
         assert procs["sweep"].wait(timeout=1500) == 0, _logs(tmp_path)
 

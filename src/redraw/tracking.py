@@ -210,7 +210,4 @@ class StageRun:
         return self
 
     def __exit__(self, exc_type, *_) -> None:
-        if exc_type is None:
-            self.end("FINISHED")
-        else:
-            self.end("KILLED" if issubclass(exc_type, (Terminated, KeyboardInterrupt)) else "FAILED")
+        self.end("FAILED" if exc_type else "FINISHED")  # end() tells a kill from a failure
