@@ -13,6 +13,7 @@ preset's behaviour).
     python benchmarks/transfer_quality.py --target-behaviour preset  # target data from noise, not the oracle
     python benchmarks/transfer_quality.py --preset smoke       # minutes: checks the benchmark itself
     python benchmarks/transfer_quality.py --methods no_adapt redraw   # a subset (no pretrain_rssm without dreamer_finetune)
+    python benchmarks/transfer_quality.py --set pretrain.imag_clip=true  # any params.yaml key, after the preset
 
 Work directories are kept (``--workdir``), so a run that is stopped resumes where DVC left it.
 
@@ -117,7 +118,7 @@ def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHOD
             sh([sys.executable, "-m", "dvc", "commit", "-f", "-q", *stale], workdir)
 
     trainings, *later = stage_groups(methods)
-    sh([sys.executable, "-m", "dvc", "repro", "collect_source"], workdir)
+    sh([sys.executable, "-m", "dvc", "repro", "collect_source", "collect_oracle"], workdir)  # the trainings' starts
     run_group(trainings)
     sh([sys.executable, "-m", "dvc", "repro", "validate_target"], workdir)  # calibration reads validated data
     for group in later:
@@ -126,7 +127,8 @@ def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHOD
 
 
 def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expert: bool,
-            methods: tuple[str, ...] = METHODS, noise_fraction: float = 0.0) -> None:
+            methods: tuple[str, ...] = METHODS, noise_fraction: float = 0.0,
+            overrides: dict[str, object] | None = None) -> None:
     """Bring ``workdir`` to this checkout's code, pipeline and params (then the preset and the
     benchmark's settings): on a kept work directory DVC then re-runs exactly what changed."""
     fresh = not (workdir / "dvc.yaml").is_file()
@@ -157,6 +159,23 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
     params["evaluate"]["methods"] = ["source", *methods]  # METHODS ends with the oracle
     with open(workdir / "params.yaml", "w") as fh:
         yaml.dump(params, fh)
+    if overrides:  # last, so that they win over the preset and the settings above
+        from redraw.config import set_params
+
+        set_params(overrides, workdir / "params.yaml", source="--set")
+
+
+def parse_set(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` strings (dotted params.yaml keys, YAML values) as a dict; ValueError names a bad one."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. pretrain.imag_clip=true")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
 
 
 def describe_target(behaviour: str, noise_fraction: float) -> str:
@@ -187,16 +206,28 @@ def main() -> int:
                         help="independent stages (the three trainings, then the calibrations, the policy "
                         "trainings, the evaluations) run this many at a time (default: min(3, cores); "
                         "1: leave it all to dvc repro, one stage after another)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a params.yaml key (dotted, must exist) after the preset and the benchmark's "
+                        "own settings, e.g. --set pretrain.imag_clip=true; repeatable")
     args = parser.parse_args()
     if not 0.0 <= args.noise_fraction <= 1.0:  # refused now, not at collect_target after the trainings
         parser.error(f"--noise-fraction must be in [0, 1], got {args.noise_fraction}")
+    try:
+        overrides = parse_set(args.overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    from redraw.config import ConfigError
 
     methods = tuple(m for m in METHODS if m in {*args.methods, "oracle"})
     returns: dict[str, list[float]] = {m: [] for m in methods}
     for seed in args.seeds:
         workdir = args.workdir / f"{args.preset}-seed{seed}"
-        prepare(workdir, args.preset, seed, args.target_transitions, args.target_behaviour == "expert", methods,
-                args.noise_fraction)
+        try:
+            prepare(workdir, args.preset, seed, args.target_transitions, args.target_behaviour == "expert", methods,
+                    args.noise_fraction, overrides)
+        except ConfigError as exc:  # e.g. a --set key that params.yaml does not have
+            parser.error(str(exc))
         if args.jobs > 1 or methods != METHODS:
             print(f"== seed {seed}: independent stages side by side in {workdir}", flush=True)
             run_side_by_side(workdir, args.jobs, methods)
@@ -213,7 +244,8 @@ def main() -> int:
     oracle = float(np.mean(returns["oracle"]))
     print(f"\n# {args.preset} preset, seeds {args.seeds}, target transitions "
           f"{args.target_transitions or 'as the preset'}, target data from "
-          f"{describe_target(args.target_behaviour, args.noise_fraction)}\n")
+          f"{describe_target(args.target_behaviour, args.noise_fraction)}"
+          f"{''.join(f', {k}={v}' for k, v in overrides.items())}\n")
     print("| method | mean return over seeds | per seed | % of oracle |\n|---|---:|---|---:|")
     for m in methods:
         mean = float(np.mean(returns[m]))
