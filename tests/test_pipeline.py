@@ -22,7 +22,7 @@ def repo(smoke_repo):
 
 def test_repro_runs_the_whole_chain_then_does_nothing(smoke_repo, repo):
     first = smoke_repo.first_run
-    stages = ["collect_source", "collect_target", "validate_target", "pretrain", "oracle", "pretrain_rssm",
+    stages = ["collect_source", "collect_oracle", "collect_target", "validate_target", "pretrain", "oracle", "pretrain_rssm",
               *(f"{s}@{m}" for s in ("calibrate", "train_policy") for m in METHODS),
               *(f"evaluate@{m}" for m in ("source", "no_adapt", *METHODS, "oracle")), "results"]
     for stage in [*stages, "register"]:

@@ -30,8 +30,9 @@ def make_workdir(path: Path, steps: int = 300) -> Path:
     params["pretrain"]["steps"] = steps
     with open(path / "params.yaml", "w") as fh:
         _yaml().dump(params, fh)
-    subprocess.run([sys.executable, "-m", "redraw.stages.collect", "source", "--no-progress"], cwd=path, check=True,
-                   capture_output=True)
+    for which in ("source", "oracle"):  # each training's start: data/source, and data/oracle for the oracle
+        subprocess.run([sys.executable, "-m", "redraw.stages.collect", which, "--no-progress"], cwd=path, check=True,
+                       capture_output=True)
     return path
 
 
@@ -151,6 +152,33 @@ def test_oracle_refuses_a_bad_target_behaviour_before_training(tmp_path):
     assert "params.yaml: collect_target.behaviour: behaviour.noise_fraction must be in [0, 1], got 1.5" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (path / "models").exists() and not (path / "checkpoints").exists()
+
+
+def test_the_oracle_starts_from_collect_sources_episodes_in_the_target_sim(tmp_path):
+    """The oracle is trained as the source policy is: its replay starts from collect_source's
+    behaviour and size collected in env.target (data/oracle), and it refuses to start without them."""
+    from redraw.data.episodes import dataset_stats
+    from redraw.data.schema import read_metadata
+
+    path = tmp_path / "w"
+    path.mkdir()
+    shutil.copytree(ROOT / "presets", path / "presets")
+    shutil.copy(ROOT / "params.yaml", path / "params.yaml")
+    apply_preset("smoke", path / "params.yaml", root=path)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, "-m", "redraw.stages.pretrain", "--oracle", "--no-progress"], cwd=path,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0 and "data/oracle/metadata.json" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (path / "models").exists()
+    for which in ("source", "oracle"):
+        subprocess.run([sys.executable, "-m", "redraw.stages.collect", which, "--no-progress"], cwd=path, check=True,
+                       capture_output=True, env=env)
+    params = load_params(path / "params.yaml")
+    source, oracle = read_metadata(path / "data/source"), read_metadata(path / "data/oracle")
+    assert (source.env, oracle.env) == (params["env"]["source"], params["env"]["target"])
+    assert oracle.behaviour == source.behaviour and oracle.obs_mode == source.obs_mode
+    assert dataset_stats(path / "data/oracle")["episodes"] == params["collect_source"]["episodes"]
+    assert json.loads((path / "reports/collect_oracle.json").read_text())["data/episodes"] == params["collect_source"]["episodes"]
 
 
 @pytest.mark.slow

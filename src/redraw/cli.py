@@ -207,10 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List the registered envs and the perturbation each target applies.")
     p.set_defaults(func=_cmd_envs)
 
-    p = sub.add_parser("collect", help="collect simulator episodes (DVC stage collect_source/_target)",
+    p = sub.add_parser("collect", help="collect simulator episodes (DVC stage collect_source/_target/_oracle)",
                        description="Collect episodes for env.source -> data/source or env.target -> data/target, "
-                       "with the behaviour and sizes in params.yaml.")
-    p.add_argument("which", choices=["source", "target"])
+                       "with the behaviour and sizes in params.yaml; oracle: env.target with collect_source's "
+                       "behaviour and size -> data/oracle (where the oracle's training starts).")
+    p.add_argument("which", choices=["source", "target", "oracle"])
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_collect)

@@ -1,9 +1,12 @@
-"""DVC stages ``collect_source`` / ``collect_target``: simulator episodes with a behaviour policy.
+"""DVC stages ``collect_source`` / ``collect_target`` / ``collect_oracle``: simulator episodes with
+a behaviour policy.
 
 The target simulator stands in for the real robot: ``collect_target`` produces the small, fixed
-target data set (size in transitions, ``collect_target.transitions``).
+target data set (size in transitions, ``collect_target.transitions``). ``collect_oracle`` is the
+oracle's counterpart of ``collect_source``: the same episodes (``collect_source``'s behaviour and
+size) in the target simulator, so that the oracle starts its replay as the source pretraining does.
 
-    python -m redraw.stages.collect source|target [--params params.yaml]
+    python -m redraw.stages.collect source|target|oracle [--params params.yaml]
 """
 
 from __future__ import annotations
@@ -21,16 +24,21 @@ from redraw.data.episodes import dataset_fingerprint, dataset_stats
 from redraw.stages import env_settings, report_run
 from redraw.tracking import StageRun, write_metrics
 
-OUT_DIRS = {"source": "data/source", "target": "data/target"}
-METRICS = {"source": "reports/collect_source.json", "target": "reports/collect_target.json"}
-STREAMS = {"source": 0, "target": 1}
+OUT_DIRS = {"source": "data/source", "target": "data/target", "oracle": "data/oracle"}
+METRICS = {"source": "reports/collect_source.json", "target": "reports/collect_target.json",
+           "oracle": "reports/collect_oracle.json"}
+STREAMS = {"source": 0, "target": 1, "oracle": 2}
+#: which: (env key, params section with the sizes and the behaviour)
+SETTINGS = {"source": ("env.source", "collect_source"), "target": ("env.target", "collect_target"),
+            "oracle": ("env.target", "collect_source")}
 
 
 def config_from_params(which: str, params: dict, params_path: str = "params.yaml") -> CollectConfig:
-    section = get(params, f"collect_{which}", params_path)
-    behaviour = config_section(params, f"collect_{which}.behaviour", BehaviourConfig, params_path)
+    env_key, name = SETTINGS[which]
+    section = get(params, name, params_path)
+    behaviour = config_section(params, f"{name}.behaviour", BehaviourConfig, params_path)
     return CollectConfig(
-        env=get(params, f"env.{which}", params_path),
+        env=get(params, env_key, params_path),
         out_dir=OUT_DIRS[which],
         episodes=int(section.get("episodes", 0)),
         transitions=int(section.get("transitions", 0)),
@@ -49,7 +57,7 @@ def check_behaviour(which: str, params: dict, params_path: str = "params.yaml") 
     try:
         make_behaviour(behaviour, np.zeros(1), np.ones(1))  # the checkpoint itself is loaded when collecting
     except ValueError as exc:
-        raise ConfigError(f"{params_path}: collect_{which}.behaviour: {exc}") from None
+        raise ConfigError(f"{params_path}: {SETTINGS[which][1]}.behaviour: {exc}") from None
 
 
 def run(which: str, params: dict, params_path: str = "params.yaml", progress: bool = True) -> dict:
@@ -67,9 +75,11 @@ def run(which: str, params: dict, params_path: str = "params.yaml", progress: bo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m redraw.stages.collect",
-        description="Collect simulator episodes for the source or the target env (DVC stage).",
+        description="Collect simulator episodes for the source or the target env (DVC stages collect_source, "
+        "collect_target, collect_oracle).",
     )
-    parser.add_argument("which", choices=sorted(OUT_DIRS), help="source: env.source -> data/source; target: env.target -> data/target")
+    parser.add_argument("which", choices=sorted(OUT_DIRS), help="source: env.source -> data/source; target: env.target -> data/target; oracle: "
+                        "env.target with collect_source's behaviour and size -> data/oracle (the oracle's start)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

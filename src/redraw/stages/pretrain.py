@@ -1,8 +1,9 @@
 """DVC stages ``pretrain`` and ``oracle``: world model and actor-critic trained online.
 
 ``pretrain`` trains in the source simulator (``env.source``), starting from ``data/source``;
-``oracle`` runs the same training directly in the target simulator (``env.target``) from
-scratch: the upper bound in results tables.
+``oracle`` runs the same training directly in the target simulator (``env.target``), starting
+from ``data/oracle`` (``collect_source``'s episodes, collected in the target simulator): the upper
+bound in results tables, trained exactly as the source policy is.
 
 Dreamer loop: act in ``env.source`` with the actor, store finished episodes, and train at
 ``pretrain.train_ratio`` updates per agent step on chunks from the replay (which starts from
@@ -43,6 +44,8 @@ from redraw.stages import env_settings, report_run
 from redraw.tracking import StageRun, write_json, write_metrics
 
 SOURCE_DATA = "data/source"
+#: the simulator data each training starts its replay from, by env key
+START_DATA = {"env.source": SOURCE_DATA, "env.target": "data/oracle"}
 OUT_DIR = Path("models/pretrain")
 METRICS = "reports/pretrain.json"
 CURVE = "reports/pretrain_curve.json"
@@ -74,7 +77,7 @@ def openloop_report(agent: Agent, replay: Replay, figure_path: Path, title: str,
 
 def fit_obs_scale(agent: Agent, episodes: list[tuple[str, dict]]) -> None:
     """Fix the world model's observation scale (``model.obs_norm``) from ``(where, episode)``
-    pairs: the collected source data, or the oracle's first online episode. Non-finite
+    pairs: the collected episodes (data/source, data/oracle), or else the first online episode. Non-finite
     observations are refused naming the episode and the key."""
     keys = agent.wm.vector_keys
     if not (agent.cfg.wm.obs_norm and keys and episodes):
@@ -150,10 +153,11 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     env_name = get(params, env_key, path)
     env_kwargs = env_settings(params, path)
     obs_mode = env_kwargs["obs_mode"]
-    meta = read_metadata(SOURCE_DATA) if env_key == "env.source" else None
-    if meta is not None and (meta.env != env_name or meta.obs_mode != obs_mode):
-        raise ConfigError(f"{SOURCE_DATA}: holds {meta.env}/{meta.obs_mode} data, params ask for {env_name}/{obs_mode}; "
-                          "rerun collect_source")
+    start_data = START_DATA[env_key]
+    meta = read_metadata(start_data)  # DataError naming the file when there are no collected episodes
+    if meta.env != env_name or meta.obs_mode != obs_mode:
+        raise ConfigError(f"{start_data}: holds {meta.env}/{meta.obs_mode} data, params ask for {env_name}/{obs_mode}; "
+                          f"rerun collect_{'source' if env_key == 'env.source' else 'oracle'}")
     tune_allocator()
     torch.manual_seed(seed)
     device = pick_device()
@@ -166,7 +170,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         "model": asdict(agent_cfg.wm), "actor_critic": asdict(agent_cfg.ac),
     }
     run_identity = {**identity, "pretrain": asdict(pre), "seed": seed, "env_kwargs": env_kwargs,
-                    "source_data": dataset_fingerprint(SOURCE_DATA) if meta is not None else None}
+                    "source_data": dataset_fingerprint(start_data)}  # the key predates data/oracle: kept, so are the hashes
     ckpt_dir = checkpoint_root / f"{out_dir.name}-{identity_hash(run_identity)}"
     ckpt_path, replay_dir = ckpt_dir / "checkpoint.pt", ckpt_dir / "replay"
     replay_dir.mkdir(parents=True, exist_ok=True)
@@ -175,12 +179,11 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     agent.seed(seed)
     keys = batch_keys(obs_spec)
     replay = Replay(keys, pre.batch_length, seed=seed)
-    if meta is not None:
-        source = [(str(p), episode) for p, episode in iter_episodes(SOURCE_DATA)]
-        for _, episode in source:
-            replay.add(episode)
-        fit_obs_scale(agent, source)
-    scale_fitted = bool(replay.episodes)  # else (the oracle) from its first online episode
+    collected = [(str(p), episode) for p, episode in iter_episodes(start_data)]
+    for _, episode in collected:
+        replay.add(episode)
+    fit_obs_scale(agent, collected)
+    scale_fitted = bool(replay.episodes)  # else (no collected episodes) from the first online episode
     step, online_episodes, curve, history = 0, 0, [], []
     next_eval, last_return = pre.eval_every, None
     if ckpt_path.is_file():
@@ -209,6 +212,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     stage = {"models/pretrain": "pretrain", "models/oracle": "oracle", "models/pretrain_rssm": "pretrain_rssm"}.get(
         out_dir.as_posix(), out_dir.name)
     tracker = StageRun(stage, params, tags={"env": env_name, "resumed_at_update": str(agent.updates),
+                                            "start_data": start_data,
                                             "source_data_hash": str(run_identity["source_data"])})
     bar = tqdm(total=pre.steps, initial=step, unit="step", desc=f"pretrain {env_name}", disable=None if progress else True)  # None: only on a terminal
     last_ckpt, start = agent.updates, time.perf_counter()
@@ -299,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "(DVC stage pretrain) or, with --oracle, in env.target (stage oracle).")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--oracle", action="store_true",
-                        help="train in env.target from scratch instead (-> models/oracle, reports/oracle*.json)")
+                        help="train in env.target instead, starting from data/oracle (-> models/oracle, reports/oracle*.json)")
     parser.add_argument("--rssm", action="store_true",
                         help="pretrain the RSSM (DreamerV3) world model instead, for the dreamer_finetune baseline "
                         "(-> models/pretrain_rssm, reports/pretrain_rssm*.json)")
