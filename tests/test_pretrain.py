@@ -70,13 +70,19 @@ def test_sigkilled_run_resumes_with_same_updates_and_replay(tmp_path):
     saved = load_checkpoint(ckpts[0])
     assert 0 < saved["agent"]["updates"] < 150, "kill came too late to test a resume"
     assert not (run_dir / "reports/pretrain.json").exists()
+    # the checkpoint carries the killed process's training time; the resumed run's total adds it
+    assert saved["seconds"] > 0
+    blob = torch.load(ckpts[0], weights_only=True)
+    blob["state"]["seconds"] = 1000.0
+    torch.save(blob, ckpts[0])
 
     again = pretrain(run_dir)
     out, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out
     assert f"at step {saved['step']}, update {saved['agent']['updates']}" in out
     resumed = json.loads((run_dir / "reports/pretrain.json").read_text())
-    resumed.pop("train/seconds"), reference.pop("train/seconds")
+    assert resumed.pop("train/seconds") > 1000.0
+    reference.pop("train/seconds")
     assert resumed == reference  # same updates, same replay, same numbers
 
 

@@ -186,12 +186,14 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     scale_fitted = bool(replay.episodes)  # else (no collected episodes) from the first online episode
     step, online_episodes, curve, history = 0, 0, [], []
     next_eval, last_return = pre.eval_every, None
+    seconds_before = 0.0  # training time of the processes before a resume
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path, expect=run_identity, map_location=device)
         agent.load_checkpoint_state(state["agent"])
         step, online_episodes, curve = state["step"], state["online_episodes"], state["curve"]
         next_eval, last_return = state["next_eval"], state["last_return"]
         replay.set_rng_state(state["replay_rng"])
+        seconds_before = float(state.get("seconds", 0.0))  # checkpoints before this key: unknown, 0
         scale_fitted = True  # the checkpoint's weights carry the scale the run started with
         print(f"{out_dir.name}: resuming {ckpt_path} at step {step}, update {agent.updates}")
     # the replay is exactly what it was at the checkpoint: episodes written after it are dropped
@@ -205,6 +207,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         save_checkpoint(ckpt_path, {
             "agent": agent.checkpoint_state(), "step": step, "online_episodes": online_episodes, "curve": curve,
             "next_eval": next_eval, "last_return": last_return, "replay_rng": replay.rng_state(),
+            "seconds": seconds_before + time.perf_counter() - start,
         }, run_identity)
 
     actor = AgentPolicy(agent, sample=True, explore=True)  # the explorer acts when there is one
@@ -283,7 +286,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         "eval/return": final.get("eval_return", float("nan")),
         "train/steps": step,
         "train/updates": agent.updates,
-        "train/seconds": round(time.perf_counter() - start, 1),
+        "train/seconds": round(seconds_before + time.perf_counter() - start, 1),  # all processes of a resumed run
     }
     if history:
         metrics.update({k: v for k, v in history[-1].items() if k.startswith("loss/")})
