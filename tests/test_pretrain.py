@@ -175,6 +175,7 @@ def test_the_oracle_starts_from_collect_sources_episodes_in_the_target_sim(tmp_p
     proc = subprocess.run([sys.executable, "-m", "redraw.stages.pretrain", "--oracle", "--no-progress"], cwd=path,
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode != 0 and "data/oracle/metadata.json" in proc.stderr and "Traceback" not in proc.stderr
+    assert "dvc repro collect_oracle" in proc.stderr
     assert not (path / "models").exists()
     for which in ("source", "oracle"):
         subprocess.run([sys.executable, "-m", "redraw.stages.collect", which, "--no-progress"], cwd=path, check=True,

@@ -37,7 +37,7 @@ from redraw.config import ConfigError, get, load_params, section
 from redraw.data.collect import run_episode
 from redraw.data.episodes import dataset_fingerprint, episode_name, iter_episodes, load_episode, save_episode
 from redraw.data.replay import Replay, batch_keys
-from redraw.data.schema import read_metadata
+from redraw.data.schema import METADATA_FILE, DataError, read_metadata
 from redraw.models.draw import WorldModelConfig
 from redraw.perf import tune_allocator
 from redraw.stages import env_settings, report_run
@@ -45,7 +45,8 @@ from redraw.tracking import StageRun, write_json, write_metrics
 
 SOURCE_DATA = "data/source"
 #: the simulator data each training starts its replay from, by env key
-START_DATA = {"env.source": SOURCE_DATA, "env.target": "data/oracle"}
+# where each pretraining's replay starts, and the DVC stage that collects it
+START_DATA = {"env.source": (SOURCE_DATA, "collect_source"), "env.target": ("data/oracle", "collect_oracle")}
 OUT_DIR = Path("models/pretrain")
 METRICS = "reports/pretrain.json"
 CURVE = "reports/pretrain_curve.json"
@@ -153,11 +154,14 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     env_name = get(params, env_key, path)
     env_kwargs = env_settings(params, path)
     obs_mode = env_kwargs["obs_mode"]
-    start_data = START_DATA[env_key]
-    meta = read_metadata(start_data)  # DataError naming the file when there are no collected episodes
+    start_data, collect_stage = START_DATA[env_key]
+    if not (Path(start_data) / METADATA_FILE).is_file():
+        raise DataError(Path(start_data) / METADATA_FILE, None,
+                        f"no collected episodes to start from; run `dvc repro {collect_stage}` first")
+    meta = read_metadata(start_data)
     if meta.env != env_name or meta.obs_mode != obs_mode:
         raise ConfigError(f"{start_data}: holds {meta.env}/{meta.obs_mode} data, params ask for {env_name}/{obs_mode}; "
-                          f"rerun collect_{'source' if env_key == 'env.source' else 'oracle'}")
+                          f"rerun {collect_stage}")
     tune_allocator()
     torch.manual_seed(seed)
     device = pick_device()
