@@ -44,8 +44,7 @@ from redraw.stages import env_settings, report_run
 from redraw.tracking import StageRun, write_json, write_metrics
 
 SOURCE_DATA = "data/source"
-#: the simulator data each training starts its replay from, by env key
-# where each pretraining's replay starts, and the DVC stage that collects it
+#: the simulator data each training starts its replay from, and the DVC stage that collects it, by env key
 START_DATA = {"env.source": (SOURCE_DATA, "collect_source"), "env.target": ("data/oracle", "collect_oracle")}
 OUT_DIR = Path("models/pretrain")
 METRICS = "reports/pretrain.json"
