@@ -37,7 +37,7 @@ from redraw.config import ConfigError, get, load_params, section
 from redraw.data.collect import run_episode
 from redraw.data.episodes import dataset_fingerprint, episode_name, iter_episodes, load_episode, save_episode
 from redraw.data.replay import Replay, batch_keys
-from redraw.data.schema import METADATA_FILE, DataError, read_metadata
+from redraw.data.schema import DataError, read_metadata
 from redraw.models.draw import WorldModelConfig
 from redraw.perf import tune_allocator
 from redraw.stages import env_settings, report_run
@@ -154,10 +154,10 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     env_kwargs = env_settings(params, path)
     obs_mode = env_kwargs["obs_mode"]
     start_data, collect_stage = START_DATA[env_key]
-    if not (Path(start_data) / METADATA_FILE).is_file():
-        raise DataError(Path(start_data) / METADATA_FILE, None,
-                        f"no collected episodes to start from; run `dvc repro {collect_stage}` first")
-    meta = read_metadata(start_data)
+    try:
+        meta = read_metadata(start_data)
+    except DataError as exc:  # missing or unreadable: say which stage makes it
+        raise DataError(exc.file, exc.field, f"{exc.message}; run `dvc repro {collect_stage}` first") from None
     if meta.env != env_name or meta.obs_mode != obs_mode:
         raise ConfigError(f"{start_data}: holds {meta.env}/{meta.obs_mode} data, params ask for {env_name}/{obs_mode}; "
                           f"rerun {collect_stage}")
