@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import os
 import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -30,3 +35,110 @@ def tune_allocator(threshold: int = 1 << 30) -> bool:
         return False
     _done = ok
     return ok
+
+
+@dataclass
+class PerfConfig:
+    """Speed settings of the training stages (section ``perf`` of params.yaml)."""
+
+    #: torch.compile (Inductor) the update's hot paths: the world model's prior step, the
+    #: imagination step and the actor-critic losses. false: the eager path. Compiled and eager
+    #: agree within float tolerance; randomness is drawn outside the compiled code either way
+    compile: bool = True
+    #: torch threads per training process (0: torch's default). The updates at the CPU presets'
+    #: sizes are latency-bound, so two processes of one thread each finish two trainings sooner
+    threads: int = 0
+    #: Inductor's on-disk cache (relative to the working directory): compiled kernels are reused
+    #: by later processes instead of being built again
+    cache_dir: str = ".cache/torchinductor"
+
+    def __post_init__(self):
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"perf.compile must be true or false, got {self.compile!r}")
+        if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 0:
+            raise ValueError(f"perf.threads must be a whole number >= 0, got {self.threads!r}")
+
+
+def perf_config(params: dict, path: str = "params.yaml") -> PerfConfig:
+    """``PerfConfig`` from params.yaml's ``perf`` section (defaults where a file has none); a bad
+    value is refused naming the file and the key."""
+    from redraw.config import ConfigError, section
+
+    if "perf" not in params:
+        return PerfConfig()
+    try:
+        return section(params, "perf", PerfConfig, path)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def apply(cfg: PerfConfig) -> None:
+    """Process-wide settings for a training stage: allocator, threads, Inductor's cache."""
+    import torch
+
+    tune_allocator()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.compile:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(cfg.cache_dir).resolve()))
+
+
+class Compiled:
+    """``fn`` under torch.compile, run eagerly if compilation fails on this machine (an old
+    compiler, an unsupported op): the failure is reported once and the eager function, which
+    computes the same thing, is used from then on. The first call's compile time is printed."""
+
+    def __init__(self, fn, name: str):
+        import torch
+
+        self.fn, self.name = fn, name
+        self.compiled = torch.compile(fn, dynamic=False, fullgraph=True)
+        self.failed, self.calls = False, 0
+
+    def __call__(self, *args, **kwargs):
+        if self.failed:
+            return self.fn(*args, **kwargs)
+        first = self.calls == 0
+        self.calls += 1
+        start = time.perf_counter()
+        try:
+            out = self.compiled(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, say so once
+            self.failed = True
+            print(f"perf: compiling {self.name} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                  "running it eagerly", file=sys.stderr)
+            return self.fn(*args, **kwargs)
+        if first:
+            COMPILE_SECONDS[self.name] = COMPILE_SECONDS.get(self.name, 0.0) + time.perf_counter() - start
+        return out
+
+
+COMPILE_SECONDS: dict[str, float] = {}  #: first-call (compile) time of each compiled region
+
+
+def compile_report() -> str:
+    """One line: the time the first call of each compiled region took (its compilation)."""
+    if not COMPILE_SECONDS:
+        return "perf: nothing compiled"
+    parts = ", ".join(f"{name} {sec:.1f} s" for name, sec in COMPILE_SECONDS.items())
+    return f"perf: compiled in {sum(COMPILE_SECONDS.values()):.1f} s ({parts})"
+
+
+def maybe_compile(fn, enabled: bool, name: str):
+    return Compiled(fn, name) if enabled else fn
+
+
+@contextlib.contextmanager
+def eager(*parts):
+    """Run the world models / actor-critics ``parts`` eagerly inside the block: for one-off work
+    (reports, evaluation batches of other shapes) that would only pay for a compilation."""
+    saved = [dict(p._compiled) for p in parts]
+    for p in parts:
+        p._compiled.clear()
+    try:
+        yield
+    finally:
+        for p, fns in zip(parts, saved):
+            p._compiled.update(fns)

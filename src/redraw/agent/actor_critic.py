@@ -73,6 +73,20 @@ class Actor(nn.Module):
         return action.clamp(-1, 1) if clip else action
 
 
+class ImaginationPolicy:
+    """An actor as imagination's policy: ``sample(features, noise)`` is the action ``act`` would
+    draw with that N(0, 1) noise (clipped to [-1, 1] only if ``clip``), so the noise can be drawn
+    outside a compiled step."""
+
+    def __init__(self, actor: Actor, action_size: int, clip: bool = False):
+        self.actor, self.action_size, self.clip = actor, action_size, clip
+
+    def sample(self, z: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        mean, std = self.actor.mean_std(z)
+        action = mean + std * noise
+        return action.clamp(-1, 1) if self.clip else action
+
+
 class Critic(nn.Module):
     def __init__(self, inp: int, cfg: ActorCriticConfig):
         super().__init__()
@@ -106,28 +120,16 @@ class ActorCritic(nn.Module):
         action = traj["action"].detach()
         reward, cont = traj["reward"].detach(), traj["cont"].detach()
         with torch.no_grad():
-            value_slow = self.value(z, slow=True)
-            ret = lambda_returns(reward, cont, value_slow, cfg.discount, cfg.lam)  # [H, N]
-            # weight of each step: probability the imagined episode is still running
-            weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]) * cfg.discount, 0) / cfg.discount
+            value_slow, ret, weight = self._compiled.get("targets", self.targets)(z, reward, cont)
             scale = self.retnorm.update(ret)
-            adv = (ret - value_slow[:-1]) / scale
-
-        dist = self.actor.dist(z[:-1])
-        logp = dist.log_prob(action).sum(-1)
-        entropy = dist.entropy().sum(-1)
-        actor_loss = -(weight * (logp * adv + cfg.entropy * entropy)).mean()
+        actor_loss, critic_loss, entropy = self._compiled.get("losses", self.losses)(
+            z, action, ret, value_slow, weight, torch.as_tensor(scale, dtype=torch.float32))
+        # one backward pass for both: the two losses share no parameters (z and the targets are constants)
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        self.critic_opt.zero_grad(set_to_none=True)
+        (actor_loss + critic_loss).backward()
         actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
         self.actor_opt.step()
-
-        logits = self.critic(z[:-1])
-        slow_target = value_slow[:-1]
-        critic_loss = (weight * (twohot_loss(logits, ret, self.bins)
-                                 + cfg.slow_critic_reg * twohot_loss(logits, slow_target, self.bins))).mean()
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
         critic_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
         self.critic_opt.step()
         with torch.no_grad():
@@ -136,10 +138,47 @@ class ActorCritic(nn.Module):
         return {
             "loss/actor": actor_loss.detach(),
             "loss/critic": critic_loss.detach(),
-            "ac/entropy": entropy.mean().detach(),
+            "ac/entropy": entropy.detach(),
             "ac/return": ret.mean().detach(),
             "ac/return_scale": torch.as_tensor(scale).detach(),
             "ac/imag_reward": reward.mean().detach(),
             "grad/actor": actor_norm.detach(),
             "grad/critic": critic_norm.detach(),
         }
+
+    def targets(self, z: torch.Tensor, reward: torch.Tensor, cont: torch.Tensor):
+        """The critic's bootstrap values [H+1, N], the lambda-returns [H, N] and each step's
+        weight [H, N] (the probability that the imagined episode is still running)."""
+        cfg = self.cfg
+        value_slow = self.value(z, slow=True)
+        ret = lambda_returns(reward, cont, value_slow, cfg.discount, cfg.lam)
+        weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]) * cfg.discount, 0) / cfg.discount
+        return value_slow, ret, weight
+
+    def losses(self, z, action, ret, value_slow, weight, scale):
+        """REINFORCE actor loss with entropy bonus, two-hot critic loss with the regulariser
+        towards the slow critic, and the mean entropy."""
+        cfg = self.cfg
+        adv = (ret - value_slow[:-1]) / scale
+        dist = self.actor.dist(z[:-1])
+        logp = dist.log_prob(action).sum(-1)
+        entropy = dist.entropy().sum(-1)
+        actor_loss = -(weight * (logp * adv + cfg.entropy * entropy)).mean()
+        logits = self.critic(z[:-1])
+        slow_target = value_slow[:-1]
+        critic_loss = (weight * (twohot_loss(logits, ret, self.bins)
+                                 + cfg.slow_critic_reg * twohot_loss(logits, slow_target, self.bins))).mean()
+        return actor_loss, critic_loss, entropy.mean()
+
+    def use_compile(self, enabled: bool) -> None:
+        """Compute ``targets`` and ``losses`` compiled by torch.compile, or (``False``) eagerly."""
+        from redraw.perf import maybe_compile
+
+        self._compiled.clear()
+        if enabled:
+            for name in ("targets", "losses"):
+                self._compiled[name] = maybe_compile(getattr(self, name), True, f"ActorCritic.{name}")
+
+    @property
+    def _compiled(self) -> dict:
+        return self.__dict__.setdefault("_compiled_fns", {})

@@ -26,6 +26,7 @@ from torch import nn
 
 from redraw.agent.dreamer import Agent
 from redraw.models.dists import categorical_kl, class_log_softmax
+from redraw.perf import eager
 from redraw.models.draw import DRAW
 from redraw.models.residual import ResidualConfig
 from redraw.models.rssm import RSSM
@@ -134,7 +135,7 @@ def dynamics_gap(agent: Agent, batch: dict[str, torch.Tensor], context: int, see
     batch = {k: v.to(agent.device) for k, v in batch.items()}
     obs = {k: batch[k] for k in wm.obs_spec}
     gen = torch.Generator(device=agent.device).manual_seed(seed)
-    with agent._autocast():
+    with agent._autocast(), eager(wm):  # a one-off report: not worth a compilation for its shapes
         full = wm.observe(obs, batch["action"], batch["is_first"], generator=gen)
         mask = (~batch["is_first"].bool()).float()
         kl_filter = masked_mean(categorical_kl(full["post_logp"].float(), full["prior_logp"].float()), mask)

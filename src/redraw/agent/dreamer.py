@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from redraw.agent.actor_critic import ActorCritic, ActorCriticConfig
+from redraw.agent.actor_critic import ActorCritic, ActorCriticConfig, ImaginationPolicy
 from redraw.models.draw import DRAW, WorldModelConfig
 from redraw.models.rssm import RSSM
 
@@ -28,6 +28,7 @@ class AgentConfig:
     #: ``Actor.act``), the behaviour before commit 40dcb3b, with which online pretraining learnt the
     #: swing-up on the cpu preset where the unbiased update has not so far (README, Results)
     imag_clip: bool = False
+    compile: bool = False  #: torch.compile the update's hot paths (params.yaml perf.compile)
 
 
 class Agent(nn.Module):
@@ -52,6 +53,15 @@ class Agent(nn.Module):
         self.wm_opt = torch.optim.Adam(self.wm.parameters(), cfg.wm.lr, eps=cfg.wm.eps)
         self.generator = torch.Generator(device=self.device)
         self.updates = 0
+        self.use_compile(cfg.compile)
+
+    def use_compile(self, enabled: bool) -> None:
+        """Run the update's hot paths compiled (torch.compile) or eagerly; the same numbers up to
+        float rounding, and the same random stream either way."""
+        self.cfg.compile = enabled
+        for part in (self.wm, self.ac, self.explorer):
+            if part is not None:
+                part.use_compile(enabled)
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
@@ -96,7 +106,7 @@ class Agent(nn.Module):
             idx = torch.randperm(len(states[0]), generator=self.generator, device=self.device)[: self.cfg.imag_starts]
             states = type(states)(*(x[idx] for x in states))
         with self._autocast():
-            traj = self.wm.imagine(lambda f: self.ac.actor.act(f, generator=self.generator, clip=self.cfg.imag_clip),
+            traj = self.wm.imagine(ImaginationPolicy(self.ac.actor, self.action_size, clip=self.cfg.imag_clip),
                                    states, self.cfg.ac.horizon, generator=self.generator)
             metrics.update(self.ac.update(traj))
             if explore and self.explorer is not None:
@@ -104,7 +114,7 @@ class Agent(nn.Module):
                 # rewarded by its disagreement alone (extrinsic weight 0)
                 feat = out["feat"].detach()
                 metrics.update(self.disagreement.update(feat[:, :-1], batch["action"][:, 1:], out["embed"][:, 1:]))
-                traj = self.wm.imagine(lambda f: self.explorer.actor.act(f, generator=self.generator, clip=False),
+                traj = self.wm.imagine(ImaginationPolicy(self.explorer.actor, self.action_size),
                                        states, self.cfg.ac.horizon, generator=self.generator)
                 traj["reward"] = self.disagreement.reward(traj["feat"][:-1], traj["action"].clamp(-1, 1))
                 metrics.update({k.replace("/", "/explore_", 1): v for k, v in self.explorer.update(traj).items()})
@@ -122,6 +132,7 @@ class Agent(nn.Module):
     def reset_actor_critic(self) -> None:
         """A freshly initialised actor-critic (ReDRAW's policy stage); the world model is kept."""
         self.ac = ActorCritic(self.wm.feat_dim, self.action_size, self.cfg.ac).to(self.device)
+        self.ac.use_compile(self.cfg.compile)
 
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], state=None, sample: bool = True, explore: bool = False):

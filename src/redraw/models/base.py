@@ -51,9 +51,11 @@ class WorldModelConfig:
         return self.latent_vars * self.latent_classes
 
 
-def sample_classes(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One-hot sample (no gradient) from log-probabilities [..., S, K]."""
-    return nn.functional.one_hot(sample_index(logp.exp(), generator), logp.shape[-1]).to(logp.dtype)
+def sample_classes(logp: torch.Tensor, generator: torch.Generator | None,
+                   uniform: torch.Tensor | None = None) -> torch.Tensor:
+    """One-hot sample (no gradient) from log-probabilities [..., S, K]; ``uniform`` [..., S]
+    supplies the random numbers (see ``sample_index``)."""
+    return nn.functional.one_hot(sample_index(logp.exp(), generator, uniform), logp.shape[-1]).to(logp.dtype)
 
 
 class LatentWorldModel(nn.Module):
@@ -184,22 +186,65 @@ class LatentWorldModel(nn.Module):
         return total, metrics, out
 
     @torch.no_grad()
-    def imagine(self, policy: Callable[[torch.Tensor], torch.Tensor], start, horizon: int,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Roll ``policy`` (features -> action) out in the latent dynamics from ``start`` ([N, ...]).
+    def imagine(self, policy, start, horizon: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Roll ``policy`` out in the latent dynamics from ``start`` ([N, ...]).
 
+        ``policy`` is a ``features -> action`` callable, or an ``ImaginationPolicy`` (an actor's
+        samples from noise it is given): then each step's random numbers (the action noise, then
+        the latent sample's uniforms, as the callable path draws them) come from ``generator``
+        outside the step, which runs compiled when ``use_compile`` switched that on.
         Returns ``feat`` [H+1, N, F] (feat[0] from start), ``action`` [H, N, A] (taken at step t, as
         the policy returned it: ``step`` clips actions to [-1, 1] itself),
         and ``reward`` and ``cont`` [H, N] predicted at step t+1.
         """
+        fused = hasattr(policy, "sample")
+        if fused:
+            start = type(start)(*(x.contiguous() for x in start))
         feats, actions, prev = [self.features(start)], [], start
+        step = self._compiled.get("imagine_step", self.imagine_step) if fused else None
         for _ in range(horizon):
-            action = policy(feats[-1])
-            prev, _ = self.step(prev, action, generator)
-            feats.append(self.features(prev))
+            if fused:
+                N = feats[-1].shape[0]
+                noise = torch.randn((N, policy.action_size), generator=generator, device=feats[-1].device)
+                uniform = torch.rand((N, self.cfg.latent_vars), generator=generator, device=feats[-1].device)
+                prev, feat, action = step(policy, prev, feats[-1], noise, uniform)
+            else:
+                action = policy(feats[-1])
+                prev, _ = self.step(prev, action, generator)
+                feat = self.features(prev)
+            feats.append(feat)
             actions.append(action)
         feat = torch.stack(feats)
-        return {"feat": feat, "action": torch.stack(actions), "reward": self.reward(feat[1:]), "cont": self.cont(feat[1:])}
+        return {"feat": feat, "action": torch.stack(actions), **self._compiled.get("heads", self.heads)(feat[1:])}
+
+    def imagine_step(self, policy, prev, feat: torch.Tensor, noise: torch.Tensor, uniform: torch.Tensor):
+        """One imagined transition: the policy's action from ``noise``, the next state sampled
+        with ``uniform``. Returns (next state, its features, the action)."""
+        action = policy.sample(feat, noise)
+        nxt, _ = self.step(prev, action, uniform=uniform)
+        nxt = type(nxt)(*(x.contiguous() for x in nxt))  # one memory layout at every step: one compiled graph
+        return nxt, self.features(nxt), action
+
+    def heads(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predicted reward and continue probability for features ``feat``."""
+        return {"reward": self.reward(feat), "cont": self.cont(feat)}
+
+    def use_compile(self, enabled: bool) -> None:
+        """Run the hot paths (the prior step of ``observe``, the imagination step, the heads)
+        compiled by torch.compile, or (``False``) eagerly."""
+        from redraw.perf import maybe_compile
+
+        self._compiled.clear()
+        if enabled:
+            for name in self.COMPILED:
+                self._compiled[name] = maybe_compile(getattr(self, name), True, f"{type(self).__name__}.{name}")
+
+    COMPILED: tuple[str, ...] = ("imagine_step", "heads")  #: the methods ``use_compile`` compiles
+
+    @property
+    def _compiled(self) -> dict:
+        # kept out of the module's attributes (not state, not a submodule): the compiled callables
+        return self.__dict__.setdefault("_compiled_fns", {})
 
     @torch.no_grad()
     def open_loop(self, obs, action, is_first, context: int, generator: torch.Generator | None = None):

@@ -79,10 +79,23 @@ class DRAW(LatentWorldModel):
         raw = raw + correction
         return raw, latent_logprobs(raw, 0.0)
 
-    def step(self, prev: LatentState, action: torch.Tensor, generator: torch.Generator | None = None):
-        """One prior transition with a sample: (next state, its log-probs)."""
+    def prior_step(self, reset: torch.Tensor, init_belief: torch.Tensor, belief: torch.Tensor, z: torch.Tensor,
+                   action: torch.Tensor, correction: torch.Tensor | None):
+        """One step of ``observe``'s prior chain: the previous belief (the initial one where
+        ``reset``) and sample ``z`` with ``action`` -> (the pretrained prior's raw logits, the
+        (corrected) prior's log-probs, the next belief)."""
+        prev = LatentState(torch.where(reset, init_belief, belief), z)
+        base = self.prior_logits(action, prev)
+        raw, logp = self._correct(base, action, prev, correction)
+        return base, logp, class_softmax(raw).contiguous()  # the layout of the first step's belief: one compiled graph
+
+    COMPILED = ("prior_step", "imagine_step", "heads")
+
+    def step(self, prev: LatentState, action: torch.Tensor, generator: torch.Generator | None = None,
+             uniform: torch.Tensor | None = None):
+        """One prior transition with a sample (from ``uniform`` [..., S] if given): (next state, its log-probs)."""
         raw, logp = self.dynamics_step(action, prev)
-        return LatentState(class_softmax(raw), sample_classes(logp, generator)), logp
+        return LatentState(class_softmax(raw), sample_classes(logp, generator, uniform)), logp
 
     def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
                 state: LatentState | None = None, generator: torch.Generator | None = None) -> dict:
@@ -109,16 +122,15 @@ class DRAW(LatentWorldModel):
         if self.residual is not None:  # one batched call for every step
             members = self.residual.members(prev_z.detach().flatten(-2), acts.clamp(-1, 1).detach())
         prior_base, prior_logp, beliefs = [], [], []
+        prior_step = self._compiled.get("prior_step", self.prior_step)
+        belief = prev.belief.contiguous().clone()  # not the initial state's own tensor: a compiled step would specialise on the alias
         for t in range(T):
-            reset = first[:, t, None, None]
-            prev = LatentState(torch.where(reset, init.belief, prev.belief), prev_z[:, t])
-            base = self.prior_logits(acts[:, t], prev)
-            raw, logp = self._correct(base, acts[:, t], prev, None if members is None else members[:, :, t].mean(0))
-            belief = class_softmax(raw)
+            base, logp, belief = prior_step(first[:, t, None, None], init.belief, belief, prev_z[:, t], acts[:, t],
+                                            None if members is None else members[:, :, t].mean(0))
             prior_base.append(base)
             prior_logp.append(logp)
             beliefs.append(belief)
-            prev = LatentState(belief, post_z[:, t])
+        prev = LatentState(belief, post_z[:, -1])
         extra = {}
         if members is not None:  # what calibration needs for its per-member losses
             extra = {"prior_base": torch.stack(prior_base, 1), "residual_members": members}

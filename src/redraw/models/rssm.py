@@ -50,10 +50,11 @@ class RSSM(LatentWorldModel):
         return self.gru(x.reshape(-1, x.shape[-1]).float(), prev.deter.reshape(-1, prev.deter.shape[-1]).float()).reshape(
             *lead, -1)
 
-    def step(self, prev: RSSMState, action: torch.Tensor, generator: torch.Generator | None = None):
+    def step(self, prev: RSSMState, action: torch.Tensor, generator: torch.Generator | None = None,
+             uniform: torch.Tensor | None = None):
         deter = self._deter_step(prev, action)
         logp = latent_logprobs(self._split(self.prior(deter)), self.cfg.unimix)
-        return RSSMState(deter, sample_classes(logp, generator)), logp
+        return RSSMState(deter, sample_classes(logp, generator, uniform)), logp
 
     def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
                 state: RSSMState | None = None, generator: torch.Generator | None = None) -> dict:

@@ -31,7 +31,8 @@ from redraw.config import ConfigError, get, section
 from redraw.data.replay import Replay, batch_keys
 from redraw.data.target import TargetDataError, load_target
 from redraw.models.residual import ResidualConfig
-from redraw.perf import tune_allocator
+from redraw.perf import apply as apply_perf
+from redraw.perf import perf_config
 from redraw.stages import method_stage_main
 from redraw.stages.pretrain import pick_device
 from redraw.tracking import StageRun, write_json, write_metrics
@@ -73,7 +74,8 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     data_dir = str(get(params, "target_data", path))
     transitions = int(get(params, "target_transitions", path))
     model_path = PRETRAINED[CALIBRATED[method]]
-    tune_allocator()
+    perf = perf_config(params, path)
+    apply_perf(perf)
     device = pick_device()
     identity = load_checkpoint(model_path, map_location="cpu")["identity"] if Path(model_path).is_file() else None
     if identity is None:
@@ -87,6 +89,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     agent = load_agent(model_path, device=device)
     agent.seed(seed)
     calibrator = Calibrator(agent, method, cfg, res_cfg)
+    agent.use_compile(perf.compile)
     keys = batch_keys(agent.obs_spec)
     replay = Replay(keys, cfg.batch_length, seed=seed)
     for ep in train_eps:

@@ -39,7 +39,8 @@ from redraw.data.episodes import dataset_fingerprint, episode_name, iter_episode
 from redraw.data.replay import Replay, batch_keys
 from redraw.data.schema import DataError, read_metadata
 from redraw.models.draw import WorldModelConfig
-from redraw.perf import tune_allocator
+from redraw.perf import COMPILE_SECONDS, compile_report, eager, perf_config
+from redraw.perf import apply as apply_perf
 from redraw.stages import env_settings, report_run
 from redraw.tracking import StageRun, write_json, write_metrics
 
@@ -62,7 +63,8 @@ def openloop_report(agent: Agent, replay: Replay, figure_path: Path, title: str,
     batch = {k: v.to(agent.device) for k, v in batch.items()}
     obs = {k: batch[k] for k in agent.obs_spec}
     generator = torch.Generator(device=agent.device).manual_seed(seed)
-    out = agent.wm.open_loop(obs, batch["action"], batch["is_first"], OPENLOOP_CONTEXT, generator=generator)
+    with eager(agent.wm):  # a one-off report: not worth a compilation for its shapes
+        out = agent.wm.open_loop(obs, batch["action"], batch["is_first"], OPENLOOP_CONTEXT, generator=generator)
     metrics = {}
     for k, truth in out["truth"].items():
         err = (out["pred"][k].float() - truth.float()) ** 2
@@ -161,7 +163,9 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     if meta.env != env_name or meta.obs_mode != obs_mode:
         raise ConfigError(f"{start_data}: holds {meta.env}/{meta.obs_mode} data, params ask for {env_name}/{obs_mode}; "
                           f"rerun {collect_stage}")
-    tune_allocator()
+    perf = perf_config(params, path)
+    apply_perf(perf)
+    agent_cfg.compile = perf.compile
     torch.manual_seed(seed)
     device = pick_device()
     env = make_env(env_name, seed=seed + 1, **env_kwargs)
@@ -173,6 +177,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         "model": asdict(agent_cfg.wm), "actor_critic": asdict(agent_cfg.ac),
     }
     run_identity = {**identity, "pretrain": asdict(pre), "seed": seed, "env_kwargs": env_kwargs,
+                    **({"compile": True} if perf.compile else {}),  # compiled updates round differently
                     "source_data": dataset_fingerprint(start_data)}  # the key predates data/oracle: kept, so are the hashes
     ckpt_dir = checkpoint_root / f"{out_dir.name}-{identity_hash(run_identity)}"
     ckpt_path, replay_dir = ckpt_dir / "checkpoint.pt", ckpt_dir / "replay"
@@ -222,6 +227,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
                                             "source_data_hash": str(run_identity["source_data"])})
     bar = tqdm(total=pre.steps, initial=step, unit="step", desc=f"pretrain {env_name}", disable=None if progress else True)  # None: only on a terminal
     last_ckpt, start = agent.updates, time.perf_counter()
+    step_compiled = False  # the compile report is printed once, after the first updates
     try:
         while True:
             # 1. the updates the steps taken so far pay for (also finishes a burst cut by a kill)
@@ -259,6 +265,9 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
                 bar.write(f"{out_dir.name}: step {step} update {agent.updates}: eval return {result['return_mean']:.1f}")
             if done:
                 break
+            if perf.compile and agent.updates and not step_compiled:
+                bar.write(f"{out_dir.name}: {compile_report()}")
+                step_compiled = True
             # 3. one episode of interaction
             episode = run_episode(env, actor, np.random.SeedSequence([seed, 7, online_episodes]))
             save_episode(replay_dir / episode_name(online_episodes), episode, compress=False)
@@ -290,6 +299,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         "train/steps": step,
         "train/updates": agent.updates,
         "train/seconds": round(seconds_before + time.perf_counter() - start, 1),  # all processes of a resumed run
+        "train/compile_seconds": round(sum(COMPILE_SECONDS.values()), 1),  # this process's compilation
     }
     if history:
         metrics.update({k: v for k, v in history[-1].items() if k.startswith("loss/")})

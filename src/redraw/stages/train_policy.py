@@ -31,7 +31,8 @@ from redraw.checkpoint import load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, section
 from redraw.data.replay import Replay, batch_keys
 from redraw.data.target import TargetDataError, load_target
-from redraw.perf import tune_allocator
+from redraw.perf import apply as apply_perf
+from redraw.perf import perf_config
 from redraw.stages import method_stage_main
 from redraw.stages.calibrate import OUT_ROOT as CALIBRATED_ROOT
 from redraw.stages.calibrate import calibrate_configs
@@ -116,8 +117,10 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
                                                int(get(params, "target_transitions", path)), cal_cfg.holdout_episodes)
     if fingerprint != identity["target_data"]:
         raise TargetDataError(f"{data_dir} is not the data {model_path} was calibrated on; re-run calibrate@{method}")
-    tune_allocator()
+    perf = perf_config(params, path)
+    apply_perf(perf)
     agent = policy_stage_agent(model_path, method in REINIT_ACTOR_CRITIC, cfg.lr, cfg.imag_starts, seed)
+    agent.use_compile(perf.compile)
     keys = batch_keys(agent.obs_spec)
     replay = Replay(keys, cfg.batch_length, seed=seed)
     for ep in train_eps:

@@ -1,0 +1,220 @@
+"""Training speed: the whole pretraining update, the project's eager path against its default path.
+
+Each path runs in a fresh subprocess, in one run of this script (machines are noisy: only the
+ratios measured together count):
+
+- ``eager``: ``perf.compile: false`` and fp32 (no bf16 autocast), the reference;
+- ``default``: what the training stages run with the preset's settings (bf16 autocast and
+  ``perf.compile: true``: torch.compile of the prior step, the imagination step, the reward /
+  continue heads and the actor-critic losses).
+
+Sizes: the ``cpu`` preset (proprio ``pendulum-swingup``, its model, batch and imagination starts)
+and, unless ``--quick``, the ``paper`` preset's (64x64 pixels + joint velocities, with and without
+Plan2Explore). Per path: seconds per update, achieved FLOP/s against a bf16 matmul peak measured
+in the same run, the first update's time (compilation), peak memory, and the agent steps/s of the
+online loop (acting in the env with the actor). The last line reads ``speed-up cpu preset: N.NNx``
+(eager time / default time).
+
+    python benchmarks/train_speed.py --quick          # cpu preset only (a few minutes)
+    python benchmarks/train_speed.py                  # + paper size (long on a CPU)
+    python benchmarks/train_speed.py --device cuda    # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+CASES = {  # name -> (preset, obs_mode, exploration)
+    "cpu preset": ("cpu", "proprio", "task"),
+    "paper size": ("paper", "pixels", "task"),
+    "paper size + Plan2Explore": ("paper", "pixels", "plan2explore"),
+}
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device: str, dtype_name: str = "bfloat16", reps: int = 10) -> float:
+    import torch
+
+    n = 8192 if device == "cuda" else 2048
+    a = torch.randn(n, n, dtype=getattr(torch, dtype_name), device=device)
+    b = torch.randn(n, n, dtype=getattr(torch, dtype_name), device=device)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def preset_params(preset: str, obs_mode: str) -> dict:
+    from redraw.config import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    overrides = load_params(ROOT / "presets" / f"{preset}.yaml")
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(params.get(key), dict):
+            params[key] = {**params[key], **value}
+        else:
+            params[key] = value
+    params["env"]["obs_mode"] = obs_mode
+    return params
+
+
+def synthetic_batch(obs_spec: dict, action_size: int, B: int, T: int):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    batch = {}
+    for key, (shape, dtype) in obs_spec.items():
+        batch[key] = (torch.randint(0, 255, (B, T, *shape), dtype=torch.uint8, generator=g) if dtype == "uint8"
+                      else torch.randn(B, T, *shape, generator=g))
+    batch["action"] = torch.rand(B, T, action_size, generator=g) * 2 - 1
+    batch["reward"] = torch.rand(B, T, generator=g)
+    batch["is_first"] = torch.zeros(B, T, dtype=torch.bool)
+    batch["is_first"][:, 0] = True
+    batch["is_terminal"] = torch.zeros(B, T, dtype=torch.bool)
+    return batch
+
+
+def worker(case: str, path: str, iters: int, device: str, env_steps: int) -> dict:
+    import torch
+
+    from redraw import perf
+    from redraw.agent.dreamer import Agent, AgentPolicy
+    from redraw.envs import make_env
+    from redraw.stages import env_settings
+    from redraw.stages.pretrain import configs_from_params
+
+    preset, obs_mode, exploration = CASES[case]
+    params = preset_params(preset, obs_mode)
+    params["pretrain"]["exploration"] = exploration
+    params.setdefault("perf", {})["compile"] = path == "default"
+    if path == "eager":
+        params["pretrain"]["bf16"] = False
+    cfg = perf.perf_config(params)
+    perf.apply(cfg)
+    agent_cfg, pre = configs_from_params(params)
+    agent_cfg.compile = cfg.compile
+    env = make_env(params["env"]["source"], seed=1, **env_settings(params))
+    torch.manual_seed(0)
+    agent = Agent(env.observation_spec(), env.action_size, agent_cfg, device=device)
+    agent.seed(0)
+    batch = synthetic_batch(env.observation_spec(), env.action_size, pre.batch_size, pre.batch_length)
+
+    def timed(n: int) -> float:
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(n):
+            agent.train_step(batch)
+        sync(device)
+        return (time.perf_counter() - t) / n
+
+    first = timed(1)  # compiles on the default path
+    timed(2)
+    seconds = timed(iters)
+    flops = None
+    if path == "eager":  # counted on the eager path (the compiled one hides its ops from the counter)
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            agent.train_step(batch)
+        flops = counter.get_total_flops()
+    # the online loop's acting: the actor (the explorer where there is one) in the env, one step at a time
+    policy = AgentPolicy(agent, sample=True, explore=True)
+    obs, t, steps = env.reset(seed=0), time.perf_counter(), 0
+    while steps < env_steps:
+        obs, _, last, _ = env.step(policy.act(obs))
+        steps += 1
+        if last:
+            policy.reset()
+            obs = env.reset(seed=steps)
+    env_rate = steps / (time.perf_counter() - t)
+    env.close()
+    out = {"seconds_per_update": seconds, "first_update_seconds": first, "flops_per_update": flops,
+           "compile_seconds": sum(perf.COMPILE_SECONDS.values()), "agent_steps_per_s": env_rate,
+           "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+           "threads": torch.get_num_threads()}
+    if device == "cuda":
+        out["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def run_worker(case: str, path: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", case, path, "--iters", str(args.iters), "--device", args.device,
+           "--env-steps", str(args.env_steps)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        sys.exit(f"the {path} worker for {case} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/train_speed.py", description=__doc__.split("\n\n")[0],
+                                     epilog="The last line is 'speed-up cpu preset: N.NNx' (eager / default).")
+    parser.add_argument("--quick", action="store_true", help="the cpu preset only (skip the paper size)")
+    parser.add_argument("--iters", type=int, default=10, help="timed updates per path (default: 10)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="eager/default pairs of subprocesses per case, alternated; the median is kept (default: 2)")
+    parser.add_argument("--env-steps", type=int, default=200, help="agent steps timed in the online loop (default: 200)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train (default: cpu)")
+    parser.add_argument("--worker", nargs=2, metavar=("CASE", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.iters < 1 or args.rounds < 1:
+        parser.error("--iters and --rounds must be at least 1")
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.iters, args.device, args.env_steps)))
+        return 0
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: torch sees no CUDA device on this machine")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    peak = matmul_peak(args.device)
+    print(f"bf16 matmul peak measured now ({8192 if args.device == 'cuda' else 2048}^2): {peak / 1e12:.2f} TFLOP/s; "
+          f"{os.cpu_count()} cores")
+    cases = ["cpu preset"] if args.quick else list(CASES)
+    ratios = {}
+    for case in cases:
+        runs = {"eager": [], "default": []}
+        for _ in range(args.rounds):
+            for path in runs:
+                runs[path].append(run_worker(case, path, args))
+        row = {path: min(rs, key=lambda r: r["seconds_per_update"]) for path, rs in runs.items()}
+        med = {path: statistics.median(r["seconds_per_update"] for r in rs) for path, rs in runs.items()}
+        flops = row["eager"]["flops_per_update"]
+        print(f"\n{case} ({'/'.join(CASES[case][:2])}, exploration {CASES[case][2]}), "
+              f"{args.rounds} round(s) of {args.iters} updates:")
+        for path, r in row.items():
+            memory = f"peak GPU {r['peak_gpu_gb']:.1f} GB" if "peak_gpu_gb" in r else f"peak RSS {r['peak_rss_gb']:.1f} GB"
+            print(f"  {path:8s} {med[path] * 1e3:8.1f} ms/update (median)  {flops / med[path] / 1e12:5.2f} TFLOP/s "
+                  f"= {flops / med[path] / peak:4.0%} of peak  first update {r['first_update_seconds']:5.1f} s "
+                  f"(compile {r['compile_seconds']:.1f} s)  {memory}  online loop {r['agent_steps_per_s']:.0f} "
+                  f"agent steps/s  threads {r['threads']}")
+        ratios[case] = med["eager"] / med["default"]
+        print(f"  speed-up {case}: {ratios[case]:.2f}x")
+    print(f"speed-up cpu preset: {ratios['cpu preset']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
