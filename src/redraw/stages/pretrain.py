@@ -108,7 +108,7 @@ class PretrainConfig:
     checkpoint_every: int = 500  #: updates between checkpoints
     log_every: int = 100  #: updates between metric records
     rssm_horizon: int = 15  #: imagination horizon of the RSSM (DreamerV3) pretraining (stage pretrain_rssm)
-    imag_clip: bool = False  #: experimental: clip imagined actions before REINFORCE (pre-40dcb3b; README)
+    imag_clip: bool = False  #: experimental: clip imagined actions before REINFORCE (pre-40dcb3b; docs/investigations.md §1.5)
 
 
 def configs_from_params(params: dict, path: str = "params.yaml", world_model: str | None = None):
