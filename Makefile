@@ -7,9 +7,14 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
+# -qq: errors only (a pip config whose extra index lacks most packages warns once per package);
+# --no-compile: no .pyc for the whole of torch, mlflow, prefect up front, only for what is imported.
+PIP_INSTALL := $(VENV)/bin/pip install -qq --disable-pip-version-check --no-compile
+
 $(STAMP): pyproject.toml
+	@echo "setting up $(VENV)/ (pinned torch and mujoco, about two minutes, once)"
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PIP_INSTALL) -e '.[test]'
 	touch $(STAMP)
 
 repro: setup            ## run the pipeline on params.yaml (default: the quick preset)

@@ -197,7 +197,7 @@ def main() -> int:
     parser.add_argument("--noise-fraction", type=float, default=0.5,
                         help="with the expert: the share of target episodes that take correlated noise instead "
                         "(default 0.5; 0 is the paper's expert-only data, on which the calibrated model is wrong "
-                        "wherever the new policy's actions leave the expert's, see README)")
+                        "wherever the new policy's actions leave the expert's, see docs/investigations.md §4)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="methods to run (default: all); the source policy and the oracle always run, and "
                         "pretrain_rssm only for dreamer_finetune")

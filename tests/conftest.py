@@ -1,5 +1,5 @@
 """Shared fixtures: one smoke-preset `dvc repro` of the whole pipeline in a scratch repository,
-run once per test session and used by the pipeline and deployment tests."""
+run once per pytest run and used by the pipeline and deployment tests."""
 
 import os
 import shutil

@@ -8,7 +8,7 @@ import pytest
 
 from redraw.cli import build_parser, main
 
-SUBCOMMANDS = [[], ["envs"], ["collect"], ["validate"], ["preset"], ["data"], ["data", "validate"],
+SUBCOMMANDS = [[], ["envs"], ["collect"], ["validate"], ["preset"], ["stage"], ["data"], ["data", "validate"],
                ["data", "import"], ["data", "stats"]]
 
 
@@ -109,3 +109,89 @@ def test_stages_run_the_code_of_the_repository_they_run_in(tmp_path):
     repo = make_repo(tmp_path / "copy")
     out = sh([str(repo / "scripts/py"), "-c", "import redraw; print(redraw.__file__)"], repo).stdout
     assert Path(out.strip()).resolve().is_relative_to((repo / "src").resolve()), out
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _dvc_commands() -> dict[str, str]:
+    """dvc.yaml's stages, foreach expanded, name -> cmd (as `dvc stage list` names them)."""
+    import yaml
+
+    cmds = {}
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" not in stage:
+            cmds[name] = stage["cmd"]
+            continue
+        items = stage["foreach"]
+        for key in items if isinstance(items, dict) else items:
+            cmds[f"{name}@{key}"] = stage["do"]["cmd"].replace("${key}", key).replace("${item}", key)
+    return cmds
+
+
+def test_stage_subcommands_are_dvc_yamls_stages_with_its_arguments():
+    from redraw.cli_stages import STAGES
+
+    cmds = _dvc_commands()
+    assert set(STAGES) == set(cmds)
+    for name, (module, fixed, _) in STAGES.items():
+        expected = " ".join(["scripts/py", "-m", f"redraw.stages.{module}", *fixed])
+        if name == "validate_target":
+            expected += " --data ${target_data}"  # filled in from params.yaml, see below
+        assert cmds[name] == expected, name
+
+
+@pytest.mark.parametrize("name", ["calibrate@redraw", "validate_target", "register", "results"])
+def test_every_stage_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["stage", name, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: redraw stage {name}" in out and "--params" in out
+
+
+def test_stage_without_a_name_lists_every_stage(capsys):
+    from redraw.cli_stages import STAGES
+
+    assert main(["stage"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == list(STAGES)
+
+
+def test_preset_help_lists_every_preset_file(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    names = sorted(p.stem for p in (REPO / "presets").glob("*.yaml"))
+    assert "quick" in names
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["preset", "--help"])
+    out = capsys.readouterr().out
+    for name in names:
+        assert f"\n  {name} " in out, name
+
+
+def test_stage_runs_the_stage_modules_main(tmp_path, capsys, monkeypatch):
+    """`redraw stage collect_source` writes what the DVC stage writes, with the params given."""
+    import json
+
+    from redraw.config import apply_preset, set_params
+
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    apply_preset("smoke", params, root=REPO)
+    set_params({"collect_source.episodes": 1}, params)
+    monkeypatch.chdir(tmp_path)
+    assert main(["stage", "collect_source", "--params", str(params), "--no-progress"]) == 0
+    assert "collect source:" in capsys.readouterr().out
+    assert json.loads((tmp_path / "reports/collect_source.json").read_text())["data/episodes"] == 1
+    assert json.loads((tmp_path / "data/source/metadata.json").read_text())["env"] == "pendulum-swingup"
+
+
+def test_stage_validate_target_checks_target_data_from_params(tmp_path, capsys, monkeypatch):
+    from redraw.config import set_params
+
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    set_params({"target_data": "data/nowhere"}, params)
+    monkeypatch.chdir(tmp_path)
+    assert main(["stage", "validate_target", "--params", str(params)]) == 1
+    assert "data/nowhere" in capsys.readouterr().err

@@ -141,3 +141,27 @@ def test_action_repeat_uses_the_last_sub_step_reward():
         raw.step(a)
         expected.append(raw.step(a).reward)
     assert rewards == pytest.approx(expected, abs=0)
+
+
+@pytest.mark.parametrize("name", sorted(ENVS))
+def test_observation_names_name_every_proprio_dimension(name):
+    from redraw.envs.dmc import observation_names
+
+    env = make_env(name, obs_mode="proprio")
+    names = observation_names(name, "proprio")
+    assert names == env.observation_names()
+    assert {k: len(v) for k, v in names.items()} == {k: s[0][0] for k, s in env.observation_spec().items()}
+    assert len(set(names["state"])) == len(names["state"])
+
+
+def test_observation_names_of_pendulum_are_dm_controls_entries():
+    from redraw.envs.dmc import observation_names
+    from redraw.plots import dimension_label
+
+    names = observation_names("pendulum-swingup-reversed", "proprio")
+    assert names == {"state": ["orientation[0]", "orientation[1]", "velocity"]}
+    assert observation_names("pendulum-swingup", "pixels") == {"velocity": ["velocity"]}
+    assert [dimension_label("state", d, 3, names) for d in range(3)] == names["state"]
+    assert dimension_label("state", 0, 4, names) == "state[0]"  # names for another shape: not used
+    with pytest.raises(ValueError, match="obs_mode"):
+        observation_names("pendulum-swingup", "rgb")

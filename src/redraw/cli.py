@@ -195,7 +195,25 @@ def _cmd_preset(args) -> int:
     return 0
 
 
+def _preset_listing(names: list[str]) -> str:
+    """One line per preset: its name and the first comment line of presets/NAME.yaml."""
+    from redraw.config import PRESETS_DIR
+
+    if not names:
+        return f"  (none: no {PRESETS_DIR}/*.yaml in this directory; run from the repository root)"
+    lines = []
+    for name in names:
+        text = (Path(PRESETS_DIR) / f"{name}.yaml").read_text().splitlines()
+        what = next((line.lstrip("# ").strip() for line in text if line.startswith("#")), "")
+        lines.append(f"  {name:8s} {what}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from redraw.cli_stages import add_stage_parser
+    from redraw.config import preset_names
+
+    presets = preset_names()
     parser = argparse.ArgumentParser(
         prog="redraw",
         description="ReDRAW: adapt a simulator-trained latent world model to a target system. "
@@ -207,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List the registered envs and the perturbation each target applies.")
     p.set_defaults(func=_cmd_envs)
 
-    p = sub.add_parser("collect", help="collect simulator episodes (DVC stage collect_source/_target/_oracle)",
+    p = sub.add_parser("collect", help="collect simulator episodes (DVC stages collect_source/_target/_oracle)",
                        description="Collect episodes for env.source -> data/source or env.target -> data/target, "
                        "with the behaviour and sizes in params.yaml; oracle: env.target with collect_source's "
                        "behaviour and size -> data/oracle (where the oracle's training starts).")
@@ -223,9 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="data/target", help="data set directory (default: data/target)")
     p.set_defaults(func=_cmd_validate_stage)
 
-    p = sub.add_parser("preset", help="switch params.yaml to a named preset (smoke, cpu, paper)",
+    p = sub.add_parser("preset", help="switch params.yaml to a named preset (" + ", ".join(presets) + ")",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Write the keys of presets/NAME.yaml into params.yaml and record `preset: NAME`. "
-                       "Without NAME, list the presets.")
+                       "Without NAME, list the presets.\n\npresets (in presets/):\n" + _preset_listing(presets))
     p.add_argument("name", nargs="?", help="preset name")
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.set_defaults(func=_cmd_preset)
@@ -277,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     p.set_defaults(func=_cmd_ui)
+
+    add_stage_parser(sub)
 
     data = sub.add_parser("data", help="inspect, validate and import episode data sets",
                           description="Episode data sets: see docs/episode-schema.md for the format.")

@@ -39,10 +39,12 @@ def learning_curve(curve: list[dict], path: str | os.PathLike, title: str) -> Pa
 
 
 def open_loop(truth: dict[str, np.ndarray], preds: dict[str, dict[str, np.ndarray]], path: str | os.PathLike,
-              title: str, context: int = 0, max_frames: int = 10) -> Path:
+              title: str, context: int = 0, max_frames: int = 10,
+              names: dict[str, list[str]] | None = None) -> Path:
     """One example: images as strips (truth, then each prediction); vectors as one line plot per
     dimension with every prediction beside the truth. ``preds`` maps a label (e.g. "source
-    model", "corrected") to that model's decoded predictions."""
+    model", "corrected") to that model's decoded predictions. ``names`` labels a vector key's
+    dimensions (``DMCEnv.observation_names``, e.g. ``orientation[0]``); else ``key[d]``."""
     plt = _plt()
     image_keys = [k for k in truth if truth[k].ndim == 4]
     vector_keys = [k for k in truth if truth[k].ndim == 2]
@@ -69,12 +71,18 @@ def open_loop(truth: dict[str, np.ndarray], preds: dict[str, dict[str, np.ndarra
             ax.plot(steps, truth[k][:, d], color="k", label="truth")
             for name, p in preds.items():
                 ax.plot(steps, p[k][:, d], "--", label=name)
-            ax.set_ylabel(f"{k}[{d}]", fontsize=7)
+            ax.set_ylabel(dimension_label(k, d, truth[k].shape[-1], names), fontsize=7)
             if d == 0:
                 ax.legend(fontsize=6, loc="upper right")
             r += 1
     fig.suptitle(f"{title} (open loop after {context} observed steps)", fontsize=9)
     return _save(fig, path)
+
+
+def dimension_label(key: str, d: int, size: int, names: dict[str, list[str]] | None) -> str:
+    """Dimension ``d`` of observation ``key``: its name when ``names`` has one per dimension."""
+    labels = (names or {}).get(key)
+    return labels[d] if labels is not None and len(labels) == size else f"{key}[{d}]"
 
 
 def horizon_curves(curves: dict[str, dict[str, list[float]]], path: str | os.PathLike, title: str) -> Path:

@@ -26,7 +26,7 @@ class AgentConfig:
     disagreement_heads: int = 8  #: plan2explore ensemble size
     #: clip the task actor's imagined samples before REINFORCE scores them: biased (see
     #: ``Actor.act``), the behaviour before commit 40dcb3b, with which online pretraining learnt the
-    #: swing-up on the cpu preset where the unbiased update has not so far (README, Results)
+    #: swing-up on the cpu preset where the unbiased update has not so far (docs/investigations.md §1.5)
     imag_clip: bool = False
     compile: bool = False  #: torch.compile the update's hot paths (params.yaml perf.compile)
 

@@ -117,6 +117,11 @@ class DMCEnv:
         size = int(sum(int(np.prod(s.shape)) for s in dm_spec.values()))
         return {"state": ((size,), "float32")}
 
+    def observation_names(self) -> dict[str, list[str]]:
+        """Vector observation key -> one name per dimension, from dm_control's entries (e.g.
+        pendulum's ``state``: ``orientation[0]``, ``orientation[1]``, ``velocity``); images have none."""
+        return dimension_names(self._env.observation_spec(), self.obs_mode)
+
     # -- stepping -----------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
         """Start an episode. ``seed`` re-seeds the task's initial-state sampler."""
@@ -169,6 +174,28 @@ class DMCEnv:
             self.close()
         except Exception:
             pass
+
+
+def dimension_names(dm_spec, obs_mode: str) -> dict[str, list[str]]:
+    """Per-dimension names of the vector observations built from a dm_control observation spec:
+    an entry of size 1 keeps its name, a longer one is indexed (``orientation[0]``)."""
+    def names(entries) -> list[str]:
+        out = []
+        for key, spec in entries:
+            size = int(np.prod(spec.shape))
+            out += [key] if size == 1 else [f"{key}[{i}]" for i in range(size)]
+        return out
+
+    if obs_mode == "pixels":
+        return {"velocity": names([("velocity", dm_spec["velocity"])])}
+    return {"state": names(dm_spec.items())}
+
+
+def observation_names(name: str, obs_mode: str) -> dict[str, list[str]]:
+    """:meth:`DMCEnv.observation_names` of env ``name`` without building a renderer."""
+    if obs_mode not in OBS_MODES:
+        raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+    return dimension_names(DMCEnv(name, obs_mode="proprio")._env.observation_spec(), obs_mode)
 
 
 def make_env(name: str, obs_mode: str = "pixels", seed: int = 0, **kwargs) -> DMCEnv:

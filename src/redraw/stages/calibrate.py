@@ -131,6 +131,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     write_json(REPORTS / f"{method}_gap.json", rows)
     write_json(REPORTS / f"{method}_history.json", history)
     figures = REPORTS / f"{method}_figures"
+    from redraw.envs.dmc import observation_names
     from redraw.plots import horizon_curves, open_loop
 
     horizon_curves({"source model": {"latent KL (nats)": before["kl"], "decoded MSE": before["mse"]},
@@ -139,7 +140,8 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     open_loop({k: v[0].cpu().numpy() for k, v in before["truth"].items()},
               {"source model": {k: v[0].cpu().numpy() for k, v in before["pred"].items()},
                method: {k: v[0].cpu().numpy() for k, v in after["pred"].items()}},
-              figures / "open_loop.png", f"{method} on held-out {target_env}", context=cfg.gap_context)
+              figures / "open_loop.png", f"{method} on held-out {target_env}", context=cfg.gap_context,
+              names=observation_names(target_env, identity["obs_mode"]))
     H = cfg.gap_horizon
     metrics = {
         "calib/updates": cfg.updates,

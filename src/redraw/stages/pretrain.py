@@ -53,7 +53,8 @@ CURVE = "reports/pretrain_curve.json"
 OPENLOOP_CONTEXT = 5  #: observed steps before an open-loop prediction
 
 
-def openloop_report(agent: Agent, replay: Replay, figure_path: Path, title: str, seed: int) -> dict[str, float]:
+def openloop_report(agent: Agent, replay: Replay, figure_path: Path, title: str, seed: int,
+                    names: dict[str, list[str]] | None = None) -> dict[str, float]:
     """Open-loop prediction on one replay chunk: decoded error, and a truth-vs-prediction figure."""
     from redraw.plots import open_loop as plot_open_loop
 
@@ -73,7 +74,7 @@ def openloop_report(agent: Agent, replay: Replay, figure_path: Path, title: str,
         metrics[f"openloop/{k}_mse"] = float(err.mean())
     plot_open_loop({k: v[0].cpu().numpy() for k, v in out["truth"].items()},
                    {"prediction": {k: v[0].cpu().numpy() for k, v in out["pred"].items()}},
-                   figure_path, title, context=OPENLOOP_CONTEXT)
+                   figure_path, title, context=OPENLOOP_CONTEXT, names=names)
     return metrics
 
 
@@ -109,7 +110,7 @@ class PretrainConfig:
     checkpoint_every: int = 500  #: updates between checkpoints
     log_every: int = 100  #: updates between metric records
     rssm_horizon: int = 15  #: imagination horizon of the RSSM (DreamerV3) pretraining (stage pretrain_rssm)
-    imag_clip: bool = False  #: experimental: clip imagined actions before REINFORCE (pre-40dcb3b; README)
+    imag_clip: bool = False  #: experimental: clip imagined actions before REINFORCE (pre-40dcb3b; docs/investigations.md §1.5)
 
 
 def configs_from_params(params: dict, path: str = "params.yaml", world_model: str | None = None):
@@ -292,7 +293,8 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     from redraw.plots import learning_curve
 
     learning_curve(curve, figures / "learning_curve.png", f"{out_dir.name}: {env_name}")
-    openloop = openloop_report(agent, replay, figures / "open_loop.png", f"{out_dir.name}: {env_name}", seed)
+    openloop = openloop_report(agent, replay, figures / "open_loop.png", f"{out_dir.name}: {env_name}", seed,
+                               names=env.observation_names())
     final = curve[-1] if curve else {}
     metrics = {
         "eval/return": final.get("eval_return", float("nan")),
