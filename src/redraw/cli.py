@@ -143,17 +143,50 @@ def _cmd_data_validate(args) -> int:
     return 0 if result.success else 1
 
 
+def _import_logs(args):
+    """``data import --config``: convert a robot log through its mapping config."""
+    from redraw.data.importer import import_logs
+    from redraw.data.importers.config import load_config
+
+    cfg = load_config(args.config)
+    if args.src is not None:
+        cfg.source.paths = [str(Path(args.src).resolve())]
+    result, record = import_logs(cfg, args.dest, _contract(args), replace=args.replace, progress=not args.no_progress)
+    for unit in record["units"]:
+        line = (f"  {unit['file']} {unit['unit']}: {unit['episodes']} episode(s), {unit['used_points']} of "
+                f"{unit['grid_points']} grid points used, {len(unit['cuts'])} cut(s)")
+        if unit["dropped_short"]:
+            line += f", {len(unit['dropped_short'])} short span(s) dropped"
+        print(line)
+    clipped = record["action_clipped_fraction"]
+    if any(clipped):
+        print(f"  action clipped to [-1, 1]: fraction per dimension {clipped}")
+    return result
+
+
 def _cmd_data_import(args) -> int:
     from redraw.data.importer import ImportRejected, import_dataset
+    from redraw.data.schema import DataError
     from redraw.stages.validate import report
 
+    if args.src is None and args.config is None:
+        print("import: error: give SRC (a schema data set) or --config (a mapping config for a robot log)",
+              file=sys.stderr)
+        return 2
     try:
-        result = import_dataset(args.src, args.dest, _contract(args), replace=args.replace)
+        if args.config is not None:
+            result = _import_logs(args)
+        else:
+            result = import_dataset(args.src, args.dest, _contract(args), replace=args.replace)
     except ImportRejected as exc:
         report(exc.result, out=sys.stderr)
         print(f"import: nothing was copied to {args.dest}", file=sys.stderr)
         return 1
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+    except DataError as exc:
+        print(f"import: error: {exc}", file=sys.stderr)
+        print(f"import: nothing was written to {args.dest}", file=sys.stderr)
+        return 2
+    except (FileExistsError, FileNotFoundError, ValueError, ModuleNotFoundError) as exc:
         print(f"import: error: {exc}", file=sys.stderr)
         return 2
     report(result)
@@ -298,12 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
     contract_flags(q)
     q.set_defaults(func=_cmd_data_validate)
 
-    q = dsub.add_parser("import", help="validate external episodes and copy them into the project",
-                        description="Validate SRC against the data contract and, only if it passes, copy it to DEST "
-                        "atomically. Use it to bring in a real robot's logs.")
-    q.add_argument("src", help="directory with metadata.json and episode .npz files")
+    q = dsub.add_parser("import", help="bring a robot's logs or external episodes into the project",
+                        description="Without --config: validate SRC (a schema data set) and, only if it passes, copy "
+                        "it to DEST atomically. With --config: convert a ROS bag, LeRobot dataset or HDF5 log as the "
+                        "mapping config says (docs/import.md), resampled to the control rate, validate the result and "
+                        "write it to DEST only if it passes; its metadata records the config and a quality report.")
+    q.add_argument("src", nargs="?", default=None,
+                   help="schema data set directory; with --config: the log (replaces the config's source.paths)")
+    q.add_argument("--config", default=None, help="mapping config (YAML) for a robot log (docs/import.md)")
     q.add_argument("--dest", default="data/imported", help="destination directory (default: data/imported)")
     q.add_argument("--replace", action="store_true", help="replace DEST if it already holds data")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     contract_flags(q)
     q.set_defaults(func=_cmd_data_import)
 
