@@ -101,3 +101,72 @@ def write_robomimic(path: Path, lengths=(60, 50, 70), rate: float = 20.0) -> Pat
             g["rewards"] = (np.arange(n) % 5 == 0).astype(np.float64)
             g["dones"] = np.zeros(n)
     return path
+
+
+# -- ROS 2 bags ----------------------------------------------------------------------------------
+BAG_SECONDS = 3.2
+HEADER_LAG_NS = 2_000_000  # header stamps are 2 ms before the log time (sensor latency)
+
+
+def joint_times():
+    """~100 Hz joint states with a deterministic +-1 ms jitter, starting 5 ms in (ns)."""
+    n = int(BAG_SECONDS * 100)
+    jitter = ((np.arange(n) * 7) % 3 - 1) * 1_000_000
+    return 5_000_000 + np.arange(n) * 10_000_000 + jitter
+
+
+def camera_times():
+    return 11_000_000 + np.round(np.arange(int(BAG_SECONDS * 30)) * 1e9 / 30).astype(np.int64)
+
+
+def command_times():
+    return np.arange(int(BAG_SECONDS * 50)) * 20_000_000
+
+
+def write_bag(path: Path, storage: str = "sqlite3", t0: int = 1_700_000_000 * 10**9, backwards: bool = False) -> Path:
+    """joint states ~100 Hz (name, position, velocity; header stamped), raw rgb8 images with padded
+    rows and JPEG images ~30 Hz, geometry_msgs/Twist commands 50 Hz (linear.x = cmd(t))."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    T = ts.types
+    JS, Img, CImg = T["sensor_msgs/msg/JointState"], T["sensor_msgs/msg/Image"], T["sensor_msgs/msg/CompressedImage"]
+    Twist, V3, H, Time = (T["geometry_msgs/msg/Twist"], T["geometry_msgs/msg/Vector3"], T["std_msgs/msg/Header"],
+                          T["builtin_interfaces/msg/Time"])
+
+    def header(ns):
+        return H(stamp=Time(sec=int(ns // 10**9), nanosec=int(ns % 10**9)), frame_id="")
+
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    msgs = []
+    for i, tn in enumerate(joint_times()):
+        s = tn / 1e9
+        m = JS(header=header(t0 + tn - HEADER_LAG_NS), name=["hinge", "elbow"],
+               position=np.array([pos(s, 0), pos(s, 1)]), velocity=np.array([vel(s, 0), vel(s, 1)]),
+               effort=np.zeros(0))
+        msgs.append((tn, "/joint_states", m, JS))
+    for i, tn in enumerate(camera_times()):
+        img = image(i)
+        h, w = img.shape[:2]
+        step = w * 3 + 8  # padded rows
+        data = np.zeros((h, step), np.uint8)
+        data[:, : w * 3] = img.reshape(h, w * 3)
+        msgs.append((tn, "/camera/image_raw", Img(header=header(t0 + tn), height=h, width=w, encoding="rgb8",
+                                                   is_bigendian=0, step=step, data=data.ravel()), Img))
+        msgs.append((tn + 1000, "/camera/compressed", CImg(header=header(t0 + tn), format="jpeg",
+                                                           data=np.frombuffer(jpeg(img), np.uint8)), CImg))
+    for tn in command_times():
+        c = Twist(linear=V3(x=float(cmd(tn / 1e9)), y=0.0, z=0.0), angular=V3(x=0.0, y=0.0, z=0.0))
+        msgs.append((tn, "/cmd_vel", c, Twist))
+    msgs.sort(key=lambda m: m[0])
+    if backwards:  # a header stamp that goes back in time
+        k = next(i for i, m in enumerate(msgs) if m[1] == "/joint_states" and m[0] > 10**9)
+        msgs[k][2].header.stamp.sec -= 1
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        conns = {}
+        for tn, topic, m, typ in msgs:
+            if topic not in conns:
+                conns[topic] = writer.add_connection(topic, typ.__msgtype__, typestore=ts)
+            writer.write(conns[topic], int(t0 + tn), ts.serialize_cdr(m, typ.__msgtype__))
+    return path

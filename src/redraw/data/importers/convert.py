@@ -159,8 +159,7 @@ def build_episodes(unit: Unit, cfg: ImportConfig, dims: dict | None, amap_box: d
                            unit.table_rate, step)
             max_age = {k: 0 for k in streams}
         else:
-            firsts = [streams[k].t[min(np.searchsorted(streams[k].t, ws), len(streams[k].t) - 1)] for k in obs_keys]
-            g = grid(max(ws, int(max(firsts))), we, hz)
+            g = grid(max(ws, max(int(streams[k].t[0]) for k in obs_keys)), we, hz)  # once every observation has begun
             max_age = {k: int(round((specs[k].max_age or cfg.alignment.max_age) * NS)) for k in streams}
         aligned = {k: asof(streams[k].t, g, max_age[k]) for k in streams}
         first_ok = np.logical_and.reduce([aligned[k][2] for k in obs_keys])

@@ -125,10 +125,10 @@ def jitter_stats(t: np.ndarray) -> dict:
     if len(t) < 2:
         return {"count": int(len(t)), "rate_hz": None, "jitter_ms": None, "max_gap_s": None}
     d = np.diff(t).astype(np.float64) / NS
-    med = float(np.median(d))
+    span = float((t[-1] - t[0]) / NS)
     return {
         "count": int(len(t)),
-        "rate_hz": round(1.0 / med, 3) if med > 0 else None,
+        "rate_hz": round((len(t) - 1) / span, 3) if span > 0 else None,
         "jitter_ms": round(float(np.std(d)) * 1e3, 3),
         "max_gap_s": round(float(d.max()), 6),
         "duration_s": round(float((t[-1] - t[0]) / NS), 6),
