@@ -9,6 +9,7 @@ channel is a constant that encodes the frame index (``frame_code``) over a fixed
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,103 @@ def write_bag(path: Path, storage: str = "sqlite3", t0: int = 1_700_000_000 * 10
                 conns[topic] = writer.add_connection(topic, typ.__msgtype__, typestore=ts)
             writer.write(conns[topic], int(t0 + tn), ts.serialize_cdr(m, typ.__msgtype__))
     return path
+
+
+# -- LeRobot ---------------------------------------------------------------------------------------
+def lerobot_signals(ep: int, n: int, fps: float):
+    """Per-row state (3), action (2: cmd, -cmd) and frame codes of episode ``ep``."""
+    t = np.arange(n) / fps + 10 * ep
+    state = np.stack([pos(t, 0), pos(t, 1), vel(t, 0)], axis=1).astype(np.float32)
+    action = np.stack([cmd(t), -cmd(t)], axis=1).astype(np.float32)
+    return t, state, action, [image(i + 100 * ep) for i in range(n)]
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"crf": "8", "g": "10"})
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_lerobot(root: Path, version: str = "v3.0", lengths=(60, 46), fps: int = 50, inline: bool = False) -> Path:
+    """A tiny LeRobot dataset: v3.0 (one parquet + one two-episode mp4) or v2.1 (a file per
+    episode); ``inline`` stores the images as PNG bytes in the parquet instead of video."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cam = "observation.images.top"
+    features = {
+        "observation.state": {"dtype": "float32", "shape": [3], "names": ["hinge", "elbow", "hinge_vel"]},
+        "action": {"dtype": "float32", "shape": [2], "names": {"motors": ["thrust", "brake"]}},
+        cam: {"dtype": "image" if inline else "video", "shape": [48, 64, 3], "names": ["height", "width", "channels"]},
+        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+        "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+        "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+        "index": {"dtype": "int64", "shape": [1], "names": None},
+        "task_index": {"dtype": "int64", "shape": [1], "names": None},
+    }
+    info = {"codebase_version": version, "robot_type": "test", "fps": fps, "total_episodes": len(lengths),
+            "total_frames": int(sum(lengths)), "chunks_size": 1000, "features": features}
+    if version == "v3.0":
+        info["data_path"] = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+        info["video_path"] = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    else:
+        info["data_path"] = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+        info["video_path"] = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+    tables, all_frames, ep_rows, start = [], [], [], 0
+    for ep, n in enumerate(lengths):
+        t, state, action, frames = lerobot_signals(ep, n, fps)
+        cols = {"observation.state": pa.array(list(state), pa.list_(pa.float32())),
+                "action": pa.array(list(action), pa.list_(pa.float32())),
+                "timestamp": pa.array(np.arange(n, dtype=np.float32) / fps),
+                "frame_index": pa.array(np.arange(n)), "episode_index": pa.array(np.full(n, ep)),
+                "index": pa.array(start + np.arange(n)), "task_index": pa.array(np.zeros(n, np.int64))}
+        if inline:
+            from PIL import Image
+            import io
+
+            def png(img):
+                buf = io.BytesIO()
+                Image.fromarray(img).save(buf, format="PNG")
+                return {"bytes": buf.getvalue(), "path": None}
+            cols[cam] = pa.array([png(f) for f in frames], pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+        tables.append(pa.table(cols))
+        ep_rows.append({"episode_index": ep, "length": n, "data/chunk_index": 0, "data/file_index": 0,
+                        "dataset_from_index": start, "dataset_to_index": start + n,
+                        f"videos/{cam}/chunk_index": 0, f"videos/{cam}/file_index": 0,
+                        f"videos/{cam}/from_timestamp": len(all_frames) / fps,
+                        f"videos/{cam}/to_timestamp": (len(all_frames) + n) / fps})
+        all_frames += frames
+        start += n
+        if version != "v3.0":
+            path = root / info["data_path"].format(episode_chunk=0, episode_index=ep)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(tables[-1], path)
+            if not inline:
+                write_video(root / info["video_path"].format(episode_chunk=0, video_key=cam, episode_index=ep),
+                            frames, fps)
+    if version == "v3.0":
+        path = root / info["data_path"].format(chunk_index=0, file_index=0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.concat_tables(tables), path)
+        if not inline:
+            write_video(root / info["video_path"].format(video_key=cam, chunk_index=0, file_index=0), all_frames, fps)
+        meta = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(ep_rows), meta)
+    else:
+        (root / "meta").mkdir(parents=True, exist_ok=True)
+        (root / "meta" / "episodes.jsonl").write_text(
+            "".join(json.dumps({"episode_index": ep, "length": n, "tasks": ["test"]}) + "\n"
+                    for ep, n in enumerate(lengths)))
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    (root / "meta" / "info.json").write_text(json.dumps(info, indent=2))
+    return root

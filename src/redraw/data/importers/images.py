@@ -37,8 +37,9 @@ def decode_bytes(data, file: str, key: str, where: str) -> np.ndarray:
     """Compressed image bytes (JPEG, PNG, ...) -> HxWx3 uint8 RGB."""
     from PIL import Image, UnidentifiedImageError
 
+    raw = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, np.uint8).tobytes()
     try:
-        with Image.open(io.BytesIO(bytes(np.asarray(data, np.uint8).tobytes()))) as img:
+        with Image.open(io.BytesIO(raw)) as img:
             return np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(file, key, f"{where!r}: cannot decode compressed image ({exc})") from None
