@@ -197,6 +197,33 @@ def _cmd_data_import(args) -> int:
     return 0
 
 
+def _cmd_data_inspect(args) -> int:
+    import yaml
+
+    from redraw.data.importers.survey import DRAFT_HEADER, describe, draft, survey
+    from redraw.data.schema import DataError
+
+    try:
+        fmt, rows = survey(args.src, args.format)
+    except (DataError, ValueError, ModuleNotFoundError, OSError) as exc:
+        print(f"inspect: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"format": fmt, "streams": rows}, indent=2, default=str))
+    else:
+        print(f"{args.src}: {fmt}")
+        print(describe(rows))
+    if args.draft:
+        out = Path(args.draft)
+        if out.exists() and not args.replace:
+            print(f"inspect: error: {out} exists; pass --replace to overwrite it", file=sys.stderr)
+            return 2
+        cfg = draft(str(Path(args.src).resolve()), fmt, rows, args.env, args.obs_mode, args.control_hz)
+        out.write_text(DRAFT_HEADER + yaml.safe_dump(cfg, sort_keys=False))
+        print(f"draft mapping config: {out} (check it, then `redraw data import --config {out}`)")
+    return 0
+
+
 def _cmd_data_stats(args) -> int:
     from redraw.data.episodes import dataset_stats
     from redraw.data.schema import DataError, read_metadata
@@ -344,6 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     contract_flags(q)
     q.set_defaults(func=_cmd_data_import)
+
+    q = dsub.add_parser("inspect", help="list a robot log's streams (rates, shapes, gaps) and draft a config",
+                        description="List the topics (ROS bag), features (LeRobot) or datasets (HDF5) of SRC with "
+                        "their type, count, rate, jitter, longest gap and shape; with --draft, write a mapping config "
+                        "guessed from them for `redraw data import --config` (docs/import.md).")
+    q.add_argument("src", help="a ROS bag (directory, .bag, .db3, .mcap), a LeRobot dataset root, or HDF5 file(s)")
+    q.add_argument("--format", choices=["rosbag", "lerobot", "hdf5"], default=None, help="default: detected")
+    q.add_argument("--json", action="store_true", help="print the streams as JSON")
+    q.add_argument("--draft", default=None, metavar="FILE", help="write a draft mapping config to FILE")
+    q.add_argument("--replace", action="store_true", help="overwrite FILE if it exists")
+    q.add_argument("--env", default="pendulum-swingup-reversed", help="draft: target env (default: %(default)s)")
+    q.add_argument("--obs-mode", default="proprio", choices=["pixels", "proprio"], help="draft: (default: %(default)s)")
+    q.add_argument("--control-hz", type=float, default=None, help="draft: agent rate (default: a guess per format)")
+    q.set_defaults(func=_cmd_data_inspect)
 
     q = dsub.add_parser("stats", help="episodes, transitions and returns of a data set",
                         description="Print a data set's metadata summary and return statistics.")
