@@ -196,3 +196,14 @@ def test_dimensions_must_match_the_env():
     cfg = parse_config(base(**{"observations.state.select": [0, 7]}), "m")
     with pytest.raises(DataError, match="index 7 is out of range"):
         build_episodes(_unit(np.arange(100) * 10 * ms, np.arange(50) * 20 * ms), cfg, None, {})
+
+
+def test_split_by_gaps_starts_a_fresh_grid_after_each_pause():
+    cfg = parse_config(base(**{"episodes.split": "gaps", "episodes.gap": 0.5, "episodes.min_length": 5}), "m")
+    ms = NS // 1000
+    t_obs = np.concatenate([np.arange(0, 1000, 10), np.arange(2007, 3000, 10)]) * ms  # a 1 s pause
+    t_act = np.arange(0, 3000, 20) * ms
+    eps, report = build_episodes(_unit(t_obs, t_act), cfg, None, {})
+    assert len(eps) == 2 and report["cuts"] == []  # split at the pause, not cut as stale
+    np.testing.assert_allclose(eps[1]["state"][:, 0], 2.007 + 0.04 * np.arange(len(eps[1]["state"])), atol=1e-6)
+    assert len(eps[0]["state"]) == 25 and len(eps[1]["state"]) == 25
