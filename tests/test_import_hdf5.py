@@ -134,3 +134,9 @@ def test_cli_import_with_config(aloha, capsys, monkeypatch):
     assert "[action.path]: no dataset 'nope'" in err and "nothing was written to out2" in err
     assert not (aloha / "out2").exists()
     json.loads((aloha / "out" / "metadata.json").read_text())
+
+
+def test_a_reward_must_be_one_number(aloha):
+    path = write_config(aloha / "map.yaml", aloha_config(reward={"path": "observations/qpos"}))
+    with pytest.raises(DataError, match=r"\[reward.select\].*14 values per sample"):
+        import_logs(path, aloha / "out", CONTRACT, progress=False)

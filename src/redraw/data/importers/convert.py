@@ -133,6 +133,9 @@ def build_episodes(unit: Unit, cfg: ImportConfig, dims: dict | None, amap_box: d
         if width["action"] != dims["action"]:
             raise DataError(file, "action.select", f"gives {width['action']} action dimensions; env "
                             f"{cfg.target.env!r} has {dims['action']}")
+    if "reward" in width and width["reward"] != 1:
+        raise DataError(file, "reward.select", f"{unit.streams['reward'].where!r} gives {width['reward']} values per "
+                        "sample; a reward is one number (select one)")
     if "map" not in amap_box:
         amap_box["map"] = ActionMap(cfg, width["action"])
     elif amap_box["map"].n != width["action"]:

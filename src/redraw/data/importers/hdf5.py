@@ -83,7 +83,7 @@ def _image_take(ds: h5py.Dataset, compressed: bool, shaper: Shaper, file: str, k
 
 def units(cfg: ImportConfig):
     files = _files(cfg)
-    return None, _units(cfg, files)
+    return (None if cfg.source.preset == "robomimic" else len(files)), _units(cfg, files)
 
 
 def _units(cfg: ImportConfig, files: list[Path]):
