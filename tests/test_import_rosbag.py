@@ -137,3 +137,30 @@ def test_undecodable_message_types_are_a_clear_error(tmp_path):
     ep = load_episode(list_episodes(tmp_path / "out")[0])
     assert ep["state"].shape == (25, 3)
     np.testing.assert_allclose(ep["state"][:, 2], 0.1 * np.arange(0, 100, 4), atol=1e-6)
+
+
+def test_ros1_bag(tmp_path):
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS1_NOETIC)
+    JS, H, Time, F = (ts.types[k] for k in ("sensor_msgs/msg/JointState", "std_msgs/msg/Header",
+                                             "builtin_interfaces/msg/Time", "std_msgs/msg/Float64"))
+    with Writer(tmp_path / "run.bag") as w:
+        cj = w.add_connection("/joint_states", JS.__msgtype__, typestore=ts)
+        cc = w.add_connection("/cmd", F.__msgtype__, typestore=ts)
+        for i in range(250):  # 100 Hz
+            m = JS(header=H(seq=i, stamp=Time(sec=5, nanosec=i * 10**7 // 2), frame_id=""), name=["a", "b", "c"],
+                   position=np.array([0.01 * i, 2.0, 3.0]), velocity=np.zeros(3), effort=np.zeros(0))
+            w.write(cj, T0 + i * 10**7, ts.serialize_ros1(m, JS.__msgtype__))
+            w.write(cc, T0 + i * 10**7, ts.serialize_ros1(F(data=0.001 * i), F.__msgtype__))
+    cfg = {"version": 1, "source": {"format": "rosbag", "paths": "run.bag"},
+           "target": {"env": ENV, "obs_mode": "proprio", "control_hz": 25},
+           "observations": {"state": {"topic": "/joint_states", "field": "position", "select": ["a", "c", "b"]}},
+           "action": {"topic": "/cmd", "field": "data"}}
+    result, _ = import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT, progress=False)
+    assert result.success, result.failures
+    ep = load_episode(list_episodes(tmp_path / "out")[0])
+    np.testing.assert_allclose(ep["state"][:, 0], 0.04 * np.arange(63), atol=1e-6)
+    np.testing.assert_allclose(ep["state"][0, 1:], [3.0, 2.0])  # the order that select names
+    np.testing.assert_allclose(ep["action"][1:, 0], 0.004 * np.arange(1, 63), atol=1e-6)
