@@ -143,17 +143,50 @@ def _cmd_data_validate(args) -> int:
     return 0 if result.success else 1
 
 
+def _import_logs(args):
+    """``data import --config``: convert a robot log through its mapping config."""
+    from redraw.data.importer import import_logs
+    from redraw.data.importers.config import load_config
+
+    cfg = load_config(args.config)
+    if args.src is not None:
+        cfg.source.paths = [str(Path(args.src).resolve())]
+    result, record = import_logs(cfg, args.dest, _contract(args), replace=args.replace, progress=not args.no_progress)
+    for unit in record["units"]:
+        line = (f"  {unit['file']} {unit['unit']}: {unit['episodes']} episode(s), {unit['used_points']} of "
+                f"{unit['grid_points']} grid points used, {len(unit['cuts'])} cut(s)")
+        if unit["dropped_short"]:
+            line += f", {len(unit['dropped_short'])} short span(s) dropped"
+        print(line)
+    clipped = record["action_clipped_fraction"]
+    if any(clipped):
+        print(f"  action clipped to [-1, 1]: fraction per dimension {clipped}")
+    return result
+
+
 def _cmd_data_import(args) -> int:
     from redraw.data.importer import ImportRejected, import_dataset
+    from redraw.data.schema import DataError
     from redraw.stages.validate import report
 
+    if args.src is None and args.config is None:
+        print("import: error: give SRC (a schema data set) or --config (a mapping config for a robot log)",
+              file=sys.stderr)
+        return 2
     try:
-        result = import_dataset(args.src, args.dest, _contract(args), replace=args.replace)
+        if args.config is not None:
+            result = _import_logs(args)
+        else:
+            result = import_dataset(args.src, args.dest, _contract(args), replace=args.replace)
     except ImportRejected as exc:
         report(exc.result, out=sys.stderr)
         print(f"import: nothing was copied to {args.dest}", file=sys.stderr)
         return 1
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+    except DataError as exc:
+        print(f"import: error: {exc}", file=sys.stderr)
+        print(f"import: nothing was written to {args.dest}", file=sys.stderr)
+        return 2
+    except (FileExistsError, FileNotFoundError, ValueError, ModuleNotFoundError) as exc:
         print(f"import: error: {exc}", file=sys.stderr)
         return 2
     report(result)
@@ -161,6 +194,33 @@ def _cmd_data_import(args) -> int:
         f"import: {result.stats.get('episodes')} episodes now in {args.dest}. To calibrate on them, set "
         f"`target_data: {args.dest}` in params.yaml and track the data with `dvc add {args.dest}`."
     )
+    return 0
+
+
+def _cmd_data_inspect(args) -> int:
+    import yaml
+
+    from redraw.data.importers.survey import DRAFT_HEADER, describe, draft, survey
+    from redraw.data.schema import DataError
+
+    try:
+        fmt, rows = survey(args.src, args.format)
+    except (DataError, ValueError, ModuleNotFoundError, OSError) as exc:
+        print(f"inspect: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"format": fmt, "streams": rows}, indent=2, default=str))
+    else:
+        print(f"{args.src}: {fmt}")
+        print(describe(rows))
+    if args.draft:
+        out = Path(args.draft)
+        if out.exists() and not args.replace:
+            print(f"inspect: error: {out} exists; pass --replace to overwrite it", file=sys.stderr)
+            return 2
+        cfg = draft(str(Path(args.src).resolve()), fmt, rows, args.env, args.obs_mode, args.control_hz)
+        out.write_text(DRAFT_HEADER + yaml.safe_dump(cfg, sort_keys=False))
+        print(f"draft mapping config: {out} (check it, then `redraw data import --config {out}`)")
     return 0
 
 
@@ -319,14 +379,33 @@ def build_parser() -> argparse.ArgumentParser:
     contract_flags(q)
     q.set_defaults(func=_cmd_data_validate)
 
-    q = dsub.add_parser("import", help="validate external episodes and copy them into the project",
-                        description="Validate SRC against the data contract and, only if it passes, copy it to DEST "
-                        "atomically. Use it to bring in a real robot's logs.")
-    q.add_argument("src", help="directory with metadata.json and episode .npz files")
+    q = dsub.add_parser("import", help="bring a robot's logs or external episodes into the project",
+                        description="Without --config: validate SRC (a schema data set) and, only if it passes, copy "
+                        "it to DEST atomically. With --config: convert a ROS bag, LeRobot dataset or HDF5 log as the "
+                        "mapping config says (docs/import.md), resampled to the control rate, validate the result and "
+                        "write it to DEST only if it passes; its metadata records the config and a quality report.")
+    q.add_argument("src", nargs="?", default=None,
+                   help="schema data set directory; with --config: the log (replaces the config's source.paths)")
+    q.add_argument("--config", default=None, help="mapping config (YAML) for a robot log (docs/import.md)")
     q.add_argument("--dest", default="data/imported", help="destination directory (default: data/imported)")
     q.add_argument("--replace", action="store_true", help="replace DEST if it already holds data")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     contract_flags(q)
     q.set_defaults(func=_cmd_data_import)
+
+    q = dsub.add_parser("inspect", help="list a robot log's streams (rates, shapes, gaps) and draft a config",
+                        description="List the topics (ROS bag), features (LeRobot) or datasets (HDF5) of SRC with "
+                        "their type, count, rate, jitter, longest gap and shape; with --draft, write a mapping config "
+                        "guessed from them for `redraw data import --config` (docs/import.md).")
+    q.add_argument("src", help="a ROS bag (directory, .bag, .db3, .mcap), a LeRobot dataset root, or HDF5 file(s)")
+    q.add_argument("--format", choices=["rosbag", "lerobot", "hdf5"], default=None, help="default: detected")
+    q.add_argument("--json", action="store_true", help="print the streams as JSON")
+    q.add_argument("--draft", default=None, metavar="FILE", help="write a draft mapping config to FILE")
+    q.add_argument("--replace", action="store_true", help="overwrite FILE if it exists")
+    q.add_argument("--env", default="pendulum-swingup-reversed", help="draft: target env (default: %(default)s)")
+    q.add_argument("--obs-mode", default="proprio", choices=["pixels", "proprio"], help="draft: (default: %(default)s)")
+    q.add_argument("--control-hz", type=float, default=None, help="draft: agent rate (default: a guess per format)")
+    q.set_defaults(func=_cmd_data_inspect)
 
     q = dsub.add_parser("stats", help="episodes, transitions and returns of a data set",
                         description="Print a data set's metadata summary and return statistics.")

@@ -1,9 +1,10 @@
 """``redraw data import``: bring external (e.g. real-robot) episodes into the project.
 
-The source directory must meet the episode schema (docs/episode-schema.md). It is validated
-with the same contract as the target-data stage *before* anything is copied; the copy goes to a
-temporary sibling and is renamed into place, so a rejected or interrupted import leaves the
-destination as it was.
+Either the source directory already meets the episode schema (docs/episode-schema.md), or a
+mapping config (docs/import.md) says how to convert a ROS bag, LeRobot dataset or HDF5 log
+into it. Either way the data is validated with the same contract as the target-data stage
+*before* it reaches the destination: it is staged in a temporary sibling and renamed into
+place, so a rejected, failed or interrupted import leaves the destination as it was.
 """
 
 from __future__ import annotations
@@ -40,13 +41,51 @@ def import_dataset(src: str | os.PathLike, dest: str | os.PathLike, config, repl
     result = validate_dataset(src, config)
     if not result.success:
         raise ImportRejected(result)
+
+    def fill(tmp: Path) -> None:
+        for path in [src / METADATA_FILE, *list_episodes(src)]:
+            shutil.copy2(path, tmp / path.name)
+
+    _stage(dest, fill)
+    return result
+
+
+def import_logs(mapping, dest: str | os.PathLike, config, replace: bool = False, progress: bool = True):
+    """Convert the log that ``mapping`` (an ImportConfig, or the path of its YAML file) describes,
+    validate the result with ``config`` (a ValidationConfig) and put it at ``dest``.
+
+    Returns (ValidationResult, import record). Raises DataError for bad config or source (nothing
+    written), ImportRejected when the converted data fails validation (nothing written).
+    """
+    from redraw.data.importers.config import ImportConfig, load_config
+    from redraw.data.importers.convert import convert
+    from redraw.validation import validate_dataset
+
+    cfg = mapping if isinstance(mapping, ImportConfig) else load_config(mapping)
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()) and not replace:
+        raise FileExistsError(f"{dest}: destination holds data; pass --replace to swap it for the import")
+    box: dict = {}
+
+    def fill(tmp: Path) -> None:
+        box["record"] = convert(cfg, tmp, progress=progress)
+        box["result"] = result = validate_dataset(tmp, config)
+        if not result.success:
+            result.directory = str(dest)
+            raise ImportRejected(result)
+
+    _stage(dest, fill)
+    return box["result"], box["record"]
+
+
+def _stage(dest: Path, fill) -> None:
+    """Build the data set with ``fill(tmp)`` in a temporary sibling, then swap it in for ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        for path in [src / METADATA_FILE, *list_episodes(src)]:
-            shutil.copy2(path, tmp / path.name)
+        fill(tmp)
         old = None
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
@@ -58,4 +97,3 @@ def import_dataset(src: str | os.PathLike, dest: str | os.PathLike, config, repl
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return result

@@ -1,0 +1,191 @@
+"""ROS 1 bags, ROS 2 bags (sqlite3 ``.db3`` and MCAP) and bare ``.mcap`` files via ``rosbags``.
+
+Pure Python: no ROS installation. Message definitions come from the bag when it carries them
+(ROS 1, MCAP, rosbag2 >= Iron), else from ``source.typestore`` (a ROS distro's standard types)
+plus ``source.msg_types`` (custom ``.msg`` files). Each bag is one recording unit; a stream is
+a ``topic`` and a ``field`` (dotted attribute; a list concatenates), stamped by log time or by
+``header.stamp`` (``time``). ``sensor_msgs/Image`` (any row padding) and ``CompressedImage``
+are decoded, cropped and resized as they are read, so only target-size frames are kept.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from redraw.data.importers.config import ImportConfig
+from redraw.data.importers.images import Shaper, decode_bytes, decode_ros_image
+from redraw.data.importers.resample import Stream, Unit, jitter_stats
+from redraw.data.schema import DataError
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/Image")
+COMPRESSED_TYPES = ("sensor_msgs/msg/CompressedImage", "sensor_msgs/CompressedImage")
+
+
+def typestore(cfg: ImportConfig | None):
+    name = cfg.source.typestore if cfg is not None else "ros2_humble"
+    try:
+        store = get_typestore(Stores(name))
+    except ValueError:
+        raise DataError(cfg.config_path if cfg else "<config>", "source.typestore",
+                        f"unknown typestore {name!r}; known: {', '.join(s.value for s in Stores)}") from None
+    if cfg is not None:
+        for msgtype, file in cfg.source.msg_types.items():
+            try:
+                store.register(get_types_from_msg(cfg.resolve(file).read_text(), msgtype))
+            except Exception as exc:  # rosbags raises several parser errors
+                raise DataError(cfg.resolve(file), f"source.msg_types.{msgtype}", f"not a valid .msg definition "
+                                f"({type(exc).__name__}: {exc})") from None
+    return store
+
+
+def _paths(cfg: ImportConfig) -> list[Path]:
+    out = []
+    for i, p in enumerate(cfg.source.paths):
+        path = cfg.resolve(p)
+        if not path.exists():
+            raise DataError(path, f"source.paths[{i}]", "no such bag (a rosbag2 directory, a .bag, .db3 or .mcap file)")
+        out.append(path)
+    return out
+
+
+def units(cfg: ImportConfig):
+    paths = _paths(cfg)
+    return len(paths), (_unit(cfg, p) for p in paths)
+
+
+def _attr(msg, dotted: str):
+    for part in dotted.split("."):
+        msg = getattr(msg, part)
+    return msg
+
+
+def _open(path: Path, store) -> AnyReader:
+    try:
+        reader = AnyReader([path], default_typestore=store)
+        reader.open()
+    except (AnyReaderError, Exception) as exc:  # rosbags' reader errors carry no common base
+        raise DataError(path, "source.paths", f"cannot open as a bag ({type(exc).__name__}: {exc})") from None
+    for name, fields in store.fielddefs.items():  # custom types for bags that carry no definitions
+        if name not in reader.typestore.fielddefs:
+            reader.typestore.register({name: fields})
+    return reader
+
+
+def _unit(cfg: ImportConfig, path: Path) -> Unit:
+    file = str(path)
+    reader = _open(path, typestore(cfg))
+    with closing(reader):
+        topics = reader.topics
+        by_topic: dict[str, list[str]] = defaultdict(list)
+        specs = dict(cfg.streams())
+        for key, spec in specs.items():
+            if spec.topic not in topics:
+                raise DataError(file, f"{key}.topic", f"no topic {spec.topic!r} in the bag (topics: "
+                                f"{', '.join(sorted(topics))})")
+            msgtype = topics[spec.topic].msgtype
+            is_image = msgtype in IMAGE_TYPES + COMPRESSED_TYPES
+            if (key == "observations.image") != is_image:
+                raise DataError(file, f"{key}.topic", f"{spec.topic!r} carries {msgtype}, " +
+                                ("not an image" if key == "observations.image" else "an image, not a vector"))
+            if not is_image and spec.field is None:
+                fields = [f for f in reader.typestore.fielddefs.get(msgtype, ((), []))[1]]
+                raise DataError(cfg.config_path, f"{key}.field", f"missing: which field of {msgtype} on "
+                                f"{spec.topic!r} (fields: {', '.join(f[0] for f in fields)})")
+            by_topic[spec.topic].append(key)
+        t = {k: [] for k in specs}
+        rows = {k: [] for k in specs}
+        names: dict[str, list[str] | None] = {}
+        shapers = {k: Shaper(cfg.target.image_size, cfg.observations["image"].crop, cfg.observations["image"].colour,
+                             file, k, specs[k].topic) for k in specs if k == "observations.image"}
+        conns = [c for c in reader.connections if c.topic in by_topic]
+        for conn, logtime, raw in reader.messages(connections=conns):
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+            except Exception as exc:
+                key = by_topic[conn.topic][0]
+                raise DataError(file, f"{key}.topic", f"cannot decode {conn.msgtype} messages on {conn.topic!r} "
+                                f"({type(exc).__name__}: {exc}); register the type with source.msg_types") from None
+            for key in by_topic[conn.topic]:
+                spec = specs[key]
+                t[key].append(_stamp(msg, logtime, spec.time or cfg.alignment.time, file, key, conn.topic))
+                if key in shapers:
+                    decode = decode_bytes if conn.msgtype in COMPRESSED_TYPES else decode_ros_image
+                    img = decode(msg.data, file, key, conn.topic) if decode is decode_bytes else decode(
+                        msg, file, key, conn.topic)
+                    rows[key].append(shapers[key](img))
+                    continue
+                rows[key].append(_vector(msg, spec, file, key, conn.topic, len(rows[key])))
+                if hasattr(msg, "name") and isinstance(msg.name, list):
+                    if key not in names:
+                        names[key] = list(msg.name)
+                    elif names[key] != list(msg.name) and spec.select is not None:
+                        raise DataError(file, f"{key}.select", f"{conn.topic!r}: the joint names change at message "
+                                        f"{len(rows[key]) - 1} ({names[key]} -> {list(msg.name)})")
+        streams = {}
+        for key in specs:
+            where = specs[key].topic
+            if not rows[key]:
+                raise DataError(file, f"{key}.topic", f"topic {where!r} has no messages in this bag")
+            arr = np.stack(rows[key])
+            size = None if key in shapers else arr.shape[1]
+            streams[key] = Stream(key, where, np.asarray(t[key], np.int64), arr.__getitem__,
+                                  names.get(key) if names.get(key) and len(names[key]) == size else None,
+                                  size, image=key in shapers)
+    return Unit(file, path.name, streams, table_rate=None)
+
+
+def _stamp(msg, logtime: int, source: str, file: str, key: str, topic: str) -> int:
+    if source == "log":
+        return int(logtime)
+    header = getattr(msg, "header", None)
+    if header is None:
+        raise DataError(file, f"{key}.time", f"{topic!r} messages have no header; use time: log")
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def _vector(msg, spec, file: str, key: str, topic: str, i: int) -> np.ndarray:
+    parts = []
+    for field in [spec.field] if isinstance(spec.field, str) else spec.field:
+        try:
+            value = _attr(msg, field)
+        except AttributeError:
+            raise DataError(file, f"{key}.field", f"{topic!r} ({msg.__msgtype__}) has no field {field!r} (fields: "
+                            f"{', '.join(k for k in vars(msg) if not k.startswith('_'))})") from None
+        arr = np.asarray(value, np.float64).ravel()
+        parts.append(arr)
+    out = np.concatenate(parts)
+    return out
+
+
+def inspect(path: str) -> list[dict]:
+    """Every topic of a bag: type, count, rate, jitter and gaps (log time), and a first message's shape."""
+    out = []
+    reader = _open(Path(path), typestore(None))
+    with closing(reader):
+        stamps: dict[str, list[int]] = defaultdict(list)
+        first: dict[str, object] = {}
+        for conn, logtime, raw in reader.messages():
+            stamps[conn.topic].append(logtime)
+            if conn.topic not in first:
+                try:
+                    first[conn.topic] = reader.deserialize(raw, conn.msgtype)
+                except Exception as exc:
+                    first[conn.topic] = f"undecodable: {exc}"
+        for topic, info in sorted(reader.topics.items()):
+            row = {"stream": topic, "type": info.msgtype, **jitter_stats(np.asarray(stamps.get(topic, []), np.int64))}
+            msg = first.get(topic)
+            if msg is not None and not isinstance(msg, str):
+                row["fields"] = {k: (list(np.shape(v)) if isinstance(v, (list, np.ndarray)) else type(v).__name__)
+                                 for k, v in vars(msg).items() if not k.startswith("_")}
+                if isinstance(getattr(msg, "name", None), list):
+                    row["names"] = list(msg.name)
+                if info.msgtype in IMAGE_TYPES:
+                    row["shape"] = [int(msg.height), int(msg.width), str(msg.encoding)]
+            out.append(row)
+    return out

@@ -1,0 +1,119 @@
+"""``redraw data inspect``: what a log holds (streams, rates, shapes, gaps, jitter) and a draft
+mapping config guessed from it, for the user to check and complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from redraw.data.importers import inspector
+
+_HDF5 = (".hdf5", ".h5", ".he5")
+_BAG = (".bag", ".db3", ".mcap")
+
+
+def detect_format(path: str | Path) -> str:
+    p = Path(path)
+    if p.is_dir() and (p / "meta" / "info.json").is_file():
+        return "lerobot"
+    if p.suffix in _HDF5 or (p.is_dir() and any(q.suffix in _HDF5 for q in p.iterdir())):
+        return "hdf5"
+    if p.suffix in _BAG or (p.is_dir() and ((p / "metadata.yaml").is_file() or any(q.suffix in _BAG for q in p.iterdir()))):
+        return "rosbag"
+    raise ValueError(f"{p}: cannot tell the format (a ROS bag, a LeRobot dataset or HDF5 files); pass --format")
+
+
+def survey(path: str | Path, fmt: str | None = None) -> tuple[str, list[dict]]:
+    fmt = fmt or detect_format(path)
+    p = Path(path)
+    if fmt == "hdf5" and p.is_dir():
+        p = sorted(q for q in p.iterdir() if q.suffix in _HDF5)[0]
+    return fmt, inspector(fmt)(str(p))
+
+
+def describe(rows: list[dict]) -> str:
+    lines = []
+    for r in rows:
+        bits = [f"{r['stream']}", f"[{r.get('type')}]"]
+        if r.get("count") is not None:
+            bits.append(f"{r['count']} samples")
+        if r.get("rate_hz"):
+            bits.append(f"{r['rate_hz']:g} Hz, jitter {r['jitter_ms']:g} ms, longest gap {r['max_gap_s']:g} s")
+        for key in ("episodes", "fps", "shape", "names", "fields"):
+            if r.get(key) is not None:
+                bits.append(f"{key} {r[key]}")
+        lines.append("  " + "  ".join(bits))
+    return "\n".join(lines)
+
+
+def _pick(rows, test):
+    return next((r for r in rows if test(r)), None)
+
+
+def draft(path: str, fmt: str, rows: list[dict], env: str, obs_mode: str, control_hz: float | None) -> dict:
+    """A mapping config guessed from ``rows``; every guess is worth a look (docs/import.md)."""
+    src: dict = {"format": fmt, "paths": [str(path)]}
+    obs: dict = {}
+    action: dict = {}
+    hz = control_hz
+    if fmt == "rosbag":
+        image = _pick(rows, lambda r: str(r.get("type", "")).endswith(("/Image", "/CompressedImage")))
+        joints = _pick(rows, lambda r: str(r.get("type", "")).endswith("JointState"))
+        command = _pick(rows, lambda r: any(w in str(r.get("type", "")) + r["stream"]
+                                            for w in ("Twist", "cmd", "command", "Float64MultiArray")))
+        jt = joints["stream"] if joints else "/joint_states"
+        if obs_mode == "pixels":
+            obs = {"image": {"topic": image["stream"] if image else "/camera/image_raw"},
+                   "velocity": {"topic": jt, "field": "velocity"}}
+        else:
+            obs = {"state": {"parts": [{"topic": jt, "field": "position"}, {"topic": jt, "field": "velocity"}]}}
+        ctype = str(command.get("type", "")) if command else ""
+        action = {"topic": command["stream"] if command else "/cmd",
+                  "field": "linear.x" if "Twist" in ctype else "data"}
+        hz = hz or 25.0
+    elif fmt == "lerobot":
+        info = rows[0]
+        image = _pick(rows[1:], lambda r: r.get("type") in ("video", "image"))
+        state = _pick(rows[1:], lambda r: r["stream"] == "observation.state")
+        skey = state["stream"] if state else "observation.state"
+        obs = ({"image": {"key": image["stream"] if image else "observation.images.main"}, "velocity": {"key": skey}}
+               if obs_mode == "pixels" else {"state": {"key": skey}})
+        action = {"key": "action"}
+        hz = hz or float(info.get("fps") or 25)
+    else:
+        names = {r["stream"] for r in rows}
+        if "data/demo_*" in names:
+            src["preset"] = "robomimic"
+            image = _pick(rows, lambda r: r["stream"].startswith("obs/") and len(r.get("shape") or []) == 3)
+            vel = _pick(rows, lambda r: r["stream"].startswith("obs/") and "vel" in r["stream"])
+            obs = ({"image": {"path": image["stream"] if image else "obs/agentview_image"},
+                    "velocity": {"path": vel["stream"] if vel else "obs/robot0_joint_vel"}} if obs_mode == "pixels"
+                   else {"state": {"path": "obs/robot0_joint_pos"}})
+            action = {"path": "actions"}
+            hz = hz or 20.0
+        elif "observations/qpos" in names and "action" in names:
+            src["preset"] = "aloha"
+            cams = [r["stream"] for r in rows if r["stream"].startswith("observations/images/")]
+            obs = ({"image": {"path": cams[0] if cams else "observations/images/cam_high"},
+                    "velocity": {"path": "observations/qvel"}} if obs_mode == "pixels"
+                   else {"state": {"parts": [{"path": "observations/qpos"}, {"path": "observations/qvel"}]}})
+            action = {"path": "action"}
+            hz = hz or 25.0
+        else:
+            src["rate"] = 50.0
+            first = rows[0]["stream"] if rows else "obs"
+            obs = ({"image": {"path": "images"}, "velocity": {"path": first}} if obs_mode == "pixels"
+                   else {"state": {"path": first}})
+            action = {"path": "action"}
+            hz = hz or 25.0
+    action.update({"low": None, "high": None})
+    action = {k: v for k, v in action.items() if v is not None}
+    return {"version": 1, "source": src, "target": {"env": env, "obs_mode": obs_mode, "control_hz": hz},
+            "observations": obs, "action": action, "episodes": {"min_length": 64, "on_short": "drop"}}
+
+
+DRAFT_HEADER = """\
+# Draft mapping config written by `redraw data inspect`; check every line before importing
+# (docs/import.md). Most often to fix: `select` (the dimensions your env expects, by name or
+# index), action.low/high (your actuator's physical limits, mapped to [-1, 1]) and sign,
+# target.control_hz (the env's agent rate) and alignment.max_age.
+"""
