@@ -155,3 +155,39 @@ def test_a_gpu_trained_checkpoint_loads_on_the_cpu_keeping_the_cpu_generator():
     resumed = agent()
     resumed.load_checkpoint_state(a.checkpoint_state())
     assert torch.equal(resumed.generator.get_state(), a.generator.get_state())
+
+
+def test_returns_and_advantages_bootstrap_from_the_critic_and_the_slow_critic_only_regularises():
+    """DreamerV3 (``slowtar: False``): the lambda-returns and the actor's baseline use the critic
+    itself; the slow EMA copy is only the target of the critic's regulariser."""
+    from redraw.agent.actor_critic import ActorCritic
+    from redraw.agent.returns import lambda_returns
+    from redraw.models.dists import twohot_loss
+
+    torch.manual_seed(0)
+    cfg = ActorCriticConfig(units=32, layers=1, horizon=6, lr=1e-3)
+    ac = ActorCritic(16, 1, cfg)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # a critic and a slow critic that predict clearly different values
+        for p in ac.critic.parameters():
+            p.normal_(0.0, 0.3, generator=g)
+        for p in ac.slow_critic.parameters():
+            p.normal_(0.0, 0.3, generator=g)
+    z = torch.randn(7, 32, 16, generator=g)
+    action = torch.rand(6, 32, 1, generator=g) * 2 - 1
+    reward, cont = torch.rand(6, 32, generator=g), torch.ones(6, 32)
+    with torch.no_grad():
+        value, slow = ac.value(z), ac.value(z, slow=True)
+        assert (value - slow).abs().mean() > 0.5  # the test can tell the two apart
+        ret = lambda_returns(reward, cont, value, cfg.discount, cfg.lam)
+        weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]) * cfg.discount, 0) / cfg.discount
+        scale = max(1.0, float(torch.quantile(ret.flatten(), 0.95) - torch.quantile(ret.flatten(), 0.05)))
+        dist = ac.actor.dist(z[:-1])
+        adv = (ret - value[:-1]) / scale
+        actor_loss = -(weight * (dist.log_prob(action).sum(-1) * adv + cfg.entropy * dist.entropy().sum(-1))).mean()
+        logits = ac.critic(z[:-1])
+        critic_loss = (weight * (twohot_loss(logits, ret, ac.bins) + twohot_loss(logits, slow[:-1], ac.bins))).mean()
+    metrics = ac.update({"feat": z, "action": action, "reward": reward, "cont": cont})
+    torch.testing.assert_close(metrics["ac/return"], ret.mean())
+    torch.testing.assert_close(metrics["loss/actor"], actor_loss)
+    torch.testing.assert_close(metrics["loss/critic"], critic_loss)

@@ -1,8 +1,9 @@
 """Actor-critic in imagination (METHOD.md, "Actor-critic"): DreamerV3 defaults, REINFORCE.
 
 The actor and critic see the world model's features: for DRAW the latent sample z only. Actor: Normal with tanh mean and std in
-[min_std, max_std]. Critic: symlog 255-bin two-hot with a slow EMA target used both for the
-bootstrap values and as a regulariser.
+[min_std, max_std]. Critic: symlog 255-bin two-hot; the lambda-returns and the advantage
+baseline bootstrap from the critic itself, and its slow EMA copy is only the target of a
+regulariser (DreamerV3's ``slowtar: False``).
 """
 
 from __future__ import annotations
@@ -106,12 +107,13 @@ class ActorCritic(nn.Module):
         action = traj["action"].detach()
         reward, cont = traj["reward"].detach(), traj["cont"].detach()
         with torch.no_grad():
-            value_slow = self.value(z, slow=True)
-            ret = lambda_returns(reward, cont, value_slow, cfg.discount, cfg.lam)  # [H, N]
+            value = self.value(z)  # the critic itself bootstraps (DreamerV3: slowtar False)
+            value_slow = self.value(z, slow=True)  # only the regulariser's target
+            ret = lambda_returns(reward, cont, value, cfg.discount, cfg.lam)  # [H, N]
             # weight of each step: probability the imagined episode is still running
             weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]) * cfg.discount, 0) / cfg.discount
             scale = self.retnorm.update(ret)
-            adv = (ret - value_slow[:-1]) / scale
+            adv = (ret - value[:-1]) / scale
 
         dist = self.actor.dist(z[:-1])
         logp = dist.log_prob(action).sum(-1)
