@@ -191,3 +191,22 @@ def test_returns_and_advantages_bootstrap_from_the_critic_and_the_slow_critic_on
     torch.testing.assert_close(metrics["ac/return"], ret.mean())
     torch.testing.assert_close(metrics["loss/actor"], actor_loss)
     torch.testing.assert_close(metrics["loss/critic"], critic_loss)
+
+
+def test_return_scale_has_a_floor_of_1_for_the_task_and_001_for_the_plan2explore_explorer():
+    """Disagreement rewards are small: with the task's floor of 1 the explorer's advantages would
+    hardly move it. The reference's Plan2Explore setting (``retnorm.max 100``) floors at 0.01."""
+    from redraw.agent.returns import PercentileNormalizer
+
+    small = torch.linspace(0.0, 0.1, 101)  # P95 - P5 = 0.09
+    torch.testing.assert_close(PercentileNormalizer(floor=1.0).update(small), torch.tensor(1.0))
+    torch.testing.assert_close(PercentileNormalizer(floor=0.01).update(small), torch.tensor(0.09))
+    torch.testing.assert_close(PercentileNormalizer(floor=0.01).update(small * 0.01), torch.tensor(0.01))
+    a = agent(exploration="plan2explore", disagreement_heads=2)
+    assert a.ac.retnorm.floor == 1.0 and a.explorer.retnorm.floor == 0.01
+    metrics = a.train_step(batch_for(SPEC, B=2, T=6))
+    assert metrics["ac/explore_return_scale"] < 1.0  # the explorer's own, unfloored by the task's 1
+    custom = Agent(SPEC, 1, AgentConfig(wm=tiny(), exploration="plan2explore", disagreement_heads=2, bf16=False,
+                                        ac=ActorCriticConfig(units=16, horizon=4, retnorm_floor=2.0,
+                                                             explore_retnorm_floor=0.5)))
+    assert custom.ac.retnorm.floor == 2.0 and custom.explorer.retnorm.floor == 0.5

@@ -34,6 +34,8 @@ class ActorCriticConfig:
     slow_critic_mix: float = 0.02  #: EMA rate of the slow critic
     slow_critic_reg: float = 1.0  #: weight of the regulariser towards the slow critic
     retnorm_decay: float = 0.99
+    retnorm_floor: float = 1.0  #: return scale = max(floor, P95 - P5) for task returns
+    explore_retnorm_floor: float = 0.01  #: the Plan2Explore explorer's floor (reference: retnorm.max 100)
     bins: int = 255
     lr: float = 3e-5
     eps: float = 1e-5
@@ -93,7 +95,7 @@ class ActorCritic(nn.Module):
         self.critic = Critic(feat_dim, cfg)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.register_buffer("bins", twohot_bins(cfg.bins), persistent=False)
-        self.retnorm = PercentileNormalizer(cfg.retnorm_decay)
+        self.retnorm = PercentileNormalizer(cfg.retnorm_decay, floor=cfg.retnorm_floor)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), cfg.lr, eps=cfg.eps)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), cfg.lr, eps=cfg.eps)
 

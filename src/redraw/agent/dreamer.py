@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -45,7 +45,9 @@ class Agent(nn.Module):
         if cfg.exploration == "plan2explore":
             from redraw.agent.plan2explore import Disagreement
 
-            self.explorer = ActorCritic(self.wm.feat_dim, action_size, cfg.ac)
+            # disagreement rewards are small: the explorer's returns have their own, lower floor
+            self.explorer = ActorCritic(self.wm.feat_dim, action_size,
+                                        replace(cfg.ac, retnorm_floor=cfg.ac.explore_retnorm_floor))
             self.disagreement = Disagreement(self.wm.feat_dim, action_size, self.wm.embed_dim,
                                              heads=cfg.disagreement_heads, units=cfg.ac.units, layers=cfg.ac.layers)
         self.to(self.device)
