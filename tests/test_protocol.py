@@ -39,3 +39,61 @@ def test_the_learning_curve_never_runs_the_final_evaluations_episodes():
     again = RecordingEnv()
     evaluate_in_target(a, again, 20, seed=0)
     assert again.seeds == curve.seeds  # its own seeds, and still seeded
+
+
+def save_policy(path, seed=0):
+    """A small (untrained) agent for pendulum's proprio observations, saved as a stage would."""
+    from dataclasses import asdict
+
+    from redraw.checkpoint import save_checkpoint
+
+    a = agent()
+    torch.manual_seed(seed)
+    with torch.no_grad():  # a policy whose sampled actions vary from step to step
+        a.ac.actor.net[-1].bias.fill_(0.0)
+    ident = {"env": "pendulum-swingup-reversed", "obs_mode": "proprio", "obs_spec": {"state": [3]},
+             "action_size": 1, "world_model": "draw", "exploration": "task", "model": asdict(a.cfg.wm),
+             "actor_critic": asdict(a.cfg.ac)}
+    save_checkpoint(path, {"agent": a.checkpoint_state()}, ident)
+    return path
+
+
+def test_expert_target_data_are_the_same_whatever_the_number_of_collection_workers(tmp_path):
+    """collect.workers does not change the data (params.yaml, data/collect.py), also when a
+    trained agent is the behaviour (the paper's expert data): each episode's actions come from
+    its own seed, not from the episodes the same worker collected before it."""
+    from redraw.data.behaviours import BehaviourConfig
+    from redraw.data.collect import CollectConfig, collect
+    from redraw.data.episodes import list_episodes, load_episode
+
+    ckpt = str(save_policy(tmp_path / "expert.pt"))
+
+    def run(name, workers, seed=7):
+        collect(CollectConfig(env="pendulum-swingup-reversed", out_dir=str(tmp_path / name), obs_mode="proprio",
+                              episodes=4, episode_steps=15, workers=workers, seed=seed,
+                              behaviour=BehaviourConfig(kind="policy", checkpoint=ckpt)), progress=False)
+        return [load_episode(f) for f in list_episodes(tmp_path / name)]
+
+    one, two, other = run("one", 1), run("two", 2), run("other", 1, seed=8)
+    for i, (a, b) in enumerate(zip(one, two)):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"episode {i}: {key}")
+    assert not any(np.array_equal(a["action"], c["action"]) for a, c in zip(one, other))
+    assert not np.array_equal(one[0]["action"], one[1]["action"])
+    # which worker collects which episodes, in which order, is up to the pool (a worker that starts
+    # first may take them all): a worker that collects them in another order makes the same files
+    from redraw.data import collect as collect_module
+
+    cfg = CollectConfig(env="pendulum-swingup-reversed", out_dir=str(tmp_path / "unused"), obs_mode="proprio",
+                        episodes=4, episode_steps=15, workers=1, seed=7,
+                        behaviour=BehaviourConfig(kind="policy", checkpoint=ckpt))
+    (tmp_path / "shuffled").mkdir()
+    collect_module._init_worker(cfg, str(tmp_path / "shuffled"))
+    try:
+        for index in (3, 1, 0, 2):
+            collect_module._collect_one(index)
+    finally:
+        collect_module._close_worker()
+    shuffled = [load_episode(f) for f in list_episodes(tmp_path / "shuffled")]
+    for i, (a, b) in enumerate(zip(one, shuffled)):
+        np.testing.assert_array_equal(a["action"], b["action"], err_msg=f"episode {i}")

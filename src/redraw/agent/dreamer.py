@@ -126,10 +126,11 @@ class Agent(nn.Module):
         self.ac = ActorCritic(self.wm.feat_dim, self.action_size, self.cfg.ac).to(self.device)
 
     @torch.no_grad()
-    def act(self, obs: dict[str, np.ndarray], state=None, sample: bool = True, explore: bool = False):
+    def act(self, obs: dict[str, np.ndarray], state=None, sample: bool = True, explore: bool = False,
+            generator: torch.Generator | None = None):
         """One action for one observation. ``state`` is what the previous call returned (None at
         an episode start); returns ``(action, state)``. Runs ``PolicyStep`` (the deployable
-        policy) in fp32 with its randomness drawn from the agent's generator."""
+        policy) in fp32 with its randomness drawn from ``generator`` (default: the agent's)."""
         from redraw.agent.policy import PolicyStep
 
         step = PolicyStep(self, explore=explore)  # cheap: it only refers to the agent's modules
@@ -140,8 +141,9 @@ class Agent(nn.Module):
         else:
             latent, prev_action = state
         first = torch.tensor([float(state is None)], device=self.device)
-        uniform = torch.rand((1, step.S), generator=self.generator, device=self.device)
-        noise = torch.randn((1, self.action_size), generator=self.generator, device=self.device)
+        generator = self.generator if generator is None else generator
+        uniform = torch.rand((1, step.S), generator=generator, device=self.device)
+        noise = torch.randn((1, self.action_size), generator=generator, device=self.device)
         if not sample:
             noise = torch.zeros_like(noise)
         action, latent = step(*x, latent, prev_action, first, uniform, noise)
@@ -184,16 +186,23 @@ class Agent(nn.Module):
 
 
 class AgentPolicy:
-    """An agent as a collection behaviour (``reset(rng)`` / ``act(obs)``, see data.behaviours)."""
+    """An agent as a collection behaviour (``reset(rng)`` / ``act(obs)``, see data.behaviours).
+    Each episode acts with a generator seeded from the episode's ``rng`` (without one: the
+    agent's own generator), so its actions depend on its seed alone."""
 
     def __init__(self, agent: Agent, sample: bool = True, explore: bool = False):
         self.agent, self.sample, self.explore, self.state = agent, sample, explore, None
+        self.generator: torch.Generator | None = None
 
     def reset(self, rng=None) -> None:
+        from redraw.agent.policy import episode_generator
+
         self.state = None
+        self.generator = None if rng is None else episode_generator(rng, self.agent.device)
 
     def act(self, obs: dict) -> np.ndarray:
-        action, self.state = self.agent.act(obs, self.state, sample=self.sample, explore=self.explore)
+        action, self.state = self.agent.act(obs, self.state, sample=self.sample, explore=self.explore,
+                                            generator=self.generator)
         return action
 
 
