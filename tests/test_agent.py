@@ -122,7 +122,7 @@ def test_imagination_trains_on_the_actors_samples_and_the_dynamics_clip_them(wor
 
 
 @pytest.mark.parametrize("imag_clip", [False, True])
-def test_imag_clip_clips_the_imagined_actions_that_reinforce_scores(imag_clip, monkeypatch):
+def test_imag_clip_clips_the_imagined_actions_that_reinforce_scores(imag_clip, monkeypatch, tmp_path):
     a = agent(imag_clip=imag_clip)
     with torch.no_grad():
         a.ac.actor.net[-1].bias.fill_(0.0)
@@ -132,8 +132,20 @@ def test_imag_clip_clips_the_imagined_actions_that_reinforce_scores(imag_clip, m
     monkeypatch.setattr(a.wm, "imagine", lambda *args, **kw: seen.append(imagine(*args, **kw)) or seen[-1])
     a.train_step(batch_for(SPEC, B=2, T=6))
     assert (seen[0]["action"].abs().max() <= 1.0) == imag_clip
-    # a checkpoint does not carry the setting: the policy stage's agent scores raw samples
-    assert not AgentConfig().imag_clip
+    # a checkpoint does not carry the setting: the policy stage's agent, loaded from a model
+    # pretrained with imag_clip, scores the raw samples
+    from test_protocol import save_agent
+
+    from redraw.stages.train_policy import policy_stage_agent
+
+    loaded = policy_stage_agent(save_agent(a, tmp_path / "agent.pt"), reinit=False, lr=0.0, imag_starts=0, seed=0)
+    with torch.no_grad():
+        loaded.ac.actor.net[-1].bias.fill_(0.0)
+        loaded.ac.actor.net[-1].bias[0] = 3.0
+    seen.clear()
+    monkeypatch.setattr(loaded.wm, "imagine", lambda *args, **kw: seen.append(imagine(*args, **kw)) or seen[-1])
+    loaded.policy_step(batch_for(SPEC, B=2, T=6))
+    assert seen[0]["action"].abs().max() > 1.0
 
 
 def test_a_gpu_trained_checkpoint_loads_on_the_cpu_keeping_the_cpu_generator():

@@ -41,21 +41,25 @@ def test_the_learning_curve_never_runs_the_final_evaluations_episodes():
     assert again.seeds == curve.seeds  # its own seeds, and still seeded
 
 
-def save_policy(path, seed=0):
-    """A small (untrained) agent for pendulum's proprio observations, saved as a stage would."""
+def save_agent(a, path, **identity):
+    """Save agent ``a`` (for pendulum's proprio observations) as the training stages do."""
     from dataclasses import asdict
 
     from redraw.checkpoint import save_checkpoint
 
-    a = agent()
-    torch.manual_seed(seed)
-    with torch.no_grad():  # a policy whose sampled actions vary from step to step
-        a.ac.actor.net[-1].bias.fill_(0.0)
     ident = {"env": "pendulum-swingup-reversed", "obs_mode": "proprio", "obs_spec": {"state": [3]},
-             "action_size": 1, "world_model": "draw", "exploration": "task", "model": asdict(a.cfg.wm),
-             "actor_critic": asdict(a.cfg.ac)}
+             "action_size": 1, "world_model": a.cfg.world_model, "exploration": a.cfg.exploration,
+             "model": asdict(a.cfg.wm), "actor_critic": asdict(a.cfg.ac), **identity}
     save_checkpoint(path, {"agent": a.checkpoint_state()}, ident)
     return path
+
+
+def save_policy(path):
+    """A small (untrained) agent whose sampled actions vary from step to step."""
+    a = agent()
+    with torch.no_grad():
+        a.ac.actor.net[-1].bias.fill_(0.0)
+    return save_agent(a, path)
 
 
 def test_expert_target_data_are_the_same_whatever_the_number_of_collection_workers(tmp_path):
