@@ -2,6 +2,7 @@
 pipeline's record of what each stage depends on."""
 
 import numpy as np
+import pytest
 import torch
 
 from test_agent import agent
@@ -123,3 +124,154 @@ def test_each_stage_depends_on_the_code_that_computes_its_outputs():
         deps = stages[stage].get("do", stages[stage])["deps"]
         missing = [p for p in paths if p not in deps]
         assert not missing, f"dvc.yaml stage {stage} lacks deps {missing}"
+
+
+# -- the policy stage on a calibrated model (a synthetic target data set, no MLflow) ------------------
+class NoTracking:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def log_metrics(self, *args, **kwargs):
+        pass
+
+    def end(self, *args, **kwargs):
+        pass
+
+
+def policy_stage_setup(tmp_path, monkeypatch, method):
+    """A working directory with validated target data and a calibrated ``method`` model whose
+    actor-critic is recognisable; returns the params and the calibrated model's state."""
+    import json
+    from pathlib import Path
+
+    from redraw.config import load_params
+    from redraw.data.episodes import dataset_fingerprint
+    from redraw.models.residual import ResidualConfig
+    from redraw.stages import train_policy
+    from synthetic import make_dataset
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_policy, "StageRun", NoTracking)
+    make_dataset("data/target", episodes=3, steps=40)
+    fingerprint = dataset_fingerprint("data/target")
+    Path("reports/validation").mkdir(parents=True)
+    Path("reports/validation/result.json").write_text(json.dumps(
+        {"data_dir": "data/target", "success": True, "data_fingerprint": fingerprint}))
+    a = agent(world_model="rssm" if method == "dreamer_finetune" else "draw")
+    residual = None
+    if method == "redraw":
+        residual = ResidualConfig(hidden=16)
+        a.attach_residual(residual)
+        torch.nn.init.normal_(a.wm.residual.nets[0][-1].bias, std=2.0)
+    with torch.no_grad():  # a pretrained actor-critic, unlike a fresh one (its critic's output is not zero)
+        for p in a.ac.parameters():
+            p.add_(0.1)
+    from dataclasses import asdict
+
+    save_agent(a, Path("models/calibrate") / method / "agent.pt", method=method, target_data=fingerprint,
+               target_env="pendulum-swingup-reversed", residual=asdict(residual) if residual else None)
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params.update(seed=0, target_data="data/target", target_transitions=0)
+    params["env"]["target"] = "pendulum-swingup-reversed"
+    params["calibrate"]["holdout_episodes"] = 1
+    params["train_policy"].update(updates=3, batch_size=2, batch_length=16, imag_starts=8, lr=0.001, log_every=1,
+                                  eval_every=0)
+    return params, {k: v.clone() for k, v in a.state_dict().items()}
+
+
+def model_state(path):
+    return torch.load(path, weights_only=True)["state"]["agent"]["model"]
+
+
+@pytest.mark.parametrize("method", ["redraw", "draw_finetune", "dreamer_finetune"])
+def test_the_policy_stage_trains_only_the_actor_critic_reinitialised_for_redraw_alone(tmp_path, monkeypatch,
+                                                                                    method):
+    from redraw.stages import train_policy
+
+    params, calibrated = policy_stage_setup(tmp_path, monkeypatch, method)
+    made = {}
+    real = train_policy.policy_stage_agent
+
+    def capture(*args, **kwargs):
+        made["agent"] = real(*args, **kwargs)
+        made["start"] = {k: v.clone() for k, v in made["agent"].state_dict().items() if k.startswith("ac.")}
+        return made["agent"]
+
+    monkeypatch.setattr(train_policy, "policy_stage_agent", capture)
+    train_policy.run(method, params, progress=False)
+    trained = model_state(tmp_path / "models/policy" / method / "agent.pt")
+    assert trained.keys() == calibrated.keys()
+    # the world model (with the residual, for redraw) leaves the stage bit-identical
+    for k, v in calibrated.items():
+        if not k.startswith("ac."):
+            assert torch.equal(v, trained[k]), f"{k} changed in the policy stage"
+    assert any(k.startswith("wm.residual.") for k in trained) == (method == "redraw")
+    # ReDRAW starts from a fresh actor-critic, the finetunes from the pretrained one; all train it
+    start = made["start"]
+    fresh = not any(torch.equal(start[k], calibrated[k]) for k in start if not k.startswith("ac.bins"))
+    kept = all(torch.equal(start[k], calibrated[k]) for k in start)
+    assert (fresh, kept) == ((True, False) if method == "redraw" else (False, True))
+    if method == "redraw":
+        last = max((k for k in start if k.startswith("ac.critic.net.") and k.endswith(".weight")),
+                   key=lambda k: int(k.split(".")[3]))
+        assert not start[last].any()  # a fresh critic's output layer is zero
+    assert any(not torch.equal(start[k], trained[k]) for k in start)
+
+
+def test_redraws_policy_stage_imagines_under_the_corrected_dynamics(tmp_path, monkeypatch):
+    """Imagination in the policy stage steps through the residual (not only the filtering)."""
+    from redraw.models.draw import DRAW
+    from redraw.stages import train_policy
+
+    params, calibrated = policy_stage_setup(tmp_path, monkeypatch, "redraw")
+    calls, inside = [], []
+    real_imagine = DRAW.imagine
+
+    def imagine(self, *args, **kwargs):
+        inside.append(True)
+        try:
+            return real_imagine(self, *args, **kwargs)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(DRAW, "imagine", imagine)
+    real = train_policy.policy_stage_agent
+
+    def capture(*args, **kwargs):
+        a = real(*args, **kwargs)
+        for k, v in a.wm.residual.state_dict().items():
+            assert torch.equal(v, calibrated[f"wm.residual.{k}"]), k  # the calibrated residual itself
+        a.wm.residual.register_forward_hook(lambda *_: calls.append(bool(inside)))
+        return a
+
+    monkeypatch.setattr(train_policy, "policy_stage_agent", capture)
+    train_policy.run("redraw", params, progress=False)
+    horizon = agent().cfg.ac.horizon
+    assert calls.count(True) == 3 * horizon  # every imagined step of each of the 3 updates
+
+
+@pytest.mark.parametrize("method", ["redraw", "draw_finetune", "dreamer_finetune"])
+def test_calibration_never_fits_the_target_rewards(method):
+    """The reward term is off (reward loss 0, METHOD.md): target data with other rewards give the
+    same loss and the same update; the policy learns from the frozen source reward head."""
+    import copy
+
+    from redraw.agent.adapt import CalibrateConfig, Calibrator
+    from redraw.models.residual import ResidualConfig
+    from test_models import SPEC, batch_for
+
+    runs = []
+    for reward_seed in (0, 1):
+        a = agent(world_model="rssm" if method == "dreamer_finetune" else "draw")
+        with torch.no_grad():  # a pretrained reward head (a zero-initialised one fits nothing)
+            for p in a.wm.reward_head.parameters():
+                p.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(9))
+        cal = Calibrator(a, method, CalibrateConfig(), ResidualConfig(hidden=16))
+        batch = batch_for(SPEC, B=2, T=6)
+        batch["reward"] = torch.rand(2, 6, generator=torch.Generator().manual_seed(reward_seed)) * 10
+        metrics = cal.step(batch)
+        assert "loss/reward" not in metrics
+        runs.append((metrics["loss/calib"], copy.deepcopy(a.state_dict())))
+    assert runs[0][0] == runs[1][0]
+    for k, v in runs[0][1].items():
+        assert torch.equal(v, runs[1][1][k]), k
