@@ -1,4 +1,5 @@
-"""Actor-critic in imagination (METHOD.md, "Actor-critic"): DreamerV3 defaults, REINFORCE.
+"""Actor-critic in imagination (METHOD.md, "Actor-critic"): DreamerV3 defaults, REINFORCE, or
+for the RSSM baseline the actor's gradient backpropagated through the imagined dynamics.
 
 The actor and critic see the world model's features: for DRAW the latent sample z only. Actor: Normal with tanh mean and std in
 [min_std, max_std]. Critic: symlog 255-bin two-hot; the lambda-returns and the advantage
@@ -40,6 +41,12 @@ class ActorCriticConfig:
     lr: float = 3e-5
     eps: float = 1e-5
     grad_clip: float = 100.0
+    #: reinforce (DRAW presets) | backprop: the normalised advantage differentiated through the
+    #: imagined dynamics, rewards and critic (DreamerV3 for continuous actions; needs the RSSM)
+    actor_grad: str = "reinforce"
+
+
+ACTOR_GRADS = ("reinforce", "backprop")
 
 
 class Actor(nn.Module):
@@ -90,6 +97,8 @@ class Critic(nn.Module):
 class ActorCritic(nn.Module):
     def __init__(self, feat_dim: int, action_size: int, cfg: ActorCriticConfig):
         super().__init__()
+        if cfg.actor_grad not in ACTOR_GRADS:
+            raise ValueError(f"unknown actor_grad {cfg.actor_grad!r}; choose one of {', '.join(ACTOR_GRADS)}")
         self.cfg = cfg
         self.actor = Actor(feat_dim, action_size, cfg)
         self.critic = Critic(feat_dim, cfg)
@@ -118,9 +127,14 @@ class ActorCritic(nn.Module):
             adv = (ret - value[:-1]) / scale
 
         dist = self.actor.dist(z[:-1])
-        logp = dist.log_prob(action).sum(-1)
         entropy = dist.entropy().sum(-1)
-        actor_loss = -(weight * (logp * adv + cfg.entropy * entropy)).mean()
+        if cfg.actor_grad == "backprop":  # the same advantage, with the trajectory's graph
+            value_g = twohot_mean(self.critic(traj["feat"]), self.bins)
+            ret_g = lambda_returns(traj["reward"], traj["cont"], value_g, cfg.discount, cfg.lam)
+            actor_loss = -(weight * ((ret_g - value_g[:-1]) / scale + cfg.entropy * entropy)).mean()
+        else:
+            logp = dist.log_prob(action).sum(-1)
+            actor_loss = -(weight * (logp * adv + cfg.entropy * entropy)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)

@@ -37,6 +37,8 @@ class Agent(nn.Module):
         self.device = torch.device(device)
         if cfg.world_model not in WORLD_MODELS:
             raise ValueError(f"unknown world model {cfg.world_model!r}; choose one of {', '.join(WORLD_MODELS)}")
+        if cfg.ac.actor_grad == "backprop" and cfg.world_model != "rssm":  # DRAW imagines without a graph
+            raise ValueError(f"actor_grad 'backprop' needs the rssm world model, this agent has {cfg.world_model}")
         self.wm = WORLD_MODELS[cfg.world_model](obs_spec, action_size, cfg.wm)
         self.ac = ActorCritic(self.wm.feat_dim, action_size, cfg.ac)
         if cfg.exploration not in ("task", "plan2explore"):
