@@ -126,3 +126,50 @@ def test_backprop_needs_a_differentiable_imagination():
         Agent(SPEC, 1, AgentConfig(wm=tiny(), ac=ActorCriticConfig(units=16, actor_grad="backprop")))
     with pytest.raises(ValueError, match="unknown actor_grad 'magic'"):
         ActorCritic(4, 1, ActorCriticConfig(actor_grad="magic"))
+
+
+@pytest.mark.parametrize("preset, latent", [("paper", (32, 32)), ("cpu", (32, 32)), ("smoke", (4, 4))])
+def test_the_rssm_pretraining_is_dreamerv3s_and_the_draw_pretraining_unchanged(tmp_path, preset, latent):
+    """pretrain_rssm: 32x32 latents (DreamerV3 keeps them at every model size; the smoke preset
+    shrinks them), dyn/rep 0.5/0.1 with free bits 1, horizon 15, backpropagated actor gradients.
+    The DRAW pretraining keeps DRAW's settings (METHOD.md)."""
+    import shutil
+
+    from redraw.config import apply_preset, load_params
+    from redraw.stages.pretrain import configs_from_params
+
+    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    apply_preset(preset, tmp_path / "params.yaml", root=tmp_path)
+    params = load_params(tmp_path / "params.yaml")
+    rssm, _ = configs_from_params(params, world_model="rssm")
+    assert rssm.world_model == "rssm"
+    assert (rssm.wm.latent_vars, rssm.wm.latent_classes) == latent
+    assert (rssm.wm.dyn_scale, rssm.wm.rep_scale, rssm.wm.free_bits) == (0.5, 0.1, 1.0)
+    assert (rssm.ac.horizon, rssm.ac.actor_grad) == (15, "backprop")
+    draw, _ = configs_from_params(params)
+    model = params["model"]
+    assert (draw.wm.latent_vars, draw.wm.latent_classes) == (model["latent_vars"], model["latent_classes"])
+    assert (draw.wm.dyn_scale, draw.wm.rep_scale, draw.ac.actor_grad) == (1.5, 0.5, "reinforce")
+    assert draw.ac.horizon == params["actor_critic"]["horizon"]
+    if preset == "paper":
+        assert rssm.wm.deter == 512 and (draw.wm.latent_vars, draw.ac.horizon) == (256, 40)
+
+
+def test_a_backprop_explorer_learns_through_the_disagreement_reward():
+    """Plan2Explore with the RSSM: the explorer's reward, the ensemble's disagreement, is
+    differentiable in the imagined features and actions, as the task reward is."""
+    from redraw.agent.actor_critic import ActorCriticConfig
+    from redraw.agent.dreamer import Agent, AgentConfig
+    from test_models import batch_for
+
+    torch.manual_seed(0)
+    a = Agent(SPEC, 1, AgentConfig(world_model="rssm", wm=tiny(), bf16=False, exploration="plan2explore",
+                                   disagreement_heads=3,
+                                   ac=ActorCriticConfig(units=16, horizon=4, entropy=0.0, actor_grad="backprop")))
+    feat = torch.randn(5, a.wm.feat_dim, requires_grad=True)
+    action = torch.zeros(5, 1, requires_grad=True)
+    grads = torch.autograd.grad(a.disagreement.reward(feat, action).sum(), (feat, action))
+    assert all(g.abs().sum() > 0 for g in grads)
+    metrics = a.train_step(batch_for(SPEC, B=2, T=6))
+    assert metrics["grad/explore_actor"] > 0
