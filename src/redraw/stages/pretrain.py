@@ -23,7 +23,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,20 +109,29 @@ class PretrainConfig:
     eval_episodes: int = 5
     checkpoint_every: int = 500  #: updates between checkpoints
     log_every: int = 100  #: updates between metric records
-    rssm_horizon: int = 15  #: imagination horizon of the RSSM (DreamerV3) pretraining (stage pretrain_rssm)
+    #: stage pretrain_rssm (the DreamerV3 baseline) takes DreamerV3's settings in place of DRAW's:
+    rssm_horizon: int = 15  #: imagination horizon
+    rssm_latent_vars: int = 32  #: categorical variables (DreamerV3: 32 at every model size)
+    rssm_latent_classes: int = 32  #: classes per variable (DreamerV3: 32)
+    rssm_dyn_scale: float = 0.5  #: dyn KL weight (DreamerV3: 0.5; free bits: model.free_bits)
+    rssm_rep_scale: float = 0.1  #: rep KL weight (DreamerV3: 0.1)
+    rssm_actor_grad: str = "backprop"  #: DreamerV3 for continuous actions (reinforce: as DRAW's actor)
     imag_clip: bool = False  #: experimental: clip imagined actions before REINFORCE (pre-40dcb3b; docs/investigations.md §1.5)
 
 
 def configs_from_params(params: dict, path: str = "params.yaml", world_model: str | None = None):
-    """Agent and schedule configs; ``world_model`` overrides ``pretrain.world_model`` (the RSSM
-    pretraining of the DreamerV3 baseline also takes its horizon, ``pretrain.rssm_horizon``)."""
+    """Agent and schedule configs; ``world_model`` overrides ``pretrain.world_model``. The RSSM
+    (the DreamerV3 baseline) takes DreamerV3's settings from ``pretrain.rssm_*``: horizon, latent
+    shape, dyn/rep weights and actor gradient; the sizes and the rest come from ``model``."""
     wm = section(params, "model", WorldModelConfig, path)
     ac = section(params, "actor_critic", ActorCriticConfig, path)
     pre = section(params, "pretrain", PretrainConfig, path)
     if world_model is not None:
         pre.world_model = world_model
     if pre.world_model == "rssm":
-        ac.horizon = pre.rssm_horizon
+        ac.horizon, ac.actor_grad = pre.rssm_horizon, pre.rssm_actor_grad
+        wm = replace(wm, latent_vars=pre.rssm_latent_vars, latent_classes=pre.rssm_latent_classes,
+                     dyn_scale=pre.rssm_dyn_scale, rep_scale=pre.rssm_rep_scale)
     agent = AgentConfig(world_model=pre.world_model, wm=wm, ac=ac, bf16=pre.bf16, imag_starts=pre.imag_starts,
                         exploration=pre.exploration, imag_clip=pre.imag_clip)
     return agent, pre

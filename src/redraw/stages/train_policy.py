@@ -10,8 +10,9 @@ finetune baselines keep the pretrained one and train on.
 Writes ``models/policy/<method>/agent.pt`` and ``reports/train_policy/<method>.json``. With
 ``train_policy.eval_every`` set and a simulated target (a registered env), the policy is also run
 in ``env.target`` every so many updates: ``reports/train_policy/<method>_curve.json`` (a DVC plot)
-holds the learning curve. Those evaluations draw their own randomness, so the trained policy is
-the same with or without them.
+holds the learning curve. Those evaluations run episodes of their own, never the evaluate
+stage's test episodes, and draw their own randomness, so the trained policy is the same with or
+without them.
 """
 
 from __future__ import annotations
@@ -77,15 +78,17 @@ def policy_stage_agent(path, reinit: bool, lr: float, imag_starts: int, seed: in
 
 
 def evaluate_in_target(agent, env, episodes: int, seed: int) -> list[float]:
-    """Returns of ``agent`` acting in ``env`` (actions sampled), episode i seeded as in the evaluate
-    stage; the agent's random stream is restored afterwards, so training goes on unchanged."""
+    """Returns of ``agent`` acting in ``env`` (actions sampled) on episodes of their own: not the
+    evaluate stage's (its test episodes are never used to watch or pick a policy). The agent's
+    random stream is restored afterwards, so training goes on unchanged."""
     from redraw.agent.dreamer import AgentPolicy
-    from redraw.stages.evaluate import run_policy
+    from redraw.stages.evaluate import CURVE_STREAM, run_policy
 
     state = agent.generator.get_state()
     agent.seed(seed)
     try:
-        returns, _ = run_policy(env, AgentPolicy(agent, sample=True), episodes, seed, progress=False)
+        returns, _ = run_policy(env, AgentPolicy(agent, sample=True), episodes, seed, progress=False,
+                                stream=CURVE_STREAM)
     finally:
         agent.generator.set_state(state)
     return returns
