@@ -97,6 +97,14 @@ class Registry:
             raise KeyError(f"{target!r} is not a target env; targets: {', '.join(t for _, t in self.pairs())}")
         return spec.source
 
+    def definition(self, name: str) -> dict:
+        """What defines env ``name``: its entry and, for a target, its source's (a run's identity)."""
+        spec = self.get(name)
+        if spec.source is None:
+            return {"sources": {name: self._raw["sources"][name]}}
+        return {"sources": {spec.source: self._raw["sources"][spec.source]},
+                "targets": {name: self._raw["targets"][name]}}
+
     def to_mapping(self) -> dict:
         """The file's content in its normal form (what ``load_pairs`` reads back to this registry)."""
         return self._raw

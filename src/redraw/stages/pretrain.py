@@ -172,7 +172,11 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         "action_size": env.action_size, "world_model": agent_cfg.world_model, "exploration": agent_cfg.exploration,
         "model": asdict(agent_cfg.wm), "actor_critic": asdict(agent_cfg.ac),
     }
+    from redraw.envs import load_pairs
+
+    # the env's definition, not only the env-pair file's name: an edited perturbation must not resume
     run_identity = {**identity, "pretrain": asdict(pre), "seed": seed, "env_kwargs": env_kwargs,
+                    "env_definition": load_pairs(env_kwargs["pairs"]).definition(env_name),
                     "source_data": dataset_fingerprint(start_data)}  # the key predates data/oracle: kept, so are the hashes
     ckpt_dir = checkpoint_root / f"{out_dir.name}-{identity_hash(run_identity)}"
     ckpt_path, replay_dir = ckpt_dir / "checkpoint.pt", ckpt_dir / "replay"
