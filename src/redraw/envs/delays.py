@@ -23,7 +23,7 @@ class Delays:
 
     def reset(self, obs: dict) -> dict:
         self._actions = deque([self.neutral.copy() for _ in range(self.action_steps)])
-        self._obs = deque([obs] * (self.obs_steps + 1))
+        self._obs = deque([obs] * self.obs_steps)
         return obs
 
     def action(self, action: np.ndarray) -> np.ndarray:

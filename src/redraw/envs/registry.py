@@ -110,15 +110,10 @@ class Registry:
         return self._raw
 
 
-def _read(path: Path) -> Any:
-    from ruamel.yaml import YAML, YAMLError
-
+def _read(path: Path) -> str:
     if not path.is_file():
         raise EnvFileError(f"{path}: env-pair file not found (env.pairs in params.yaml names it; docs/envs.md)")
-    try:
-        return YAML(typ="safe").load(path.read_text())
-    except YAMLError as exc:
-        raise EnvFileError(f"{path}: not valid YAML: {exc}") from None
+    return path.read_text()
 
 
 def _simulator(entry: dict, where: str, required: bool) -> tuple[str, str, dict] | None:
@@ -200,8 +195,14 @@ def parse_pairs(data: Any, file: str) -> Registry:
 
 
 @lru_cache(maxsize=16)
-def _load_file(path: str, mtime_ns: int, size: int) -> Registry:
-    return parse_pairs(_read(Path(path)), path)
+def _parse_text(text: str, file: str) -> Registry:
+    from ruamel.yaml import YAML, YAMLError
+
+    try:
+        data = YAML(typ="safe").load(text)
+    except YAMLError as exc:
+        raise EnvFileError(f"{file}: not valid YAML: {exc}") from None
+    return parse_pairs(data, file)
 
 
 def load_pairs(pairs: str | os.PathLike | Mapping | Registry | None = None) -> Registry:
@@ -212,10 +213,7 @@ def load_pairs(pairs: str | os.PathLike | Mapping | Registry | None = None) -> R
     if isinstance(pairs, Mapping):
         return parse_pairs(dict(pairs), "<env pairs recorded with the model>")
     path = Path(pairs) if pairs else DEFAULT_PAIRS
-    if not path.is_file():
-        _read(path)  # raises, naming the file
-    stat = path.stat()
-    return _load_file(str(path), stat.st_mtime_ns, stat.st_size)
+    return _parse_text(_read(path), str(path))
 
 
 def get_spec(name: str, pairs=None) -> EnvSpec:
