@@ -256,7 +256,8 @@ def model_id(model, kind: str, name: str, where: str) -> int:
     if i < 0:
         count = {"body": model.nbody, "geom": model.ngeom, "joint": model.njnt, "actuator": model.nu}[kind]
         valid = [n for n in (mujoco.mj_id2name(model, obj, j) for j in range(count)) if n]
-        raise EnvFileError(f"{where}.{kind}: no {kind} named {name!r} in the model ({kind}s: {', '.join(valid)})")
+        plural = "bodies" if kind == "body" else f"{kind}s"
+        raise EnvFileError(f"{where}.{kind}: no {kind} named {name!r} in the model ({plural}: {', '.join(valid)})")
     return i
 
 
