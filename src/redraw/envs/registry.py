@@ -19,6 +19,7 @@ Reading a file checks its form; the model's names are checked when an env is bui
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from dataclasses import dataclass, field
@@ -99,15 +100,14 @@ class Registry:
 
     def definition(self, name: str) -> dict:
         """What defines env ``name``: its entry and, for a target, its source's (a run's identity)."""
-        spec = self.get(name)
+        spec, raw = self.get(name), self.to_mapping()
         if spec.source is None:
-            return {"sources": {name: self._raw["sources"][name]}}
-        return {"sources": {spec.source: self._raw["sources"][spec.source]},
-                "targets": {name: self._raw["targets"][name]}}
+            return {"sources": {name: raw["sources"][name]}}
+        return {"sources": {spec.source: raw["sources"][spec.source]}, "targets": {name: raw["targets"][name]}}
 
     def to_mapping(self) -> dict:
         """The file's content in its normal form (what ``load_pairs`` reads back to this registry)."""
-        return self._raw
+        return copy.deepcopy(self._raw)
 
 
 def _read(path: Path) -> str:
