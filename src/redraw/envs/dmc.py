@@ -201,7 +201,7 @@ def make_env(name: str, obs_mode: str = "pixels", seed: int = 0, pairs=None, **k
     spec = load_pairs(pairs).get(name)
     cls = DMCEnv if spec.simulator == "dm_control" else GymEnv
     env = cls(name, obs_mode=obs_mode, seed=seed, pairs=pairs, **kwargs)
-    if spec.is_target and spec.sim_where.startswith(spec.where + "."):  # a simulator of its own: same spaces?
+    if spec.has_own_simulator:
         try:
             check_same_spaces(env, spec, pairs, obs_mode, kwargs)
         except Exception:

@@ -62,6 +62,11 @@ class EnvSpec:
     def task(self) -> str:
         return self.id.split("/", 1)[1]
 
+    @property
+    def has_own_simulator(self) -> bool:
+        """A target that names a simulator of its own (whose spaces must then match its source's)."""
+        return self.is_target and self.sim_where.startswith(self.where + ".")
+
     def describe(self) -> str:
         return "; ".join(p.describe() for p in self.perturbations) or "no perturbation"
 
