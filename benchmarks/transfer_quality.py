@@ -91,7 +91,7 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
     benchmark's settings): on a kept work directory DVC then re-runs exactly what changed."""
     fresh = not (workdir / "dvc.yaml").is_file()
     workdir.mkdir(parents=True, exist_ok=True)
-    for item in ("dvc.yaml", "params.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"):
+    for item in ("dvc.yaml", "params.yaml", "envs.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"):
         src, dst = ROOT / item, workdir / item
         if src.is_dir():
             shutil.rmtree(dst, ignore_errors=True)

@@ -154,7 +154,7 @@ def evaluate(agent: Agent, env, episodes: int, seed: int) -> dict[str, float]:
 def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", out_dir: Path = OUT_DIR,
         metrics_path: str = METRICS, curve_path: str = CURVE, progress: bool = True,
         checkpoint_root: Path = Path("checkpoints"), world_model: str | None = None) -> dict:
-    from redraw.envs import make_env
+    from redraw.envs import load_pairs, make_env
 
     agent_cfg, pre = configs_from_params(params, path, world_model)
     if env_key == "env.target":  # the oracle: collect_target, which uses it, would refuse a bad behaviour only after it
@@ -186,8 +186,10 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         "action_size": env.action_size, "world_model": agent_cfg.world_model, "exploration": agent_cfg.exploration,
         "model": asdict(agent_cfg.wm), "actor_critic": asdict(agent_cfg.ac),
     }
+    # the env's definition, not only the env-pair file's name: an edited perturbation must not resume
     run_identity = {**identity, "pretrain": asdict(pre), "seed": seed, "env_kwargs": env_kwargs,
                     **({"compile": True} if perf.compile else {}),  # compiled updates round differently
+                    "env_definition": load_pairs(env_kwargs["pairs"]).definition(env_name),
                     "source_data": dataset_fingerprint(start_data)}  # the key predates data/oracle: kept, so are the hashes
     ckpt_dir = checkpoint_root / f"{out_dir.name}-{identity_hash(run_identity)}"
     ckpt_path, replay_dir = ckpt_dir / "checkpoint.pt", ckpt_dir / "replay"

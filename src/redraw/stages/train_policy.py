@@ -104,9 +104,10 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     if cfg.lr < 0:
         raise ConfigError(f"{path}: train_policy.lr must be positive (or 0 for actor_critic.lr), got {cfg.lr}")
     if cfg.eval_every > 0:
-        from redraw.envs import ENVS
+        from redraw.envs import load_pairs
+        from redraw.stages import env_settings
 
-        if target_env not in ENVS:
+        if target_env not in load_pairs(env_settings(params, path)["pairs"]).envs:
             raise ConfigError(f"{path}: train_policy.eval_every needs env.target to be a simulator; {target_env!r} is "
                               f"not a registered env (set train_policy.eval_every: 0 for a real system)")
         if cfg.eval_episodes < 1:
