@@ -5,8 +5,8 @@ ratios measured together count):
 
 - ``eager``: ``perf.compile: false`` and fp32 (no bf16 autocast), the reference;
 - ``default``: what the training stages run with the preset's settings (bf16 autocast and
-  ``perf.compile: true``: torch.compile of the prior step, the imagination step, the reward /
-  continue heads and the actor-critic losses).
+  ``perf.compile: true``: torch.compile of the imagination step, the reward / continue heads
+  and the actor-critic losses).
 
 Sizes: the ``cpu`` preset (proprio ``pendulum-swingup``, its model, batch and imagination starts)
 and, unless ``--quick``, the ``paper`` preset's (64x64 pixels + joint velocities, with and without
