@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import CASES, preset_params, synthetic_batch  # noqa: E402
+from train_speed import CASES, build  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,26 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from redraw import perf
-    from redraw.agent.dreamer import Agent
-    from redraw.envs import make_env
-    from redraw.stages import env_settings
-    from redraw.stages.pretrain import configs_from_params
-
-    preset, obs_mode, exploration = CASES[args.case]
-    params = preset_params(preset, obs_mode)
-    params["pretrain"]["exploration"] = exploration
-    params["perf"] = {**params.get("perf", {}), "compile": not args.eager, "threads": args.threads}
-    params["pretrain"]["bf16"] = not args.fp32
-    cfg = perf.perf_config(params)
-    perf.apply(cfg)
-    agent_cfg, pre = configs_from_params(params)
-    agent_cfg.compile = cfg.compile
-    env = make_env(params["env"]["source"], seed=1, **env_settings(params))
-    torch.manual_seed(0)
-    agent = Agent(env.observation_spec(), env.action_size, agent_cfg)
-    agent.seed(0)
-    batch = synthetic_batch(env.observation_spec(), env.action_size, pre.batch_size, pre.batch_length)
+    agent, env, batch, pre = build(args.case, not args.eager, not args.fp32, args.threads)
+    agent_cfg = agent.cfg
     for _ in range(3):  # warm-up (and compilation)
         agent.train_step(batch)
 
