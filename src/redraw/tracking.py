@@ -128,12 +128,14 @@ class StageRun:
         try:
             import hashlib
 
-            mlflow = mlflow_setup()
-            mine = stage_params(stage, params)
             from filelock import FileLock
 
             Path(".cache").mkdir(exist_ok=True)
-            with FileLock(".cache/pipeline-run.lock", timeout=60):  # stages started side by side: one parent run
+            # stages started side by side (redraw repro): one of them creates the store and the
+            # pipeline's parent run, the others wait for it (sqlite's schema set-up is not concurrent)
+            with FileLock(".cache/mlflow-setup.lock", timeout=300):
+                mlflow = mlflow_setup()
+                mine = stage_params(stage, params)
                 self.parent = self._pipeline_parent(mlflow, params)
             self.run = mlflow.start_run(run_name=stage, tags={
                 "stage": stage, "dvc.stage": stage, "git_commit": _git_commit(),
