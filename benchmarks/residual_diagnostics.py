@@ -133,16 +133,18 @@ def action_response(agents: dict, warm_policy, env_kwargs: dict, env_name: str, 
     result = {m: {"truth": [], **{name: [] for name in agents}} for m in MODES}
     try:
         for i in range(starts):
-            seq = np.random.SeedSequence([seed, 777, i])
+            def seq():  # a fresh one per run: spawning advances a SeedSequence
+                return np.random.SeedSequence([seed, 777, i])
+
             rec = Recorder(warm_policy)
-            first = run_episode(env, rec, seq)
+            first = run_episode(env, rec, seq())
             acts = np.stack(rec.actions)
             tail = acts[warmup:]
             tails = {"policy": tail, "reversed": -tail, "constant +1": np.ones_like(tail),
                      "constant -1": -np.ones_like(tail),
                      "random": rng.uniform(-1, 1, tail.shape).astype(np.float32)}
             for mode in MODES:
-                ep = first if mode == "policy" else run_episode(env, Scripted(np.concatenate([acts[:warmup], tails[mode]])), seq)
+                ep = first if mode == "policy" else run_episode(env, Scripted(np.concatenate([acts[:warmup], tails[mode]])), seq())
                 for k in env.observation_spec():
                     if not np.array_equal(ep[k][: warmup + 1], first[k][: warmup + 1]):
                         raise RuntimeError(f"{env_name}: replaying the warm-up did not reproduce its states ({k})")
