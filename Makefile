@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 	$(PIP_INSTALL) -e '.[test]'
 	touch $(STAMP)
 
-repro: setup            ## run the pipeline on params.yaml (default: the quick preset)
-	$(VENV)/bin/dvc repro
+repro: setup            ## run the pipeline on params.yaml (default: the quick preset), independent stages side by side
+	$(VENV)/bin/redraw repro --jobs 2
 
 test: setup             ## the whole test suite (what CI runs)
 	$(VENV)/bin/python -m pytest -q

@@ -26,25 +26,21 @@ evaluations, each group recorded in dvc.lock with ``dvc commit`` (see ``run_side
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from redraw import parallel  # noqa: E402
+from redraw.parallel import venv_env  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "oracle")
-
-
-def venv_env(**extra: str) -> dict[str, str]:
-    """This environment with the running interpreter's virtualenv first (the stages' scripts/py uses it)."""
-    return dict(os.environ, VIRTUAL_ENV=sys.prefix, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **extra)
 
 
 def sh(cmd: list[str], cwd: Path) -> None:
@@ -65,42 +61,6 @@ def stage_groups(methods: tuple[str, ...]) -> list[tuple[str, ...]]:
             tuple(f"evaluate@{m}" for m in ("source", *methods))]
 
 
-def side_by_side(workdir: Path, jobs: int, commands: dict[str, list[str]]) -> None:
-    """Run ``commands`` (name -> argv) ``jobs`` at a time in ``workdir``, the cores shared between them."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-
-    def one(name: str) -> None:
-        log = workdir / f"{name}.log"
-        print(f"   {name}: running ({threads} thread(s)), log in {log}", flush=True)
-        with open(log, "a") as fh:  # appended: a resumed stage keeps the earlier part of its log
-            done = subprocess.run(commands[name], cwd=workdir, env=venv_env(OMP_NUM_THREADS=str(threads)),
-                                  stdout=fh, stderr=subprocess.STDOUT)
-        if done.returncode:
-            raise RuntimeError(f"{name} failed (exit {done.returncode}); see {log}")
-        print(f"   {name}: done", flush=True)
-
-    with ThreadPoolExecutor(jobs) as pool:
-        for future in [pool.submit(one, name) for name in commands]:
-            future.result()
-
-
-def stale_stages(workdir: Path, targets: tuple[str, ...]) -> dict[str, list[str]]:
-    """The stages named by ``targets`` (stages or foreach groups, e.g. ``train_policy``) that are
-    not up to date in dvc.lock: address -> command."""
-    from dvc.repo import Repo
-
-    stale = {}
-    with contextlib.chdir(workdir), Repo(".") as repo:  # DVC resolves stage paths from the working directory
-        for stage in (st for target in targets for st in repo.stage.collect(target)):
-            status = repo.status(targets=[stage.addressing]).get(stage.addressing)
-            if status:  # e.g. [{"changed deps": {"models/pretrain": "modified"}}, "changed command"]
-                why = "; ".join(entry if isinstance(entry, str) else
-                                "; ".join(f"{kind} ({len(paths)})" for kind, paths in entry.items()) for entry in status)
-                print(f"   {stage.addressing}: not up to date ({why})", flush=True)
-                stale[stage.addressing] = shlex.split(stage.cmd)
-    return stale
-
-
 def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHODS) -> None:
     """Everything up to the results table, independent stages ``jobs`` at a time.
 
@@ -112,10 +72,7 @@ def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHOD
     """
 
     def run_group(targets: tuple[str, ...]) -> None:
-        stale = stale_stages(workdir, targets)
-        if stale:
-            side_by_side(workdir, jobs, stale)
-            sh([sys.executable, "-m", "dvc", "commit", "-f", "-q", *stale], workdir)
+        parallel.run_group(workdir, jobs, targets, workdir)
 
     trainings, *later = stage_groups(methods)
     sh([sys.executable, "-m", "dvc", "repro", "collect_source", "collect_oracle"], workdir)  # the trainings' starts

@@ -45,7 +45,7 @@ def make_repo(path: Path, commit: bool = False) -> Path:
 def smoke_repo(tmp_path_factory) -> SmokeRepo:
     path = make_repo(tmp_path_factory.mktemp("repo"))
     sh([sys.executable, "-m", "redraw.cli", "preset", "smoke"], path)
-    first = sh([sys.executable, "-m", "dvc", "repro"], path)
+    first = sh([sys.executable, "-m", "redraw.cli", "repro", "--jobs", "2"], path)  # what `make repro` runs
     return SmokeRepo(path, first.stdout)
 
 

@@ -130,7 +130,11 @@ class StageRun:
 
             mlflow = mlflow_setup()
             mine = stage_params(stage, params)
-            self.parent = self._pipeline_parent(mlflow, params)
+            from filelock import FileLock
+
+            Path(".cache").mkdir(exist_ok=True)
+            with FileLock(".cache/pipeline-run.lock", timeout=60):  # stages started side by side: one parent run
+                self.parent = self._pipeline_parent(mlflow, params)
             self.run = mlflow.start_run(run_name=stage, tags={
                 "stage": stage, "dvc.stage": stage, "git_commit": _git_commit(),
                 "preset": str(params.get("preset", "")), "mlflow.parentRunId": self.parent,

@@ -1,0 +1,105 @@
+"""perf.compile: compiled and eager updates agree, a seed fixes the compiled numbers, checkpoints
+cross between the two, the eager path keeps the random stream it always had, and bad settings or
+a failing compiler are handled as documented."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from redraw import perf
+from redraw.agent.actor_critic import ActorCriticConfig, ImaginationPolicy
+from redraw.agent.dreamer import Agent, AgentConfig
+from redraw.config import ConfigError
+from test_models import SPEC, batch_for, tiny
+
+
+def agent(compile=False, **kw):
+    torch.manual_seed(0)
+    a = Agent(SPEC, 1, AgentConfig(wm=tiny(), ac=ActorCriticConfig(units=16, horizon=4), bf16=False,
+                                   compile=compile, **kw))
+    a.seed(0)
+    return a
+
+
+def run(a, n=2):
+    batch = batch_for(SPEC, B=2, T=6)
+    out = [a.train_step(batch) for _ in range(n)]
+    out.append(a.policy_step(batch))
+    return out
+
+
+def no_fallback(a):
+    """Every compiled region compiled as one graph (fullgraph: a graph break is a failure)."""
+    parts = [a.wm, a.ac] + ([a.explorer] if a.explorer is not None else [])
+    regions = [fn for p in parts for fn in p._compiled.values()]
+    assert regions and all(isinstance(fn, perf.Compiled) for fn in regions)
+    assert not [fn.name for fn in regions if fn.failed]
+    assert all(fn.calls for fn in regions)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world_model", ["draw", "rssm"])
+def test_compiled_and_eager_updates_agree_and_a_seed_fixes_the_compiled_numbers(world_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    eager = run(agent(world_model=world_model))
+    compiled_agent = agent(compile=True, world_model=world_model)
+    compiled = run(compiled_agent)
+    no_fallback(compiled_agent)
+    for e, c in zip(eager, compiled):
+        assert e.keys() == c.keys()
+        for k in e:
+            if k.startswith("loss/"):
+                assert c[k] == pytest.approx(e[k], rel=1e-3, abs=1e-4), k
+    assert run(agent(compile=True, world_model=world_model)) == compiled  # same seed, same numbers
+    # a compiled agent's checkpoint is an eager agent's, and back
+    eager_agent = agent(world_model=world_model)
+    eager_agent.load_checkpoint_state(copy.deepcopy(compiled_agent.checkpoint_state()))
+    for k, v in compiled_agent.state_dict().items():
+        assert torch.equal(v, eager_agent.state_dict()[k]), k
+    back = agent(compile=True, world_model=world_model)
+    back.load_checkpoint_state(eager_agent.checkpoint_state())
+    assert run(back, 1)[0]["loss/wm"] == pytest.approx(run(eager_agent, 1)[0]["loss/wm"], rel=1e-3)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_imagination_from_pre_drawn_noise_is_the_actors_own_sampling(clip):
+    """The fused (compilable) imagination path draws the same random numbers in the same order as
+    the actor and the dynamics draw them themselves: the eager numbers are unchanged."""
+    a = agent()
+    start = type(a.wm.initial((5,)))(*(x.detach() for x in a.wm.initial((5,))))
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    own = a.wm.imagine(lambda f: a.ac.actor.act(f, generator=g1, clip=clip), start, 6, generator=g1)
+    fused = a.wm.imagine(ImaginationPolicy(a.ac.actor, 1, clip=clip), start, 6, generator=g2)
+    for k in own:
+        assert torch.equal(own[k], fused[k]), k
+
+
+def test_perf_settings_are_checked_naming_the_file_and_key():
+    assert perf.perf_config({}) == perf.PerfConfig()
+    assert perf.perf_config({"perf": {"compile": False, "threads": 1}}).threads == 1
+    with pytest.raises(ConfigError, match=r"params.yaml: unknown key 'perf.jit'"):
+        perf.perf_config({"perf": {"jit": True}})
+    with pytest.raises(ConfigError, match=r"params.yaml: perf.compile must be true or false, got 'yes'"):
+        perf.perf_config({"perf": {"compile": "yes"}})
+    with pytest.raises(ConfigError, match=r"p.yaml: perf.threads must be a whole number"):
+        perf.perf_config({"perf": {"threads": -1}}, "p.yaml")
+
+
+def test_a_region_that_does_not_compile_runs_eagerly_and_says_so_once(capsys):
+    def branchy(x):  # data-dependent Python control flow: no single graph
+        return x + 1 if float(x.sum()) > 0 else x - 1
+
+    fn = perf.Compiled(branchy, "branchy")
+    x = torch.ones(3)
+    assert torch.equal(fn(x), branchy(x)) and torch.equal(fn(-x), branchy(-x))
+    err = capsys.readouterr().err
+    assert fn.failed and err.count("perf: compiling branchy failed") == 1 and "running it eagerly" in err
+
+
+def test_perf_off_compiles_nothing():
+    a = agent(compile=False)
+    assert not a.wm._compiled and not a.ac._compiled
+    run(a, 1)
+    assert np.isfinite(a.train_step(batch_for(SPEC, B=2, T=6))["loss/wm"])
