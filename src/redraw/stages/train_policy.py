@@ -172,7 +172,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     write_json(REPORTS / f"{method}_history.json", history)
     write_json(REPORTS / f"{method}_curve.json", curve)
     metrics = {"policy/updates": cfg.updates, "policy/seconds": round(time.perf_counter() - start, 1),
-               **{k: v for k, v in history[-1].items() if k.startswith(("loss/", "ac/"))},
+               **{k: v for k, v in history[-1].items() if k.startswith(("loss/", "ac/", "pessimism/"))},
                **({"eval/return": curve[-1]["eval_return"]} if curve else {})}
     write_metrics(REPORTS / f"{method}.json", metrics)
     tracker.log_metrics(metrics)
