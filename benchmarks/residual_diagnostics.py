@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = work / str(get(params, "target_data", work / "params.yaml"))
         env_name = get(params, "env.target", work / "params.yaml")
         env_kwargs = env_settings(params, str(work / "params.yaml"))
+        if env_kwargs.get("pairs") and not Path(env_kwargs["pairs"]).is_absolute():  # relative to WORKDIR
+            env_kwargs["pairs"] = str(work / env_kwargs["pairs"])
         meta = read_metadata(data_dir)
     except (ConfigError, DataError, FileNotFoundError) as exc:
         parser.error(str(exc))

@@ -122,7 +122,7 @@ def test_imagination_trains_on_the_actors_samples_and_the_dynamics_clip_them(wor
 
 
 @pytest.mark.parametrize("imag_clip", [False, True])
-def test_imag_clip_clips_the_imagined_actions_that_reinforce_scores(imag_clip, monkeypatch):
+def test_imag_clip_clips_the_imagined_actions_that_reinforce_scores(imag_clip, monkeypatch, tmp_path):
     a = agent(imag_clip=imag_clip)
     with torch.no_grad():
         a.ac.actor.net[-1].bias.fill_(0.0)
@@ -132,8 +132,20 @@ def test_imag_clip_clips_the_imagined_actions_that_reinforce_scores(imag_clip, m
     monkeypatch.setattr(a.wm, "imagine", lambda *args, **kw: seen.append(imagine(*args, **kw)) or seen[-1])
     a.train_step(batch_for(SPEC, B=2, T=6))
     assert (seen[0]["action"].abs().max() <= 1.0) == imag_clip
-    # a checkpoint does not carry the setting: the policy stage's agent scores raw samples
-    assert not AgentConfig().imag_clip
+    # a checkpoint does not carry the setting: the policy stage's agent, loaded from a model
+    # pretrained with imag_clip, scores the raw samples
+    from test_protocol import save_agent
+
+    from redraw.stages.train_policy import policy_stage_agent
+
+    loaded = policy_stage_agent(save_agent(a, tmp_path / "agent.pt"), reinit=False, lr=0.0, imag_starts=0, seed=0)
+    with torch.no_grad():
+        loaded.ac.actor.net[-1].bias.fill_(0.0)
+        loaded.ac.actor.net[-1].bias[0] = 3.0
+    seen.clear()
+    monkeypatch.setattr(loaded.wm, "imagine", lambda *args, **kw: seen.append(imagine(*args, **kw)) or seen[-1])
+    loaded.policy_step(batch_for(SPEC, B=2, T=6))
+    assert seen[0]["action"].abs().max() > 1.0
 
 
 def test_a_gpu_trained_checkpoint_loads_on_the_cpu_keeping_the_cpu_generator():
@@ -155,3 +167,58 @@ def test_a_gpu_trained_checkpoint_loads_on_the_cpu_keeping_the_cpu_generator():
     resumed = agent()
     resumed.load_checkpoint_state(a.checkpoint_state())
     assert torch.equal(resumed.generator.get_state(), a.generator.get_state())
+
+
+def test_returns_and_advantages_bootstrap_from_the_critic_and_the_slow_critic_only_regularises():
+    """DreamerV3 (``slowtar: False``): the lambda-returns and the actor's baseline use the critic
+    itself; the slow EMA copy is only the target of the critic's regulariser."""
+    from redraw.agent.actor_critic import ActorCritic
+    from redraw.agent.returns import lambda_returns
+    from redraw.models.dists import twohot_loss
+
+    torch.manual_seed(0)
+    cfg = ActorCriticConfig(units=32, layers=1, horizon=6, lr=1e-3)
+    ac = ActorCritic(16, 1, cfg)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # a critic and a slow critic that predict clearly different values
+        for p in ac.critic.parameters():
+            p.normal_(0.0, 0.3, generator=g)
+        for p in ac.slow_critic.parameters():
+            p.normal_(0.0, 0.3, generator=g)
+    z = torch.randn(7, 32, 16, generator=g)
+    action = torch.rand(6, 32, 1, generator=g) * 2 - 1
+    reward, cont = torch.rand(6, 32, generator=g), torch.ones(6, 32)
+    with torch.no_grad():
+        value, slow = ac.value(z), ac.value(z, slow=True)
+        assert (value - slow).abs().mean() > 0.5  # the test can tell the two apart
+        ret = lambda_returns(reward, cont, value, cfg.discount, cfg.lam)
+        weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]) * cfg.discount, 0) / cfg.discount
+        scale = max(1.0, float(torch.quantile(ret.flatten(), 0.95) - torch.quantile(ret.flatten(), 0.05)))
+        dist = ac.actor.dist(z[:-1])
+        adv = (ret - value[:-1]) / scale
+        actor_loss = -(weight * (dist.log_prob(action).sum(-1) * adv + cfg.entropy * dist.entropy().sum(-1))).mean()
+        logits = ac.critic(z[:-1])
+        critic_loss = (weight * (twohot_loss(logits, ret, ac.bins) + twohot_loss(logits, slow[:-1], ac.bins))).mean()
+    metrics = ac.update({"feat": z, "action": action, "reward": reward, "cont": cont})
+    torch.testing.assert_close(metrics["ac/return"], ret.mean())
+    torch.testing.assert_close(metrics["loss/actor"], actor_loss)
+    torch.testing.assert_close(metrics["loss/critic"], critic_loss)
+
+
+def test_return_scale_has_a_floor_of_1_for_the_task_and_001_for_the_plan2explore_explorer():
+    """Disagreement rewards are small: with the task's floor of 1 the explorer's advantages would
+    hardly move it. The reference's Plan2Explore setting (``retnorm.max 100``) floors at 0.01."""
+    from redraw.agent.returns import PercentileNormalizer
+
+    small = torch.linspace(0.0, 0.1, 101)  # P95 - P5 = 0.09
+    torch.testing.assert_close(PercentileNormalizer(floor=1.0).update(small), torch.tensor(1.0))
+    torch.testing.assert_close(PercentileNormalizer(floor=0.01).update(small), torch.tensor(0.09))
+    torch.testing.assert_close(PercentileNormalizer(floor=0.01).update(small * 0.01), torch.tensor(0.01))
+    a = agent(exploration="plan2explore", disagreement_heads=2)
+    assert a.ac.retnorm.floor == 1.0 and a.explorer.retnorm.floor == 0.01
+    metrics = a.train_step(batch_for(SPEC, B=2, T=6))
+    assert metrics["ac/explore_return_scale"] < 1.0  # the explorer's own, unfloored by the task's 1
+    custom = Agent(SPEC, 1, AgentConfig(wm=tiny(), exploration="plan2explore", disagreement_heads=2, bf16=False,
+                                        ac=ActorCriticConfig(units=16, horizon=4, retnorm_floor=2.0,
+                                                             explore_retnorm_floor=0.5)))
+    assert custom.ac.retnorm.floor == 2.0 and custom.explorer.retnorm.floor == 0.5

@@ -25,6 +25,7 @@ def make_workdir(path: Path, steps: int = 300) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "presets", path / "presets")
     shutil.copy(ROOT / "params.yaml", path / "params.yaml")
+    shutil.copy(ROOT / "envs.yaml", path / "envs.yaml")
     apply_preset("smoke", path / "params.yaml", root=path)
     params = load_params(path / "params.yaml", round_trip=True)
     params["pretrain"]["steps"] = steps
@@ -146,6 +147,7 @@ def test_oracle_refuses_a_bad_target_behaviour_before_training(tmp_path):
     path.mkdir()
     shutil.copytree(ROOT / "presets", path / "presets")
     shutil.copy(ROOT / "params.yaml", path / "params.yaml")
+    shutil.copy(ROOT / "envs.yaml", path / "envs.yaml")
     apply_preset("smoke", path / "params.yaml", root=path)
     params = load_params(path / "params.yaml", round_trip=True)
     params["collect_target"]["behaviour"].update(kind="policy", checkpoint="models/oracle/agent.pt", noise_fraction=1.5)
@@ -170,6 +172,7 @@ def test_the_oracle_starts_from_collect_sources_episodes_in_the_target_sim(tmp_p
     path.mkdir()
     shutil.copytree(ROOT / "presets", path / "presets")
     shutil.copy(ROOT / "params.yaml", path / "params.yaml")
+    shutil.copy(ROOT / "envs.yaml", path / "envs.yaml")
     apply_preset("smoke", path / "params.yaml", root=path)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.run([sys.executable, "-m", "redraw.stages.pretrain", "--oracle", "--no-progress"], cwd=path,

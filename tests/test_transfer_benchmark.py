@@ -34,3 +34,26 @@ def test_overrides_win_over_the_preset_and_unknown_keys_are_refused(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/transfer_quality.py"), "--preset", "smoke",
                            "--workdir", str(tmp_path), "--set", "seed"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--set 'seed': expected KEY=VALUE" in proc.stderr
+
+
+def test_the_primary_target_data_are_the_papers_expert_episodes_and_half_noise_is_a_named_variant(tmp_path):
+    """The cpu preset and the benchmark's default collect the oracle's episodes only (its sampled
+    actions, no noise), as the paper does; the half-noise data run only when asked, named as such."""
+    import shutil
+
+    from redraw.config import apply_preset
+
+    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    apply_preset("cpu", tmp_path / "params.yaml", root=tmp_path)
+    cpu = load_params(tmp_path / "params.yaml")["collect_target"]["behaviour"]
+    assert (cpu["kind"], cpu["checkpoint"], cpu["noise_fraction"]) == ("policy", "models/oracle/agent.pt", 0.0)
+    args = transfer_quality.build_parser().parse_args([])
+    assert (args.preset, args.target_behaviour, args.noise_fraction) == ("cpu", "expert", 0.0)
+    work = tmp_path / "cpu-seed0"
+    transfer_quality.prepare(work, args.preset, 0, None, True, transfer_quality.METHODS, args.noise_fraction)
+    assert load_params(work / "params.yaml")["collect_target"]["behaviour"]["noise_fraction"] == 0.0
+    assert "the paper's data" in transfer_quality.describe_target("expert", 0.0)
+    variant = transfer_quality.build_parser().parse_args(["--noise-fraction", "0.5"])
+    assert "half-noise variant, not the paper's data" in transfer_quality.describe_target("expert",
+                                                                                         variant.noise_fraction)

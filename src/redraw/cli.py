@@ -10,11 +10,30 @@ from pathlib import Path
 
 
 def _cmd_envs(args) -> int:
-    from redraw.envs import ENVS
+    from redraw.config import ConfigError, load_params
+    from redraw.envs import EnvFileError, load_pairs, make_env
 
-    for name, spec in ENVS.items():
-        kind = f"target of {spec.source}: {spec.perturbation.describe()}" if spec.is_target else "source"
-        print(f"{name:27s} {spec.domain + '/' + spec.task:22s} {kind}")
+    try:
+        pairs = args.pairs
+        if pairs is None and Path(args.params).is_file():
+            pairs = (load_params(args.params).get("env") or {}).get("pairs")
+        registry = load_pairs(pairs)
+        print(f"env pairs from {registry.file}: each source, then its targets and their perturbations")
+        for name, spec in registry.envs.items():
+            if spec.is_target:
+                continue
+            print(f"{name:32s} {spec.simulator} {spec.id}")
+            for target in registry.targets_of(name):
+                t = registry.get(target)
+                own = f" [{t.simulator} {t.id}]" if (t.simulator, t.id) != (spec.simulator, spec.id) else ""
+                print(f"  -> {target:27s} {t.describe()}{own}")
+        if args.check:  # build every env once: model names, spaces, the simulator's own checks
+            for name in registry.envs:
+                make_env(name, "proprio", pairs=registry).close()
+            print(f"checked: all {len(registry.envs)} envs build")
+    except (ConfigError, EnvFileError, KeyError) as exc:
+        print(f"envs: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -335,8 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logs", default="logs", help="directory for the stages' logs (default: logs)")
     p.set_defaults(func=_cmd_repro)
 
-    p = sub.add_parser("envs", help="list the registered source and target envs",
-                       description="List the registered envs and the perturbation each target applies.")
+    p = sub.add_parser("envs", help="list the source and target envs of the env-pair file",
+                       description="List the envs of the env-pair file (env.pairs in params.yaml; format: "
+                       "docs/envs.md) and the perturbations each target applies to its source.")
+    p.add_argument("--pairs", default=None, metavar="FILE", help="env-pair file (default: env.pairs of --params)")
+    p.add_argument("--params", default="params.yaml", help="params file naming the env-pair file (default: params.yaml)")
+    p.add_argument("--check", action="store_true",
+                   help="also build every env once, so that a bad body/geom/joint/actuator name is refused now")
     p.set_defaults(func=_cmd_envs)
 
     p = sub.add_parser("collect", help="collect simulator episodes (DVC stages collect_source/_target/_oracle)",

@@ -235,7 +235,8 @@ def rollback(name: str) -> str:
 # -- the robot stand-in -----------------------------------------------------------------------------
 class PyfuncBehaviour:
     """A loaded pyfunc policy as a collection behaviour, with the randomness stream that
-    ``Agent.act`` draws for the same seed (uniforms, then noise, per step)."""
+    ``AgentPolicy`` draws for the same episode (uniforms, then noise, per step, from the
+    generator the episode's ``rng`` seeds; without one, a stream seeded once by ``seed``)."""
 
     def __init__(self, model, shapes: dict[str, tuple[int, ...]], seed: int):
         import torch
@@ -244,6 +245,10 @@ class PyfuncBehaviour:
         self.generator = torch.Generator().manual_seed(seed)
 
     def reset(self, rng=None) -> None:
+        from redraw.agent.policy import episode_generator
+
+        if rng is not None:
+            self.generator = episode_generator(rng)
         self.latent = np.zeros((1, *self.shapes["latent"]), np.float32)
         self.prev_action = np.zeros((1, *self.shapes["prev_action"]), np.float32)
         self.first = True

@@ -13,7 +13,7 @@ A sweep file (see ``flows/sweeps/``)::
       calibrate.updates: 500
     retries: 2                     # optional: re-runs of a point whose worker died (default 2)
 
-Every entry is checked against the registered envs, dvc.yaml's methods, params.yaml's keys and
+Every entry is checked against the env-pair file's envs (params.yaml's ``env.pairs``), dvc.yaml's methods, params.yaml's keys and
 the presets before a single point is scheduled; the error names the file and the entry.
 No torch, no dm_control: the Prefect flow that schedules a sweep stays light.
 """
@@ -101,22 +101,24 @@ def _list(raw: dict, key: str, path: str, kind: type) -> list:
     return value
 
 
-def _pair(entry: Any, path: str) -> tuple[str, str]:
-    from redraw.envs.registry import ENVS, PAIRS
-
+def _pair(entry: Any, path: str, registry) -> tuple[str, str]:
+    envs = registry.envs
     if isinstance(entry, str) and "->" in entry:
         source, target = (s.strip() for s in entry.split("->", 1))
     elif isinstance(entry, str):
-        source, target = entry.strip(), PAIRS.get(entry.strip())
-        if target is None and source in ENVS:
-            raise ConfigError(f"{path}: pairs entry {entry!r} is not a source env with a registered target; "
-                              f"write 'SOURCE -> TARGET' (sources: {', '.join(PAIRS)})")
+        source = entry.strip()
+        targets = registry.targets_of(source)
+        if source in envs and len(targets) != 1:
+            sources = ", ".join(dict.fromkeys(s for s, _ in registry.pairs()))
+            raise ConfigError(f"{path}: pairs entry {entry!r} is not a source env with one registered target "
+                              f"({', '.join(targets) or 'it has none'}); write 'SOURCE -> TARGET' (sources: {sources})")
+        target = targets[0] if targets else None
     else:
         raise ConfigError(f"{path}: pairs entry {entry!r} must be 'SOURCE -> TARGET' or a source env name")
     for env in (source, target):
-        if env not in ENVS:
+        if env not in envs:
             raise ConfigError(f"{path}: pairs entry {entry!r} names unknown env {env!r} "
-                              f"(`redraw envs` lists them: {', '.join(ENVS)})")
+                              f"(`redraw envs` lists the envs of {registry.file}: {', '.join(envs)})")
     return source, target
 
 
@@ -135,7 +137,11 @@ def load_sweep(path: str | Path, root: str | Path = ".") -> Sweep:
     preset = raw.get("preset")
     if preset is not None and preset not in preset_names(root):
         raise ConfigError(f"{where}: unknown preset {preset!r} (presets: {', '.join(preset_names(root))})")
-    pairs = [_pair(p, where) for p in _list(raw, "pairs", where, str)]
+    from redraw.envs.registry import load_pairs
+
+    env_file = (load_params(root / "params.yaml").get("env") or {}).get("pairs")
+    registry = load_pairs(root / env_file if env_file else None)
+    pairs = [_pair(p, where, registry) for p in _list(raw, "pairs", where, str)]
     known_methods = _methods(root)
     methods = _list(raw, "methods", where, str)
     for m in methods:

@@ -1,8 +1,10 @@
-"""Actor-critic in imagination (METHOD.md, "Actor-critic"): DreamerV3 defaults, REINFORCE.
+"""Actor-critic in imagination (METHOD.md, "Actor-critic"): DreamerV3 defaults, REINFORCE, or
+for the RSSM baseline the actor's gradient backpropagated through the imagined dynamics.
 
 The actor and critic see the world model's features: for DRAW the latent sample z only. Actor: Normal with tanh mean and std in
-[min_std, max_std]. Critic: symlog 255-bin two-hot with a slow EMA target used both for the
-bootstrap values and as a regulariser.
+[min_std, max_std]. Critic: symlog 255-bin two-hot; the lambda-returns and the advantage
+baseline bootstrap from the critic itself, and its slow EMA copy is only the target of a
+regulariser (DreamerV3's ``slowtar: False``).
 """
 
 from __future__ import annotations
@@ -33,10 +35,18 @@ class ActorCriticConfig:
     slow_critic_mix: float = 0.02  #: EMA rate of the slow critic
     slow_critic_reg: float = 1.0  #: weight of the regulariser towards the slow critic
     retnorm_decay: float = 0.99
+    retnorm_floor: float = 1.0  #: return scale = max(floor, P95 - P5) for task returns
+    explore_retnorm_floor: float = 0.01  #: the Plan2Explore explorer's floor (reference: retnorm.max 100)
     bins: int = 255
     lr: float = 3e-5
     eps: float = 1e-5
     grad_clip: float = 100.0
+    #: reinforce (DRAW presets) | backprop: the normalised advantage differentiated through the
+    #: imagined dynamics, rewards and critic (DreamerV3 for continuous actions; needs the RSSM)
+    actor_grad: str = "reinforce"
+
+
+ACTOR_GRADS = ("reinforce", "backprop")
 
 
 class Actor(nn.Module):
@@ -101,12 +111,14 @@ class Critic(nn.Module):
 class ActorCritic(nn.Module):
     def __init__(self, feat_dim: int, action_size: int, cfg: ActorCriticConfig):
         super().__init__()
+        if cfg.actor_grad not in ACTOR_GRADS:
+            raise ValueError(f"unknown actor_grad {cfg.actor_grad!r}; choose one of {', '.join(ACTOR_GRADS)}")
         self.cfg = cfg
         self.actor = Actor(feat_dim, action_size, cfg)
         self.critic = Critic(feat_dim, cfg)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.register_buffer("bins", twohot_bins(cfg.bins), persistent=False)
-        self.retnorm = PercentileNormalizer(cfg.retnorm_decay)
+        self.retnorm = PercentileNormalizer(cfg.retnorm_decay, floor=cfg.retnorm_floor)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), cfg.lr, eps=cfg.eps)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), cfg.lr, eps=cfg.eps)
 
@@ -120,14 +132,23 @@ class ActorCritic(nn.Module):
         action = traj["action"].detach()
         reward, cont = traj["reward"].detach(), traj["cont"].detach()
         with torch.no_grad():
-            value_slow, ret, weight = self._compiled.get("targets", self.targets)(z, reward, cont)
+            value, value_slow, ret, weight = self._compiled.get("targets", self.targets)(z, reward, cont)
             scale = self.retnorm.update(ret)
         actor_loss, critic_loss, entropy = self._compiled.get("losses", self.losses)(
-            z, action, ret, value_slow, weight, torch.as_tensor(scale, dtype=torch.float32))
-        # one backward pass for both: the two losses share no parameters (z and the targets are constants)
-        self.actor_opt.zero_grad(set_to_none=True)
-        self.critic_opt.zero_grad(set_to_none=True)
-        (actor_loss + critic_loss).backward()
+            z, action, ret, value, value_slow, weight, torch.as_tensor(scale, dtype=torch.float32))
+        if cfg.actor_grad == "backprop":  # the same advantage, with the trajectory's graph
+            ent = self.actor.dist(z[:-1]).entropy().sum(-1)
+            value_g = twohot_mean(self.critic(traj["feat"]), self.bins)
+            ret_g = lambda_returns(traj["reward"], traj["cont"], value_g, cfg.discount, cfg.lam)
+            actor_loss = -(weight * ((ret_g - value_g[:-1]) / scale + cfg.entropy * ent)).mean()
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()  # also reaches the critic (and the world model): cleared before their own steps
+            self.critic_opt.zero_grad(set_to_none=True)
+            critic_loss.backward()
+        else:  # one backward pass for both: the two losses share no parameters (z and the targets are constants)
+            self.actor_opt.zero_grad(set_to_none=True)
+            self.critic_opt.zero_grad(set_to_none=True)
+            (actor_loss + critic_loss).backward()
         actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
         self.actor_opt.step()
         critic_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
@@ -147,19 +168,21 @@ class ActorCritic(nn.Module):
         }
 
     def targets(self, z: torch.Tensor, reward: torch.Tensor, cont: torch.Tensor):
-        """The critic's bootstrap values [H+1, N], the lambda-returns [H, N] and each step's
-        weight [H, N] (the probability that the imagined episode is still running)."""
+        """The critic's values [H+1, N] (they bootstrap the lambda-returns: DreamerV3's slowtar
+        False), the slow critic's (only the regulariser's target), the lambda-returns [H, N] and
+        each step's weight [H, N] (the probability that the imagined episode is still running)."""
         cfg = self.cfg
+        value = self.value(z)
         value_slow = self.value(z, slow=True)
-        ret = lambda_returns(reward, cont, value_slow, cfg.discount, cfg.lam)
+        ret = lambda_returns(reward, cont, value, cfg.discount, cfg.lam)
         weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]) * cfg.discount, 0) / cfg.discount
-        return value_slow, ret, weight
+        return value, value_slow, ret, weight
 
-    def losses(self, z, action, ret, value_slow, weight, scale):
-        """REINFORCE actor loss with entropy bonus, two-hot critic loss with the regulariser
-        towards the slow critic, and the mean entropy."""
+    def losses(self, z, action, ret, value, value_slow, weight, scale):
+        """REINFORCE actor loss with entropy bonus (advantage against the critic), two-hot critic
+        loss with the regulariser towards the slow critic, and the mean entropy."""
         cfg = self.cfg
-        adv = (ret - value_slow[:-1]) / scale
+        adv = (ret - value[:-1]) / scale
         dist = self.actor.dist(z[:-1])
         logp = dist.log_prob(action).sum(-1)
         entropy = dist.entropy().sum(-1)

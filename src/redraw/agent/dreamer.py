@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -38,6 +38,8 @@ class Agent(nn.Module):
         self.device = torch.device(device)
         if cfg.world_model not in WORLD_MODELS:
             raise ValueError(f"unknown world model {cfg.world_model!r}; choose one of {', '.join(WORLD_MODELS)}")
+        if cfg.ac.actor_grad == "backprop" and cfg.world_model != "rssm":  # DRAW imagines without a graph
+            raise ValueError(f"actor_grad 'backprop' needs the rssm world model, this agent has {cfg.world_model}")
         self.wm = WORLD_MODELS[cfg.world_model](obs_spec, action_size, cfg.wm)
         self.ac = ActorCritic(self.wm.feat_dim, action_size, cfg.ac)
         if cfg.exploration not in ("task", "plan2explore"):
@@ -46,7 +48,9 @@ class Agent(nn.Module):
         if cfg.exploration == "plan2explore":
             from redraw.agent.plan2explore import Disagreement
 
-            self.explorer = ActorCritic(self.wm.feat_dim, action_size, cfg.ac)
+            # disagreement rewards are small: the explorer's returns have their own, lower floor
+            self.explorer = ActorCritic(self.wm.feat_dim, action_size,
+                                        replace(cfg.ac, retnorm_floor=cfg.ac.explore_retnorm_floor))
             self.disagreement = Disagreement(self.wm.feat_dim, action_size, self.wm.embed_dim,
                                              heads=cfg.disagreement_heads, units=cfg.ac.units, layers=cfg.ac.layers)
         self.to(self.device)
@@ -143,10 +147,11 @@ class Agent(nn.Module):
         self.ac.use_compile(self.cfg.compile)
 
     @torch.no_grad()
-    def act(self, obs: dict[str, np.ndarray], state=None, sample: bool = True, explore: bool = False):
+    def act(self, obs: dict[str, np.ndarray], state=None, sample: bool = True, explore: bool = False,
+            generator: torch.Generator | None = None):
         """One action for one observation. ``state`` is what the previous call returned (None at
         an episode start); returns ``(action, state)``. Runs ``PolicyStep`` (the deployable
-        policy) in fp32 with its randomness drawn from the agent's generator."""
+        policy) in fp32 with its randomness drawn from ``generator`` (default: the agent's)."""
         from redraw.agent.policy import PolicyStep
 
         step = PolicyStep(self, explore=explore)  # cheap: it only refers to the agent's modules
@@ -157,8 +162,9 @@ class Agent(nn.Module):
         else:
             latent, prev_action = state
         first = torch.tensor([float(state is None)], device=self.device)
-        uniform = torch.rand((1, step.S), generator=self.generator, device=self.device)
-        noise = torch.randn((1, self.action_size), generator=self.generator, device=self.device)
+        generator = self.generator if generator is None else generator
+        uniform = torch.rand((1, step.S), generator=generator, device=self.device)
+        noise = torch.randn((1, self.action_size), generator=generator, device=self.device)
         if not sample:
             noise = torch.zeros_like(noise)
         action, latent = step(*x, latent, prev_action, first, uniform, noise)
@@ -201,16 +207,23 @@ class Agent(nn.Module):
 
 
 class AgentPolicy:
-    """An agent as a collection behaviour (``reset(rng)`` / ``act(obs)``, see data.behaviours)."""
+    """An agent as a collection behaviour (``reset(rng)`` / ``act(obs)``, see data.behaviours).
+    Each episode acts with a generator seeded from the episode's ``rng`` (without one: the
+    agent's own generator), so its actions depend on its seed alone."""
 
     def __init__(self, agent: Agent, sample: bool = True, explore: bool = False):
         self.agent, self.sample, self.explore, self.state = agent, sample, explore, None
+        self.generator: torch.Generator | None = None
 
     def reset(self, rng=None) -> None:
+        from redraw.agent.policy import episode_generator
+
         self.state = None
+        self.generator = None if rng is None else episode_generator(rng, self.agent.device)
 
     def act(self, obs: dict) -> np.ndarray:
-        action, self.state = self.agent.act(obs, self.state, sample=self.sample, explore=self.explore)
+        action, self.state = self.agent.act(obs, self.state, sample=self.sample, explore=self.explore,
+                                            generator=self.generator)
         return action
 
 

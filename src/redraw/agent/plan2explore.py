@@ -25,13 +25,15 @@ class Disagreement(nn.Module):
         x = torch.cat([feat, action], -1)
         return torch.stack([head(x).float() for head in self.heads])  # [heads, ..., target]
 
-    @torch.no_grad()
     def reward(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Ensemble variance (unbiased) averaged over the target's dimensions. Written out in two
+        """Ensemble variance (unbiased) averaged over the target's dimensions, differentiable in
+        ``feat`` and ``action`` (a backprop explorer learns through it). Written out in two
         passes: ``Tensor.var(0)`` over the head axis is ~4x slower on CPU."""
-        pred = self.predict(feat, action)
-        centred = pred - pred.mean(0)
-        return centred.square_().sum(0).div_(len(self.heads) - 1).mean(-1)
+        # a graph only for inputs that carry one (not DRAW's imagination: REINFORCE needs none)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (feat.requires_grad or action.requires_grad)):
+            pred = self.predict(feat, action)
+            centred = pred - pred.mean(0)
+            return centred.square().sum(0).div(len(self.heads) - 1).mean(-1)
 
     def update(self, feat: torch.Tensor, action: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """One step on transitions feat_t, action_{t+1}, embed_{t+1} (all treated as constants)."""

@@ -26,6 +26,13 @@ from redraw.models.draw import DRAW, LatentState
 from redraw.models.rssm import RSSMState
 
 
+def episode_generator(rng, device: str | torch.device = "cpu") -> torch.Generator:
+    """The torch generator one episode's acting randomness comes from, seeded by the episode's
+    numpy ``rng`` (``behaviour.reset(rng)``): an episode's actions then depend on its seed alone,
+    not on the episodes acted before it (so collection is the same whatever the worker count)."""
+    return torch.Generator(device=device).manual_seed(int(rng.integers(0, 2**63 - 1)))
+
+
 class PolicyStep(nn.Module):
     def __init__(self, agent, explore: bool = False):
         super().__init__()

@@ -23,10 +23,13 @@ def lambda_returns(reward: torch.Tensor, cont: torch.Tensor, value: torch.Tensor
 
 
 class PercentileNormalizer:
-    """Return scale from EMAs of the 5th and 95th percentiles: max(1, P95 - P5) (DreamerV3)."""
+    """Return scale from EMAs of the 5th and 95th percentiles: max(floor, P95 - P5) (DreamerV3;
+    floor 1 for task returns, 0.01 for Plan2Explore's small disagreement rewards)."""
 
-    def __init__(self, decay: float = 0.99, low: float = 0.05, high: float = 0.95):
-        self.decay, self.low, self.high = decay, low, high
+    def __init__(self, decay: float = 0.99, low: float = 0.05, high: float = 0.95, floor: float = 1.0):
+        if floor <= 0:
+            raise ValueError(f"the return-normalisation floor must be positive, got {floor}")
+        self.decay, self.low, self.high, self.floor = decay, low, high, floor
         self.lo = None
         self.hi = None
 
@@ -43,7 +46,7 @@ class PercentileNormalizer:
     def scale(self) -> torch.Tensor:
         if self.lo is None:
             return torch.tensor(1.0)
-        return torch.clamp(self.hi - self.lo, min=1.0)
+        return torch.clamp(self.hi - self.lo, min=self.floor)
 
     def state_dict(self) -> dict:
         return {"lo": self.lo, "hi": self.hi}

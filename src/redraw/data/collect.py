@@ -42,6 +42,7 @@ class CollectConfig:
     image_size: int = 64
     antialias: bool = False  #: pixels: 4x multisampling (slow in software rendering)
     compress: bool = True  #: zip-compress episode files (images shrink ~10x)
+    pairs: str | None = None  #: the env-pair file that defines ``env`` (None: the repository's envs.yaml)
 
     def n_episodes(self) -> int:
         if self.episodes > 0:
@@ -57,6 +58,7 @@ class CollectConfig:
             episode_steps=self.episode_steps,
             image_size=self.image_size,
             antialias=self.antialias,
+            pairs=self.pairs,
         )
 
 
@@ -131,7 +133,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> DatasetMeta:
 
     from redraw.envs import get_spec
 
-    get_spec(cfg.env)  # fail fast, before touching anything, on a bad env ...
+    get_spec(cfg.env, cfg.pairs)  # fail fast, before touching anything, on a bad env ...
     n = cfg.n_episodes()  # ... size ...
     make_behaviour(cfg.behaviour, np.zeros(1), np.ones(1))  # ... or behaviour
     out = Path(cfg.out_dir)

@@ -13,9 +13,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from redraw.envs.registry import EnvSpec, ReverseActions, Wrench, get_spec
+from redraw.envs import perturbations as P
+from redraw.envs.delays import Delays
+from redraw.envs.registry import EnvSpec, load_pairs
 
 OBS_MODES = ("pixels", "proprio")
+
+
+def check_task(spec: EnvSpec) -> None:
+    """Refuse a dm_control ``domain/task`` the suite does not have, listing the valid ones."""
+    from dm_control import suite
+
+    if (spec.domain, spec.task) in suite.ALL_TASKS:
+        return
+    domains = sorted({d for d, _ in suite.ALL_TASKS})
+    if spec.domain not in domains:
+        raise P.EnvFileError(f"{spec.sim_where}: unknown dm_control domain {spec.domain!r} (domains: {', '.join(domains)})")
+    tasks = sorted(t for d, t in suite.ALL_TASKS if d == spec.domain)
+    raise P.EnvFileError(f"{spec.sim_where}: unknown task {spec.task!r} of domain {spec.domain!r} (tasks: {', '.join(tasks)})")
 
 
 class DMCEnv:
@@ -23,7 +38,9 @@ class DMCEnv:
 
     ``reset() -> obs``; ``step(action) -> (obs, reward, done, terminal)``. One agent step is
     ``action_repeat`` control steps with the same action; the reward is that of the *last*
-    sub-step (METHOD.md). An episode lasts ``episode_steps`` agent steps.
+    sub-step (METHOD.md). An episode lasts ``episode_steps`` agent steps. ``name`` is an env of
+    the env-pair file ``pairs`` (default: the repository's envs.yaml); a target's perturbations
+    are applied as ``redraw.envs.perturbations`` describes.
     """
 
     def __init__(
@@ -38,6 +55,7 @@ class DMCEnv:
         shadows: bool = False,
         reflections: bool = False,
         antialias: bool = False,
+        pairs=None,
     ):
         from dm_control import suite
 
@@ -45,7 +63,10 @@ class DMCEnv:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
         if action_repeat < 1 or episode_steps < 1:
             raise ValueError(f"action_repeat and episode_steps must be >= 1, got {action_repeat}, {episode_steps}")
-        self.spec: EnvSpec = get_spec(name)
+        self.spec: EnvSpec = load_pairs(pairs).get(name)
+        if self.spec.simulator != "dm_control":
+            raise ValueError(f"{self.spec.where}: {name!r} is a {self.spec.simulator} env; build it with make_env")
+        check_task(self.spec)
         self.name = name
         self.obs_mode = obs_mode
         self.action_repeat = action_repeat
@@ -60,11 +81,11 @@ class DMCEnv:
             task_kwargs={"random": seed, "time_limit": float("inf")},
         )
         self.physics = self._env.physics
-        self._install_perturbation()
         aspec = self._env.action_spec()
         self.action_size = int(aspec.shape[0])
         self.action_low = np.asarray(aspec.minimum, np.float32)
         self.action_high = np.asarray(aspec.maximum, np.float32)
+        self._install_perturbations()
         self.control_hz = 1.0 / (self._env.control_timestep() * action_repeat)
         self._renderer = None
         if obs_mode == "pixels":
@@ -77,31 +98,31 @@ class DMCEnv:
             self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = int(reflections)
         self._step = 0
 
-    # -- perturbation -------------------------------------------------------------------------
-    def _install_perturbation(self) -> None:
-        """Wrap the task's ``before_step``, which dm_control calls before the physics sub-steps."""
-        pert = self.spec.perturbation
-        if pert is None:
+    # -- perturbations ------------------------------------------------------------------------
+    def _install_perturbations(self) -> None:
+        """Model perturbations on the loaded model; control ones in the task's ``before_step``
+        (which dm_control calls before the physics sub-steps of every control step); timing ones
+        in ``step``."""
+        perts, where = self.spec.perturbations, self.spec.where
+        neutral = np.clip(np.zeros(self.action_size), self.action_low, self.action_high).astype(np.float64)
+        self._delays = Delays(P.delay_steps(perts, P.ActionDelay), P.delay_steps(perts, P.ObservationDelay), neutral)
+        if not perts:
+            return
+        P.apply_model(self.physics.model.ptr, self.physics.data.ptr, perts, where)
+        transform = P.action_transform(perts, self.action_size, where)
+        wrenches = P.wrenches(self.physics.model.ptr, perts, where)
+        if transform is None and not wrenches:
             return
         task = self._env.task
         original = task.before_step
-        if isinstance(pert, ReverseActions):
 
-            def before_step(action, physics):
-                original(-np.asarray(action), physics)
-
-        elif isinstance(pert, Wrench):
-            body_id = self.physics.model.name2id(pert.body, "body")
-            wrench = np.asarray(pert.force + pert.torque, np.float64)
-
-            def before_step(action, physics):
-                original(action, physics)
-                # xfrc_applied persists through every mj_step of this control step (MuJoCo
-                # never clears it), so the wrench acts before every physics step.
+        def before_step(action, physics):
+            original(action if transform is None else transform(action), physics)
+            # xfrc_applied persists through every mj_step of this control step (MuJoCo
+            # never clears it), so the wrench acts before every physics step.
+            for body_id, wrench in wrenches:
                 physics.data.xfrc_applied[body_id] = wrench
 
-        else:  # pragma: no cover - registry only holds the two kinds
-            raise TypeError(f"unknown perturbation {pert!r}")
         task.before_step = before_step
 
     # -- spaces -------------------------------------------------------------------------------
@@ -129,13 +150,14 @@ class DMCEnv:
             self._env.task.random.seed(seed)
         self._step = 0
         ts = self._env.reset()
-        return self._observe(ts.observation)
+        return self._delays.reset(self._observe(ts.observation))
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool]:
         action = np.asarray(action, np.float64).reshape(self.action_size)
         if not np.all(np.isfinite(action)):
             raise ValueError(f"{self.name}: non-finite action {action}")
         reward, terminal = 0.0, False
+        action = self._delays.action(action)
         for _ in range(self.action_repeat):
             ts = self._env.step(action)
             reward = float(ts.reward or 0.0)  # reward of the last sub-step
@@ -144,7 +166,7 @@ class DMCEnv:
                 break
         self._step += 1
         done = terminal or ts.last() or self._step >= self.episode_steps
-        return self._observe(ts.observation), reward, done, bool(terminal)
+        return self._delays.observation(self._observe(ts.observation)), reward, done, bool(terminal)
 
     def _observe(self, dm_obs) -> dict[str, np.ndarray]:
         if self.obs_mode == "proprio":
@@ -198,5 +220,33 @@ def observation_names(name: str, obs_mode: str) -> dict[str, list[str]]:
     return dimension_names(DMCEnv(name, obs_mode="proprio")._env.observation_spec(), obs_mode)
 
 
-def make_env(name: str, obs_mode: str = "pixels", seed: int = 0, **kwargs) -> DMCEnv:
-    return DMCEnv(name, obs_mode=obs_mode, seed=seed, **kwargs)
+def make_env(name: str, obs_mode: str = "pixels", seed: int = 0, pairs=None, **kwargs):
+    """Build env ``name`` of the env-pair file ``pairs`` (a path, a file's content, or None for the
+    repository's envs.yaml), whichever simulator it runs in."""
+    from redraw.envs.gymnasium_env import GymEnv
+
+    spec = load_pairs(pairs).get(name)
+    cls = DMCEnv if spec.simulator == "dm_control" else GymEnv
+    env = cls(name, obs_mode=obs_mode, seed=seed, pairs=pairs, **kwargs)
+    if spec.has_own_simulator:
+        try:
+            check_same_spaces(env, spec, pairs, obs_mode, kwargs)
+        except Exception:
+            env.close()
+            raise
+    return env
+
+
+def check_same_spaces(env, spec: EnvSpec, pairs, obs_mode: str, kwargs: dict) -> None:
+    """Refuse a target whose observation or action space is not its source's."""
+    src_spec = load_pairs(pairs).get(spec.source)
+    from redraw.envs.gymnasium_env import GymEnv
+
+    cls = DMCEnv if src_spec.simulator == "dm_control" else GymEnv
+    with cls(spec.source, obs_mode=obs_mode, pairs=pairs, **kwargs) as src:
+        mine = (env.observation_spec(), env.action_size, env.action_low.tolist(), env.action_high.tolist())
+        theirs = (src.observation_spec(), src.action_size, src.action_low.tolist(), src.action_high.tolist())
+    for what, a, b in zip(("observations", "action size", "action low bounds", "action high bounds"), mine, theirs):
+        if a != b:
+            raise P.EnvFileError(f"{spec.where}: the target's {what} {a} differ from its source "
+                                 f"{spec.source!r}'s {b}; a target must have its source's spaces")

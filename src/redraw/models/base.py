@@ -8,6 +8,7 @@ sample), ``features`` (what decoders, heads and the actor see) and ``initial``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -185,8 +186,13 @@ class LatentWorldModel(nn.Module):
         })
         return total, metrics, out
 
-    @torch.no_grad()
+    IMAGINE_GRAD = False  #: True: ``imagine`` keeps the graph (the RSSM's backpropagated actor gradients)
+
     def imagine(self, policy, start, horizon: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        with contextlib.nullcontext() if self.IMAGINE_GRAD else torch.no_grad():
+            return self._imagine(policy, start, horizon, generator)
+
+    def _imagine(self, policy, start, horizon: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Roll ``policy`` out in the latent dynamics from ``start`` ([N, ...]).
 
         ``policy`` is a ``features -> action`` callable, or an ``ImaginationPolicy`` (an actor's

@@ -1,7 +1,10 @@
 """RSSM: DreamerV3's world model (GRU deterministic state + categorical stochastic state).
 
-Used by the DreamerV3-finetune baseline. Same verbs as DRAW. ``deter`` is the GRU state;
-the prior predicts z from it, the posterior from it and the observation embedding.
+Used by the DreamerV3-finetune baseline. Same verbs as DRAW. ``deter`` is the state of a
+LayerNorm GRU (DreamerV3's); the prior predicts z from it, the posterior from it and the
+observation embedding. Samples are straight-through, and imagination keeps its graph, so a
+continuous actor can be trained by backpropagating returns through the imagined dynamics
+(DreamerV3's choice for continuous actions; ``ActorCriticConfig.actor_grad``).
 """
 
 from __future__ import annotations
@@ -23,12 +26,36 @@ class RSSMState(NamedTuple):
     z: torch.Tensor  #: [..., S, K]
 
 
+class LayerNormGRU(nn.Module):
+    """DreamerV3's GRU cell: one bias-free linear map of [deter, x] to the reset, candidate and
+    update parts, LayerNorm over them, and an update gate biased towards keeping the state:
+    deter' = u * tanh(r * c) + (1 - u) * deter, r = sigmoid(.), u = sigmoid(. - 1)."""
+
+    def __init__(self, inp: int, deter: int):
+        super().__init__()
+        self.linear = nn.Linear(deter + inp, 3 * deter, bias=False)
+        self.norm = nn.LayerNorm(3 * deter)
+
+    def forward(self, x: torch.Tensor, deter: torch.Tensor) -> torch.Tensor:
+        parts = self.norm(self.linear(torch.cat([deter.to(x.dtype), x], -1))).float()
+        reset, cand, update = parts.chunk(3, -1)
+        reset, update = torch.sigmoid(reset), torch.sigmoid(update - 1)
+        return update * torch.tanh(reset * cand) + (1 - update) * deter.float()
+
+
+def straight_through(logp: torch.Tensor, generator: torch.Generator | None,
+                     uniform: torch.Tensor | None = None) -> torch.Tensor:
+    """A one-hot sample whose gradient is that of the probabilities (forward: the sample itself)."""
+    probs = logp.exp()
+    return sample_classes(logp, generator, uniform) + (probs - probs.detach())
+
+
 class RSSM(LatentWorldModel):
     def __init__(self, obs_spec: dict[str, tuple[tuple[int, ...], str]], action_size: int, cfg: WorldModelConfig):
         super().__init__(obs_spec, action_size, cfg, feat_dim=cfg.deter + cfg.latent_dim)
         D = cfg.latent_dim
         self.img_in = mlp(D + action_size, cfg.hidden, 1)
-        self.gru = nn.GRUCell(cfg.hidden, cfg.deter)
+        self.gru = LayerNormGRU(cfg.hidden, cfg.deter)
         self.prior = mlp(cfg.deter, cfg.hidden, 1, D)
         self.posterior = mlp(cfg.deter + self.embed_dim, cfg.hidden, 1, D)
         self.init_deter = nn.Parameter(torch.zeros(cfg.deter))
@@ -46,15 +73,15 @@ class RSSM(LatentWorldModel):
 
     def _deter_step(self, prev: RSSMState, action: torch.Tensor) -> torch.Tensor:
         x = self.img_in(torch.cat([prev.z.flatten(-2), action.clamp(-1, 1)], -1))
-        lead = x.shape[:-1]
-        return self.gru(x.reshape(-1, x.shape[-1]).float(), prev.deter.reshape(-1, prev.deter.shape[-1]).float()).reshape(
-            *lead, -1)
+        return self.gru(x, prev.deter)
 
     def step(self, prev: RSSMState, action: torch.Tensor, generator: torch.Generator | None = None,
              uniform: torch.Tensor | None = None):
         deter = self._deter_step(prev, action)
         logp = latent_logprobs(self._split(self.prior(deter)), self.cfg.unimix)
-        return RSSMState(deter, sample_classes(logp, generator, uniform)), logp
+        return RSSMState(deter, straight_through(logp, generator, uniform)), logp
+
+    IMAGINE_GRAD = True  #: imagination keeps its graph: rewards and features are differentiable in the actions
 
     def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
                 state: RSSMState | None = None, generator: torch.Generator | None = None) -> dict:

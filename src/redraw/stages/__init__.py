@@ -9,8 +9,11 @@ from redraw.config import get
 
 
 def env_settings(params: dict, path: str = "params.yaml") -> dict:
-    """The ``env`` settings every stage that builds an env passes to ``make_env`` (beside the name)."""
+    """The ``env`` settings every stage that builds an env passes to ``make_env`` (beside the name).
+    ``pairs`` is the env-pair file, ``env.pairs`` (the repository's envs.yaml when params has none)."""
+    pairs = params.get("env", {}).get("pairs") if isinstance(params.get("env"), dict) else None
     return dict(
+        pairs=str(pairs) if pairs else None,
         obs_mode=get(params, "env.obs_mode", path),
         action_repeat=int(get(params, "env.action_repeat", path)),
         episode_steps=int(get(params, "env.episode_steps", path)),

@@ -80,9 +80,24 @@ def check_behaviour(which: str, params: dict, params_path: str = "params.yaml", 
                               f"collect_target in {dvc_path} ({', '.join(deps)}); add it there")
 
 
+def check_pair(params: dict, params_path: str = "params.yaml") -> None:
+    """Build env.source and (if the env-pair file defines it) env.target once, so that a bad body,
+    joint or actuator name, or a target whose spaces differ, stops the first stage, not a later one."""
+    from redraw.envs import load_pairs, make_env
+
+    settings = env_settings(params, params_path)
+    registry = load_pairs(settings["pairs"])
+    names = [get(params, "env.source", params_path)]
+    target = get(params, "env.target", params_path)
+    names += [target] if target in registry.envs else []  # else a real system: its data is imported
+    for name in names:
+        make_env(name, **{**settings, "obs_mode": "proprio"}).close()
+
+
 def run(which: str, params: dict, params_path: str = "params.yaml", progress: bool = True) -> dict:
     check_behaviour(which, params, params_path)
     cfg = config_from_params(which, params, params_path)
+    check_pair(params, params_path)
     collect(cfg, progress=progress)
     metrics = dataset_stats(cfg.out_dir)
     write_metrics(METRICS[which], metrics, prefix="data/")

@@ -42,6 +42,9 @@ POLICIES = {
     "oracle": ("models/oracle/agent.pt", "env.target"),
 }
 REFERENCES = ("source", "oracle")  #: rows that are reference points, not transfer methods
+#: seed streams of episodes in the target: the final evaluation (this stage, and a deployed
+#: policy) and train_policy's learning curve, which must not select on the test episodes
+EVAL_STREAM, CURVE_STREAM = 4242, 4343
 REPORTS = Path("reports/evaluate")
 assert set(METHODS) <= set(POLICIES)
 
@@ -65,15 +68,17 @@ def evaluate_config(params: dict, path: str = "params.yaml") -> EvaluateConfig:
     return cfg
 
 
-def run_policy(env, behaviour, episodes: int, seed: int, progress: bool = True, desc: str = "evaluate"):
-    """Episodes of ``behaviour`` in ``env``; episode i is seeded by (seed, i) whatever the policy.
+def run_policy(env, behaviour, episodes: int, seed: int, progress: bool = True, desc: str = "evaluate",
+               stream: int = EVAL_STREAM):
+    """Episodes of ``behaviour`` in ``env``; episode i is seeded by (seed, stream, i) whatever the
+    policy (``stream``: the final evaluation's unless told).
     Returns the undiscounted returns and each episode's sum of |actions| (a fingerprint of
     the trajectory: a deployed policy must reproduce both)."""
     from redraw.data.collect import run_episode
 
     returns, action_sums = [], []
     for i in tqdm(range(episodes), desc=desc, unit="episode", disable=None if progress else True):
-        ep = run_episode(env, behaviour, np.random.SeedSequence([seed, 4242, i]))
+        ep = run_episode(env, behaviour, np.random.SeedSequence([seed, stream, i]))
         returns.append(float(ep["reward"][1:].sum()))
         action_sums.append(float(np.abs(ep["action"][1:].astype(np.float64)).sum()))
     return returns, action_sums

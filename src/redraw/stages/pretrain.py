@@ -23,7 +23,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,20 +109,29 @@ class PretrainConfig:
     eval_episodes: int = 5
     checkpoint_every: int = 500  #: updates between checkpoints
     log_every: int = 100  #: updates between metric records
-    rssm_horizon: int = 15  #: imagination horizon of the RSSM (DreamerV3) pretraining (stage pretrain_rssm)
+    #: stage pretrain_rssm (the DreamerV3 baseline) takes DreamerV3's settings in place of DRAW's:
+    rssm_horizon: int = 15  #: imagination horizon
+    rssm_latent_vars: int = 32  #: categorical variables (DreamerV3: 32 at every model size)
+    rssm_latent_classes: int = 32  #: classes per variable (DreamerV3: 32)
+    rssm_dyn_scale: float = 0.5  #: dyn KL weight (DreamerV3: 0.5; free bits: model.free_bits)
+    rssm_rep_scale: float = 0.1  #: rep KL weight (DreamerV3: 0.1)
+    rssm_actor_grad: str = "backprop"  #: DreamerV3 for continuous actions (reinforce: as DRAW's actor)
     imag_clip: bool = False  #: experimental: clip imagined actions before REINFORCE (pre-40dcb3b; docs/investigations.md §1.5)
 
 
 def configs_from_params(params: dict, path: str = "params.yaml", world_model: str | None = None):
-    """Agent and schedule configs; ``world_model`` overrides ``pretrain.world_model`` (the RSSM
-    pretraining of the DreamerV3 baseline also takes its horizon, ``pretrain.rssm_horizon``)."""
+    """Agent and schedule configs; ``world_model`` overrides ``pretrain.world_model``. The RSSM
+    (the DreamerV3 baseline) takes DreamerV3's settings from ``pretrain.rssm_*``: horizon, latent
+    shape, dyn/rep weights and actor gradient; the sizes and the rest come from ``model``."""
     wm = section(params, "model", WorldModelConfig, path)
     ac = section(params, "actor_critic", ActorCriticConfig, path)
     pre = section(params, "pretrain", PretrainConfig, path)
     if world_model is not None:
         pre.world_model = world_model
     if pre.world_model == "rssm":
-        ac.horizon = pre.rssm_horizon
+        ac.horizon, ac.actor_grad = pre.rssm_horizon, pre.rssm_actor_grad
+        wm = replace(wm, latent_vars=pre.rssm_latent_vars, latent_classes=pre.rssm_latent_classes,
+                     dyn_scale=pre.rssm_dyn_scale, rep_scale=pre.rssm_rep_scale)
     agent = AgentConfig(world_model=pre.world_model, wm=wm, ac=ac, bf16=pre.bf16, imag_starts=pre.imag_starts,
                         exploration=pre.exploration, imag_clip=pre.imag_clip)
     return agent, pre
@@ -145,7 +154,7 @@ def evaluate(agent: Agent, env, episodes: int, seed: int) -> dict[str, float]:
 def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", out_dir: Path = OUT_DIR,
         metrics_path: str = METRICS, curve_path: str = CURVE, progress: bool = True,
         checkpoint_root: Path = Path("checkpoints"), world_model: str | None = None) -> dict:
-    from redraw.envs import make_env
+    from redraw.envs import load_pairs, make_env
 
     agent_cfg, pre = configs_from_params(params, path, world_model)
     if env_key == "env.target":  # the oracle: collect_target, which uses it, would refuse a bad behaviour only after it
@@ -177,8 +186,10 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         "action_size": env.action_size, "world_model": agent_cfg.world_model, "exploration": agent_cfg.exploration,
         "model": asdict(agent_cfg.wm), "actor_critic": asdict(agent_cfg.ac),
     }
+    # the env's definition, not only the env-pair file's name: an edited perturbation must not resume
     run_identity = {**identity, "pretrain": asdict(pre), "seed": seed, "env_kwargs": env_kwargs,
                     **({"compile": True} if perf.compile else {}),  # compiled updates round differently
+                    "env_definition": load_pairs(env_kwargs["pairs"]).definition(env_name),
                     "source_data": dataset_fingerprint(start_data)}  # the key predates data/oracle: kept, so are the hashes
     ckpt_dir = checkpoint_root / f"{out_dir.name}-{identity_hash(run_identity)}"
     ckpt_path, replay_dir = ckpt_dir / "checkpoint.pt", ckpt_dir / "replay"

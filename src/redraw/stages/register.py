@@ -49,7 +49,12 @@ def run(params: dict, path: str = "params.yaml") -> dict:
             "eval_episodes": str(ev["episodes"]), "data_hash": str(identity.get("target_data", "none (no target data)")),
             "env_source": source, "env_target": target, "preset": str(params.get("preset", "")),
             "seed": str(get(params, "seed", path)), "git_commit": _git_commit()}
-    metadata = {"env_source": source, "env_target": target, "env_kwargs": env_settings(params, path), "method": method}
+    from redraw.envs import load_pairs
+
+    env_kwargs = env_settings(params, path)
+    # the env-pair file's content travels with the model: deploy rebuilds the same target anywhere
+    env_kwargs["pairs"] = load_pairs(env_kwargs["pairs"]).to_mapping()
+    metadata = {"env_source": source, "env_target": target, "env_kwargs": env_kwargs, "method": method}
     import mlflow
 
     from redraw.tracking import StageRun, mlflow_setup, stage_params

@@ -11,8 +11,9 @@ ends) imagined rollouts where its residual ensemble disagrees (``pessimism``, re
 Writes ``models/policy/<method>/agent.pt`` and ``reports/train_policy/<method>.json``. With
 ``train_policy.eval_every`` set and a simulated target (a registered env), the policy is also run
 in ``env.target`` every so many updates: ``reports/train_policy/<method>_curve.json`` (a DVC plot)
-holds the learning curve. Those evaluations draw their own randomness, so the trained policy is
-the same with or without them.
+holds the learning curve. Those evaluations run episodes of their own, never the evaluate
+stage's test episodes, and draw their own randomness, so the trained policy is the same with or
+without them.
 """
 
 from __future__ import annotations
@@ -79,15 +80,17 @@ def policy_stage_agent(path, reinit: bool, lr: float, imag_starts: int, seed: in
 
 
 def evaluate_in_target(agent, env, episodes: int, seed: int) -> list[float]:
-    """Returns of ``agent`` acting in ``env`` (actions sampled), episode i seeded as in the evaluate
-    stage; the agent's random stream is restored afterwards, so training goes on unchanged."""
+    """Returns of ``agent`` acting in ``env`` (actions sampled) on episodes of their own: not the
+    evaluate stage's (its test episodes are never used to watch or pick a policy). The agent's
+    random stream is restored afterwards, so training goes on unchanged."""
     from redraw.agent.dreamer import AgentPolicy
-    from redraw.stages.evaluate import run_policy
+    from redraw.stages.evaluate import CURVE_STREAM, run_policy
 
     state = agent.generator.get_state()
     agent.seed(seed)
     try:
-        returns, _ = run_policy(env, AgentPolicy(agent, sample=True), episodes, seed, progress=False)
+        returns, _ = run_policy(env, AgentPolicy(agent, sample=True), episodes, seed, progress=False,
+                                stream=CURVE_STREAM)
     finally:
         agent.generator.set_state(state)
     return returns
@@ -103,9 +106,10 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     if cfg.lr < 0:
         raise ConfigError(f"{path}: train_policy.lr must be positive (or 0 for actor_critic.lr), got {cfg.lr}")
     if cfg.eval_every > 0:
-        from redraw.envs import ENVS
+        from redraw.envs import load_pairs
+        from redraw.stages import env_settings
 
-        if target_env not in ENVS:
+        if target_env not in load_pairs(env_settings(params, path)["pairs"]).envs:
             raise ConfigError(f"{path}: train_policy.eval_every needs env.target to be a simulator; {target_env!r} is "
                               f"not a registered env (set train_policy.eval_every: 0 for a real system)")
         if cfg.eval_episodes < 1:

@@ -1,0 +1,277 @@
+"""The evaluation protocol: what the policy stage may look at, reproducible target data, and the
+pipeline's record of what each stage depends on."""
+
+import numpy as np
+import pytest
+import torch
+
+from test_agent import agent
+
+
+class RecordingEnv:
+    """Records the seed of every reset; each episode is one step long."""
+
+    action_size = 1
+
+    def __init__(self):
+        self.seeds = []
+
+    def reset(self, seed=None):
+        self.seeds.append(seed)
+        return {"state": np.zeros(3, np.float32)}
+
+    def step(self, action):
+        return {"state": np.zeros(3, np.float32)}, 0.0, True, False
+
+
+def test_the_learning_curve_never_runs_the_final_evaluations_episodes():
+    """train_policy's eval_every curve selects nothing on the test set: its episodes (initial
+    states and action noise) are not those of the evaluate stage, for the same seed."""
+    from redraw.agent.dreamer import AgentPolicy
+    from redraw.stages.evaluate import run_policy
+    from redraw.stages.train_policy import evaluate_in_target
+
+    final, curve = RecordingEnv(), RecordingEnv()
+    a = agent()
+    run_policy(final, AgentPolicy(a), 20, seed=0, progress=False)
+    evaluate_in_target(a, curve, 20, seed=0)
+    assert len(set(final.seeds)) == len(set(curve.seeds)) == 20
+    assert not set(final.seeds) & set(curve.seeds)
+    again = RecordingEnv()
+    evaluate_in_target(a, again, 20, seed=0)
+    assert again.seeds == curve.seeds  # its own seeds, and still seeded
+
+
+def save_agent(a, path, **identity):
+    """Save agent ``a`` (for pendulum's proprio observations) as the training stages do."""
+    from dataclasses import asdict
+
+    from redraw.checkpoint import save_checkpoint
+
+    ident = {"env": "pendulum-swingup-reversed", "obs_mode": "proprio", "obs_spec": {"state": [3]},
+             "action_size": 1, "world_model": a.cfg.world_model, "exploration": a.cfg.exploration,
+             "model": asdict(a.cfg.wm), "actor_critic": asdict(a.cfg.ac), **identity}
+    save_checkpoint(path, {"agent": a.checkpoint_state()}, ident)
+    return path
+
+
+def save_policy(path):
+    """A small (untrained) agent whose sampled actions vary from step to step."""
+    a = agent()
+    with torch.no_grad():
+        a.ac.actor.net[-1].bias.fill_(0.0)
+    return save_agent(a, path)
+
+
+def test_expert_target_data_are_the_same_whatever_the_number_of_collection_workers(tmp_path):
+    """collect.workers does not change the data (params.yaml, data/collect.py), also when a
+    trained agent is the behaviour (the paper's expert data): each episode's actions come from
+    its own seed, not from the episodes the same worker collected before it."""
+    from redraw.data.behaviours import BehaviourConfig
+    from redraw.data.collect import CollectConfig, collect
+    from redraw.data.episodes import list_episodes, load_episode
+
+    ckpt = str(save_policy(tmp_path / "expert.pt"))
+
+    def run(name, workers, seed=7):
+        collect(CollectConfig(env="pendulum-swingup-reversed", out_dir=str(tmp_path / name), obs_mode="proprio",
+                              episodes=4, episode_steps=15, workers=workers, seed=seed,
+                              behaviour=BehaviourConfig(kind="policy", checkpoint=ckpt)), progress=False)
+        return [load_episode(f) for f in list_episodes(tmp_path / name)]
+
+    one, two, other = run("one", 1), run("two", 2), run("other", 1, seed=8)
+    for i, (a, b) in enumerate(zip(one, two)):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"episode {i}: {key}")
+    assert not any(np.array_equal(a["action"], c["action"]) for a, c in zip(one, other))
+    assert not np.array_equal(one[0]["action"], one[1]["action"])
+    # which worker collects which episodes, in which order, is up to the pool (a worker that starts
+    # first may take them all): a worker that collects them in another order makes the same files
+    from redraw.data import collect as collect_module
+
+    cfg = CollectConfig(env="pendulum-swingup-reversed", out_dir=str(tmp_path / "unused"), obs_mode="proprio",
+                        episodes=4, episode_steps=15, workers=1, seed=7,
+                        behaviour=BehaviourConfig(kind="policy", checkpoint=ckpt))
+    (tmp_path / "shuffled").mkdir()
+    collect_module._init_worker(cfg, str(tmp_path / "shuffled"))
+    try:
+        for index in (3, 1, 0, 2):
+            collect_module._collect_one(index)
+    finally:
+        collect_module._close_worker()
+    shuffled = [load_episode(f) for f in list_episodes(tmp_path / "shuffled")]
+    for i, (a, b) in enumerate(zip(one, shuffled)):
+        np.testing.assert_array_equal(a["action"], b["action"], err_msg=f"episode {i}")
+
+
+def test_each_stage_depends_on_the_code_that_computes_its_outputs():
+    """DVC reruns a stage only when a dep changes: code a stage runs but does not declare leaves
+    stale results that look current."""
+    from pathlib import Path
+
+    import yaml
+
+    stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
+    needs = {
+        # eval_every's learning curve: the target env, the evaluation loop and its episodes
+        "train_policy": ["src/redraw/envs", "src/redraw/stages/evaluate.py", "src/redraw/data/collect.py"],
+        # the evaluation loop runs its episodes with data/collect.py's run_episode
+        "evaluate": ["src/redraw/data/collect.py", "src/redraw/envs", "src/redraw/agent"],
+        # the expert behind the paper's target data acts through the agent's code
+        "collect_target": ["src/redraw/agent", "src/redraw/models", "src/redraw/data/behaviours.py"],
+    }
+    for stage, paths in needs.items():
+        deps = stages[stage].get("do", stages[stage])["deps"]
+        missing = [p for p in paths if p not in deps]
+        assert not missing, f"dvc.yaml stage {stage} lacks deps {missing}"
+
+
+# -- the policy stage on a calibrated model (a synthetic target data set, no MLflow) ------------------
+class NoTracking:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def log_metrics(self, *args, **kwargs):
+        pass
+
+    def end(self, *args, **kwargs):
+        pass
+
+
+def policy_stage_setup(tmp_path, monkeypatch, method):
+    """A working directory with validated target data and a calibrated ``method`` model whose
+    actor-critic is recognisable; returns the params and the calibrated model's state."""
+    import json
+    from pathlib import Path
+
+    from redraw.config import load_params
+    from redraw.data.episodes import dataset_fingerprint
+    from redraw.models.residual import ResidualConfig
+    from redraw.stages import train_policy
+    from synthetic import make_dataset
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_policy, "StageRun", NoTracking)
+    make_dataset("data/target", episodes=3, steps=40)
+    fingerprint = dataset_fingerprint("data/target")
+    Path("reports/validation").mkdir(parents=True)
+    Path("reports/validation/result.json").write_text(json.dumps(
+        {"data_dir": "data/target", "success": True, "data_fingerprint": fingerprint}))
+    a = agent(world_model="rssm" if method == "dreamer_finetune" else "draw")
+    residual = None
+    if method == "redraw":
+        residual = ResidualConfig(hidden=16)
+        a.attach_residual(residual)
+        torch.nn.init.normal_(a.wm.residual.nets[0][-1].bias, std=2.0)
+    with torch.no_grad():  # a pretrained actor-critic, unlike a fresh one (its critic's output is not zero)
+        for p in a.ac.parameters():
+            p.add_(0.1)
+    from dataclasses import asdict
+
+    save_agent(a, Path("models/calibrate") / method / "agent.pt", method=method, target_data=fingerprint,
+               target_env="pendulum-swingup-reversed", residual=asdict(residual) if residual else None)
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params.update(seed=0, target_data="data/target", target_transitions=0)
+    params["env"]["target"] = "pendulum-swingup-reversed"
+    params["calibrate"]["holdout_episodes"] = 1
+    params["train_policy"].update(updates=3, batch_size=2, batch_length=16, imag_starts=8, lr=0.001, log_every=1,
+                                  eval_every=0)
+    return params, {k: v.clone() for k, v in a.state_dict().items()}
+
+
+def model_state(path):
+    return torch.load(path, weights_only=True)["state"]["agent"]["model"]
+
+
+@pytest.mark.parametrize("method", ["redraw", "draw_finetune", "dreamer_finetune"])
+def test_the_policy_stage_trains_only_the_actor_critic_reinitialised_for_redraw_alone(tmp_path, monkeypatch,
+                                                                                    method):
+    from redraw.stages import train_policy
+
+    params, calibrated = policy_stage_setup(tmp_path, monkeypatch, method)
+    made = {}
+    real = train_policy.policy_stage_agent
+
+    def capture(*args, **kwargs):
+        made["agent"] = real(*args, **kwargs)
+        made["start"] = {k: v.clone() for k, v in made["agent"].state_dict().items() if k.startswith("ac.")}
+        return made["agent"]
+
+    monkeypatch.setattr(train_policy, "policy_stage_agent", capture)
+    train_policy.run(method, params, progress=False)
+    trained = model_state(tmp_path / "models/policy" / method / "agent.pt")
+    assert trained.keys() == calibrated.keys()
+    # the world model (with the residual, for redraw) leaves the stage bit-identical
+    for k, v in calibrated.items():
+        if not k.startswith("ac."):
+            assert torch.equal(v, trained[k]), f"{k} changed in the policy stage"
+    assert any(k.startswith("wm.residual.") for k in trained) == (method == "redraw")
+    # ReDRAW starts from a fresh actor-critic, the finetunes from the pretrained one; all train it
+    start = made["start"]
+    fresh = not any(torch.equal(start[k], calibrated[k]) for k in start if not k.startswith("ac.bins"))
+    kept = all(torch.equal(start[k], calibrated[k]) for k in start)
+    assert (fresh, kept) == ((True, False) if method == "redraw" else (False, True))
+    if method == "redraw":
+        last = max((k for k in start if k.startswith("ac.critic.net.") and k.endswith(".weight")),
+                   key=lambda k: int(k.split(".")[3]))
+        assert not start[last].any()  # a fresh critic's output layer is zero
+    assert any(not torch.equal(start[k], trained[k]) for k in start)
+
+
+def test_redraws_policy_stage_imagines_under_the_corrected_dynamics(tmp_path, monkeypatch):
+    """Imagination in the policy stage steps through the residual (not only the filtering)."""
+    from redraw.models.draw import DRAW
+    from redraw.stages import train_policy
+
+    params, calibrated = policy_stage_setup(tmp_path, monkeypatch, "redraw")
+    calls, inside = [], []
+    real_imagine = DRAW.imagine
+
+    def imagine(self, *args, **kwargs):
+        inside.append(True)
+        try:
+            return real_imagine(self, *args, **kwargs)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(DRAW, "imagine", imagine)
+    real = train_policy.policy_stage_agent
+
+    def capture(*args, **kwargs):
+        a = real(*args, **kwargs)
+        for k, v in a.wm.residual.state_dict().items():
+            assert torch.equal(v, calibrated[f"wm.residual.{k}"]), k  # the calibrated residual itself
+        a.wm.residual.register_forward_hook(lambda *_: calls.append(bool(inside)))
+        return a
+
+    monkeypatch.setattr(train_policy, "policy_stage_agent", capture)
+    train_policy.run("redraw", params, progress=False)
+    horizon = agent().cfg.ac.horizon
+    assert calls.count(True) == 3 * horizon  # every imagined step of each of the 3 updates
+
+
+@pytest.mark.parametrize("method", ["redraw", "draw_finetune", "dreamer_finetune"])
+def test_calibration_never_fits_the_target_rewards(method):
+    """The reward term is off (reward loss 0, METHOD.md): target data with other rewards give the
+    same loss and the same update; the policy learns from the frozen source reward head."""
+    import copy
+
+    from redraw.agent.adapt import CalibrateConfig, Calibrator
+    from redraw.models.residual import ResidualConfig
+    from test_models import SPEC, batch_for
+
+    runs = []
+    for reward_seed in (0, 1):
+        a = agent(world_model="rssm" if method == "dreamer_finetune" else "draw")
+        with torch.no_grad():  # a pretrained reward head (a zero-initialised one fits nothing)
+            for p in a.wm.reward_head.parameters():
+                p.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(9))
+        cal = Calibrator(a, method, CalibrateConfig(), ResidualConfig(hidden=16))
+        batch = batch_for(SPEC, B=2, T=6)
+        batch["reward"] = torch.rand(2, 6, generator=torch.Generator().manual_seed(reward_seed)) * 10
+        metrics = cal.step(batch)
+        assert "loss/reward" not in metrics
+        runs.append((metrics["loss/calib"], copy.deepcopy(a.state_dict())))
+    assert runs[0][0] == runs[1][0]
+    for k, v in runs[0][1].items():
+        assert torch.equal(v, runs[1][1][k]), k
