@@ -4,9 +4,9 @@ Each path runs in a fresh subprocess, in one run of this script (machines are no
 ratios measured together count):
 
 - ``eager``: ``perf.compile: false`` and fp32 (no bf16 autocast), the reference;
-- ``default``: what the training stages run with the preset's settings (bf16 autocast and
-  ``perf.compile: true``: torch.compile of the prior step, the imagination step, the reward /
-  continue heads and the actor-critic losses).
+- ``default``: what the training stages run with the preset's settings: bf16 autocast and the
+  preset's ``perf.compile`` (``cpu``: on, torch.compile of the imagination step, the reward /
+  continue heads and the actor-critic losses; ``paper``: off).
 
 Sizes: the ``cpu`` preset (proprio ``pendulum-swingup``, its model, batch and imagination starts)
 and, unless ``--quick``, the ``paper`` preset's (64x64 pixels + joint velocities, with and without
@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 CASES = {  # name -> (preset, obs_mode, exploration)
     "cpu preset": ("cpu", "proprio", "task"),
@@ -42,27 +43,7 @@ CASES = {  # name -> (preset, obs_mode, exploration)
 }
 
 
-def sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def matmul_peak(device: str, dtype_name: str = "bfloat16", reps: int = 10) -> float:
-    import torch
-
-    n = 8192 if device == "cuda" else 2048
-    a = torch.randn(n, n, dtype=getattr(torch, dtype_name), device=device)
-    b = torch.randn(n, n, dtype=getattr(torch, dtype_name), device=device)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t)
+from wm_update_speed import matmul_peak, sync  # noqa: E402  (one measurement of the peak for both)
 
 
 def preset_params(preset: str, obs_mode: str) -> dict:
@@ -95,11 +76,13 @@ def synthetic_batch(obs_spec: dict, action_size: int, B: int, T: int):
     return batch
 
 
-def worker(case: str, path: str, iters: int, device: str, env_steps: int) -> dict:
+def build(case: str, compile: bool | None = None, bf16: bool | None = None, threads: int = 0, device: str = "cpu"):
+    """A freshly seeded agent for ``case`` as the pretraining stage makes it (the preset's
+    ``perf.compile`` and ``pretrain.bf16`` unless given), its env and a synthetic batch."""
     import torch
 
     from redraw import perf
-    from redraw.agent.dreamer import Agent, AgentPolicy
+    from redraw.agent.dreamer import Agent
     from redraw.envs import make_env
     from redraw.stages import env_settings
     from redraw.stages.pretrain import configs_from_params
@@ -107,9 +90,11 @@ def worker(case: str, path: str, iters: int, device: str, env_steps: int) -> dic
     preset, obs_mode, exploration = CASES[case]
     params = preset_params(preset, obs_mode)
     params["pretrain"]["exploration"] = exploration
-    params.setdefault("perf", {})["compile"] = path == "default"
-    if path == "eager":
-        params["pretrain"]["bf16"] = False
+    params["perf"] = {**params.get("perf", {}), "threads": threads}
+    if compile is not None:
+        params["perf"]["compile"] = compile
+    if bf16 is not None:
+        params["pretrain"]["bf16"] = bf16
     cfg = perf.perf_config(params)
     perf.apply(cfg)
     agent_cfg, pre = configs_from_params(params)
@@ -119,6 +104,17 @@ def worker(case: str, path: str, iters: int, device: str, env_steps: int) -> dic
     agent = Agent(env.observation_spec(), env.action_size, agent_cfg, device=device)
     agent.seed(0)
     batch = synthetic_batch(env.observation_spec(), env.action_size, pre.batch_size, pre.batch_length)
+    return agent, env, batch, pre
+
+
+def worker(case: str, path: str, iters: int, device: str, env_steps: int) -> dict:
+    import torch
+
+    from redraw import perf
+    from redraw.agent.dreamer import AgentPolicy
+
+    # eager: the reference (fp32, nothing compiled); default: the preset's own settings
+    agent, env, batch, _ = build(case, *((False, False) if path == "eager" else (None, None)), device=device)
 
     def timed(n: int) -> float:
         sync(device)
@@ -189,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             parser.error("--device cuda: torch sees no CUDA device on this machine")
     os.environ.setdefault("MUJOCO_GL", "egl")
-    peak = matmul_peak(args.device)
+    peak = matmul_peak("bfloat16", args.device)
     print(f"bf16 matmul peak measured now ({8192 if args.device == 'cuda' else 2048}^2): {peak / 1e12:.2f} TFLOP/s; "
           f"{os.cpu_count()} cores")
     cases = ["cpu preset"] if args.quick else list(CASES)

@@ -9,6 +9,7 @@ artifacts: the results table, the validation verdict and links to the MLflow run
     python -m flows.pipeline                     # ephemeral: no server needed
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.pipeline   # against a Prefect server
     python -m flows.pipeline --stages validate_target calibrate@redraw
+    python -m flows.pipeline --jobs 2             # independent stages side by side (as `redraw repro`)
     python -m flows.pipeline --serve             # deployment "nightly-recalibrate", cron 0 3 * * *
 
 Served, the flow is a deployment with a cron schedule, visible and triggerable in the Prefect
@@ -111,9 +112,48 @@ def _artifacts(root: Path) -> None:
         get_run_logger().warning(f"no MLflow links: {exc}")
 
 
+@task(task_run_name="{name}", retries=2, retry_delay_seconds=10)
+def run_stage_command(name: str, cmd: list[str], root: str, threads: int) -> str:
+    """A stale stage's dvc.yaml command, run beside others of its level (``dvc commit`` records it)."""
+    from redraw.parallel import venv_env
+
+    proc = subprocess.run(cmd, cwd=root, env=venv_env(OMP_NUM_THREADS=str(threads)), capture_output=True, text=True)
+    out = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if "INFO mlflow" not in line)
+    get_run_logger().info(out[-4000:] or name)
+    if proc.returncode != 0:
+        raise RuntimeError(f"stage {name} failed (exit {proc.returncode}):\n{out[-2000:]}")
+    return "ran"
+
+
+def _side_by_side(order: list[str], root: str, jobs: int) -> dict[str, str]:
+    """The stages of ``order`` level by level of DVC's graph, the stale ones of a level ``jobs`` at
+    a time as concurrent tasks, recorded in dvc.lock with ``dvc commit`` (as ``redraw repro``)."""
+    import os
+
+    from redraw import parallel
+
+    done: dict[str, str] = {}
+    wanted = set(order)
+    for level in parallel.stage_levels(root):
+        level = [s for s in level if s in wanted]
+        stale = parallel.stale_stages(root, level) if level else {}
+        done.update({s: "up to date" for s in level if s not in stale})
+        if len(stale) <= 1:  # nothing to overlap (and validation keeps its own handling)
+            for name in stale:
+                done[name] = run_stage(name, root)
+            continue
+        threads = max(1, (os.cpu_count() or 1) // min(jobs, len(stale)))
+        futures = {name: run_stage_command.submit(name, cmd, root, threads) for name, cmd in stale.items()}
+        for name, future in futures.items():
+            done[name] = future.result()
+        subprocess.run([sys.executable, "-m", "dvc", "commit", "-f", "-q", *stale], cwd=root, check=True)
+    return done
+
+
 @flow(name="redraw-pipeline", log_prints=True)
-def pipeline(root: str = ".", stages: list[str] | None = None) -> dict[str, str]:
-    """Run the DVC pipeline at ``root`` stage by stage (all stages, or ``stages`` and what they need)."""
+def pipeline(root: str = ".", stages: list[str] | None = None, jobs: int = 1) -> dict[str, str]:
+    """Run the DVC pipeline at ``root`` stage by stage (all stages, or ``stages`` and what they
+    need); with ``jobs`` > 1 the independent stages of each level run side by side."""
     order = stage_order(root)
     if stages:
         unknown = sorted(set(stages) - set(order))
@@ -132,8 +172,11 @@ def pipeline(root: str = ".", stages: list[str] | None = None) -> dict[str, str]
         order = [s for s in order if s in wanted]
     done = {}
     try:
-        for name in order:
-            done[name] = run_stage(name, root)
+        if jobs > 1:
+            done = _side_by_side(order, root, jobs)
+        else:
+            for name in order:
+                done[name] = run_stage(name, root)
     finally:
         _artifacts(Path(root))
     return done
@@ -147,14 +190,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve as a scheduled deployment (needs PREFECT_API_URL: a Prefect server) until Ctrl-C")
     parser.add_argument("--name", default="nightly-recalibrate", help="--serve: deployment name")
     parser.add_argument("--cron", default="0 3 * * *", help="--serve: schedule (default: 03:00 every night)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="independent stages run side by side, this many at a time (default: 1, one by one)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.serve:
         pipeline.serve(name=args.name, cron=args.cron, parameters={"root": str(Path(args.root).resolve()),
-                                                                   "stages": args.stages},
+                                                                   "stages": args.stages, "jobs": args.jobs},
                        description="re-run the redraw pipeline; DVC re-runs only what new target data changes",
                        tags=["redraw"])
         return 0
-    state = pipeline(args.root, args.stages, return_state=True)
+    runner = pipeline
+    if args.jobs > 1:
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        runner = pipeline.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.jobs))
+    state = runner(args.root, args.stages, args.jobs, return_state=True)
     if state.is_failed():
         print(f"pipeline failed: {state.message}", file=sys.stderr)
         try:

@@ -179,6 +179,7 @@ def test_stage_runs_the_stage_modules_main(tmp_path, capsys, monkeypatch):
     params.write_text((REPO / "params.yaml").read_text())
     apply_preset("smoke", params, root=REPO)
     set_params({"collect_source.episodes": 1}, params)
+    (tmp_path / "envs.yaml").write_text((REPO / "envs.yaml").read_text())  # the env-pair file params.yaml names
     monkeypatch.chdir(tmp_path)
     assert main(["stage", "collect_source", "--params", str(params), "--no-progress"]) == 0
     assert "collect source:" in capsys.readouterr().out

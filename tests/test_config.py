@@ -67,6 +67,9 @@ def test_train_policy_refuses_bad_settings_before_reading_anything(tmp_path, mon
     params = load_params(ROOT / "params.yaml")
     for section_name, values in change.items():
         params[section_name].update(values)
+    import shutil
+
+    shutil.copy(ROOT / "envs.yaml", tmp_path)  # the env-pair file params.yaml names
     monkeypatch.chdir(tmp_path)  # no models, no data here: the settings are refused first
     with pytest.raises(ConfigError, match=message):
         train_policy.run("redraw", params)

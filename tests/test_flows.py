@@ -30,6 +30,19 @@ def test_the_flow_runs_every_dvc_stage_in_dvc_order(smoke_repo, tmp_path):
     assert "Finished in state Completed" in proc.stdout + proc.stderr
 
 
+def test_with_jobs_the_flow_runs_a_levels_stale_stages_side_by_side_and_records_them(smoke_repo, tmp_path):
+    repo = smoke_repo.path
+    for name in ("source", "no_adapt"):  # two independent stages of one level, made stale
+        (repo / f"reports/evaluate/{name}.json").unlink()
+    proc = flow(repo, tmp_path, "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": " in line and "|" not in line)
+    assert lines["evaluate@source"] == "ran" and lines["evaluate@no_adapt"] == "ran"
+    assert lines["pretrain"] == "up to date"  # nothing upstream ran again
+    status = sh([sys.executable, "-m", "dvc", "status"], repo)
+    assert "changed" not in status.stdout and "deleted" not in status.stdout, status.stdout
+
+
 def test_rejected_target_data_fails_the_flow_naming_the_checks(smoke_repo, tmp_path):
     repo = smoke_repo.path
     bad = repo / "data" / "bad_flow"

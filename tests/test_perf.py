@@ -103,3 +103,17 @@ def test_perf_off_compiles_nothing():
     assert not a.wm._compiled and not a.ac._compiled
     run(a, 1)
     assert np.isfinite(a.train_step(batch_for(SPEC, B=2, T=6))["loss/wm"])
+
+
+def test_plan2explore_reward_in_row_chunks_is_the_whole_batchs():
+    """Without a graph, large batches are scored in chunks (memory); the reward is the same."""
+    from redraw.agent.plan2explore import Disagreement
+
+    d = Disagreement(16, 2, 32, heads=4, units=32, layers=1)
+    feat, action = torch.randn(5, 30, 16), torch.randn(5, 30, 2)
+    with torch.no_grad():
+        whole = d.reward(feat, action)
+        d.REWARD_ROWS = 7  # 150 rows: 22 chunks, the last one short
+        chunked = d.reward(feat, action)
+    assert chunked.shape == (5, 30)
+    torch.testing.assert_close(chunked, whole)

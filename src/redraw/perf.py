@@ -41,8 +41,8 @@ def tune_allocator(threshold: int = 1 << 30) -> bool:
 class PerfConfig:
     """Speed settings of the training stages (section ``perf`` of params.yaml)."""
 
-    #: torch.compile (Inductor) the update's hot paths: the world model's prior step, the
-    #: imagination step and the actor-critic losses. false: the eager path. Compiled and eager
+    #: torch.compile (Inductor) the update's hot paths: the imagination step, the reward and
+    #: continue heads and the actor-critic losses. false: the eager path. Compiled and eager
     #: agree within float tolerance; randomness is drawn outside the compiled code either way
     compile: bool = True
     #: torch threads per training process (0: torch's default). The updates at the CPU presets'

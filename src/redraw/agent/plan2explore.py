@@ -30,10 +30,19 @@ class Disagreement(nn.Module):
         ``feat`` and ``action`` (a backprop explorer learns through it). Written out in two
         passes: ``Tensor.var(0)`` over the head axis is ~4x slower on CPU."""
         # a graph only for inputs that carry one (not DRAW's imagination: REINFORCE needs none)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and (feat.requires_grad or action.requires_grad)):
+        grad = torch.is_grad_enabled() and (feat.requires_grad or action.requires_grad)
+        rows = feat.reshape(-1, feat.shape[-1]).shape[0]
+        if not grad and rows > self.REWARD_ROWS:  # in row chunks: heads x rows x target floats at once
+            lead = feat.shape[:-1]               # was 13 GB at the paper's size (40 x 1024 starts)
+            f, a = feat.reshape(rows, -1), action.reshape(rows, -1)
+            return torch.cat([self.reward(f[i : i + self.REWARD_ROWS], a[i : i + self.REWARD_ROWS])
+                              for i in range(0, rows, self.REWARD_ROWS)]).reshape(lead)
+        with torch.set_grad_enabled(grad):
             pred = self.predict(feat, action)
             centred = pred - pred.mean(0)
             return centred.square().sum(0).div(len(self.heads) - 1).mean(-1)
+
+    REWARD_ROWS = 8192  #: rows per chunk of ``reward`` without a graph
 
     def update(self, feat: torch.Tensor, action: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """One step on transitions feat_t, action_{t+1}, embed_{t+1} (all treated as constants)."""

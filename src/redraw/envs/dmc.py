@@ -213,11 +213,19 @@ def dimension_names(dm_spec, obs_mode: str) -> dict[str, list[str]]:
     return {"state": names(dm_spec.items())}
 
 
-def observation_names(name: str, obs_mode: str) -> dict[str, list[str]]:
-    """:meth:`DMCEnv.observation_names` of env ``name`` without building a renderer."""
+def observation_names(name: str, obs_mode: str, pairs=None) -> dict[str, list[str]] | None:
+    """:meth:`DMCEnv.observation_names` of env ``name`` of the env-pair file ``pairs`` without
+    building a renderer; None where there are none to give (a Gymnasium env, or a name that is no
+    env of the file, such as a real robot's): figures then label dimensions by index."""
     if obs_mode not in OBS_MODES:
         raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
-    return dimension_names(DMCEnv(name, obs_mode="proprio")._env.observation_spec(), obs_mode)
+    try:
+        if load_pairs(pairs).get(name).simulator != "dm_control":
+            return None
+    except Exception:  # noqa: BLE001 - not an env of the file: no names, labels by index
+        return None
+    with DMCEnv(name, obs_mode="proprio", pairs=pairs) as env:
+        return dimension_names(env._env.observation_spec(), obs_mode)
 
 
 def make_env(name: str, obs_mode: str = "pixels", seed: int = 0, pairs=None, **kwargs):

@@ -236,8 +236,9 @@ class LatentWorldModel(nn.Module):
         return {"reward": self.reward(feat), "cont": self.cont(feat)}
 
     def use_compile(self, enabled: bool) -> None:
-        """Run the hot paths (the prior step of ``observe``, the imagination step, the heads)
-        compiled by torch.compile, or (``False``) eagerly."""
+        """Run the hot paths (the imagination step and the heads) compiled by torch.compile, or
+        (``False``) eagerly. ``observe``'s prior chain stays eager: compiled, its 64 small steps
+        at batch 16 ran no faster (docs/performance.md) and cost two more compilations."""
         from redraw.perf import maybe_compile
 
         self._compiled.clear()

@@ -87,9 +87,7 @@ class DRAW(LatentWorldModel):
         prev = LatentState(torch.where(reset, init_belief, belief), z)
         base = self.prior_logits(action, prev)
         raw, logp = self._correct(base, action, prev, correction)
-        return base, logp, class_softmax(raw).contiguous()  # the layout of the first step's belief: one compiled graph
-
-    COMPILED = ("prior_step", "imagine_step", "heads")
+        return base, logp, class_softmax(raw)
 
     def step(self, prev: LatentState, action: torch.Tensor, generator: torch.Generator | None = None,
              uniform: torch.Tensor | None = None):
@@ -122,10 +120,9 @@ class DRAW(LatentWorldModel):
         if self.residual is not None:  # one batched call for every step
             members = self.residual.members(prev_z.detach().flatten(-2), acts.clamp(-1, 1).detach())
         prior_base, prior_logp, beliefs = [], [], []
-        prior_step = self._compiled.get("prior_step", self.prior_step)
-        belief = prev.belief.contiguous().clone()  # not the initial state's own tensor: a compiled step would specialise on the alias
+        belief = prev.belief
         for t in range(T):
-            base, logp, belief = prior_step(first[:, t, None, None], init.belief, belief, prev_z[:, t], acts[:, t],
+            base, logp, belief = self.prior_step(first[:, t, None, None], init.belief, belief, prev_z[:, t], acts[:, t],
                                             None if members is None else members[:, :, t].mean(0))
             prior_base.append(base)
             prior_logp.append(logp)

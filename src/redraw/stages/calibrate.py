@@ -145,7 +145,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
               {"source model": {k: v[0].cpu().numpy() for k, v in before["pred"].items()},
                method: {k: v[0].cpu().numpy() for k, v in after["pred"].items()}},
               figures / "open_loop.png", f"{method} on held-out {target_env}", context=cfg.gap_context,
-              names=observation_names(target_env, identity["obs_mode"]))
+              names=observation_names(target_env, identity["obs_mode"], params.get("env", {}).get("pairs")))
     H = cfg.gap_horizon
     metrics = {
         "calib/updates": cfg.updates,

@@ -305,7 +305,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
 
     learning_curve(curve, figures / "learning_curve.png", f"{out_dir.name}: {env_name}")
     openloop = openloop_report(agent, replay, figures / "open_loop.png", f"{out_dir.name}: {env_name}", seed,
-                               names=env.observation_names())
+                               names=getattr(env, "observation_names", lambda: None)())
     final = curve[-1] if curve else {}
     metrics = {
         "eval/return": final.get("eval_return", float("nan")),
