@@ -22,6 +22,29 @@ from pathlib import Path
 import numpy as np
 
 
+def measure(episodes: list[dict], models, expect: dict, context: int, horizon: int, seed: int):
+    """Yield ``(path, dynamics_gap(...))`` for each agent checkpoint in ``models`` on ``episodes``
+    (chunks of ``context + horizon`` steps). A model that cannot act on data of ``expect`` (obs
+    spec, action size) or episodes too short raise ValueError naming the cause."""
+    from redraw.agent.adapt import dynamics_gap
+    from redraw.agent.dreamer import load_agent
+    from redraw.data.replay import batch_keys
+    from redraw.data.target import TargetDataError
+    from redraw.stages.calibrate import holdout_batch
+
+    length = context + horizon
+    for path in models:
+        try:
+            agent = load_agent(path, expect=expect)
+        except ValueError as exc:  # a model of another env, obs mode or action size than the data
+            raise ValueError(f"{path} cannot be measured on these episodes: {exc}") from None
+        try:
+            batch = holdout_batch(episodes, batch_keys(agent.obs_spec), length)
+        except TargetDataError:
+            raise ValueError(f"no episode has the context + horizon = {length} steps") from None
+        yield path, dynamics_gap(agent, batch, context, seed)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path, help="an episode directory (collected, imported or validated target data)")
@@ -32,13 +55,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from redraw.agent.adapt import dynamics_gap
-    from redraw.agent.dreamer import load_agent
     from redraw.data.episodes import list_episodes, load_episode
-    from redraw.data.replay import batch_keys
     from redraw.data.schema import DataError, read_metadata
-    from redraw.data.target import TargetDataError
-    from redraw.stages.calibrate import holdout_batch
 
     if args.episodes < 1 or args.context < 1 or args.horizon < 1:
         parser.error("--episodes, --context and --horizon must be at least 1")
@@ -54,25 +72,17 @@ def main() -> int:
         parser.error(f"{args.data}: no episodes")
     episodes = [load_episode(f) for f in files]
     expect = {"obs_spec": {k: list(v["shape"]) for k, v in meta.observations.items()}, "action_size": meta.action_size}
-    length = args.context + args.horizon
     H = args.horizon
     print(f"{args.data} ({meta.env}, behaviour {meta.behaviour}): the newest {len(episodes)} episodes, "
           f"{args.context} observed steps, then {H} open loop\n")
     print(f"| model | one-step KL (filtering) | KL at h=1 | mean KL h=1..{H} | mean decoded error h=1..{H} "
           f"| decoded error at h={H} |\n|---|---:|---:|---:|---:|---:|")
-    for path in args.models:
-        try:
-            agent = load_agent(path, expect=expect)
-        except ValueError as exc:  # a model of another env, obs mode or action size than DATA
-            parser.error(f"{path} cannot be measured on {args.data}: {exc}")
-        keys = batch_keys(agent.obs_spec)
-        try:
-            batch = holdout_batch(episodes, keys, length)
-        except TargetDataError:
-            parser.error(f"{args.data}: no episode has the --context + --horizon = {length} steps")
-        gap = dynamics_gap(agent, batch, args.context, args.seed)
-        print(f"| {path} | {gap['kl_filter']:.3f} | {gap['kl'][0]:.3f} | {np.mean(gap['kl']):.2f} "
-              f"| {np.mean(gap['mse']):.3f} | {gap['mse'][-1]:.3f} |", flush=True)
+    try:
+        for path, gap in measure(episodes, args.models, expect, args.context, H, args.seed):
+            print(f"| {path} | {gap['kl_filter']:.3f} | {gap['kl'][0]:.3f} | {np.mean(gap['kl']):.2f} "
+                  f"| {np.mean(gap['mse']):.3f} | {gap['mse'][-1]:.3f} |", flush=True)
+    except ValueError as exc:
+        parser.error(f"{args.data}: {exc}")
     return 0
 
 

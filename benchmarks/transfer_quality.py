@@ -41,7 +41,7 @@ from redraw import parallel  # noqa: E402
 from redraw.parallel import venv_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "oracle")
+METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
 
 
 def sh(cmd: list[str], cwd: Path) -> None:
@@ -50,7 +50,7 @@ def sh(cmd: list[str], cwd: Path) -> None:
 
 TRAININGS = ("pretrain", "oracle", "pretrain_rssm")  # independent of each other and of the target data
 LATER = ("calibrate", "train_policy", "evaluate")  # foreach groups, each depending only on earlier ones
-ADAPTED = ("draw_finetune", "dreamer_finetune", "redraw")  # the methods with calibrate and train_policy stages
+ADAPTED = ("draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic")  # the methods with calibrate and train_policy stages
 
 
 def stage_groups(methods: tuple[str, ...]) -> list[tuple[str, ...]]:

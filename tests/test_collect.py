@@ -153,3 +153,51 @@ def test_a_trained_agent_collects_as_behaviour(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="obs_spec"):  # a proprio agent cannot act on pixels
         collect(cfg(tmp_path, "pix", obs_mode="pixels", behaviour=BehaviourConfig(kind="policy", checkpoint=ckpt)),
                 progress=False)
+
+
+@pytest.mark.parametrize("name", ["expert", "source_policy", "expert_noisy", "correlated"])
+def test_each_target_regime_is_set_by_name_and_passes_the_stage_check(tmp_path, name):
+    """`redraw regime NAME` writes the regime's behaviour into params.yaml; the collect_target
+    stage accepts it, and its policy (if any) is a dependency of collect_target in dvc.yaml."""
+    import shutil
+    from pathlib import Path
+
+    from redraw.cli import main as cli
+    from redraw.config import load_params
+    from redraw.data.behaviours import TARGET_REGIMES
+    from redraw.stages.collect import check_behaviour, config_from_params, stage_deps
+
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    assert cli(["regime", name, "--params", str(tmp_path / "params.yaml")]) == 0
+    params = load_params(tmp_path / "params.yaml")
+    behaviour = config_from_params("target", params).behaviour
+    for key, value in TARGET_REGIMES[name][1].items():
+        assert getattr(behaviour, key) == value, key
+    check_behaviour("target", params, str(tmp_path / "params.yaml"), dvc_path=str(repo / "dvc.yaml"))
+    if behaviour.kind == "policy":
+        assert str(Path(behaviour.checkpoint).parent) in stage_deps("collect_target", str(repo / "dvc.yaml"))
+
+
+def test_every_regime_sets_the_same_keys_so_switching_is_exact():
+    from redraw.data.behaviours import TARGET_REGIMES
+
+    keys = {frozenset(b) for _, b in TARGET_REGIMES.values()}
+    assert len(keys) == 1 and next(iter(keys)) <= set(BehaviourConfig.__dataclass_fields__)
+
+
+def test_a_target_policy_outside_collect_targets_deps_is_refused(tmp_path, capsys):
+    from pathlib import Path
+
+    from redraw.cli import main as cli
+    from redraw.config import ConfigError, load_params
+    from redraw.stages.collect import check_behaviour
+
+    repo = Path(__file__).resolve().parents[1]
+    params = load_params(repo / "params.yaml")
+    params["collect_target"]["behaviour"].update(kind="policy", checkpoint="elsewhere/agent.pt")
+    with pytest.raises(ConfigError, match=r"p.yaml: collect_target.behaviour.checkpoint: elsewhere/agent.pt is not "
+                                          r"under a dependency of stage collect_target"):
+        check_behaviour("target", params, "p.yaml", dvc_path=str(repo / "dvc.yaml"))
+    assert cli(["regime", "nonsense", "--params", str(tmp_path / "p.yaml")]) == 2
+    assert "unknown regime 'nonsense'" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from conftest import sh
 pytestmark = pytest.mark.slow
 
 
-METHODS = ("redraw", "draw_finetune", "dreamer_finetune")
+METHODS = ("redraw", "draw_finetune", "dreamer_finetune", "redraw_pessimistic")
 
 
 @pytest.fixture
@@ -60,6 +60,14 @@ def test_repro_runs_the_whole_chain_then_does_nothing(smoke_repo, repo):
     assert any(k.startswith("wm.residual.") for k in cal)
     for k, v in pre.items():
         assert torch.equal(v, cal[k]), k
+    # redraw_pessimistic: an ensemble of pessimism.members residuals, its disagreement in the policy stage
+    from redraw.checkpoint import load_checkpoint
+
+    ens = load_checkpoint(repo / "models/calibrate/redraw_pessimistic/agent.pt", map_location="cpu")
+    assert ens["identity"]["residual"]["members"] == 5
+    assert {k.split(".")[3] for k in ens["agent"]["model"] if k.startswith("wm.residual.nets.")} == set("01234")
+    pess = json.loads((repo / "reports/train_policy/redraw_pessimistic.json").read_text())
+    assert pess["pessimism/disagreement"] > 0
     table = (repo / "reports/results.md").read_text()
     for method in ("source", "no_adapt", *METHODS, "oracle"):
         assert f"| {method}" in table

@@ -275,6 +275,27 @@ def _cmd_preset(args) -> int:
     return 0
 
 
+def _cmd_regime(args) -> int:
+    from redraw.config import ConfigError, set_params
+    from redraw.data.behaviours import TARGET_REGIMES
+
+    if args.name is None:
+        for name, (what, _) in TARGET_REGIMES.items():
+            print(f"{name:14s} {what}")
+        return 0
+    if args.name not in TARGET_REGIMES:
+        print(f"regime: error: unknown regime {args.name!r}; choose one of {', '.join(TARGET_REGIMES)}", file=sys.stderr)
+        return 2
+    keys = {f"collect_target.behaviour.{k}": v for k, v in TARGET_REGIMES[args.name][1].items()}
+    try:
+        changed = set_params(keys, args.params, source=f"regime {args.name}")
+    except ConfigError as exc:
+        print(f"regime: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"regime {args.name}: {len(changed)} key(s) changed in {args.params}" + (": " + ", ".join(changed) if changed else ""))
+    return 0
+
+
 def _preset_listing(names: list[str]) -> str:
     """One line per preset: its name and the first comment line of presets/NAME.yaml."""
     from redraw.config import PRESETS_DIR
@@ -365,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="preset name")
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.set_defaults(func=_cmd_preset)
+
+    p = sub.add_parser("regime", help="set the target data's behaviour to a named regime (expert, source_policy, ...)",
+                       description="Write the collect_target.behaviour keys of a named target-data regime into "
+                       "params.yaml (then `dvc repro` collects the target data again). Without NAME, list them.")
+    p.add_argument("name", nargs="?", help="regime name")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.set_defaults(func=_cmd_regime)
 
     p = sub.add_parser("sweep-data", help="return vs target-data size for every adaptation method",
                        description="Run calibrate -> train_policy -> evaluate for each method at each target-data "

@@ -14,8 +14,8 @@ import importlib
 import sys
 
 #: the adaptation methods of calibrate@ / train_policy@, and the policies of evaluate@ (dvc.yaml's foreach)
-CALIBRATED = ("redraw", "draw_finetune", "dreamer_finetune")
-EVALUATED = ("source", "no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "oracle")
+CALIBRATED = ("redraw", "draw_finetune", "dreamer_finetune", "redraw_pessimistic")
+EVALUATED = ("source", "no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
 
 
 def _stages() -> dict[str, tuple[str, list[str], str]]:

@@ -7,6 +7,8 @@ method         world model  trains (everything else frozen)           loss
 ============== ============ ========================================= ================================
 redraw         DRAW         a new latent residual only, Adam 1e-2      KL(sg(post) || corrected prior),
                                                                        no free bits, members summed
+redraw_        DRAW         as redraw, an ensemble of pessimism.       as redraw; the policy stage
+pessimistic                 members residuals                          penalises their disagreement
 draw_finetune  DRAW         prior MLP + initial logits, Adam 1e-4      1.5 x dyn KL, free bits 1
 dreamer_       RSSM         GRU (+ its input layer), prior, posterior, the world-model loss minus the
 finetune                    initial state, Adam 1e-4                   reward term
@@ -32,10 +34,11 @@ from redraw.models.residual import ResidualConfig
 from redraw.models.rssm import RSSM
 
 #: method -> the world model it adapts (the pretraining stage that provides it)
-CALIBRATED = {"redraw": "draw", "draw_finetune": "draw", "dreamer_finetune": "rssm"}
+CALIBRATED = {"redraw": "draw", "draw_finetune": "draw", "dreamer_finetune": "rssm", "redraw_pessimistic": "draw"}
 #: every method of the results table, in its order; ``oracle`` is the reference trained in the target
-METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw")
-REINIT_ACTOR_CRITIC = {"redraw"}
+METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic")
+REINIT_ACTOR_CRITIC = {"redraw", "redraw_pessimistic"}
+RESIDUAL_METHODS = {"redraw", "redraw_pessimistic"}  #: the methods that calibrate a latent residual
 
 
 def check_method(method: str, allowed=METHODS) -> str:
@@ -75,7 +78,7 @@ class Calibrator:
         wm.requires_grad_(False)
         agent.requires_grad_(False)
         lr, eps, clip = cfg.finetune_lr, wm.cfg.eps, wm.cfg.grad_clip
-        if method == "redraw":
+        if method in RESIDUAL_METHODS:
             agent.attach_residual(residual)
             params = list(wm.residual.parameters())
             lr, eps, clip = residual.lr, residual.eps, residual.grad_clip
@@ -100,7 +103,7 @@ class Calibrator:
             return loss, {k: v for k, v in metrics.items() if k != "loss/reward"}
         out = wm.observe(obs, batch["action"], batch["is_first"], generator=gen)
         post = out["post_logp"].detach()
-        if self.method == "redraw":
+        if self.method in RESIDUAL_METHODS:
             # KL(sg(post) || softmax(prior raw logits + member)), no free bits, members summed
             base = out["prior_base"].detach()
             kls = [categorical_kl(post, class_log_softmax(base + m)) for m in out["residual_members"]]

@@ -57,6 +57,9 @@ class Agent(nn.Module):
         self.wm_opt = torch.optim.Adam(self.wm.parameters(), cfg.wm.lr, eps=cfg.wm.eps)
         self.generator = torch.Generator(device=self.device)
         self.updates = 0
+        #: ``agent.pessimism.PessimismConfig``: penalise imagination where the residual ensemble
+        #: disagrees (the policy stage of redraw_pessimistic sets it; not saved with the agent)
+        self.pessimism = None
         self.use_compile(cfg.compile)
 
     def use_compile(self, enabled: bool) -> None:
@@ -112,6 +115,11 @@ class Agent(nn.Module):
         with self._autocast():
             traj = self.wm.imagine(ImaginationPolicy(self.ac.actor, self.action_size, clip=self.cfg.imag_clip),
                                    states, self.cfg.ac.horizon, generator=self.generator)
+            if self.pessimism is not None:  # redraw_pessimistic's policy stage (agent.pessimism)
+                from redraw.agent.pessimism import pessimistic
+
+                traj, extra = pessimistic(traj, self.wm.residual, self.pessimism)
+                metrics.update(extra)
             metrics.update(self.ac.update(traj))
             if explore and self.explorer is not None:
                 # Plan2Explore: the ensemble learns feat_t, a_{t+1} -> embed_{t+1}; the explorer is

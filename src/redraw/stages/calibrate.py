@@ -1,6 +1,7 @@
 """DVC stage ``calibrate@<method>``: adapt the pretrained world model to the target data.
 
-``redraw`` trains a latent residual on the frozen DRAW model; ``draw_finetune`` and
+``redraw`` trains a latent residual on the frozen DRAW model (``redraw_pessimistic``: an ensemble
+of ``pessimism.members`` residuals, redraw.agent.pessimism); ``draw_finetune`` and
 ``dreamer_finetune`` finetune parts of the DRAW / RSSM model (see ``redraw.agent.adapt``).
 Trains only on target data the validation stage accepted, and reports the dynamics gap on
 held-out target episodes before and after: one-step latent KL, and per open-loop horizon the
@@ -17,14 +18,15 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from redraw.agent.adapt import CALIBRATED, CalibrateConfig, Calibrator, dynamics_gap
+from redraw.agent.adapt import CALIBRATED, RESIDUAL_METHODS, CalibrateConfig, Calibrator, dynamics_gap
+from redraw.agent.pessimism import pessimism_config
 from redraw.agent.dreamer import load_agent
 from redraw.checkpoint import load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, section
@@ -69,6 +71,8 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     if method not in CALIBRATED:
         raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATED)}")
     cfg, res_cfg = calibrate_configs(params, path)
+    if method == "redraw_pessimistic":  # the ensemble of residuals whose disagreement the policy stage uses
+        res_cfg = replace(res_cfg, members=pessimism_config(params, path).members)
     seed = int(get(params, "seed", path))
     target_env = get(params, "env.target", path)
     data_dir = str(get(params, "target_data", path))
@@ -122,7 +126,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     out_dir = OUT_ROOT / method
     ident = {**identity, "method": method, "target_env": target_env, "target_data": fingerprint,
              "target_transitions": sum(len(e["reward"]) - 1 for e in train_eps),
-             "residual": asdict(res_cfg) if method == "redraw" else None}
+             "residual": asdict(res_cfg) if method in RESIDUAL_METHODS else None}
     save_checkpoint(out_dir / "agent.pt", {"agent": agent.checkpoint_state()}, ident)
 
     REPORTS.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -50,14 +51,33 @@ def config_from_params(which: str, params: dict, params_path: str = "params.yaml
     )
 
 
-def check_behaviour(which: str, params: dict, params_path: str = "params.yaml") -> None:
+def stage_deps(stage: str, dvc_path: str = "dvc.yaml") -> list[str] | None:
+    """The dependency paths of ``stage`` in ``dvc_path`` (None where there is no such file)."""
+    from ruamel.yaml import YAML
+
+    if not Path(dvc_path).is_file():
+        return None
+    stages = (YAML(typ="safe").load(Path(dvc_path).read_text()) or {}).get("stages", {})
+    return [str(d) for d in (stages.get(stage) or {}).get("deps", [])]
+
+
+def check_behaviour(which: str, params: dict, params_path: str = "params.yaml", dvc_path: str = "dvc.yaml") -> None:
     """Refuse a bad ``collect_{which}.behaviour`` naming the file and field. The oracle's stage
-    checks the target's before it trains: collect_target waits for it, and would fail only then."""
+    checks the target's before it trains: collect_target waits for it, and would fail only then.
+    A policy behind the target data must be a dependency of collect_target in ``dvc_path``: else
+    DVC would keep data collected by an older checkpoint."""
     behaviour = config_from_params(which, params, params_path).behaviour
+    key = f"{params_path}: {SETTINGS[which][1]}.behaviour"
     try:
         make_behaviour(behaviour, np.zeros(1), np.ones(1))  # the checkpoint itself is loaded when collecting
     except ValueError as exc:
-        raise ConfigError(f"{params_path}: {SETTINGS[which][1]}.behaviour: {exc}") from None
+        raise ConfigError(f"{key}: {exc}") from None
+    deps = stage_deps("collect_target", dvc_path) if which == "target" and behaviour.kind == "policy" else None
+    if deps is not None:
+        ckpt = Path(behaviour.checkpoint)
+        if not any(ckpt == Path(d) or Path(d) in ckpt.parents for d in deps):
+            raise ConfigError(f"{key}.checkpoint: {behaviour.checkpoint} is not under a dependency of stage "
+                              f"collect_target in {dvc_path} ({', '.join(deps)}); add it there")
 
 
 def check_pair(params: dict, params_path: str = "params.yaml") -> None:

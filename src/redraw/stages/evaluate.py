@@ -38,6 +38,7 @@ POLICIES = {
     "draw_finetune": ("models/policy/draw_finetune/agent.pt", "env.target"),
     "dreamer_finetune": ("models/policy/dreamer_finetune/agent.pt", "env.target"),
     "redraw": ("models/policy/redraw/agent.pt", "env.target"),
+    "redraw_pessimistic": ("models/policy/redraw_pessimistic/agent.pt", "env.target"),
     "oracle": ("models/oracle/agent.pt", "env.target"),
 }
 REFERENCES = ("source", "oracle")  #: rows that are reference points, not transfer methods

@@ -3,7 +3,8 @@
 The actor-critic learns in the adapted world model's imagination (``calibrate@<method>``),
 starting from posterior states of the target data, with rewards from the *frozen source
 reward head* (target rewards are never fitted). ReDRAW re-initialises the actor-critic; the
-finetune baselines keep the pretrained one and train on.
+finetune baselines keep the pretrained one and train on. ``redraw_pessimistic`` penalises (or
+ends) imagined rollouts where its residual ensemble disagrees (``pessimism``, redraw.agent.pessimism).
 
     python -m redraw.stages.train_policy METHOD [--params params.yaml]
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 
 from redraw.agent.adapt import CALIBRATED, REINIT_ACTOR_CRITIC
 from redraw.agent.dreamer import load_agent
+from redraw.agent.pessimism import pessimism_config
 from redraw.checkpoint import load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, section
 from redraw.data.replay import Replay, batch_keys
@@ -124,6 +126,11 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     perf = perf_config(params, path)
     apply_perf(perf)
     agent = policy_stage_agent(model_path, method in REINIT_ACTOR_CRITIC, cfg.lr, cfg.imag_starts, seed)
+    if method == "redraw_pessimistic":
+        agent.pessimism = pessimism_config(params, path)
+        if agent.wm.residual.cfg.members != agent.pessimism.members:
+            raise TargetDataError(f"{model_path} holds {agent.wm.residual.cfg.members} residual members, {path} "
+                                  f"pessimism.members is {agent.pessimism.members}; re-run calibrate@{method}")
     agent.use_compile(perf.compile)
     keys = batch_keys(agent.obs_spec)
     replay = Replay(keys, cfg.batch_length, seed=seed)
@@ -164,11 +171,12 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         if env is not None:
             env.close()
     save_checkpoint(OUT_ROOT / method / "agent.pt", {"agent": agent.checkpoint_state()},
-                    {**identity, "policy_updates": cfg.updates, "actor_critic_reinit": method in REINIT_ACTOR_CRITIC})
+                    {**identity, "policy_updates": cfg.updates, "actor_critic_reinit": method in REINIT_ACTOR_CRITIC,
+                     **({"pessimism": asdict(agent.pessimism)} if agent.pessimism is not None else {})})
     write_json(REPORTS / f"{method}_history.json", history)
     write_json(REPORTS / f"{method}_curve.json", curve)
     metrics = {"policy/updates": cfg.updates, "policy/seconds": round(time.perf_counter() - start, 1),
-               **{k: v for k, v in history[-1].items() if k.startswith(("loss/", "ac/"))},
+               **{k: v for k, v in history[-1].items() if k.startswith(("loss/", "ac/", "pessimism/"))},
                **({"eval/return": curve[-1]["eval_return"]} if curve else {})}
     write_metrics(REPORTS / f"{method}.json", metrics)
     tracker.log_metrics(metrics)

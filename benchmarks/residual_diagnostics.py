@@ -1,0 +1,322 @@
+"""Where a calibrated world model is wrong off its target data, and whether a policy can exploit
+it: the checks behind docs/residual.md, on any work directory's checkpoints.
+
+    python benchmarks/residual_diagnostics.py WORKDIR [--out DIR] [--episodes 10] [--starts 4]
+        [--warmup 100] [--context 5] [--horizon 32] [--seed 0]
+
+WORKDIR is a directory the pipeline ran in (its params.yaml, target data and models/). The models
+measured: ``source`` (models/pretrain), ``redraw`` and ``redraw_pessimistic`` and
+``draw_finetune`` (models/calibrate/...) and ``oracle`` (models/oracle), each where it exists.
+The policy is ReDRAW's trained one (models/policy/redraw, ``--policy`` to change). Checks, each
+with a figure in OUT (default WORKDIR/reports/residual_diagnostics) and its numbers in
+OUT/summary.json:
+
+1. ``residual_size.png``: RMS of the residual's logit correction (and the ensemble members'
+   spread) on the target data's states vs along the policy's imagined rollouts, per step.
+2. ``action_sensitivity.png``: KL(p(.|s, +1) || p(.|s, -1)) of each model's prior, for the most
+   opposite actions, binned by reward (the true one on the data; the model's own when imagined).
+   The oracle's latents are its own: it is measured on its own posterior and its own actor's
+   imagination.
+3. ``action_response.png``: from states the warm-up policy (the oracle if there is one) reaches in
+   the target simulator, the return over HORIZON steps of open-loop action sequences (the
+   policy's own, reversed, constant +1 and -1, uniform random) in the simulator vs as each model
+   predicts it. The simulator is replayed from the same seed and warm-up actions for each.
+4. ``policy_rollouts_gap.png``: each model's open-loop error per horizon on the policy's own
+   episodes in the target simulator (benchmarks/dynamics_gap.py's measure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+MODELS = {"source": "models/pretrain/agent.pt", "redraw": "models/calibrate/redraw/agent.pt",
+          "redraw_pessimistic": "models/calibrate/redraw_pessimistic/agent.pt",
+          "draw_finetune": "models/calibrate/draw_finetune/agent.pt", "oracle": "models/oracle/agent.pt"}
+OWN_LATENTS = {"oracle"}  #: models whose latent space is not the source model's
+MODES = ("policy", "reversed", "constant +1", "constant -1", "random")
+REWARD_BINS = 4
+
+
+class Scripted:
+    """A behaviour that plays fixed actions (``reset``/``act`` as in redraw.data.behaviours)."""
+
+    def __init__(self, actions: np.ndarray):
+        self.actions, self.t = actions, 0
+
+    def reset(self, rng=None) -> None:
+        self.t = 0
+
+    def act(self, obs: dict) -> np.ndarray:
+        self.t += 1
+        return self.actions[self.t - 1]
+
+
+class Recorder:
+    """Records the actions of ``policy`` as it acts."""
+
+    def __init__(self, policy):
+        self.policy, self.actions = policy, []
+
+    def reset(self, rng=None) -> None:
+        self.policy.reset(rng)
+        self.actions = []
+
+    def act(self, obs: dict) -> np.ndarray:
+        self.actions.append(np.asarray(self.policy.act(obs), np.float32))
+        return self.actions[-1]
+
+
+def to_batch(episodes: list[dict], keys) -> dict[str, torch.Tensor]:
+    n = min(len(ep["reward"]) for ep in episodes)
+    return {k: torch.from_numpy(np.stack([ep[k][:n] for ep in episodes])) for k in keys}
+
+
+def rollout(agent, actor, start, horizon: int, gen: torch.Generator):
+    """States and actions of ``actor`` (sampled, clipped) in ``agent``'s prior from ``start`` [N, ...]."""
+    states, actions = [start], []
+    for _ in range(horizon):
+        action = actor.act(agent.wm.features(states[-1]), sample=True, generator=gen)
+        nxt, _ = agent.wm.step(states[-1], action, gen)
+        states.append(nxt)
+        actions.append(action)
+    return states, actions
+
+
+def sensitivity(wm, state) -> torch.Tensor:
+    """KL(p(.|s, +1) || p(.|s, -1)) of the (corrected) prior at states ``state`` [N, ...] -> [N]."""
+    from redraw.models.dists import categorical_kl
+
+    ones = torch.ones(state.z.shape[0], wm.action_size)
+    return categorical_kl(wm.dynamics_step(ones, state)[1], wm.dynamics_step(-ones, state)[1])
+
+
+def binned(values: np.ndarray, rewards: np.ndarray, edges: np.ndarray) -> list[float | None]:
+    """Mean of ``values`` per reward bin (None for a bin no state falls in)."""
+    idx = np.clip(np.searchsorted(edges, rewards, side="right") - 1, 0, len(edges) - 2)
+    return [float(values[idx == b].mean()) if (idx == b).any() else None for b in range(len(edges) - 1)]
+
+
+def residual_size(agent, data, states, actions) -> dict:
+    """RMS of the ensemble's logit correction and the members' std (0 for one member), on the
+    data's (sample, action) pairs and per imagined step."""
+    wm = agent.wm
+    out = wm.observe({k: data[k] for k in wm.obs_spec}, data["action"], data["is_first"], generator=agent.generator)
+    mask = ~data["is_first"].bool()
+    members = out["residual_members"][:, mask]  # [M, N, S, K]
+
+    def size(m):
+        return float(m.mean(0).pow(2).mean().sqrt()), float(m.std(0, unbiased=False).mean())
+
+    imagined = [size(wm.residual.members(s.z.flatten(-2), a.clamp(-1, 1))) for s, a in zip(states[:-1], actions)]
+    data_rms, data_std = size(members)
+    return {"data_rms": data_rms, "data_member_std": data_std, "imagined_rms": [r for r, _ in imagined],
+            "imagined_member_std": [s for _, s in imagined]}
+
+
+def action_response(agents: dict, warm_policy, env_kwargs: dict, env_name: str, starts: int, warmup: int,
+                    horizon: int, seed: int) -> dict:
+    """Per mode: the true and each model's predicted return over ``horizon`` steps after ``warmup``."""
+    from redraw.data.collect import run_episode
+    from redraw.envs import make_env
+
+    env = make_env(env_name, seed=seed + 3, **{**env_kwargs, "episode_steps": warmup + horizon})
+    rng = np.random.default_rng(seed)
+    result = {m: {"truth": [], **{name: [] for name in agents}} for m in MODES}
+    try:
+        for i in range(starts):
+            def seq():  # a fresh one per run: spawning advances a SeedSequence
+                return np.random.SeedSequence([seed, 777, i])
+
+            rec = Recorder(warm_policy)
+            first = run_episode(env, rec, seq())
+            acts = np.stack(rec.actions)
+            tail = acts[warmup:]
+            tails = {"policy": tail, "reversed": -tail, "constant +1": np.ones_like(tail),
+                     "constant -1": -np.ones_like(tail),
+                     "random": rng.uniform(-1, 1, tail.shape).astype(np.float32)}
+            for mode in MODES:
+                ep = first if mode == "policy" else run_episode(env, Scripted(np.concatenate([acts[:warmup], tails[mode]])), seq())
+                for k in env.observation_spec():
+                    if not np.array_equal(ep[k][: warmup + 1], first[k][: warmup + 1]):
+                        raise RuntimeError(f"{env_name}: replaying the warm-up did not reproduce its states ({k})")
+                result[mode]["truth"].append(float(ep["reward"][warmup + 1:].sum()))
+                for name, agent in agents.items():
+                    b = to_batch([ep], [*agent.obs_spec, "action", "is_first"])
+                    wm = agent.wm
+                    ol = wm.open_loop({k: b[k] for k in wm.obs_spec}, b["action"], b["is_first"], warmup + 1,
+                                      generator=agent.generator)
+                    result[mode][name].append(float(wm.reward(ol["feat"]).sum()))
+    finally:
+        env.close()
+    return {m: {k: float(np.mean(v)) for k, v in r.items()} for m, r in result.items()}
+
+
+def policy_rollouts(policy_agent, env_name: str, env_kwargs: dict, episodes: int, seed: int) -> list[dict]:
+    from redraw.agent.dreamer import AgentPolicy
+    from redraw.data.collect import run_episode
+    from redraw.envs import make_env
+
+    env = make_env(env_name, seed=seed + 3, **env_kwargs)
+    policy_agent.seed(seed)
+    try:
+        return [run_episode(env, AgentPolicy(policy_agent, sample=True), np.random.SeedSequence([seed, 4242, i]))
+                for i in range(episodes)]
+    finally:
+        env.close()
+
+
+def figures(summary: dict, out: Path) -> None:
+    from redraw.plots import _plt, _save, horizon_curves
+
+    plt = _plt()
+    if summary["residual_size"]:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for name, r in summary["residual_size"].items():
+            steps = np.arange(1, len(r["imagined_rms"]) + 1)
+            line, = ax.plot(steps, r["imagined_rms"], marker="o", label=f"{name}: imagined")
+            ax.axhline(r["data_rms"], color=line.get_color(), ls="--", label=f"{name}: target data")
+        ax.set(xlabel="imagined step", ylabel="RMS logit correction", title="residual size on and off the data")
+        ax.legend(fontsize=7)
+        _save(fig, out / "residual_size.png")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    for ax, where in zip(axes, ("data", "imagined")):
+        for name, s in summary["action_sensitivity"].items():
+            ax.plot(np.arange(REWARD_BINS), [np.nan if v is None else v for v in s[where]], marker="o", label=name)
+        ax.set(xlabel="reward bin (low -> high)", title=f"KL(p(.|s,+1) || p(.|s,-1)), {where} states")
+        ax.set_yscale("symlog", linthresh=1e-3)
+    axes[0].set_ylabel("nats")
+    axes[0].legend(fontsize=7)
+    _save(fig, out / "action_sensitivity.png")
+    resp = summary["action_response"]
+    names = [k for k in next(iter(resp.values()))]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        ax.bar(np.arange(len(MODES)) + j * width, [resp[m][name] for m in MODES], width, label=name)
+    ax.set_xticks(np.arange(len(MODES)) + 0.4 - width / 2, MODES)
+    ax.set(ylabel="return over the horizon", title="open-loop actions: simulator (truth) vs each model")
+    ax.legend(fontsize=7)
+    _save(fig, out / "action_response.png")
+    horizon_curves({name: {"latent KL (nats)": g["kl"], "decoded MSE": g["mse"]}
+                    for name, g in summary["policy_rollouts_gap"].items()},
+                   out / "policy_rollouts_gap.png", "open-loop error on the policy's own episodes")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workdir", type=Path, help="a directory the pipeline ran in")
+    parser.add_argument("--out", type=Path, default=None, help="figures and summary.json (default WORKDIR/reports/residual_diagnostics)")
+    parser.add_argument("--policy", default="models/policy/redraw/agent.pt", help="the policy (relative to WORKDIR)")
+    parser.add_argument("--episodes", type=int, default=10, help="newest target episodes; also the policy's own (default 10)")
+    parser.add_argument("--starts", type=int, default=4, help="simulator starts of check 3 (default 4)")
+    parser.add_argument("--warmup", type=int, default=100, help="warm-up steps before check 3's actions (default 100)")
+    parser.add_argument("--context", type=int, default=5, help="observed steps before open loop in check 4 (default 5)")
+    parser.add_argument("--horizon", type=int, default=32, help="imagined / open-loop steps (default 32)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from dynamics_gap import measure
+
+    from redraw.agent.dreamer import load_agent
+    from redraw.config import ConfigError, get, load_params
+    from redraw.data.episodes import list_episodes, load_episode
+    from redraw.data.schema import DataError, read_metadata
+    from redraw.perf import eager
+    from redraw.stages import env_settings
+
+    if min(args.episodes, args.starts, args.warmup, args.context, args.horizon) < 1:
+        parser.error("--episodes, --starts, --warmup, --context and --horizon must be at least 1")
+    work = args.workdir
+    out = args.out or work / "reports/residual_diagnostics"
+    try:
+        params = load_params(work / "params.yaml")
+        data_dir = work / str(get(params, "target_data", work / "params.yaml"))
+        env_name = get(params, "env.target", work / "params.yaml")
+        env_kwargs = env_settings(params, str(work / "params.yaml"))
+        if env_kwargs.get("pairs") and not Path(env_kwargs["pairs"]).is_absolute():  # relative to WORKDIR
+            env_kwargs["pairs"] = str(work / env_kwargs["pairs"])
+        meta = read_metadata(data_dir)
+    except (ConfigError, DataError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+    paths = {name: work / p for name, p in MODELS.items() if (work / p).is_file()}
+    if "redraw" not in paths or not (work / args.policy).is_file():
+        parser.error(f"{work}: needs {MODELS['redraw']} and {args.policy}; run `dvc repro train_policy@redraw` there")
+    files = list_episodes(data_dir)[-args.episodes:]
+    episodes = [load_episode(f) for f in files]
+    expect = {"obs_spec": {k: list(v["shape"]) for k, v in meta.observations.items()}, "action_size": meta.action_size}
+    torch.manual_seed(args.seed)
+    agents = {name: load_agent(p, expect=expect) for name, p in paths.items()}
+    policy = load_agent(work / args.policy, expect=expect)
+    for a in (*agents.values(), policy):
+        a.seed(args.seed)
+    data = to_batch(episodes, [*policy.obs_spec, "action", "is_first", "reward"])
+    edges = np.quantile(data["reward"][:, 1:].numpy(), np.linspace(0, 1, REWARD_BINS + 1))
+    edges[-1] += 1e-6
+
+    summary: dict = {"workdir": str(work), "target_data": str(data_dir), "behaviour": meta.behaviour,
+                     "reward_bin_edges": edges.tolist(), "residual_size": {}, "action_sensitivity": {}}
+    with torch.no_grad(), eager(*(a.wm for a in (*agents.values(), policy))):
+        for name, agent in agents.items():
+            wm = agent.wm
+            obs = {k: data[k] for k in wm.obs_spec}
+            o = wm.observe(obs, data["action"], data["is_first"], generator=agent.generator)
+            mask = ~data["is_first"].bool()
+            # a step's state: the prior's belief and the posterior sample, as the prior sees them
+            starts = type(o["states"])(*(x[mask] for x in o["states"]))
+            actor = (agent if name in OWN_LATENTS else policy).ac.actor
+            states, actions = rollout(agent, actor, starts, args.horizon, agent.generator)
+            on = sensitivity(wm, starts).numpy()
+            off = torch.stack([sensitivity(wm, s) for s in states[1:]]).flatten().numpy()
+            off_reward = torch.stack([wm.reward(wm.features(s)).float() for s in states[1:]]).flatten().numpy()
+            summary["action_sensitivity"][name] = {
+                "data": binned(on, data["reward"][mask].numpy(), edges), "imagined": binned(off, off_reward, edges),
+                "data_mean": float(on.mean()), "imagined_mean": float(off.mean())}
+            if wm.residual is not None:
+                summary["residual_size"][name] = residual_size(agent, data, states, actions)
+        warm = agents["oracle"] if "oracle" in agents else policy
+        from redraw.agent.dreamer import AgentPolicy
+
+        summary["action_response"] = action_response(agents, AgentPolicy(warm, sample=True), env_kwargs, env_name,
+                                                     args.starts, args.warmup, args.horizon, args.seed)
+        own = policy_rollouts(policy, env_name, env_kwargs, args.episodes, args.seed)
+        summary["policy_return"] = float(np.mean([ep["reward"][1:].sum() for ep in own]))
+        try:
+            gaps = dict(measure(own, list(paths.values()), expect, args.context, args.horizon, args.seed))
+        except ValueError as exc:
+            parser.error(str(exc))
+        summary["policy_rollouts_gap"] = {name: {"kl": gaps[p]["kl"], "mse": gaps[p]["mse"],
+                                                 "kl_filter": gaps[p]["kl_filter"]} for name, p in paths.items()}
+    bad = [k for k, v in flat(summary) if isinstance(v, float) and not math.isfinite(v)]
+    if bad:  # a diverged model: say where, and write no summary that looks like a result
+        print(f"residual diagnostics: non-finite numbers at {', '.join(bad[:6])}", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    figures(summary, out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
+    empty = sum(v is None for _, v in flat(summary))
+    print(f"residual diagnostics of {work}: {out}/summary.json and 4 figures"
+          + (f" ({empty} reward bins without states: null)" if empty else ""))
+    return 0
+
+
+def flat(tree, prefix=""):
+    """(dotted key, value) of every leaf of ``tree`` (lists by index)."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
+    if items is None:
+        yield prefix, tree
+        return
+    for k, v in items:
+        yield from flat(v, f"{prefix}.{k}" if prefix else str(k))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
