@@ -201,3 +201,20 @@ def test_a_target_policy_outside_collect_targets_deps_is_refused(tmp_path, capsy
         check_behaviour("target", params, "p.yaml", dvc_path=str(repo / "dvc.yaml"))
     assert cli(["regime", "nonsense", "--params", str(tmp_path / "p.yaml")]) == 2
     assert "unknown regime 'nonsense'" in capsys.readouterr().err
+
+
+def test_a_pool_worker_that_cannot_start_raises_in_the_parent_instead_of_hanging(tmp_path):
+    """multiprocessing.Pool restarts a worker whose initializer raises, for ever: the worker keeps
+    the error and the first episode it is given raises it, so the collection fails naming it."""
+    from redraw.data import collect as collect_module
+    from redraw.data.behaviours import BehaviourConfig
+    from redraw.data.collect import CollectConfig
+
+    cfg = CollectConfig(env="no-such-env", out_dir=str(tmp_path / "out"), obs_mode="proprio", episodes=1,
+                        episode_steps=5, workers=2, seed=0, behaviour=BehaviourConfig(kind="random"))
+    collect_module._init_worker(cfg, str(tmp_path), pooled=True)
+    try:
+        with pytest.raises(Exception, match="no-such-env"):
+            collect_module._collect_one(0)
+    finally:
+        collect_module._WORKER.clear()

@@ -45,8 +45,9 @@ class PerfConfig:
     #: continue heads and the actor-critic losses. false: the eager path. Compiled and eager
     #: agree within float tolerance; randomness is drawn outside the compiled code either way
     compile: bool = True
-    #: torch threads per training process (0: torch's default). The updates at the CPU presets'
-    #: sizes are latency-bound, so two processes of one thread each finish two trainings sooner
+    #: torch threads per training process (0: torch's default). A thread count changes float
+    #: rounding, so the CPU presets fix it (1) and a stage computes the same numbers however many
+    #: stages run beside it; at their sizes two one-thread processes also finish two trainings sooner
     threads: int = 0
     #: Inductor's on-disk cache (relative to the working directory): compiled kernels are reused
     #: by later processes instead of being built again

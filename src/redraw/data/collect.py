@@ -98,6 +98,15 @@ _WORKER: dict = {}
 
 
 def _init_worker(cfg: CollectConfig, tmp_dir: str, pooled: bool = False) -> None:
+    if not pooled:
+        return _start_worker(cfg, tmp_dir, pooled)
+    try:
+        _start_worker(cfg, tmp_dir, pooled)
+    except Exception as exc:  # noqa: BLE001 - a pool's initializer that raises is restarted for ever:
+        _WORKER["error"] = exc  # the first episode raises it in the parent instead
+
+
+def _start_worker(cfg: CollectConfig, tmp_dir: str, pooled: bool) -> None:
     from redraw.envs import make_env
 
     if pooled and cfg.behaviour.kind == "policy":
@@ -115,6 +124,8 @@ def _init_worker(cfg: CollectConfig, tmp_dir: str, pooled: bool = False) -> None
 
 
 def _collect_one(index: int) -> tuple[int, int, float]:
+    if "error" in _WORKER:
+        raise _WORKER["error"]
     cfg: CollectConfig = _WORKER["cfg"]
     episode = run_episode(_WORKER["env"], _WORKER["behaviour"], episode_seed(cfg.seed, cfg.stream, index))
     save_episode(Path(_WORKER["tmp_dir"]) / episode_name(index), episode, compress=cfg.compress)

@@ -188,7 +188,8 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     }
     # the env's definition, not only the env-pair file's name: an edited perturbation must not resume
     run_identity = {**identity, "pretrain": asdict(pre), "seed": seed, "env_kwargs": env_kwargs,
-                    **({"compile": True} if perf.compile else {}),  # compiled updates round differently
+                    # compiled updates and other thread counts round differently: another run
+                    **({"perf": {"compile": perf.compile, "threads": perf.threads}} if perf.compile or perf.threads else {}),
                     "env_definition": load_pairs(env_kwargs["pairs"]).definition(env_name),
                     "source_data": dataset_fingerprint(start_data)}  # the key predates data/oracle: kept, so are the hashes
     ckpt_dir = checkpoint_root / f"{out_dir.name}-{identity_hash(run_identity)}"
