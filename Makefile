@@ -21,7 +21,7 @@ repro: setup            ## run the pipeline on params.yaml (default: the quick p
 	$(VENV)/bin/redraw repro --jobs 2
 
 test: setup             ## the whole test suite (what CI runs)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=15
 
 test-fast: setup        ## skip the slow end-to-end tests
 	$(VENV)/bin/python -m pytest -q -m "not slow"
