@@ -127,8 +127,23 @@ def compile_report() -> str:
     return f"perf: compiled in {sum(COMPILE_SECONDS.values()):.1f} s ({parts})"
 
 
-def maybe_compile(fn, enabled: bool, name: str):
-    return Compiled(fn, name) if enabled else fn
+class CompiledRegions:
+    """For a module whose methods named in ``COMPILED`` may run compiled: ``use_compile(True)``
+    wraps each in ``Compiled``; the module's code calls ``self._compiled.get(name, self.name)``."""
+
+    COMPILED: tuple[str, ...] = ()
+
+    def use_compile(self, enabled: bool) -> None:
+        """Run the methods in ``COMPILED`` compiled by torch.compile, or (``False``) eagerly."""
+        self._compiled.clear()
+        if enabled:
+            for name in self.COMPILED:
+                self._compiled[name] = Compiled(getattr(self, name), f"{type(self).__name__}.{name}")
+
+    @property
+    def _compiled(self) -> dict:
+        # kept out of a module's attributes (not state, not a submodule): the compiled callables
+        return self.__dict__.setdefault("_compiled_fns", {})
 
 
 @contextlib.contextmanager

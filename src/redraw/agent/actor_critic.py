@@ -18,6 +18,7 @@ from torch import nn
 from redraw.agent.returns import PercentileNormalizer, lambda_returns
 from redraw.models.dists import twohot_bins, twohot_loss, twohot_mean
 from redraw.models.networks import mlp, uniform_init_, zero_init_
+from redraw.perf import CompiledRegions
 
 
 @dataclass
@@ -108,7 +109,9 @@ class Critic(nn.Module):
         return self.net(z)
 
 
-class ActorCritic(nn.Module):
+class ActorCritic(CompiledRegions, nn.Module):
+    COMPILED = ("targets", "losses")  #: what ``use_compile`` compiles
+
     def __init__(self, feat_dim: int, action_size: int, cfg: ActorCriticConfig):
         super().__init__()
         if cfg.actor_grad not in ACTOR_GRADS:
@@ -193,15 +196,3 @@ class ActorCritic(nn.Module):
                                  + cfg.slow_critic_reg * twohot_loss(logits, slow_target, self.bins))).mean()
         return actor_loss, critic_loss, entropy.mean()
 
-    def use_compile(self, enabled: bool) -> None:
-        """Compute ``targets`` and ``losses`` compiled by torch.compile, or (``False``) eagerly."""
-        from redraw.perf import maybe_compile
-
-        self._compiled.clear()
-        if enabled:
-            for name in ("targets", "losses"):
-                self._compiled[name] = maybe_compile(getattr(self, name), True, f"ActorCritic.{name}")
-
-    @property
-    def _compiled(self) -> dict:
-        return self.__dict__.setdefault("_compiled_fns", {})

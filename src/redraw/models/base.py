@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
 from redraw.models.dists import categorical_kl, sample_index, symexp, symlog, twohot_bins, twohot_loss, twohot_mean
 from redraw.models.networks import ConvDecoder, ConvEncoder, mlp, uniform_init_, zero_init_
+from redraw.perf import CompiledRegions
 
 
 @dataclass
@@ -59,7 +59,7 @@ def sample_classes(logp: torch.Tensor, generator: torch.Generator | None,
     return nn.functional.one_hot(sample_index(logp.exp(), generator, uniform), logp.shape[-1]).to(logp.dtype)
 
 
-class LatentWorldModel(nn.Module):
+class LatentWorldModel(CompiledRegions, nn.Module):
     def __init__(self, obs_spec: dict[str, tuple[tuple[int, ...], str]], action_size: int, cfg: WorldModelConfig,
                  feat_dim: int):
         super().__init__()
@@ -235,23 +235,9 @@ class LatentWorldModel(nn.Module):
         """Predicted reward and continue probability for features ``feat``."""
         return {"reward": self.reward(feat), "cont": self.cont(feat)}
 
-    def use_compile(self, enabled: bool) -> None:
-        """Run the hot paths (the imagination step and the heads) compiled by torch.compile, or
-        (``False``) eagerly. ``observe``'s prior chain stays eager: compiled, its 64 small steps
-        at batch 16 ran no faster (docs/performance.md) and cost two more compilations."""
-        from redraw.perf import maybe_compile
-
-        self._compiled.clear()
-        if enabled:
-            for name in self.COMPILED:
-                self._compiled[name] = maybe_compile(getattr(self, name), True, f"{type(self).__name__}.{name}")
-
-    COMPILED: tuple[str, ...] = ("imagine_step", "heads")  #: the methods ``use_compile`` compiles
-
-    @property
-    def _compiled(self) -> dict:
-        # kept out of the module's attributes (not state, not a submodule): the compiled callables
-        return self.__dict__.setdefault("_compiled_fns", {})
+    #: what ``use_compile`` compiles. ``observe``'s prior chain stays eager: compiled, its 64 small
+    #: steps at batch 16 ran no faster (docs/performance.md) and cost two more compilations
+    COMPILED = ("imagine_step", "heads")
 
     @torch.no_grad()
     def open_loop(self, obs, action, is_first, context: int, generator: torch.Generator | None = None):
