@@ -33,6 +33,14 @@ from redraw.envs.perturbations import (  # noqa: F401 - re-exported
 
 #: the repository's env-pair file: the default when params.yaml names none
 DEFAULT_PAIRS = Path(__file__).resolve().parents[3] / "envs.yaml"
+
+
+def default_pairs() -> Path:
+    """The env-pair file when none is named: ``envs.yaml`` in the working directory (the
+    repository root, where every stage runs), else the one beside this source tree. A copy of the
+    package bundled with an MLflow model has no file beside it."""
+    here = Path("envs.yaml")
+    return here if here.is_file() else DEFAULT_PAIRS
 SIMULATORS = ("dm_control", "gymnasium")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SOURCE_KEYS = {"dm_control", "gymnasium", "kwargs"}
@@ -217,7 +225,7 @@ def load_pairs(pairs: str | os.PathLike | Mapping | Registry | None = None) -> R
         return pairs
     if isinstance(pairs, Mapping):
         return parse_pairs(dict(pairs), "<env pairs recorded with the model>")
-    path = Path(pairs) if pairs else DEFAULT_PAIRS
+    path = Path(pairs) if pairs else default_pairs()
     return _parse_text(_read(path), str(path))
 
 
