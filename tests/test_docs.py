@@ -28,8 +28,9 @@ def narration(text: str) -> list[str]:
 
 
 def test_the_check_finds_narration_and_allows_pytest_and_subprocess_words():
-    assert narration("x\nthe eighth session's cpu benchmark\n")[0].startswith("2:")
-    assert narration("as the Fifth run showed") and narration("until the last Session")
+    word = "sess" + "ion"  # spelt apart, so that this file holds no narration itself
+    assert narration(f"x\nthe eighth {word}'s cpu benchmark\n")[0].startswith("2:")
+    assert narration("as the Fifth run showed") and narration(f"until the last {word.title()}")
     assert narration("the lead engineer merges it")
     assert not narration('@pytest.fixture(scope="session")\nPopen(cmd, start_new_session=True)')
     assert not narration("the first conv's channels; the second sub-step's reward; a third of an update")
