@@ -1,7 +1,7 @@
-"""Quality benchmark: every transfer method on pendulum-swingup -> pendulum-swingup-reversed.
+"""Quality benchmark: every transfer method on the paper's env pairs (default pendulum-swingup -> pendulum-swingup-reversed).
 
-Runs the whole pipeline (`dvc repro`) on a preset (default `cpu`, proprio) for each seed, in a
-scratch copy of this repository, and prints the results table across seeds beside the paper's
+Runs the whole pipeline (`dvc repro`) on a preset (default `cpu`, proprio) for each pair and seed,
+in a scratch copy of this repository, and prints the results table across seeds beside the paper's
 claim: ReDRAW above DRAW-finetune, DreamerV3-finetune and no-adapt, and at least 80% of the
 oracle's target return with 40k target transitions. As in the paper, the target data are episodes
 of an expert, the oracle's policy, its actions sampled from its actor and nothing else. The
@@ -15,6 +15,16 @@ noise, and is reported as that variant; ``--target-behaviour preset`` keeps the 
     python benchmarks/transfer_quality.py --preset smoke       # minutes: checks the benchmark itself
     python benchmarks/transfer_quality.py --methods no_adapt redraw   # a subset (no pretrain_rssm without dreamer_finetune)
     python benchmarks/transfer_quality.py --set pretrain.imag_clip=true  # any params.yaml key, after the preset
+    python benchmarks/transfer_quality.py --pairs all --seeds 0 1 2     # the four pairs of envs.yaml
+    python benchmarks/transfer_quality.py --pairs all --until pretrain  # only: does the source pretraining learn?
+    python benchmarks/transfer_quality.py --harvest                     # record what the work dirs hold so far
+
+Every finished training and evaluation is merged into ``benchmarks/results/transfer_quality.json``
+(``--results``): one record per (pair, seed, method, target_transitions, protocol) with the
+evaluation's return, and one per training (pretrain, oracle, pretrain_rssm) with its learning
+curve and whether it learnt its task (``LEARNED``: the return its last evaluation must reach).
+A method whose source pretraining did not learn is recorded with ``"valid": false``.
+``scripts/results_report.py`` turns that file into docs/results.md.
 
 Work directories are kept (``--workdir``), so a run that is stopped resumes where DVC left it.
 
@@ -41,6 +51,12 @@ from redraw import parallel  # noqa: E402
 from redraw.parallel import venv_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks/results/transfer_quality.json"
+DEFAULT_PAIR = "pendulum-swingup-reversed"
+#: the return (of ~1000 at action repeat 1; ~500 here: action repeat 2, the last sub-step's reward)
+#: a training's last evaluation must reach for it to have learnt its task, by source env
+LEARNED = {"pendulum-swingup": 300.0, "reacher-easy": 350.0, "cup-catch": 350.0, "finger-turn_hard": 200.0}
+PROTOCOL = "sequential"  #: calibrate for calibrate.updates, then train the policy on the frozen model
 METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
 
 
@@ -62,7 +78,8 @@ def stage_groups(methods: tuple[str, ...]) -> list[tuple[str, ...]]:
             tuple(f"evaluate@{m}" for m in ("source", *methods))]
 
 
-def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHODS) -> None:
+def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHODS,
+                     trainings_only: bool = False) -> None:
     """Everything up to the results table, independent stages ``jobs`` at a time.
 
     ``dvc repro`` runs one stage after another. Here each group's stages that are not up to date
@@ -78,6 +95,8 @@ def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHOD
     trainings, *later = stage_groups(methods)
     sh([sys.executable, "-m", "dvc", "repro", "collect_source", "collect_oracle"], workdir)  # the trainings' starts
     run_group(trainings)
+    if trainings_only:
+        return
     sh([sys.executable, "-m", "dvc", "repro", "validate_target"], workdir)  # calibration reads validated data
     for group in later:
         if group:
@@ -86,7 +105,7 @@ def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHOD
 
 def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expert: bool,
             methods: tuple[str, ...] = METHODS, noise_fraction: float = 0.0,
-            overrides: dict[str, object] | None = None) -> None:
+            overrides: dict[str, object] | None = None, pair: str = DEFAULT_PAIR) -> None:
     """Bring ``workdir`` to this checkout's code, pipeline and params (then the preset and the
     benchmark's settings): on a kept work directory DVC then re-runs exactly what changed."""
     fresh = not (workdir / "dvc.yaml").is_file()
@@ -98,6 +117,7 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, dst)
+    (workdir / "COMMIT").write_text(commit() + "\n")
     if fresh:
         sh(["git", "init", "-q"], workdir)
         sh([sys.executable, "-m", "dvc", "init", "-q"], workdir)
@@ -108,6 +128,7 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
     yaml = YAML()
     params = yaml.load((workdir / "params.yaml").read_text())
     params["seed"] = seed
+    params["env"]["source"], params["env"]["target"] = source_of(pair), pair
     if transitions:
         params["collect_target"]["transitions"] = transitions
     if expert:  # the paper's target data: episodes of the oracle's policy (collect_target depends on models/oracle)
@@ -121,6 +142,122 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
         from redraw.config import set_params
 
         set_params(overrides, workdir / "params.yaml", source="--set")
+
+
+def registry():
+    from redraw.envs.registry import load_pairs
+
+    return load_pairs(ROOT / "envs.yaml")
+
+
+def source_of(pair: str) -> str:
+    return registry().source_of(pair)
+
+
+def pair_names(names: list[str]) -> list[str]:
+    """``--pairs``: target envs of envs.yaml, or ``all`` (the four paper pairs); KeyError names a bad one."""
+    reg = registry()
+    if names == ["all"]:
+        return [t for _, t in reg.pairs()]
+    for name in names:
+        reg.source_of(name)  # KeyError: not a target env, with the targets there are
+    return list(names)
+
+
+def commit() -> str:
+    """This checkout's commit (``+dirty`` with uncommitted changes to the code a work dir copies)."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "dvc.yaml", "params.yaml", "envs.yaml",
+                            "presets", "scripts"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return (out.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
+
+
+def workdir_commit(workdir: Path) -> str:
+    """The commit whose code ``prepare`` last copied into ``workdir``."""
+    file = workdir / "COMMIT"
+    return file.read_text().strip() if file.is_file() else "unknown"
+
+
+def training_records(workdir: Path, pair: str, seed: int, preset: str) -> list[dict]:
+    """One record per training of ``workdir`` (pretrain, oracle, pretrain_rssm): its learning curve
+    from the finished stage's curve file, or, while it runs or after it was stopped, from its
+    latest stage checkpoint (``"finished": false``)."""
+    import torch
+
+    source = source_of(pair)
+    threshold = LEARNED.get(source)
+    records = []
+    for name in TRAININGS:
+        curve_file = workdir / f"reports/{name}_curve.json"
+        finished = curve_file.is_file()
+        curve = json.loads(curve_file.read_text()) if finished else None
+        if curve is None:
+            ckpts = sorted((workdir / "checkpoints").glob(f"{name}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
+            if not ckpts:
+                continue
+            curve = torch.load(ckpts[-1], map_location="cpu", weights_only=True)["curve"]
+        if not curve:
+            continue
+        final = float(curve[-1]["eval_return"])
+        records.append({
+            "pair": pair, "seed": seed, "training": name, "preset": preset,
+            "env": pair if name == "oracle" else source, "finished": finished,
+            "steps": int(curve[-1]["step"]), "final_return": final, "threshold": threshold,
+            "learned": None if threshold is None else bool(final >= threshold),
+            "curve": [[int(c["step"]), round(float(c["eval_return"]), 2)] for c in curve],
+            "commit": workdir_commit(workdir),
+        })
+    return records
+
+
+def method_records(workdir: Path, pair: str, seed: int, preset: str, target_data: str,
+                   trainings: list[dict]) -> list[dict]:
+    """One record per evaluated method of ``workdir``. ``valid`` is false where the training the
+    method starts from (the source pretraining; pretrain_rssm for dreamer_finetune; the oracle
+    for itself) did not learn its task."""
+    params = _yaml_load(workdir / "params.yaml")
+    learned = {t["training"]: t["learned"] for t in trainings if t["finished"]}
+    start = {"oracle": "oracle", "dreamer_finetune": "pretrain_rssm"}
+    records = []
+    for method in METHODS:
+        file = workdir / "reports/evaluate" / f"{method}.json"
+        if not file.is_file():
+            continue
+        ev = json.loads(file.read_text())
+        records.append({
+            "pair": pair, "seed": seed, "method": method,
+            "target_transitions": int(params["collect_target"]["transitions"]), "protocol": PROTOCOL,
+            "target_data": target_data, "return_mean": float(ev["return_mean"]),
+            "return_std": float(ev["return_std"]), "episodes": int(ev["episodes"]), "preset": preset,
+            "valid": learned.get(start.get(method, "pretrain")), "commit": workdir_commit(workdir),
+        })
+    return records
+
+
+def _yaml_load(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+RECORD_KEY = ("pair", "seed", "method", "target_transitions", "protocol", "target_data", "preset")
+TRAINING_KEY = ("pair", "seed", "training", "preset")
+
+
+def merge_results(path: Path, records: list[dict], trainings: list[dict]) -> None:
+    """Merge into the results file (a record replaces the one with its key), written atomically."""
+    old = json.loads(path.read_text()) if path.is_file() else {"records": [], "trainings": []}
+    merged = {}
+    for section, key, new in (("records", RECORD_KEY, records), ("trainings", TRAINING_KEY, trainings)):
+        rows = {tuple(r.get(k) for k in key): r for r in old.get(section, [])}
+        rows.update({tuple(r.get(k) for k in key): r for r in new})
+        merged[section] = sorted(rows.values(), key=lambda r: tuple(str(r.get(k)) for k in key))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    body = ",\n".join(f'"{section}": [' + ",".join(f"\n  {json.dumps(r)}" for r in rows) + ("\n]" if rows else "]")
+                      for section, rows in merged.items())
+    tmp.write_text("{" + body + "}\n")  # one record per line
+    tmp.replace(path)
 
 
 def parse_set(items: list[str]) -> dict[str, object]:
@@ -168,10 +305,47 @@ def build_parser() -> argparse.ArgumentParser:
                         help="independent stages (the three trainings, then the calibrations, the policy "
                         "trainings, the evaluations) run this many at a time (default: min(3, cores); "
                         "1: leave it all to dvc repro, one stage after another)")
+    parser.add_argument("--pairs", nargs="+", default=[DEFAULT_PAIR], metavar="TARGET",
+                        help=f"target envs of envs.yaml (their sources from there), or 'all' (default: {DEFAULT_PAIR})")
+    parser.add_argument("--until", choices=("pretrain", "trainings", "results"), default="results",
+                        help="stop after the source pretraining, after the three trainings, or run everything "
+                        "(default: results)")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help=f"results file the records are merged into (default: {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--harvest", action="store_true",
+                        help="only record what the work dirs under --workdir hold so far (finished or stopped "
+                        "trainings, finished evaluations) in --results")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="set a params.yaml key (dotted, must exist) after the preset and the benchmark's "
                         "own settings, e.g. --set pretrain.imag_clip=true; repeatable")
     return parser
+
+
+def describe_data(behaviour: str, noise_fraction: float) -> str:
+    """The ``target_data`` field of a record: expert (the paper's), expert+noise<f>, or preset."""
+    if behaviour != "expert":
+        return "preset"
+    return "expert" if not noise_fraction else f"expert+noise{noise_fraction:g}"
+
+
+def harvest(root: Path, path: Path, preset: str | None = None) -> int:
+    """Record what every work dir under ``root`` holds so far (finished or not) in ``path``."""
+    records, trainings = [], []
+    for params_file in sorted(root.glob("*/*/params.yaml")):
+        workdir = params_file.parent
+        params = _yaml_load(params_file)
+        if preset and params.get("preset") != preset:
+            continue
+        behaviour = params["collect_target"]["behaviour"]
+        expert = behaviour.get("kind") == "policy" and "oracle" in str(behaviour.get("checkpoint", ""))
+        found = training_records(workdir, params["env"]["target"], int(params["seed"]), params["preset"])
+        trainings += found
+        records += method_records(workdir, params["env"]["target"], int(params["seed"]), params["preset"],
+                                  describe_data("expert" if expert else "preset", float(behaviour.get("noise_fraction", 0))),
+                                  found)
+    merge_results(path, records, trainings)
+    print(f"{path}: {len(trainings)} trainings and {len(records)} evaluations from {root}")
+    return 0
 
 
 def main() -> int:
@@ -181,35 +355,64 @@ def main() -> int:
         parser.error(f"--noise-fraction must be in [0, 1], got {args.noise_fraction}")
     try:
         overrides = parse_set(args.overrides)
-    except ValueError as exc:
+        pairs = pair_names(args.pairs)
+    except (ValueError, KeyError) as exc:
         parser.error(str(exc))
+    if args.harvest:
+        return harvest(args.workdir, args.results, args.preset)
 
     from redraw.config import ConfigError
 
     methods = tuple(m for m in METHODS if m in {*args.methods, "oracle"})
+    target_data = describe_data(args.target_behaviour, args.noise_fraction)
+    for pair in pairs:
+        returns = run_pair(args, parser, pair, methods, overrides, target_data)
+        if returns is not None:
+            summarise(args, pair, methods, returns, overrides)
+    return 0
+
+
+def run_pair(args, parser, pair: str, methods: tuple[str, ...], overrides: dict, target_data: str):
+    """Every seed of one pair up to ``--until``; the returns by method (None before the results)."""
+    from redraw.config import ConfigError
+
     returns: dict[str, list[float]] = {m: [] for m in methods}
     for seed in args.seeds:
-        workdir = args.workdir / f"{args.preset}-seed{seed}"
+        workdir = args.workdir / pair / f"{args.preset}-seed{seed}"
         try:
             prepare(workdir, args.preset, seed, args.target_transitions, args.target_behaviour == "expert", methods,
-                    args.noise_fraction, overrides)
+                    args.noise_fraction, overrides, pair)
         except ConfigError as exc:  # e.g. a --set key that params.yaml does not have
             parser.error(str(exc))
-        if args.jobs > 1 or methods != METHODS:
-            print(f"== seed {seed}: independent stages side by side in {workdir}", flush=True)
-            run_side_by_side(workdir, args.jobs, methods)
-        print(f"== seed {seed}: dvc repro in {workdir}", flush=True)
+        if args.until == "pretrain":
+            print(f"== {pair} seed {seed}: source pretraining in {workdir}", flush=True)
+            sh([sys.executable, "-m", "dvc", "repro", "pretrain"], workdir)
+        elif args.until == "trainings" or args.jobs > 1 or methods != METHODS:
+            print(f"== {pair} seed {seed}: independent stages side by side in {workdir}", flush=True)
+            run_side_by_side(workdir, args.jobs, methods, trainings_only=args.until == "trainings")
+        trainings = training_records(workdir, pair, seed, args.preset)
+        if args.until != "results":
+            merge_results(args.results, [], trainings)
+            for t in trainings:
+                print(f"{pair} seed {seed} {t['training']}: final return {t['final_return']:.1f} at step {t['steps']}"
+                      f" (learnt: {t['learned']}, threshold {t['threshold']})")
+            continue
+        print(f"== {pair} seed {seed}: dvc repro in {workdir}", flush=True)
         # the results stage reads every evaluation in reports/evaluate: with a subset of methods
         # it runs alone on the evaluations made above, so DVC does not bring in the others
         sh([sys.executable, "-m", "dvc", "repro", *(["--single-item"] if methods != METHODS else []), "results"],
            workdir)
+        merge_results(args.results, method_records(workdir, pair, seed, args.preset, target_data, trainings), trainings)
         results = json.loads((workdir / "reports/results.json").read_text())
         for m in methods:
             returns[m].append(results[f"{m}/return_mean"])
         print((workdir / "reports/results.md").read_text(), flush=True)
+    return returns if args.until == "results" else None
 
+
+def summarise(args, pair: str, methods: tuple[str, ...], returns: dict[str, list[float]], overrides: dict) -> None:
     oracle = float(np.mean(returns["oracle"]))
-    print(f"\n# {args.preset} preset, seeds {args.seeds}, target transitions "
+    print(f"\n# {pair}, {args.preset} preset, seeds {args.seeds}, target transitions "
           f"{args.target_transitions or 'as the preset'}, target data from "
           f"{describe_target(args.target_behaviour, args.noise_fraction)}"
           f"{''.join(f', {k}={v}' for k, v in overrides.items())}\n")
@@ -220,7 +423,7 @@ def main() -> int:
         print(f"| {m} | {mean:.1f} | {', '.join(f'{r:.1f}' for r in returns[m])} | {pct} |")
     if "redraw" not in methods:
         print("\nthe paper's claims are about ReDRAW: add redraw to --methods to check them")
-        return 0
+        return
     redraw = float(np.mean(returns["redraw"]))
     baselines = [m for m in ("no_adapt", "draw_finetune", "dreamer_finetune") if m in methods]
     beats = all(redraw > float(np.mean(returns[m])) for m in baselines)
@@ -229,7 +432,6 @@ def main() -> int:
     print(f"\nclaim 1, ReDRAW above every baseline{' run (not: ' + ', '.join(left_out) + ')' if left_out else ''}: "
           f"{'yes' if beats else 'no'}")
     print(f"claim 2, ReDRAW >= 80% of the oracle: {ratio:.0%} -> {'yes' if ratio >= 0.8 else 'no'}")
-    return 0
 
 
 if __name__ == "__main__":
