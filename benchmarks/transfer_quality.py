@@ -56,7 +56,9 @@ DEFAULT_PAIR = "pendulum-swingup-reversed"
 #: the return (of ~1000 at action repeat 1; ~500 here: action repeat 2, the last sub-step's reward)
 #: a training's last evaluation must reach for it to have learnt its task, by source env
 LEARNED = {"pendulum-swingup": 300.0, "reacher-easy": 350.0, "cup-catch": 350.0, "finger-turn_hard": 200.0}
-PROTOCOL = "sequential"  #: calibrate for calibrate.updates, then train the policy on the frozen model
+#: calibrate for calibrate.updates, then train the policy on the frozen model; ``+early_stop``:
+#: the calibration kept is the held-out-best one (calibrate.early_stop)
+PROTOCOL = "sequential"
 METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
 
 
@@ -182,7 +184,7 @@ def training_records(workdir: Path, pair: str, seed: int, preset: str) -> list[d
     """One record per training of ``workdir`` (pretrain, oracle, pretrain_rssm): its learning curve
     from the finished stage's curve file, or, while it runs or after it was stopped, from its
     latest stage checkpoint (``"finished": false``)."""
-    import torch
+    from redraw.checkpoint import load_checkpoint
 
     source = source_of(pair)
     threshold = LEARNED.get(source)
@@ -195,7 +197,7 @@ def training_records(workdir: Path, pair: str, seed: int, preset: str) -> list[d
             ckpts = sorted((workdir / "checkpoints").glob(f"{name}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
             if not ckpts:
                 continue
-            curve = torch.load(ckpts[-1], map_location="cpu", weights_only=True)["curve"]
+            curve = load_checkpoint(ckpts[-1])["curve"]
         if not curve:
             continue
         final = float(curve[-1]["eval_return"])
@@ -203,7 +205,8 @@ def training_records(workdir: Path, pair: str, seed: int, preset: str) -> list[d
             "pair": pair, "seed": seed, "training": name, "preset": preset,
             "env": pair if name == "oracle" else source, "finished": finished,
             "steps": int(curve[-1]["step"]), "final_return": final, "threshold": threshold,
-            "learned": None if threshold is None else bool(final >= threshold),
+            # a stopped training has not learnt or failed yet: only a finished one is judged
+            "learned": None if threshold is None or not finished else bool(final >= threshold),
             "curve": [[int(c["step"]), round(float(c["eval_return"]), 2)] for c in curve],
             "commit": workdir_commit(workdir),
         })
@@ -226,7 +229,8 @@ def method_records(workdir: Path, pair: str, seed: int, preset: str, target_data
         ev = json.loads(file.read_text())
         records.append({
             "pair": pair, "seed": seed, "method": method,
-            "target_transitions": int(params["collect_target"]["transitions"]), "protocol": PROTOCOL,
+            "target_transitions": int(params["collect_target"]["transitions"]),
+            "protocol": PROTOCOL + ("+early_stop" if params["calibrate"].get("early_stop") else ""),
             "target_data": target_data, "return_mean": float(ev["return_mean"]),
             "return_std": float(ev["return_std"]), "episodes": int(ev["episodes"]), "preset": preset,
             "valid": learned.get(start.get(method, "pretrain")), "commit": workdir_commit(workdir),

@@ -34,7 +34,7 @@ def test_a_pair_from_the_env_file_reaches_a_registered_deployable_policy(tmp_pat
     assert "-> cartpole-swingup-heavy-lagged" in listing and "actions act 2 agent step(s) late" in listing
     sh([*py, "preset", "smoke"], repo)
     set_params({"env.source": "cartpole-swingup", "env.target": "cartpole-swingup-heavy-lagged"}, repo / "params.yaml")
-    sh([sys.executable, "-m", "dvc", "repro"], repo, timeout=3000)
+    sh([*py, "repro", "--jobs", "2"], repo, timeout=3000)  # what `make repro` runs
 
     registered = json.loads((repo / "reports/register.json").read_text())
     assert registered["name"] == NAME and registered["registry_uri"] == f"models:/{NAME}@challenger"

@@ -134,6 +134,9 @@ class NoTracking:
     def log_metrics(self, *args, **kwargs):
         pass
 
+    def log_artifacts(self, *args, **kwargs):
+        pass
+
     def end(self, *args, **kwargs):
         pass
 
@@ -275,3 +278,88 @@ def test_calibration_never_fits_the_target_rewards(method):
     assert runs[0][0] == runs[1][0]
     for k, v in runs[0][1].items():
         assert torch.equal(v, runs[1][1][k]), k
+
+
+# -- calibration: held-out error vs updates, and early stopping on it --------------------------------
+def calibrate_setup(tmp_path, monkeypatch, **calibrate):
+    """A working directory with validated target data and a pretrained DRAW model; the params."""
+    import json
+    from pathlib import Path
+
+    from redraw.config import load_params
+    from redraw.data.episodes import dataset_fingerprint
+    from redraw.stages import calibrate as stage
+    from synthetic import make_dataset
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(stage, "StageRun", NoTracking)
+    make_dataset("data/target", episodes=4, steps=40)
+    Path("reports/validation").mkdir(parents=True)
+    Path("reports/validation/result.json").write_text(json.dumps(
+        {"data_dir": "data/target", "success": True, "data_fingerprint": dataset_fingerprint("data/target")}))
+    torch.manual_seed(0)
+    save_agent(agent(), Path("models/pretrain/agent.pt"))
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params.update(seed=0, target_data="data/target", target_transitions=0)
+    params["env"]["target"] = "pendulum-swingup-reversed"
+    params["calibrate"].update(updates=12, batch_size=2, batch_length=16, holdout_episodes=1, gap_context=3,
+                               gap_horizon=8, log_every=4, **calibrate)
+    params["calibrate"]["residual"]["hidden"] = 16
+    return params
+
+
+def calibrated(method="redraw"):
+    from pathlib import Path
+
+    return model_state(Path("models/calibrate") / method / "agent.pt")
+
+
+@pytest.mark.parametrize("method", ["redraw", "draw_finetune"])
+def test_the_held_out_curve_changes_nothing_and_early_stopping_keeps_its_best_point(tmp_path, monkeypatch, method):
+    import json
+    from pathlib import Path
+
+    from redraw.stages import calibrate as stage
+
+    params = calibrate_setup(tmp_path, monkeypatch, gap_every=0)
+    stage.run(method, params, progress=False)
+    plain = calibrated(method)
+    points = json.loads(Path(f"reports/calibrate/{method}_heldout.json").read_text())
+    assert [p["update"] for p in points] == [0, 12]  # before and after only
+
+    params["calibrate"]["gap_every"] = 3
+    metrics = stage.run(method, params, progress=False)
+    measured = calibrated(method)
+    assert all(torch.equal(plain[k], measured[k]) for k in plain)  # measuring draws from its own generator
+    points = json.loads(Path(f"reports/calibrate/{method}_heldout.json").read_text())
+    assert [p["update"] for p in points] == [0, 3, 6, 9, 12] and metrics["calib/kept_update"] == 12
+    assert points[-1]["kl_open_loop"] == pytest.approx(metrics["gap/kl_h8_adapted"])
+    assert Path(f"reports/calibrate/{method}_figures/heldout_vs_updates.png").is_file()
+
+    # early stopping keeps the weights of the best measured point: here update 6 (the measurement
+    # made to say so), whose weights are those of a 6-update calibration
+    params["calibrate"].update(updates=6, gap_every=0)
+    stage.run(method, params, progress=False)
+    six = calibrated(method)
+    real = stage.heldout_point
+    monkeypatch.setattr(stage, "heldout_point", lambda update, gap: {**real(update, gap),
+                                                                     "kl_open_loop": abs(update - 6) + 0.5})
+    params["calibrate"].update(updates=12, gap_every=3, early_stop=True)
+    metrics = stage.run(method, params, progress=False)
+    assert metrics["calib/kept_update"] == 6
+    kept = calibrated(method)
+    assert all(torch.equal(six[k], kept[k]) for k in six) and any(not torch.equal(plain[k], kept[k]) for k in plain)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"gap_every": -1}, "calibrate.gap_every must be >= 0"),
+    ({"gap_every": 0, "early_stop": True}, "calibrate.early_stop needs calibrate.gap_every > 0"),
+])
+def test_bad_held_out_settings_are_refused_naming_the_key(tmp_path, monkeypatch, setting, message):
+    from redraw.config import ConfigError
+    from redraw.stages import calibrate as stage
+
+    params = calibrate_setup(tmp_path, monkeypatch, **setting)
+    with pytest.raises(ConfigError, match=f"params.yaml: {message}"):
+        stage.run("redraw", params, progress=False)
+    assert not (tmp_path / "models/calibrate").exists()

@@ -332,6 +332,18 @@ def _cmd_repro(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from redraw.report import ResultsError, build_report
+
+    try:
+        out = build_report(args.results, args.out, args.figures)
+    except ResultsError as exc:
+        print(f"redraw report: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from redraw.cli_stages import add_stage_parser
     from redraw.config import preset_names
@@ -353,6 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stages at a time (default: min(2, cores))")
     p.add_argument("--logs", default="logs", help="directory for the stages' logs (default: logs)")
     p.set_defaults(func=_cmd_repro)
+
+    p = sub.add_parser("report", help="build docs/results.md from the quality benchmark's results file",
+                       description="Build the results report (markdown and figures) from the records that "
+                       "benchmarks/transfer_quality.py merges into its results file: per setting and pair, each "
+                       "method's mean return with a 95%% interval over seeds, its share of the oracle, and the "
+                       "paper's two claims checked on the per-seed differences. Void points (a training that did "
+                       "not learn its task) are listed, never averaged in. A bad record is refused by name.")
+    p.add_argument("--results", default="benchmarks/results/transfer_quality.json",
+                   help="results file (default: benchmarks/results/transfer_quality.json)")
+    p.add_argument("--out", default="docs/results.md", help="report to write (default: docs/results.md)")
+    p.add_argument("--figures", default=None, help="figure directory (default: docs/figures/results)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("envs", help="list the source and target envs of the env-pair file",
                        description="List the envs of the env-pair file (env.pairs in params.yaml; format: "

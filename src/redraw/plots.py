@@ -38,6 +38,46 @@ def learning_curve(curve: list[dict], path: str | os.PathLike, title: str) -> Pa
     return _save(fig, path)
 
 
+def training_curves(trainings: list[dict], path: str | os.PathLike, title: str) -> Path:
+    """Learning curves of several trainings (``training``, ``seed``, ``curve`` [[step, return]],
+    ``threshold``): one colour per training, one line per seed, the threshold dashed."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    names = list(dict.fromkeys(t["training"] for t in trainings))
+    for t in trainings:
+        steps, returns = zip(*t["curve"]) if t["curve"] else ((), ())
+        ax.plot(steps, returns, marker=".", color=f"C{names.index(t['training'])}",
+                label=f"{t['training']} seed {t['seed']}" + ("" if t.get("finished", True) else " (stopped)"))
+    for thr in {t["threshold"] for t in trainings if t.get("threshold") is not None}:
+        ax.axhline(thr, color="k", ls="--", lw=0.8, label="learnt threshold")
+    ax.set_xlabel("agent steps")
+    ax.set_ylabel("eval return")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def heldout_curve(points: list[dict], path: str | os.PathLike, title: str, kept: int | None = None) -> Path:
+    """Held-out dynamics error vs adaptation updates: one panel per quantity (points: update,
+    kl_filter, kl_open_loop, mse_open_loop); ``kept``: the update early stopping kept."""
+    plt = _plt()
+    names = [("kl_filter", "one-step KL (nats)"), ("kl_open_loop", "open-loop KL (nats)"),
+             ("mse_open_loop", "open-loop decoded MSE")]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    x = [p["update"] for p in points]
+    for ax, (key, label) in zip(axes, names):
+        ax.plot(x, [p[key] for p in points], marker=".")
+        if kept is not None:
+            ax.axvline(kept, color="k", ls="--", lw=0.8, label=f"kept: update {kept}")
+            ax.legend(fontsize=7)
+        ax.set_xlabel("adaptation updates")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
 def open_loop(truth: dict[str, np.ndarray], preds: dict[str, dict[str, np.ndarray]], path: str | os.PathLike,
               title: str, context: int = 0, max_frames: int = 10,
               names: dict[str, list[str]] | None = None) -> Path:

@@ -59,6 +59,12 @@ class CalibrateConfig:
     gap_context: int = 5  #: observed steps before the open-loop part of the report
     gap_horizon: int = 32  #: open-loop horizons 1..H of the report
     log_every: int = 50
+    #: measure the held-out dynamics error every N updates (0: only before and after): the curve
+    #: of held-out error vs adaptation updates (reports/calibrate/<method>_heldout.json)
+    gap_every: int = 0
+    #: keep the weights of the measured point with the lowest held-out open-loop KL instead of the
+    #: last ones (early stopping on the held-out target episodes; needs gap_every)
+    early_stop: bool = False
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,10 @@ vs adapted model vs truth).
     python -m redraw.stages.calibrate METHOD [--params params.yaml]
 
 Writes ``models/calibrate/<method>/agent.pt``, ``reports/calibrate/<method>.json`` (metrics),
-``reports/calibrate/<method>_gap.json`` (DVC plot) and ``reports/calibrate/<method>_figures/``.
+``reports/calibrate/<method>_gap.json`` (DVC plot), ``reports/calibrate/<method>_heldout.json``
+(held-out error vs updates: every ``calibrate.gap_every`` updates, else before and after; DVC
+plot) and ``reports/calibrate/<method>_figures/``. With ``calibrate.early_stop`` the model kept is
+the one of the measured point with the lowest held-out open-loop KL (``calib/kept_update``).
 """
 
 from __future__ import annotations
@@ -47,7 +50,19 @@ REPORTS = Path("reports/calibrate")
 def calibrate_configs(params: dict, path: str = "params.yaml") -> tuple[CalibrateConfig, ResidualConfig]:
     residual = section(params, "calibrate.residual", ResidualConfig, path)
     rest = {k: v for k, v in get(params, "calibrate", path).items() if k != "residual"}
-    return section({"calibrate": rest}, "calibrate", CalibrateConfig, path), residual
+    cfg = section({"calibrate": rest}, "calibrate", CalibrateConfig, path)
+    if cfg.gap_every < 0:
+        raise ConfigError(f"{path}: calibrate.gap_every must be >= 0 (0: off), got {cfg.gap_every}")
+    if cfg.early_stop and not cfg.gap_every:
+        raise ConfigError(f"{path}: calibrate.early_stop needs calibrate.gap_every > 0 (the held-out "
+                          "measurements it picks from)")
+    return cfg, residual
+
+
+def heldout_point(update: int, gap: dict) -> dict:
+    """One point of the held-out curve: mean one-step (filtering) and open-loop KL, decoded MSE."""
+    return {"update": update, "kl_filter": gap["kl_filter"], "kl_open_loop": float(np.mean(gap["kl"])),
+            "mse_open_loop": float(np.mean(gap["mse"]))}
 
 
 def holdout_batch(episodes: list[dict], keys: list[str], length: int, max_chunks: int = 64) -> dict[str, torch.Tensor]:
@@ -105,6 +120,11 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
                                                             "target_data_hash": fingerprint})
     history, start = [], time.perf_counter()
     try:
+        gap_batch = holdout_batch(held_eps, keys, cfg.gap_context + cfg.gap_horizon)
+        before = dynamics_gap(source, gap_batch, cfg.gap_context, seed)
+        # held-out error vs updates; the measurements draw from their own generator, so they change
+        # nothing of the calibration itself
+        heldout, best = [heldout_point(0, before)], None
         bar = tqdm(range(cfg.updates), desc=f"calibrate {method}", unit="update", disable=None if progress else True)
         for update in bar:
             metrics = calibrator.step(replay.sample(cfg.batch_size))
@@ -114,11 +134,20 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
                 history.append({"update": update + 1, **metrics})
                 tracker.log_metrics(metrics, step=update + 1)
                 bar.set_postfix(kl=f"{metrics['calib/kl']:.3f}" if "calib/kl" in metrics else None)
+            if cfg.gap_every and ((update + 1) % cfg.gap_every == 0 or update + 1 == cfg.updates):
+                heldout.append(heldout_point(update + 1, dynamics_gap(agent, gap_batch, cfg.gap_context, seed)))
+                tracker.log_metrics({f"heldout/{k}": v for k, v in heldout[-1].items() if k != "update"},
+                                    step=update + 1)
+                if cfg.early_stop and (best is None or heldout[-1]["kl_open_loop"] < best[0]["kl_open_loop"]):
+                    best = (heldout[-1], [p.detach().clone() for p in calibrator.params])
         bar.close()
-
-        gap_batch = holdout_batch(held_eps, keys, cfg.gap_context + cfg.gap_horizon)
-        before = dynamics_gap(source, gap_batch, cfg.gap_context, seed)
+        if best is not None:  # early stopping: the weights of the best held-out point
+            with torch.no_grad():
+                for p, kept in zip(calibrator.params, best[1]):
+                    p.copy_(kept)
         after = dynamics_gap(agent, gap_batch, cfg.gap_context, seed)
+        if not cfg.gap_every:
+            heldout.append(heldout_point(cfg.updates, after))
     except BaseException:
         tracker.end("FAILED")
         raise
@@ -134,10 +163,17 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
              "mse_source": before["mse"][h], "mse_adapted": after["mse"][h]} for h in range(cfg.gap_horizon)]
     write_json(REPORTS / f"{method}_gap.json", rows)
     write_json(REPORTS / f"{method}_history.json", history)
+    write_json(REPORTS / f"{method}_heldout.json", heldout)
     figures = REPORTS / f"{method}_figures"
     from redraw.envs.dmc import observation_names
     from redraw.plots import horizon_curves, open_loop
 
+    if len(heldout) > 2:
+        from redraw.plots import heldout_curve
+
+        heldout_curve(heldout, figures / "heldout_vs_updates.png",
+                      f"{method}: held-out {target_env} error vs updates",
+                      kept=best[0]["update"] if best is not None else None)
     horizon_curves({"source model": {"latent KL (nats)": before["kl"], "decoded MSE": before["mse"]},
                     method: {"latent KL (nats)": after["kl"], "decoded MSE": after["mse"]}},
                    figures / "dynamics_gap.png", f"{method}: open-loop error on held-out {target_env} data")
@@ -149,6 +185,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     H = cfg.gap_horizon
     metrics = {
         "calib/updates": cfg.updates,
+        "calib/kept_update": best[0]["update"] if best is not None else cfg.updates,
         "calib/seconds": round(time.perf_counter() - start, 1),
         "calib/train_transitions": ident["target_transitions"],
         "calib/holdout_episodes": len(held_eps),

@@ -1,0 +1,304 @@
+"""The results report (``redraw report``): docs/results.md and its figures, built from the quality
+benchmark's ``benchmarks/results/transfer_quality.json`` and nothing else.
+
+The file holds two lists (``benchmarks/transfer_quality.py`` writes them):
+
+- ``records``: one evaluation of one method, keyed by (pair, seed, method, target_transitions,
+  protocol, target_data, preset), with ``return_mean``, ``return_std`` and ``episodes``, and
+  ``valid``: whether the training the method starts from learnt its task (false: the point is
+  void and never averaged in; null: not recorded).
+- ``trainings``: one training (pretrain, oracle, pretrain_rssm) of one (pair, seed), with its
+  learning curve, whether it finished, and whether its last evaluation reached ``threshold``.
+
+For every setting (preset, target data, protocol, target transitions) and pair the report gives
+each method's mean over seeds with a 95% Student-t interval, its share of the oracle, and the
+paper's two claims checked on the per-seed differences (paired: a seed shares its pretraining):
+ReDRAW above every baseline, and ReDRAW at least 80% of the oracle. A claim is "yes" or "no"
+only where the interval excludes the line; otherwise "undecided".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ResultsError", "load_results", "mean_ci", "build_report"]
+
+METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
+BASELINES = ("no_adapt", "draw_finetune", "dreamer_finetune")
+TRAININGS = ("pretrain", "oracle", "pretrain_rssm")
+RECORD_FIELDS = {"pair": str, "seed": int, "method": str, "target_transitions": int, "protocol": str,
+                 "return_mean": float, "return_std": float, "episodes": int, "preset": str, "commit": str}
+TRAINING_FIELDS = {"pair": str, "seed": int, "training": str, "preset": str, "finished": bool,
+                   "steps": int, "final_return": float, "curve": list}
+PAIRS = ("pendulum-swingup-reversed", "reacher-easy-reversed", "cup-catch-windy", "finger-turn_hard-torque")
+SEEDS = (0, 1, 2)
+ORACLE_SHARE = 0.8  #: the paper's claim: ReDRAW reaches at least this share of the oracle's return
+
+
+class ResultsError(ValueError):
+    """A results file or one of its records is not what the report can use."""
+
+
+def _check(path: Path, section: str, i: int, rec, fields: dict) -> None:
+    if not isinstance(rec, dict):
+        raise ResultsError(f"{path}: {section}[{i}] is not an object")
+    name = ", ".join(f"{k}={rec[k]!r}" for k in ("pair", "seed", "method", "training") if k in rec)
+    where = f"{path}: {section}[{i}] ({name})"
+    for key, kind in fields.items():
+        if key not in rec:
+            raise ResultsError(f"{where}: missing field {key!r}")
+        value = rec[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise ResultsError(f"{where}: {key} must be {kind.__name__}, got {value!r}")
+        if kind is float and not math.isfinite(value):
+            raise ResultsError(f"{where}: {key} is not finite ({value!r})")
+    if section == "records" and rec["method"] not in METHODS:
+        raise ResultsError(f"{where}: unknown method {rec['method']!r}; methods: {', '.join(METHODS)}")
+    if section == "records" and rec.get("valid") not in (True, False, None):
+        raise ResultsError(f"{where}: valid must be true, false or null, got {rec.get('valid')!r}")
+    if section == "trainings" and rec["training"] not in TRAININGS:
+        raise ResultsError(f"{where}: unknown training {rec['training']!r}; trainings: {', '.join(TRAININGS)}")
+
+
+def load_results(path: str | os.PathLike) -> tuple[list[dict], list[dict]]:
+    """(records, trainings) of a results file; ResultsError names the file and the bad record."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: no results file (python benchmarks/transfer_quality.py writes it)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("records", []), list) \
+            or not isinstance(data.get("trainings", []), list):
+        raise ResultsError(f"{path}: expected an object with lists 'records' and 'trainings'")
+    records, trainings = data.get("records", []), data.get("trainings", [])
+    for i, rec in enumerate(records):
+        _check(path, "records", i, rec, RECORD_FIELDS)
+    for i, rec in enumerate(trainings):
+        _check(path, "trainings", i, rec, TRAINING_FIELDS)
+    return records, trainings
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and the half-width of its 95% Student-t interval (nan with fewer than two values)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    if len(values) < 2:
+        return float(values.mean()), float("nan")
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean()), float(half)
+
+
+def _verdict(mean: float, half: float, line: float, n: int) -> str:
+    if n == 0 or not math.isfinite(mean):
+        return "no data"
+    if not math.isfinite(half):
+        return "undecided (one seed)"
+    if mean - half > line:
+        return "yes"
+    if mean + half < line:
+        return "no"
+    return "undecided"
+
+
+def _fmt(mean: float, half: float) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:.1f}" if not math.isfinite(half) else f"{mean:.1f} ± {half:.1f}"
+
+
+def _setting_name(key: tuple) -> str:
+    preset, data, protocol, transitions = key
+    return f"preset `{preset}`, target data `{data}`, protocol `{protocol}`, {transitions:,} target transitions"
+
+
+def _pair_section(pair: str, recs: list[dict], figures: Path, rel: str, tag: str) -> list[str]:
+    by_method: dict[str, dict[int, dict]] = defaultdict(dict)
+    for r in recs:
+        by_method[r["method"]][r["seed"]] = r
+    oracle = {s: r["return_mean"] for s, r in by_method.get("oracle", {}).items() if r.get("valid") is not False}
+    lines = [f"#### {pair}", "",
+             "| method | seeds | return (mean ± 95% CI over seeds) | per seed | % of oracle |",
+             "|---|---:|---:|---|---:|"]
+    bars = []
+    for method in METHODS:
+        seeds = by_method.get(method)
+        if not seeds:
+            continue
+        valid = {s: r for s, r in seeds.items() if r.get("valid") is not False}
+        void = sorted(s for s in seeds if s not in valid)
+        mean, half = mean_ci([r["return_mean"] for r in valid.values()])
+        shared = [s for s in valid if s in oracle and oracle[s] > 0]
+        share = np.mean([valid[s]["return_mean"] / oracle[s] for s in shared]) if shared else float("nan")
+        per_seed = ", ".join(f"{s}: {r['return_mean']:.1f}" + (" (void)" if s in void else "")
+                             + (" (unverified)" if r.get("valid") is None else "")
+                             for s, r in sorted(seeds.items()))
+        pct = f"{100 * share:.0f}%" if math.isfinite(share) else "–"
+        lines.append(f"| {method} | {len(valid)}{f' (+{len(void)} void)' if void else ''} | {_fmt(mean, half)} | "
+                     f"{per_seed} | {pct} |")
+        if valid:
+            h = half if math.isfinite(half) else 0.0
+            bars.append({"method": method, "mean": mean, "ci_low": mean - h, "ci_high": mean + h,
+                         "reference": method == "oracle"})
+    lines += ["", *_claims(by_method, oracle)]
+    if bars:
+        from redraw.plots import results_bars
+
+        name = f"{tag}-{pair}.png"
+        results_bars(bars, figures / name, f"{pair}: return over seeds (95% CI)")
+        lines += ["", f"![{pair}]({rel}/{name})"]
+    return lines + [""]
+
+
+def _claims(by_method: dict, oracle: dict) -> list[str]:
+    redraw = {s: r["return_mean"] for s, r in by_method.get("redraw", {}).items() if r.get("valid") is not False}
+    if not redraw:
+        return ["Claims: no valid ReDRAW evaluation."]
+    out = []
+    for base in BASELINES:
+        other = {s: r["return_mean"] for s, r in by_method.get(base, {}).items() if r.get("valid") is not False}
+        seeds = sorted(set(redraw) & set(other))
+        if not seeds:
+            void = base in by_method
+            out.append(f"- ReDRAW above {base}: {'its every seed is void' if void else 'not run'}")
+            continue
+        mean, half = mean_ci([redraw[s] - other[s] for s in seeds])
+        out.append(f"- ReDRAW above {base}: difference {_fmt(mean, half)} over seeds {seeds} → "
+                   f"**{_verdict(mean, half, 0.0, len(seeds))}**")
+    seeds = sorted(s for s in redraw if s in oracle and oracle[s] > 0)
+    if seeds:
+        mean, half = mean_ci([redraw[s] / oracle[s] for s in seeds])
+        shown = f"{100 * mean:.0f}%" + (f" ± {100 * half:.0f}%" if math.isfinite(half) else "")
+        out.append(f"- ReDRAW ≥ {ORACLE_SHARE:.0%} of the oracle: {shown} over seeds {seeds} → "
+                   f"**{_verdict(mean, half, ORACLE_SHARE, len(seeds))}**")
+    else:
+        out.append("- ReDRAW ≥ 80% of the oracle: no valid oracle evaluation")
+    return ["Claims (per-seed differences, 95% CI):", *out]
+
+
+def _trainings_section(trainings: list[dict], figures: Path, rel: str) -> list[str]:
+    lines = ["## Did the trainings learn their task?", "",
+             "A training has learnt its task when its last evaluation reaches the threshold (returns out of "
+             "~500: action repeat 2, the last sub-step's reward). Methods that start from a training that did "
+             "not are void.", "",
+             "| pair | seed | training | preset | steps | last eval return | threshold | learnt | finished |",
+             "|---|---:|---|---|---:|---:|---:|---|---|"]
+    for t in sorted(trainings, key=lambda t: (t["pair"], t["preset"], t["seed"], TRAININGS.index(t["training"]))):
+        thr = t.get("threshold")
+        learnt = {True: "yes", False: "**no**", None: "–"}[t.get("learned")] if t["finished"] else \
+            f"not yet ({'above' if thr is not None and t['final_return'] >= thr else 'below'} so far)"
+        lines.append(f"| {t['pair']} | {t['seed']} | {t['training']} | {t['preset']} | {t['steps']:,} | "
+                     f"{t['final_return']:.1f} | {'–' if thr is None else f'{thr:.0f}'} | {learnt} | "
+                     f"{'yes' if t['finished'] else 'no (stopped; resumable)'} |")
+    by_pair = defaultdict(list)
+    for t in trainings:
+        by_pair[t["pair"]].append(t)
+    from redraw.plots import training_curves
+
+    for pair, ts in sorted(by_pair.items()):
+        name = f"trainings-{pair}.png"
+        training_curves(ts, figures / name, f"{pair}: learning curves")
+        lines += ["", f"![{pair} trainings]({rel}/{name})"]
+    return lines + [""]
+
+
+def _missing(records: list[dict]) -> list[str]:
+    main = [r for r in records
+            if r["preset"] == "cpu" and r.get("target_data") == "expert" and r["target_transitions"] == 40000]
+    have = {(r["pair"], r["seed"], r["method"]) for r in main if r.get("valid") is not False}
+    void = len({(r["pair"], r["seed"], r["method"]) for r in main if r.get("valid") is False} - have)
+    wanted = [(p, s, m) for p in PAIRS for s in SEEDS
+              for m in ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "oracle")]
+    missing = [k for k in wanted if k not in have]
+    if not missing:
+        return ["Every pair x seed x method of the main comparison is here, and valid."]
+    by_pair = defaultdict(list)
+    for p, s, m in missing:
+        by_pair[p].append(f"{m}@{s}")
+    return [f"The main comparison (`cpu` preset, the expert's data, 40,000 target transitions, pairs x seeds "
+            f"{list(SEEDS)} x the five methods) lacks {len(missing)} of {len(wanted)} valid points"
+            f"{f' ({void} of them run but void)' if void else ''}:", "",
+            *(f"- {p}: {len(v)} missing ({', '.join(v[:6])}{', ...' if len(v) > 6 else ''})"
+              for p, v in by_pair.items())]
+
+
+def _data_size_section(records: list[dict], figures: Path, rel: str) -> list[str]:
+    groups = defaultdict(list)
+    for r in records:
+        if r.get("valid") is not False:
+            groups[(r["preset"], r.get("target_data", "?"), r["protocol"], r["pair"])].append(r)
+    lines = ["## Return vs target-data size", ""]
+    drawn = False
+    from redraw.plots import data_efficiency
+
+    for (preset, data, protocol, pair), recs in sorted(groups.items()):
+        sizes = sorted({r["target_transitions"] for r in recs})
+        if len(sizes) < 2:
+            continue
+        name = f"data-size-{preset}-{data}-{protocol}-{pair}.png".replace("+", "_")
+        rows = []
+        for method in METHODS:
+            for n in sizes:
+                vals = [r["return_mean"] for r in recs if r["method"] == method and r["target_transitions"] == n]
+                if vals:
+                    mean, half = mean_ci(vals)
+                    h = half if math.isfinite(half) else 0.0
+                    rows.append({"method": method, "size": n, "mean": mean, "ci_low": mean - h, "ci_high": mean + h})
+        data_efficiency(rows, figures / name, f"{pair} ({preset}, {data}; 95% CI over seeds)")
+        lines += [f"![{pair} data size]({rel}/{name})", ""]
+        drawn = True
+    if not drawn:
+        lines.append("No pair has results at more than one target-data size yet "
+                     "(`python benchmarks/transfer_quality.py --target-transitions N`).")
+    return lines + [""]
+
+
+def build_report(results: str | os.PathLike, out: str | os.PathLike, figures: str | os.PathLike | None = None,
+                 command: str = "redraw report") -> Path:
+    """Write the report ``out`` (markdown) and its figures (default: ``<out dir>/figures/results``)."""
+    records, trainings = load_results(results)
+    out = Path(out)
+    figures = Path(figures) if figures else out.parent / "figures" / "results"
+    figures.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(figures, out.parent)
+    commits = sorted({r["commit"] for r in [*records, *trainings] if r.get("commit")})
+    lines = ["# Results", "",
+             f"Generated by `{command}` from `{Path(results).as_posix()}` (do not edit by hand; "
+             "`python benchmarks/transfer_quality.py` adds to that file). "
+             f"Code at commit{'s' if len(commits) > 1 else ''} {', '.join(commits) or '–'}.", "",
+             "Returns are the mean over each evaluation's episodes, in the target env (the source policy in "
+             "the source env); means and 95% Student-t intervals are over seeds. Void points (the training "
+             "the method starts from did not learn its task) are listed but never averaged in.", "",
+             "## What is missing", "", *_missing(records), "", "## Transfer", ""]
+    settings = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        settings[(r["preset"], r.get("target_data", "?"), r["protocol"], r["target_transitions"])][r["pair"]].append(r)
+    if not settings:
+        lines += ["No evaluation has finished yet.", ""]
+    for k, (key, pairs) in enumerate(sorted(settings.items(), key=lambda kv: tuple(map(str, kv[0])))):
+        lines += [f"### {_setting_name(key)}", ""]
+        for pair in sorted(pairs):
+            lines += _pair_section(pair, pairs[pair], figures, rel, f"returns-{k}")
+    lines += _data_size_section(records, figures, rel)
+    lines += ["## Return and held-out dynamics error vs adaptation updates", "",
+              "Not measured yet: the quality benchmark runs one adaptation schedule (`protocol`), and the "
+              "curves of the paper's overfitting claim need the long, concurrent schedule of METHOD.md.", ""]
+    lines += _trainings_section(trainings, figures, rel) if trainings else ["## Trainings", "", "None recorded.", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text("\n".join(lines).rstrip() + "\n")
+    tmp.replace(out)
+    return out

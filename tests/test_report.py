@@ -1,0 +1,120 @@
+"""The results report: built from the quality benchmark's records alone, void points left out,
+claims judged on their intervals, and bad records refused by name."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from redraw.report import ResultsError, build_report, load_results, mean_ci
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import transfer_quality  # noqa: E402
+
+PAIR = "pendulum-swingup-reversed"
+
+
+def record(method, seed, ret, valid=True, **extra):
+    return {"pair": PAIR, "seed": seed, "method": method, "target_transitions": 40000, "protocol": "sequential",
+            "target_data": "expert", "return_mean": ret, "return_std": 5.0, "episodes": 20, "preset": "cpu",
+            "valid": valid, "commit": "abc1234", **extra}
+
+
+def write(path, records, trainings=()):
+    path.write_text(json.dumps({"records": list(records), "trainings": list(trainings)}))
+    return path
+
+
+def test_mean_ci_is_the_student_t_interval():
+    mean, half = mean_ci([300.0, 340.0])
+    assert mean == 320.0 and half == pytest.approx(12.7062 * 20.0, rel=1e-4)  # t(0.975, 1) * std (20 sqrt 2) / sqrt 2
+    assert math.isnan(mean_ci([5.0])[1])
+
+
+def test_report_averages_valid_seeds_only_and_judges_claims_by_their_intervals(tmp_path):
+    recs = [record("oracle", s, 400.0 + s) for s in range(3)]
+    recs += [record("redraw", s, r) for s, r in enumerate((390.0, 380.0, 385.0))]  # ~96% of the oracle
+    recs += [record("no_adapt", s, r) for s, r in enumerate((10.0, 20.0, 15.0))]  # far below: "yes"
+    recs += [record("draw_finetune", s, r) for s, r in enumerate((395.0, 370.0, 390.0))]  # overlapping: "undecided"
+    recs += [record("dreamer_finetune", 0, 999.0, valid=False)]  # void: never averaged, never compared
+    out = build_report(write(tmp_path / "r.json", recs), tmp_path / "docs/results.md")
+    text = out.read_text()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    mean, half = mean_ci([390.0, 380.0, 385.0])
+    assert f"{mean:.1f} ± {half:.1f}" in rows["redraw"]
+    assert "0 (+1 void)" in rows["dreamer_finetune"] and "999.0 (void)" in rows["dreamer_finetune"]
+    assert "999" not in text.replace(rows["dreamer_finetune"], "")
+    assert "ReDRAW above no_adapt: difference" in text and text.split("ReDRAW above no_adapt")[1].split("\n")[0].endswith("**yes**")
+    assert text.split("ReDRAW above draw_finetune")[1].split("\n")[0].endswith("**undecided**")
+    assert "ReDRAW above dreamer_finetune: its every seed is void" in text
+    assert text.split("of the oracle:")[1].split("\n")[0].endswith("**yes**")
+    assert (tmp_path / "docs/figures/results/returns-0-pendulum-swingup-reversed.png").stat().st_size > 0
+    assert "lacks 48 of 60 valid points (1 of them run but void)" in text  # three pairs missing
+
+
+def test_data_sizes_make_a_curve_and_stopped_trainings_are_not_judged(tmp_path):
+    recs = [record(m, s, 100.0 + n / 1000, target_transitions=n) for m in ("redraw", "oracle")
+            for s in (0, 1) for n in (5000, 40000)]
+    stopped = {"pair": PAIR, "seed": 0, "training": "pretrain", "preset": "cpu", "finished": False, "steps": 5000,
+               "final_return": 400.0, "threshold": 300.0, "learned": None, "curve": [[2500, 10.0], [5000, 400.0]],
+               "commit": "abc1234"}
+    text = build_report(write(tmp_path / "r.json", recs, [stopped]), tmp_path / "results.md").read_text()
+    assert "![pendulum-swingup-reversed data size](figures/results/data-size-cpu-expert-sequential-" in text
+    assert "not yet (above so far) | no (stopped; resumable)" in text
+    assert (tmp_path / "figures/results/trainings-pendulum-swingup-reversed.png").is_file()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"method": "magic"}, "unknown method 'magic'"),
+    ({"return_mean": float("nan")}, "return_mean is not finite"),
+    ({"return_mean": None}, "return_mean must be float"),
+    ({"drop": "episodes"}, "missing field 'episodes'"),
+])
+def test_a_bad_record_is_refused_naming_it_and_the_old_report_is_kept(tmp_path, bad, message):
+    good = record("oracle", 0, 400.0)
+    rec = {**record("redraw", 1, 300.0), **{k: v for k, v in bad.items() if k != "drop"}}
+    rec.pop(bad.get("drop", "-"), None)
+    results = write(tmp_path / "r.json", [good, rec])
+    out = tmp_path / "results.md"
+    out.write_text("the previous report\n")
+    with pytest.raises(ResultsError, match=rf"r\.json: records\[1\] \(pair='{PAIR}', seed=1, method='\w+'\): .*{message}"):
+        build_report(results, out)
+    assert out.read_text() == "the previous report\n"
+    proc = subprocess.run([sys.executable, "-m", "redraw.cli", "report", "--results", str(results), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "records[1]" in proc.stderr and message in proc.stderr
+
+
+def test_the_smoke_pipelines_records_merge_into_the_results_file_and_make_a_report(smoke_repo, tmp_path):
+    """What the benchmark records from a finished work dir, and from a stopped training's checkpoint."""
+    work = smoke_repo.path
+    trainings = transfer_quality.training_records(work, PAIR, 0, "smoke")
+    assert {t["training"] for t in trainings} == {"pretrain", "oracle", "pretrain_rssm"}
+    assert all(t["finished"] and t["learned"] is False and t["threshold"] == 300.0 for t in trainings)
+    records = transfer_quality.method_records(work, PAIR, 0, "smoke", "preset", trainings)
+    evaluated = {p.stem for p in (work / "reports/evaluate").glob("*.json")} - {"source"}
+    assert {r["method"] for r in records} == evaluated and "redraw" in evaluated
+    assert all(r["valid"] is False for r in records)  # smoke trainings learn nothing: every point void
+    results = tmp_path / "transfer_quality.json"
+    transfer_quality.merge_results(results, records, trainings)
+    transfer_quality.merge_results(results, records[:1], [])  # a record replaces the one with its key
+    got_records, got_trainings = load_results(results)
+    assert len(got_records) == len(records) and len(got_trainings) == 3
+    text = build_report(results, tmp_path / "results.md").read_text()
+    assert "| redraw | 0 (+1 void) |" in text and "| pretrain_rssm | smoke |" in text
+
+    # a training stopped before its end: its curve comes from the stage checkpoint, not judged yet
+    stopped = tmp_path / "stopped"
+    (stopped / "reports").mkdir(parents=True)
+    ckpt = next((work / "checkpoints").glob("pretrain-*/checkpoint.pt"))
+    (stopped / "checkpoints" / ckpt.parent.name).mkdir(parents=True)
+    shutil.copy(ckpt, stopped / "checkpoints" / ckpt.parent.name / "checkpoint.pt")
+    (record_,) = transfer_quality.training_records(stopped, PAIR, 0, "smoke")
+    assert record_["training"] == "pretrain" and record_["finished"] is False and record_["learned"] is None
+    assert record_["curve"] == [c[:2] for c in next(t for t in trainings if t["training"] == "pretrain")["curve"]]
