@@ -18,6 +18,7 @@ noise, and is reported as that variant; ``--target-behaviour preset`` keeps the 
     python benchmarks/transfer_quality.py --pairs all --seeds 0 1 2     # the four pairs of envs.yaml
     python benchmarks/transfer_quality.py --pairs all --until pretrain  # only: does the source pretraining learn?
     python benchmarks/transfer_quality.py --harvest                     # record what the work dirs hold so far
+    python benchmarks/transfer_quality.py --set train_policy.adapt=true  # the reference's concurrent schedule
 
 Every finished training and evaluation is merged into ``benchmarks/results/transfer_quality.json``
 (``--results``): one record per (pair, seed, method, target_transitions, protocol) with the
@@ -56,9 +57,13 @@ DEFAULT_PAIR = "pendulum-swingup-reversed"
 #: the return (of ~1000 at action repeat 1; ~500 here: action repeat 2, the last sub-step's reward)
 #: a training's last evaluation must reach for it to have learnt its task, by source env
 LEARNED = {"pendulum-swingup": 300.0, "reacher-easy": 350.0, "cup-catch": 350.0, "finger-turn_hard": 200.0}
-#: calibrate for calibrate.updates, then train the policy on the frozen model; ``+early_stop``:
-#: the calibration kept is the held-out-best one (calibrate.early_stop)
-PROTOCOL = "sequential"
+#: the adaptation schedule of a record: ``sequential`` (calibrate for calibrate.updates, then train
+#: the policy on the frozen model) or ``concurrent`` (train_policy.adapt: calibration goes on
+#: beside the policy, the reference's schedule); ``+early_stop``: the calibration kept is the
+#: held-out-best one (calibrate.early_stop)
+def protocol(params: dict) -> str:
+    name = "concurrent" if params["train_policy"].get("adapt") else "sequential"
+    return name + ("+early_stop" if params["calibrate"].get("early_stop") else "")
 METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
 
 
@@ -230,7 +235,7 @@ def method_records(workdir: Path, pair: str, seed: int, preset: str, target_data
         records.append({
             "pair": pair, "seed": seed, "method": method,
             "target_transitions": int(params["collect_target"]["transitions"]),
-            "protocol": PROTOCOL + ("+early_stop" if params["calibrate"].get("early_stop") else ""),
+            "protocol": protocol(params),
             "target_data": target_data, "return_mean": float(ev["return_mean"]),
             "return_std": float(ev["return_std"]), "episodes": int(ev["episodes"]), "preset": preset,
             "valid": learned.get(start.get(method, "pretrain")), "commit": workdir_commit(workdir),

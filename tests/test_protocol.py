@@ -363,3 +363,46 @@ def test_bad_held_out_settings_are_refused_naming_the_key(tmp_path, monkeypatch,
     with pytest.raises(ConfigError, match=f"params.yaml: {message}"):
         stage.run("redraw", params, progress=False)
     assert not (tmp_path / "models/calibrate").exists()
+
+
+@pytest.mark.parametrize("method", ["redraw", "draw_finetune", "dreamer_finetune"])
+def test_the_concurrent_schedule_trains_the_calibrated_part_beside_the_policy_and_nothing_else(tmp_path, monkeypatch,
+                                                                                          method):
+    """train_policy.adapt: the residual (or the finetuned parts) goes on training on the target
+    batches; every other world-model weight stays as calibrated; without it all of them stay."""
+    import json
+    from pathlib import Path
+
+    from redraw.agent.adapt import Calibrator
+    from redraw.stages import train_policy
+
+    params, calibrated_state = policy_stage_setup(tmp_path, monkeypatch, method)
+    probe = load_agent_for(method)
+    trainable = {n for n, p in probe.named_parameters() if p.requires_grad}
+    assert trainable and all(not n.startswith("ac.") for n in trainable)
+
+    train_policy.run(method, params, progress=False)
+    frozen = model_state("models/policy/" + method + "/agent.pt")
+    assert all(torch.equal(frozen[k], calibrated_state[k]) for k in calibrated_state if not k.startswith("ac."))
+
+    params["train_policy"]["adapt"] = True
+    params["calibrate"]["gap_every"] = 1
+    metrics = train_policy.run(method, params, progress=False)
+    adapted = model_state("models/policy/" + method + "/agent.pt")
+    wm_keys = [k for k in calibrated_state if not k.startswith("ac.")]
+    moved = {k for k in wm_keys if not torch.equal(adapted[k], calibrated_state[k])}
+    assert moved and moved <= trainable, moved - trainable
+    points = json.loads(Path(f"reports/train_policy/{method}_heldout.json").read_text())
+    assert [p["update"] for p in points] == [0, 1, 2, 3] and "heldout/kl_open_loop" in metrics
+    assert "loss/calib" in metrics
+
+
+def load_agent_for(method):
+    """The calibrated agent of policy_stage_setup with the parts ``method``'s calibration trains
+    marked trainable (what the concurrent schedule may move)."""
+    from redraw.agent.adapt import CalibrateConfig, Calibrator
+    from redraw.agent.dreamer import load_agent
+
+    a = load_agent(f"models/calibrate/{method}/agent.pt")
+    Calibrator(a, method, CalibrateConfig(), None, resume=True)
+    return a

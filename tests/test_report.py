@@ -101,6 +101,9 @@ def test_the_smoke_pipelines_records_merge_into_the_results_file_and_make_a_repo
     evaluated = {p.stem for p in (work / "reports/evaluate").glob("*.json")} - {"source"}
     assert {r["method"] for r in records} == evaluated and "redraw" in evaluated
     assert all(r["valid"] is False for r in records)  # smoke trainings learn nothing: every point void
+    assert {r["protocol"] for r in records} == {"sequential"}
+    assert transfer_quality.protocol({"train_policy": {"adapt": True}, "calibrate": {"early_stop": True}}) == \
+        "concurrent+early_stop"
     results = tmp_path / "transfer_quality.json"
     transfer_quality.merge_results(results, records, trainings)
     transfer_quality.merge_results(results, records[:1], [])  # a record replaces the one with its key

@@ -74,7 +74,10 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class Calibrator:
     """Freezes ``agent``'s world model, makes the method's trainable part, and trains it."""
 
-    def __init__(self, agent: Agent, method: str, cfg: CalibrateConfig, residual: ResidualConfig):
+    def __init__(self, agent: Agent, method: str, cfg: CalibrateConfig, residual: ResidualConfig | None,
+                 resume: bool = False):
+        """``resume``: train on the agent's calibrated part as it is (its residual, for the residual
+        methods: the policy stage's concurrent schedule) instead of attaching a fresh residual."""
         check_method(method, tuple(CALIBRATED))
         self.agent, self.method, self.cfg = agent, method, cfg
         wm = agent.wm
@@ -85,7 +88,11 @@ class Calibrator:
         agent.requires_grad_(False)
         lr, eps, clip = cfg.finetune_lr, wm.cfg.eps, wm.cfg.grad_clip
         if method in RESIDUAL_METHODS:
-            agent.attach_residual(residual)
+            if not resume:
+                agent.attach_residual(residual)
+            elif wm.residual is None:
+                raise ValueError(f"method {method}: the agent has no residual to train on")
+            residual = wm.residual.cfg
             params = list(wm.residual.parameters())
             lr, eps, clip = residual.lr, residual.eps, residual.grad_clip
         elif method == "draw_finetune":

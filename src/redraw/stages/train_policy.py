@@ -8,6 +8,11 @@ ends) imagined rollouts where its residual ensemble disagrees (``pessimism``, re
 
     python -m redraw.stages.train_policy METHOD [--params params.yaml]
 
+With ``train_policy.adapt`` (the reference's concurrent schedule) every update first takes one
+calibration step on the same target batch (the residual, or the finetuned parts; a fresh Adam),
+and ``calibrate.gap_every`` measures the held-out dynamics error along the way
+(``reports/train_policy/<method>_heldout.json``).
+
 Writes ``models/policy/<method>/agent.pt`` and ``reports/train_policy/<method>.json``. With
 ``train_policy.eval_every`` set and a simulated target (a registered env), the policy is also run
 in ``env.target`` every so many updates: ``reports/train_policy/<method>_curve.json`` (a DVC plot)
@@ -58,6 +63,11 @@ class TrainPolicyConfig:
     log_every: int = 50
     eval_every: int = 0  #: run the policy in env.target (a simulator) every N updates (0: never)
     eval_episodes: int = 5  #: episodes per such evaluation
+    #: the reference's concurrent schedule: every update also trains what calibrate@METHOD trained
+    #: (the residual, or the finetuned world-model parts) on the same target batch, so adaptation
+    #: goes on for as long as the policy trains (METHOD.md, "Calibrate"); false: the calibrated
+    #: model stays frozen here
+    adapt: bool = False
 
 
 def policy_stage_agent(path, reinit: bool, lr: float, imag_starts: int, seed: int):
@@ -68,8 +78,7 @@ def policy_stage_agent(path, reinit: bool, lr: float, imag_starts: int, seed: in
     agent.requires_grad_(False)
     if reinit:
         agent.reset_actor_critic()
-    agent.ac.requires_grad_(True)
-    agent.ac.slow_critic.requires_grad_(False)
+    train_actor_critic(agent)
     if lr:
         for opt in (agent.ac.actor_opt, agent.ac.critic_opt):
             for group in opt.param_groups:
@@ -77,6 +86,12 @@ def policy_stage_agent(path, reinit: bool, lr: float, imag_starts: int, seed: in
     agent.cfg.imag_starts = imag_starts
     agent.seed(seed)
     return agent
+
+
+def train_actor_critic(agent) -> None:
+    """Make the actor and critic trainable (the slow critic is a copy that never trains)."""
+    agent.ac.requires_grad_(True)
+    agent.ac.slow_critic.requires_grad_(False)
 
 
 def evaluate_in_target(agent, env, episodes: int, seed: int) -> list[float]:
@@ -119,7 +134,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: no calibrated model; run `dvc repro calibrate@{method}` first")
     identity = load_checkpoint(model_path, map_location="cpu")["identity"]
-    _, train_eps, _, fingerprint = load_target(data_dir, identity, str(model_path), target_env,
+    _, train_eps, held_eps, fingerprint = load_target(data_dir, identity, str(model_path), target_env,
                                                int(get(params, "target_transitions", path)), cal_cfg.holdout_episodes)
     if fingerprint != identity["target_data"]:
         raise TargetDataError(f"{data_dir} is not the data {model_path} was calibrated on; re-run calibrate@{method}")
@@ -131,6 +146,12 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         if agent.wm.residual.cfg.members != agent.pessimism.members:
             raise TargetDataError(f"{model_path} holds {agent.wm.residual.cfg.members} residual members, {path} "
                                   f"pessimism.members is {agent.pessimism.members}; re-run calibrate@{method}")
+    calibrator = None
+    if cfg.adapt:  # the concurrent schedule: calibration goes on beside the policy
+        from redraw.agent.adapt import Calibrator
+
+        calibrator = Calibrator(agent, method, cal_cfg, None, resume=True)  # freezes all but its part
+        train_actor_critic(agent)
     agent.use_compile(perf.compile)
     keys = batch_keys(agent.obs_spec)
     replay = Replay(keys, cfg.batch_length, seed=seed)
@@ -145,11 +166,20 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         env = make_env(target_env, seed=seed + 3, **env_settings(params, path))
     tracker = StageRun(f"train_policy@{method}", params, tags={"method": method, "env": target_env,
                                                                "target_data_hash": fingerprint})
-    history, curve, start = [], [], time.perf_counter()
+    history, curve, heldout, start = [], [], [], time.perf_counter()
+    gap_batch = None
+    if calibrator is not None and cal_cfg.gap_every:
+        from redraw.agent.adapt import dynamics_gap
+        from redraw.stages.calibrate import heldout_point, holdout_batch
+
+        gap_batch = holdout_batch(held_eps, keys, cal_cfg.gap_context + cal_cfg.gap_horizon)
+        heldout.append(heldout_point(0, dynamics_gap(agent, gap_batch, cal_cfg.gap_context, seed)))
     try:
         bar = tqdm(range(cfg.updates), desc=f"train_policy {method}", unit="update", disable=None if progress else True)
         for update in bar:
-            metrics = agent.policy_step(replay.sample(cfg.batch_size))
+            batch = replay.sample(cfg.batch_size)
+            adapted = calibrator.step(batch) if calibrator is not None else {}
+            metrics = {**adapted, **agent.policy_step(batch)}
             bad = [k for k, v in metrics.items() if k.startswith("loss/") and not np.isfinite(v)]
             if bad:
                 raise FloatingPointError(f"non-finite {', '.join(bad)} at update {update + 1}; nothing was written")
@@ -163,6 +193,10 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
                 tracker.log_metrics({"eval/return": curve[-1]["eval_return"]}, step=update + 1)
                 bar.write(f"train_policy {method}: update {update + 1}, {target_env} return "
                           f"{curve[-1]['eval_return']:.1f} over {len(returns)} episodes")
+            if gap_batch is not None and ((update + 1) % cal_cfg.gap_every == 0 or update + 1 == cfg.updates):
+                heldout.append(heldout_point(update + 1, dynamics_gap(agent, gap_batch, cal_cfg.gap_context, seed)))
+                tracker.log_metrics({f"heldout/{k}": v for k, v in heldout[-1].items() if k != "update"},
+                                    step=update + 1)
         bar.close()
     except BaseException:
         tracker.end("FAILED")
@@ -172,12 +206,15 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
             env.close()
     save_checkpoint(OUT_ROOT / method / "agent.pt", {"agent": agent.checkpoint_state()},
                     {**identity, "policy_updates": cfg.updates, "actor_critic_reinit": method in REINIT_ACTOR_CRITIC,
+                     "adapted_concurrently": cfg.adapt,
                      **({"pessimism": asdict(agent.pessimism)} if agent.pessimism is not None else {})})
     write_json(REPORTS / f"{method}_history.json", history)
     write_json(REPORTS / f"{method}_curve.json", curve)
+    write_json(REPORTS / f"{method}_heldout.json", heldout)
     metrics = {"policy/updates": cfg.updates, "policy/seconds": round(time.perf_counter() - start, 1),
                **{k: v for k, v in history[-1].items() if k.startswith(("loss/", "ac/", "pessimism/"))},
-               **({"eval/return": curve[-1]["eval_return"]} if curve else {})}
+               **({"eval/return": curve[-1]["eval_return"]} if curve else {}),
+               **({f"heldout/{k}": v for k, v in heldout[-1].items() if k != "update"} if heldout else {})}
     write_metrics(REPORTS / f"{method}.json", metrics)
     tracker.log_metrics(metrics)
     tracker.end()
