@@ -90,16 +90,15 @@ def load_results(path: str | os.PathLike) -> tuple[list[dict], list[dict]]:
 
 
 def mean_ci(values) -> tuple[float, float]:
-    """Mean and the half-width of its 95% Student-t interval (nan with fewer than two values)."""
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
+    """Mean and the half-width of its 95% Student-t interval (``redraw.stats.summarise``; nan with
+    fewer than two values: one seed gives no interval)."""
+    values = [float(v) for v in values]
+    if not values:
         return float("nan"), float("nan")
-    if len(values) < 2:
-        return float(values.mean()), float("nan")
-    from scipy import stats
+    from redraw.stats import summarise
 
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return float(values.mean()), float(half)
+    s = summarise(values)
+    return s["return_mean"], (s["return_ci_high"] - s["return_mean"]) if len(values) > 1 else float("nan")
 
 
 def _verdict(mean: float, half: float, line: float, n: int) -> str:
