@@ -134,6 +134,8 @@ def test_a_policy_step_with_identical_members_is_the_step_without_pessimism():
     ({"mode": "optimism"}, "pessimism.mode"),
     ({"mode": "truncate", "threshold": 0.0}, "pessimism.threshold"),
     ({"lambda": 1.0}, "unknown key 'pessimism.lambda'"),
+    ({"bootstrap": "yes"}, "pessimism.bootstrap must be true or false"),
+    ({"members": 1, "penalty": 0.0, "bootstrap": True}, "pessimism.bootstrap needs an ensemble"),
 ])
 def test_bad_pessimism_settings_are_refused_naming_file_and_key(values, key):
     from redraw.agent.pessimism import pessimism_config
@@ -151,3 +153,30 @@ def test_no_penalty_needs_no_ensemble_and_the_repository_params_are_valid():
     assert pessimism_config({"pessimism": {"members": 1, "penalty": 0.0}}).members == 1
     cfg = pessimism_config(load_params(Path(__file__).resolve().parents[1] / "params.yaml"))
     assert cfg.members >= 5
+
+
+def test_a_bootstrapped_member_learns_only_from_the_episodes_its_resample_holds():
+    """pessimism.bootstrap: member m weighs each chunk by its Poisson(1) count of the chunk's
+    episode, so a member whose resample lacks every episode of a batch takes no step on it; the
+    counts are fixed by the seed; without bootstrap every member learns from every chunk."""
+    res = ResidualConfig(hidden=16, members=3, bootstrap=True)
+    counts = Calibrator(agent(), "redraw_pessimistic", CalibrateConfig(), res, episodes=40, seed=5).boot
+    assert counts.shape == (3, 40) and torch.equal(
+        counts, Calibrator(agent(), "redraw_pessimistic", CalibrateConfig(), res, episodes=40, seed=5).boot)
+    assert not torch.equal(counts, Calibrator(agent(), "redraw_pessimistic", CalibrateConfig(), res,
+                                              episodes=40, seed=6).boot)
+    assert (counts == 0).any() and (counts > 1).any()  # a resample, not a reweighting of every episode
+
+    a = agent()
+    cal = Calibrator(a, "redraw_pessimistic", CalibrateConfig(), res, episodes=4, seed=0)
+    cal.boot = torch.tensor([[0.0, 0.0, 1.0, 1.0], [1.0, 2.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    before = [copy.deepcopy(net.state_dict()) for net in a.wm.residual.nets]
+    batch = {**batch_for(SPEC, B=2, T=6), "episode": torch.tensor([0, 1])}  # episodes member 0 lacks
+    assert cal.needs_episode
+    cal.step(batch)
+    moved = [any(not torch.equal(v, net.state_dict()[k]) for k, v in old.items())
+             for old, net in zip(before, a.wm.residual.nets)]
+    assert moved == [False, True, True]
+
+    plain = Calibrator(agent(), "redraw_pessimistic", CalibrateConfig(), ResidualConfig(hidden=16, members=3))
+    assert plain.boot is None and not plain.needs_episode

@@ -406,3 +406,40 @@ def load_agent_for(method):
     a = load_agent(f"models/calibrate/{method}/agent.pt")
     Calibrator(a, method, CalibrateConfig(), None, resume=True)
     return a
+
+
+def test_imag_unimix_mixes_the_corrected_prior_of_the_policy_stage_only(tmp_path, monkeypatch):
+    """train_policy.imag_unimix: the residual-corrected prior gets the uniform mix back in the
+    policy stage (a control); 0 keeps the paper's unmixed prior; a model without a residual is
+    refused, naming the key."""
+    from redraw.config import ConfigError
+    from redraw.models.dists import latent_logprobs
+    from redraw.models.draw import LatentState
+    from redraw.stages import train_policy
+
+    params, _ = policy_stage_setup(tmp_path, monkeypatch, "redraw")
+    made = {}
+    real = train_policy.policy_stage_agent
+    monkeypatch.setattr(train_policy, "policy_stage_agent", lambda *a, **k: made.setdefault("agent", real(*a, **k)))
+    params["train_policy"]["imag_unimix"] = 0.01
+    train_policy.run("redraw", params, progress=False)
+    wm = made["agent"].wm
+    assert wm.residual_unimix == 0.01
+    g = torch.Generator().manual_seed(0)
+    S, K = wm.cfg.latent_vars, wm.cfg.latent_classes
+    z = torch.nn.functional.one_hot(torch.randint(0, K, (4, S), generator=g), K).float()
+    prev, action = LatentState(torch.full((4, S, K), 1.0 / K), z), torch.rand(4, 1, generator=g) * 2 - 1
+    raw, logp = wm.dynamics_step(action, prev)
+    assert torch.allclose(logp, latent_logprobs(raw, 0.01)) and logp.exp().min() >= 0.01 / K - 1e-6
+    wm.residual_unimix = 0.0
+    assert torch.allclose(wm.dynamics_step(action, prev)[1], latent_logprobs(raw, 0.0))
+
+    monkeypatch.setattr(train_policy, "policy_stage_agent", real)
+    (tmp_path / "ft").mkdir()
+    params, _ = policy_stage_setup(tmp_path / "ft", monkeypatch, "draw_finetune")
+    params["train_policy"]["imag_unimix"] = 0.01
+    with pytest.raises(ConfigError, match="params.yaml: train_policy.imag_unimix .* draw_finetune has no residual"):
+        train_policy.run("draw_finetune", params, progress=False)
+    params["train_policy"]["imag_unimix"] = 1.0
+    with pytest.raises(ConfigError, match=r"train_policy.imag_unimix must be in \[0, 1\)"):
+        train_policy.run("draw_finetune", params, progress=False)

@@ -75,9 +75,11 @@ class Calibrator:
     """Freezes ``agent``'s world model, makes the method's trainable part, and trains it."""
 
     def __init__(self, agent: Agent, method: str, cfg: CalibrateConfig, residual: ResidualConfig | None,
-                 resume: bool = False):
+                 resume: bool = False, episodes: int = 0, seed: int = 0):
         """``resume``: train on the agent's calibrated part as it is (its residual, for the residual
-        methods: the policy stage's concurrent schedule) instead of attaching a fresh residual."""
+        methods: the policy stage's concurrent schedule) instead of attaching a fresh residual.
+        ``episodes`` and ``seed``: the replay's episodes and the seed the bootstrap weights of a
+        ``residual.bootstrap`` ensemble are drawn for (batches then carry ``episode``)."""
         check_method(method, tuple(CALIBRATED))
         self.agent, self.method, self.cfg = agent, method, cfg
         wm = agent.wm
@@ -105,6 +107,15 @@ class Calibrator:
         for p in params:
             p.requires_grad_(True)
         self.params, self.clip = params, clip
+        #: [members, episodes] bootstrap weights (None: every member weighs every episode 1)
+        self.boot: torch.Tensor | None = None
+        if method in RESIDUAL_METHODS and residual.bootstrap and residual.members > 1:
+            if episodes < 1:
+                raise ValueError("a bootstrapped residual ensemble needs the number of target episodes")
+            import numpy as np
+
+            draws = np.random.default_rng([seed, 0xB00]).poisson(1.0, (residual.members, episodes))
+            self.boot = torch.as_tensor(draws, dtype=torch.float32, device=agent.device)
         self.opt = torch.optim.Adam(params, lr, eps=eps)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -120,11 +131,20 @@ class Calibrator:
             # KL(sg(post) || softmax(prior raw logits + member)), no free bits, members summed
             base = out["prior_base"].detach()
             kls = [categorical_kl(post, class_log_softmax(base + m)) for m in out["residual_members"]]
-            loss = sum(masked_mean(kl, mask) for kl in kls)
+            if self.boot is None:
+                loss = sum(masked_mean(kl, mask) for kl in kls)
+            else:  # member m weighs each chunk by its bootstrap count of the chunk's episode
+                w = self.boot[:, batch["episode"]]  # [M, B]
+                loss = sum(masked_mean(kl, mask * w[m][:, None]) for m, kl in enumerate(kls))
             return loss, {"calib/kl": masked_mean(categorical_kl(post, out["prior_logp"]), mask).detach()}
         dyn = categorical_kl(post, out["prior_logp"])
         loss = wm.cfg.dyn_scale * masked_mean(torch.clamp(dyn, min=wm.cfg.free_bits), mask)
         return loss, {"calib/kl": masked_mean(dyn, mask).detach()}
+
+    @property
+    def needs_episode(self) -> bool:
+        """Whether batches must carry ``episode`` (``Replay.sample(..., with_episode=True)``)."""
+        return self.boot is not None
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         batch = {k: v.to(self.agent.device, non_blocking=True) for k, v in batch.items()}

@@ -1,7 +1,8 @@
 """Uncertainty-aware ReDRAW (method ``redraw_pessimistic``, beyond the paper; docs/residual.md).
 
 Calibration trains an ensemble of latent residuals (``pessimism.members``, each member initialised
-differently, their losses summed as for ``redraw``); the world model uses their mean in logit
+differently and, with ``pessimism.bootstrap``, on its own bootstrap resample of the target
+episodes; their losses summed as for ``redraw``); the world model uses their mean in logit
 space. Where the members disagree the corrected model is not backed by the target data, and the
 policy stage pays for going there:
 
@@ -33,6 +34,9 @@ class PessimismConfig:
     mode: str = "penalty"  #: penalty (reward - penalty * disagreement) | truncate (end rollouts)
     penalty: float = 1.0  #: lambda of the penalty mode (nats of reward per logit of disagreement)
     threshold: float = 1.0  #: truncate mode: the disagreement above which an imagined rollout ends
+    #: each member calibrates on its own bootstrap resample of the target episodes (Poisson(1)
+    #: weights per episode), not only from its own initialisation
+    bootstrap: bool = False
 
 
 def pessimism_config(params: dict, path: str = "params.yaml") -> PessimismConfig:
@@ -42,6 +46,10 @@ def pessimism_config(params: dict, path: str = "params.yaml") -> PessimismConfig
     cfg = section(params, "pessimism", PessimismConfig, path)
     if not isinstance(cfg.members, int) or isinstance(cfg.members, bool) or cfg.members < 1:
         raise ConfigError(f"{path}: pessimism.members must be a whole number >= 1, got {cfg.members!r}")
+    if not isinstance(cfg.bootstrap, bool):
+        raise ConfigError(f"{path}: pessimism.bootstrap must be true or false, got {cfg.bootstrap!r}")
+    if cfg.bootstrap and cfg.members == 1:
+        raise ConfigError(f"{path}: pessimism.bootstrap needs an ensemble, but pessimism.members is 1")
     if cfg.mode not in MODES:
         raise ConfigError(f"{path}: pessimism.mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
     if not cfg.penalty >= 0:

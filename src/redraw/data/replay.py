@@ -41,7 +41,9 @@ class Replay:
     def __len__(self) -> int:
         return len(self.episodes)
 
-    def sample(self, batch: int) -> dict[str, torch.Tensor]:
+    def sample(self, batch: int, with_episode: bool = False) -> dict[str, torch.Tensor]:
+        """``batch`` chunks of ``length`` rows; ``with_episode`` adds ``episode`` [batch], the index
+        (into ``episodes``) each chunk comes from. The random draws are the same either way."""
         if not self.episodes:
             raise RuntimeError(f"replay holds no episode of at least {self.length} rows")
         weights = np.asarray(self._starts, np.float64)
@@ -54,6 +56,8 @@ class Replay:
         arrays = {k: np.stack(v) for k, v in out.items()}
         arrays["is_first"] = arrays["is_first"].copy()
         arrays["is_first"][:, 0] = True
+        if with_episode:
+            arrays["episode"] = np.asarray(eps, np.int64)
         return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
     def rng_state(self) -> dict:

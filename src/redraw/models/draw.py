@@ -38,6 +38,9 @@ class DRAW(LatentWorldModel):
         self.init_logits = nn.Parameter(torch.zeros(cfg.latent_vars, cfg.latent_classes))
         self._finish_init()
         self.residual: nn.Module | None = None  # set by calibration (the latent residual)
+        #: uniform mix of the corrected prior (the paper: none); the policy stage's
+        #: train_policy.imag_unimix sets it, a control for how exploitable sharp predictions are
+        self.residual_unimix = 0.0
 
     def posterior_logits(self, embed: torch.Tensor) -> torch.Tensor:
         return self._split(self.posterior(embed))
@@ -59,7 +62,7 @@ class DRAW(LatentWorldModel):
         Without a residual the distribution has the 1% uniform mix. With one, the residual's
         output (inputs: stop-gradient previous sample and action; ``correction`` when the caller
         computed it already) is added to the raw logits and the corrected distribution has no
-        mix. The next belief is ``softmax(raw logits)``. With a residual the prior's inputs are
+        mix (``residual_unimix``, 0 unless set). The next belief is ``softmax(raw logits)``. With a residual the prior's inputs are
         stop-gradient too: the residual learns without backpropagation through time.
         """
         return self._correct(self.prior_logits(prev_action, prev), prev_action, prev, correction)
@@ -77,7 +80,7 @@ class DRAW(LatentWorldModel):
         if correction is None:
             correction = self.residual(prev.z.detach().flatten(-2), prev_action.clamp(-1, 1).detach())
         raw = raw + correction
-        return raw, latent_logprobs(raw, 0.0)
+        return raw, latent_logprobs(raw, self.residual_unimix)
 
     def prior_step(self, reset: torch.Tensor, init_belief: torch.Tensor, belief: torch.Tensor, z: torch.Tensor,
                    action: torch.Tensor, correction: torch.Tensor | None):

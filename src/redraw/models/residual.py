@@ -27,6 +27,9 @@ class ResidualConfig:
     lr: float = 1e-2  #: Adam, 100x the world-model rate
     eps: float = 1e-8
     grad_clip: float = 1000.0
+    #: members train on bootstrap resamples of the target episodes (Poisson(1) weights per member
+    #: and episode, fixed by the seed) instead of all on the same data (pessimism.bootstrap)
+    bootstrap: bool = False
 
 
 class LatentResidual(nn.Module):

@@ -87,7 +87,8 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATED)}")
     cfg, res_cfg = calibrate_configs(params, path)
     if method == "redraw_pessimistic":  # the ensemble of residuals whose disagreement the policy stage uses
-        res_cfg = replace(res_cfg, members=pessimism_config(params, path).members)
+        pess = pessimism_config(params, path)
+        res_cfg = replace(res_cfg, members=pess.members, bootstrap=pess.bootstrap)
     seed = int(get(params, "seed", path))
     target_env = get(params, "env.target", path)
     data_dir = str(get(params, "target_data", path))
@@ -107,14 +108,14 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     source = load_agent(model_path, device=device)  # the unadapted model, for the "before" report
     agent = load_agent(model_path, device=device)
     agent.seed(seed)
-    calibrator = Calibrator(agent, method, cfg, res_cfg)
-    agent.use_compile(perf.compile)
     keys = batch_keys(agent.obs_spec)
     replay = Replay(keys, cfg.batch_length, seed=seed)
     for ep in train_eps:
         replay.add(ep)
     if not len(replay):
         raise TargetDataError(f"{data_dir}: no training episode has the {cfg.batch_length} steps a batch needs")
+    calibrator = Calibrator(agent, method, cfg, res_cfg, episodes=len(replay.episodes), seed=seed)
+    agent.use_compile(perf.compile)
 
     tracker = StageRun(f"calibrate@{method}", params, tags={"method": method, "env": target_env,
                                                             "target_data_hash": fingerprint})
@@ -127,7 +128,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         heldout, best = [heldout_point(0, before)], None
         bar = tqdm(range(cfg.updates), desc=f"calibrate {method}", unit="update", disable=None if progress else True)
         for update in bar:
-            metrics = calibrator.step(replay.sample(cfg.batch_size))
+            metrics = calibrator.step(replay.sample(cfg.batch_size, with_episode=calibrator.needs_episode))
             if not np.isfinite(metrics["loss/calib"]):
                 raise FloatingPointError(f"non-finite calibration loss at update {update + 1}; nothing was written")
             if (update + 1) % cfg.log_every == 0 or update + 1 == cfg.updates:

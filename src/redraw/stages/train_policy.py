@@ -68,6 +68,10 @@ class TrainPolicyConfig:
     #: goes on for as long as the policy trains (METHOD.md, "Calibrate"); false: the calibrated
     #: model stays frozen here
     adapt: bool = False
+    #: uniform mix of the residual-corrected prior in this stage (the paper: 0, no mix; 0.01
+    #: restores the pretrained prior's mix: a control for how far the policy exploits sharp
+    #: imagined transitions). Residual methods only.
+    imag_unimix: float = 0.0
 
 
 def policy_stage_agent(path, reinit: bool, lr: float, imag_starts: int, seed: int):
@@ -118,6 +122,8 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     cal_cfg, _ = calibrate_configs(params, path)
     seed = int(get(params, "seed", path))
     target_env = get(params, "env.target", path)
+    if not 0.0 <= cfg.imag_unimix < 1.0:
+        raise ConfigError(f"{path}: train_policy.imag_unimix must be in [0, 1), got {cfg.imag_unimix}")
     if cfg.lr < 0:
         raise ConfigError(f"{path}: train_policy.lr must be positive (or 0 for actor_critic.lr), got {cfg.lr}")
     if cfg.eval_every > 0:
@@ -146,17 +152,23 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         if agent.wm.residual.cfg.members != agent.pessimism.members:
             raise TargetDataError(f"{model_path} holds {agent.wm.residual.cfg.members} residual members, {path} "
                                   f"pessimism.members is {agent.pessimism.members}; re-run calibrate@{method}")
-    calibrator = None
-    if cfg.adapt:  # the concurrent schedule: calibration goes on beside the policy
-        from redraw.agent.adapt import Calibrator
-
-        calibrator = Calibrator(agent, method, cal_cfg, None, resume=True)  # freezes all but its part
-        train_actor_critic(agent)
-    agent.use_compile(perf.compile)
+    if cfg.imag_unimix:
+        if getattr(agent.wm, "residual", None) is None:
+            raise ConfigError(f"{path}: train_policy.imag_unimix mixes the residual-corrected prior; {method} has "
+                              "no residual (set it to 0)")
+        agent.wm.residual_unimix = cfg.imag_unimix
     keys = batch_keys(agent.obs_spec)
     replay = Replay(keys, cfg.batch_length, seed=seed)
     for ep in train_eps:
         replay.add(ep)
+    calibrator = None
+    if cfg.adapt:  # the concurrent schedule: calibration goes on beside the policy
+        from redraw.agent.adapt import Calibrator
+
+        # freezes all but its part; a bootstrapped ensemble's weights are redrawn as calibrate drew them
+        calibrator = Calibrator(agent, method, cal_cfg, None, resume=True, episodes=len(replay.episodes), seed=seed)
+        train_actor_critic(agent)
+    agent.use_compile(perf.compile)
 
     env = None
     if cfg.eval_every > 0:
@@ -177,7 +189,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     try:
         bar = tqdm(range(cfg.updates), desc=f"train_policy {method}", unit="update", disable=None if progress else True)
         for update in bar:
-            batch = replay.sample(cfg.batch_size)
+            batch = replay.sample(cfg.batch_size, with_episode=calibrator is not None and calibrator.needs_episode)
             adapted = calibrator.step(batch) if calibrator is not None else {}
             metrics = {**adapted, **agent.policy_step(batch)}
             bad = [k for k, v in metrics.items() if k.startswith("loss/") and not np.isfinite(v)]
