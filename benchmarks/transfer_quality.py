@@ -23,7 +23,8 @@ noise, and is reported as that variant; ``--target-behaviour preset`` keeps the 
 Every finished training and evaluation is merged into ``benchmarks/results/transfer_quality.json``
 (``--results``): one record per (pair, seed, method, target_transitions, protocol) with the
 evaluation's return, and one per training (pretrain, oracle, pretrain_rssm) with its learning
-curve and whether it learnt its task (``LEARNED``: the return its last evaluation must reach).
+curve and whether it learnt its task (``redraw.records.LEARNED``: the return its last evaluation
+must reach).
 A method whose source pretraining did not learn is recorded with ``"valid": false``.
 ``scripts/results_report.py`` turns that file into docs/results.md.
 
@@ -50,20 +51,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from redraw import parallel  # noqa: E402
 from redraw.parallel import venv_env  # noqa: E402
+from redraw.records import load_yaml, merge_results, workdir_records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/transfer_quality.json"
 DEFAULT_PAIR = "pendulum-swingup-reversed"
-#: the return (of ~1000 at action repeat 1; ~500 here: action repeat 2, the last sub-step's reward)
-#: a training's last evaluation must reach for it to have learnt its task, by source env
-LEARNED = {"pendulum-swingup": 300.0, "reacher-easy": 350.0, "cup-catch": 350.0, "finger-turn_hard": 200.0}
-#: the adaptation schedule of a record: ``sequential`` (calibrate for calibrate.updates, then train
-#: the policy on the frozen model) or ``concurrent`` (train_policy.adapt: calibration goes on
-#: beside the policy, the reference's schedule); ``+early_stop``: the calibration kept is the
-#: held-out-best one (calibrate.early_stop)
-def protocol(params: dict) -> str:
-    name = "concurrent" if params["train_policy"].get("adapt") else "sequential"
-    return name + ("+early_stop" if params["calibrate"].get("early_stop") else "")
 METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
 
 
@@ -185,90 +177,6 @@ def workdir_commit(workdir: Path) -> str:
     return file.read_text().strip() if file.is_file() else "unknown"
 
 
-def training_records(workdir: Path, pair: str, seed: int, preset: str) -> list[dict]:
-    """One record per training of ``workdir`` (pretrain, oracle, pretrain_rssm): its learning curve
-    from the finished stage's curve file, or, while it runs or after it was stopped, from its
-    latest stage checkpoint (``"finished": false``)."""
-    from redraw.checkpoint import load_checkpoint
-
-    source = source_of(pair)
-    threshold = LEARNED.get(source)
-    records = []
-    for name in TRAININGS:
-        curve_file = workdir / f"reports/{name}_curve.json"
-        finished = curve_file.is_file()
-        curve = json.loads(curve_file.read_text()) if finished else None
-        if curve is None:
-            ckpts = sorted((workdir / "checkpoints").glob(f"{name}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
-            if not ckpts:
-                continue
-            curve = load_checkpoint(ckpts[-1])["curve"]
-        if not curve:
-            continue
-        final = float(curve[-1]["eval_return"])
-        records.append({
-            "pair": pair, "seed": seed, "training": name, "preset": preset,
-            "env": pair if name == "oracle" else source, "finished": finished,
-            "steps": int(curve[-1]["step"]), "final_return": final, "threshold": threshold,
-            # a stopped training has not learnt or failed yet: only a finished one is judged
-            "learned": None if threshold is None or not finished else bool(final >= threshold),
-            "curve": [[int(c["step"]), round(float(c["eval_return"]), 2)] for c in curve],
-            "commit": workdir_commit(workdir),
-        })
-    return records
-
-
-def method_records(workdir: Path, pair: str, seed: int, preset: str, target_data: str,
-                   trainings: list[dict]) -> list[dict]:
-    """One record per evaluated method of ``workdir``. ``valid`` is false where the training the
-    method starts from (the source pretraining; pretrain_rssm for dreamer_finetune; the oracle
-    for itself) did not learn its task."""
-    params = _yaml_load(workdir / "params.yaml")
-    learned = {t["training"]: t["learned"] for t in trainings if t["finished"]}
-    start = {"oracle": "oracle", "dreamer_finetune": "pretrain_rssm"}
-    records = []
-    for method in METHODS:
-        file = workdir / "reports/evaluate" / f"{method}.json"
-        if not file.is_file():
-            continue
-        ev = json.loads(file.read_text())
-        records.append({
-            "pair": pair, "seed": seed, "method": method,
-            "target_transitions": int(params["collect_target"]["transitions"]),
-            "protocol": protocol(params),
-            "target_data": target_data, "return_mean": float(ev["return_mean"]),
-            "return_std": float(ev["return_std"]), "episodes": int(ev["episodes"]), "preset": preset,
-            "valid": learned.get(start.get(method, "pretrain")), "commit": workdir_commit(workdir),
-        })
-    return records
-
-
-def _yaml_load(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(path.read_text())
-
-
-RECORD_KEY = ("pair", "seed", "method", "target_transitions", "protocol", "target_data", "preset")
-TRAINING_KEY = ("pair", "seed", "training", "preset")
-
-
-def merge_results(path: Path, records: list[dict], trainings: list[dict]) -> None:
-    """Merge into the results file (a record replaces the one with its key), written atomically."""
-    old = json.loads(path.read_text()) if path.is_file() else {"records": [], "trainings": []}
-    merged = {}
-    for section, key, new in (("records", RECORD_KEY, records), ("trainings", TRAINING_KEY, trainings)):
-        rows = {tuple(r.get(k) for k in key): r for r in old.get(section, [])}
-        rows.update({tuple(r.get(k) for k in key): r for r in new})
-        merged[section] = sorted(rows.values(), key=lambda r: tuple(str(r.get(k)) for k in key))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    body = ",\n".join(f'"{section}": [' + ",".join(f"\n  {json.dumps(r)}" for r in rows) + ("\n]" if rows else "]")
-                      for section, rows in merged.items())
-    tmp.write_text("{" + body + "}\n")  # one record per line
-    tmp.replace(path)
-
-
 def parse_set(items: list[str]) -> dict[str, object]:
     """``KEY=VALUE`` strings (dotted params.yaml keys, YAML values) as a dict; ValueError names a bad one."""
     import yaml
@@ -330,28 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def describe_data(behaviour: str, noise_fraction: float) -> str:
-    """The ``target_data`` field of a record: expert (the paper's), expert+noise<f>, or preset."""
-    if behaviour != "expert":
-        return "preset"
-    return "expert" if not noise_fraction else f"expert+noise{noise_fraction:g}"
-
-
 def harvest(root: Path, path: Path, preset: str | None = None) -> int:
     """Record what every work dir under ``root`` holds so far (finished or not) in ``path``."""
     records, trainings = [], []
     for params_file in sorted(root.glob("*/*/params.yaml")):
         workdir = params_file.parent
-        params = _yaml_load(params_file)
-        if preset and params.get("preset") != preset:
+        if preset and load_yaml(params_file).get("preset") != preset:
             continue
-        behaviour = params["collect_target"]["behaviour"]
-        expert = behaviour.get("kind") == "policy" and "oracle" in str(behaviour.get("checkpoint", ""))
-        found = training_records(workdir, params["env"]["target"], int(params["seed"]), params["preset"])
-        trainings += found
-        records += method_records(workdir, params["env"]["target"], int(params["seed"]), params["preset"],
-                                  describe_data("expert" if expert else "preset", float(behaviour.get("noise_fraction", 0))),
-                                  found)
+        found = workdir_records(workdir, workdir_commit(workdir))
+        records += found[0]
+        trainings += found[1]
     merge_results(path, records, trainings)
     print(f"{path}: {len(trainings)} trainings and {len(records)} evaluations from {root}")
     return 0
@@ -373,15 +269,14 @@ def main() -> int:
     from redraw.config import ConfigError
 
     methods = tuple(m for m in METHODS if m in {*args.methods, "oracle"})
-    target_data = describe_data(args.target_behaviour, args.noise_fraction)
     for pair in pairs:
-        returns = run_pair(args, parser, pair, methods, overrides, target_data)
+        returns = run_pair(args, parser, pair, methods, overrides)
         if returns is not None:
             summarise(args, pair, methods, returns, overrides)
     return 0
 
 
-def run_pair(args, parser, pair: str, methods: tuple[str, ...], overrides: dict, target_data: str):
+def run_pair(args, parser, pair: str, methods: tuple[str, ...], overrides: dict):
     """Every seed of one pair up to ``--until``; the returns by method (None before the results)."""
     from redraw.config import ConfigError
 
@@ -399,7 +294,7 @@ def run_pair(args, parser, pair: str, methods: tuple[str, ...], overrides: dict,
         elif args.until == "trainings" or args.jobs > 1 or methods != METHODS:
             print(f"== {pair} seed {seed}: independent stages side by side in {workdir}", flush=True)
             run_side_by_side(workdir, args.jobs, methods, trainings_only=args.until == "trainings")
-        trainings = training_records(workdir, pair, seed, args.preset)
+        records, trainings = workdir_records(workdir, workdir_commit(workdir), methods)
         if args.until != "results":
             merge_results(args.results, [], trainings)
             for t in trainings:
@@ -411,7 +306,8 @@ def run_pair(args, parser, pair: str, methods: tuple[str, ...], overrides: dict,
         # it runs alone on the evaluations made above, so DVC does not bring in the others
         sh([sys.executable, "-m", "dvc", "repro", *(["--single-item"] if methods != METHODS else []), "results"],
            workdir)
-        merge_results(args.results, method_records(workdir, pair, seed, args.preset, target_data, trainings), trainings)
+        records, trainings = workdir_records(workdir, workdir_commit(workdir), methods)
+        merge_results(args.results, records, trainings)
         results = json.loads((workdir / "reports/results.json").read_text())
         for m in methods:
             returns[m].append(results[f"{m}/return_mean"])

@@ -56,6 +56,9 @@ def _sh(cmd: list[str], cwd: str | Path, env: dict | None = None, check: bool = 
     return proc
 
 
+RECORDS_ARTIFACT = "records.json"  #: a point's results records, on its MLflow record run
+
+
 def _stage_env(workdir: Path, tracking_uri: str, tags: dict[str, str]) -> dict[str, str]:
     """The environment the DVC stages of a point run in: this worker's Python (its virtual
     environment), the commit's own code first on the path, the shared MLflow server, the tags."""
@@ -151,6 +154,11 @@ def sweep_point(point: dict, repo: str, commit: str, tracking_uri: str, workspac
     for key, value in metrics.items():
         client.log_metric(run.info.run_id, key, value)
     client.log_param(run.info.run_id, "params", json.dumps(p.overrides, sort_keys=True)[:500])
+    # the point in the results-record format `redraw report` reads (its trainings' curves beside)
+    from redraw.records import workdir_records
+
+    records, trainings = workdir_records(workdir, commit[:10], methods=(p.method,))
+    client.log_text(run.info.run_id, json.dumps({"records": records, "trainings": trainings}), RECORDS_ARTIFACT)
     client.set_terminated(run.info.run_id, "FINISHED")
     shutil.rmtree(workdir, ignore_errors=True)
     log.info(f"{p.name}: return {metrics.get('return_mean', float('nan')):.1f}")
@@ -246,6 +254,26 @@ def summarise_sweep(name: str, commit: str, tracking_uri: str, out_dir: Path) ->
                       "mean": s["return_mean"], "ci_low": s["return_ci_low"], "ci_high": s["return_ci_high"]})
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "points.json", rows)
+    # every point's records in one results file, and the report `redraw report` makes of it
+    from mlflow.artifacts import load_text
+
+    from redraw.records import merge_results
+    from redraw.report import build_report
+
+    records_file = out_dir / "transfer_quality.json"
+    records_file.unlink(missing_ok=True)
+    found = 0
+    for r in runs:
+        try:
+            blob = json.loads(load_text(f"{r.info.artifact_uri.rstrip('/')}/{RECORDS_ARTIFACT}"))
+        except Exception as exc:  # a point recorded by an older commit's flow: no records artifact
+            print(f"{r.data.tags['redraw.sweep_point']}: no {RECORDS_ARTIFACT} on its record run ({exc})")
+            continue
+        merge_results(records_file, blob["records"], blob["trainings"])
+        found += 1
+    if found:
+        build_report(records_file, out_dir / "report.md", out_dir / "report_figures",
+                     command=f"redraw report --results {records_file} --out {out_dir / 'report.md'}")
     write_json(out_dir / "results.json", table)
     lines = ["| source -> target | method | target transitions | seeds | return (mean, 95% CI over seeds) |",
              "|---|---|---|---|---|"]

@@ -12,11 +12,6 @@ import pytest
 
 from redraw.report import ResultsError, build_report, load_results, mean_ci
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import transfer_quality  # noqa: E402
-
 PAIR = "pendulum-swingup-reversed"
 
 
@@ -92,21 +87,23 @@ def test_a_bad_record_is_refused_naming_it_and_the_old_report_is_kept(tmp_path, 
 
 
 def test_the_smoke_pipelines_records_merge_into_the_results_file_and_make_a_report(smoke_repo, tmp_path):
-    """What the benchmark records from a finished work dir, and from a stopped training's checkpoint."""
+    """What the benchmark (and the sweep) record from a finished pipeline directory, and from a
+    stopped training's checkpoint."""
+    from redraw.records import merge_results, protocol, training_records, workdir_records
+
     work = smoke_repo.path
-    trainings = transfer_quality.training_records(work, PAIR, 0, "smoke")
+    records, trainings = workdir_records(work, "abc1234")
     assert {t["training"] for t in trainings} == {"pretrain", "oracle", "pretrain_rssm"}
     assert all(t["finished"] and t["learned"] is False and t["threshold"] == 300.0 for t in trainings)
-    records = transfer_quality.method_records(work, PAIR, 0, "smoke", "preset", trainings)
     evaluated = {p.stem for p in (work / "reports/evaluate").glob("*.json")} - {"source"}
     assert {r["method"] for r in records} == evaluated and "redraw" in evaluated
     assert all(r["valid"] is False for r in records)  # smoke trainings learn nothing: every point void
-    assert {r["protocol"] for r in records} == {"sequential"}
-    assert transfer_quality.protocol({"train_policy": {"adapt": True}, "calibrate": {"early_stop": True}}) == \
-        "concurrent+early_stop"
+    assert {(r["protocol"], r["target_data"], r["preset"], r["target_transitions"]) for r in records} == {
+        ("sequential", "correlated", "smoke", 200)}
+    assert protocol({"train_policy": {"adapt": True}, "calibrate": {"early_stop": True}}) == "concurrent+early_stop"
     results = tmp_path / "transfer_quality.json"
-    transfer_quality.merge_results(results, records, trainings)
-    transfer_quality.merge_results(results, records[:1], [])  # a record replaces the one with its key
+    merge_results(results, records, trainings)
+    merge_results(results, records[:1], [])  # a record replaces the one with its key
     got_records, got_trainings = load_results(results)
     assert len(got_records) == len(records) and len(got_trainings) == 3
     text = build_report(results, tmp_path / "results.md").read_text()
@@ -118,6 +115,6 @@ def test_the_smoke_pipelines_records_merge_into_the_results_file_and_make_a_repo
     ckpt = next((work / "checkpoints").glob("pretrain-*/checkpoint.pt"))
     (stopped / "checkpoints" / ckpt.parent.name).mkdir(parents=True)
     shutil.copy(ckpt, stopped / "checkpoints" / ckpt.parent.name / "checkpoint.pt")
-    (record_,) = transfer_quality.training_records(stopped, PAIR, 0, "smoke")
+    (record_,) = training_records(stopped, PAIR, "pendulum-swingup", 0, "smoke", "abc1234")
     assert record_["training"] == "pretrain" and record_["finished"] is False and record_["learned"] is None
-    assert record_["curve"] == [c[:2] for c in next(t for t in trainings if t["training"] == "pretrain")["curve"]]
+    assert record_["curve"] == next(t for t in trainings if t["training"] == "pretrain")["curve"]

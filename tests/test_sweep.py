@@ -250,6 +250,15 @@ def test_four_points_on_two_workers_survive_a_killed_worker(tmp_path):
         table = json.loads((repo / "reports/sweeps/smoke/points.json").read_text())
         assert sorted(row["point"] for row in table) == sorted(names)
         assert (repo / "reports/sweeps/smoke/pendulum-swingup.png").stat().st_size > 0
+        # the points as results records, and the report `redraw report` builds from them
+        from redraw.report import load_results
+
+        records, _ = load_results(repo / "reports/sweeps/smoke/transfer_quality.json")
+        assert sorted((r["method"], r["target_transitions"]) for r in records) == [
+            ("no_adapt", 100), ("no_adapt", 200), ("redraw", 100), ("redraw", 200)]
+        assert {(r["pair"], r["seed"], r["preset"], r["protocol"]) for r in records} == {
+            ("pendulum-swingup-reversed", 0, "smoke", "sequential")}
+        assert "#### pendulum-swingup-reversed" in (repo / "reports/sweeps/smoke/report.md").read_text()
     finally:
         for name, proc in procs.items():
             if proc.poll() is None:

@@ -29,9 +29,9 @@ import numpy as np
 
 __all__ = ["ResultsError", "load_results", "mean_ci", "build_report"]
 
-METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
+from redraw.records import METHODS, TRAININGS  # noqa: E402
+
 BASELINES = ("no_adapt", "draw_finetune", "dreamer_finetune")
-TRAININGS = ("pretrain", "oracle", "pretrain_rssm")
 RECORD_FIELDS = {"pair": str, "seed": int, "method": str, "target_transitions": int, "protocol": str,
                  "return_mean": float, "return_std": float, "episodes": int, "preset": str, "commit": str}
 TRAINING_FIELDS = {"pair": str, "seed": int, "training": str, "preset": str, "finished": bool,

@@ -1,0 +1,139 @@
+"""The results records that ``redraw report`` reads (``benchmarks/results/transfer_quality.json``),
+made from a finished (or stopped) pipeline directory: by the quality benchmark for its work dirs,
+and by the Prefect sweep for each point.
+
+Two lists: ``records`` (one evaluation of one method, keyed by ``RECORD_KEY``) and ``trainings``
+(one training of one pair and seed with its learning curve, keyed by ``TRAINING_KEY``). A method
+whose starting training did not learn its task is recorded ``"valid": false``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+#: the return (out of ~500: action repeat 2, the last sub-step's reward) a training's last
+#: evaluation must reach for it to have learnt its task, by source env
+LEARNED = {"pendulum-swingup": 300.0, "reacher-easy": 350.0, "cup-catch": 350.0, "finger-turn_hard": 200.0}
+TRAININGS = ("pretrain", "oracle", "pretrain_rssm")
+METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
+#: the training each method's policy starts from (default: the source pretraining)
+STARTS_FROM = {"oracle": "oracle", "dreamer_finetune": "pretrain_rssm"}
+RECORD_KEY = ("pair", "seed", "method", "target_transitions", "protocol", "target_data", "preset")
+TRAINING_KEY = ("pair", "seed", "training", "preset")
+
+
+def load_yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text())
+
+
+def protocol(params: dict) -> str:
+    """The adaptation schedule: ``sequential`` (calibrate for calibrate.updates, then train the
+    policy on the frozen model) or ``concurrent`` (train_policy.adapt: calibration goes on beside
+    the policy, the reference's schedule); ``+early_stop``: the calibration kept is the held-out
+    best one (calibrate.early_stop)."""
+    name = "concurrent" if params["train_policy"].get("adapt") else "sequential"
+    return name + ("+early_stop" if params["calibrate"].get("early_stop") else "")
+
+
+def target_data(params: dict) -> str:
+    """Who collected the target data: ``expert`` (the oracle's sampled actions, the paper's data;
+    ``expert+noise<f>`` with a share f of correlated-noise episodes), ``source_policy``, or the
+    behaviour's kind (``correlated``, ``random``); ``external`` for imported data."""
+    if str(params.get("target_data", "data/target")) != "data/target":
+        return "external"
+    b = params["collect_target"]["behaviour"]
+    if b.get("kind") != "policy":
+        return str(b.get("kind"))
+    who = "expert" if "oracle" in str(b.get("checkpoint", "")) else "source_policy"
+    f = float(b.get("noise_fraction", 0.0) or 0.0)
+    return who + (f"+noise{f:g}" if f else "")
+
+
+def training_records(workdir: Path, pair: str, source: str, seed: int, preset: str, commit: str) -> list[dict]:
+    """One record per training of ``workdir``: its learning curve from the finished stage's curve
+    file, or, while it runs or after it was stopped, from its latest stage checkpoint
+    (``"finished": false``, and not judged: ``learned`` is null until it finishes)."""
+    from redraw.checkpoint import load_checkpoint
+
+    workdir = Path(workdir)
+    threshold = LEARNED.get(source)
+    records = []
+    for name in TRAININGS:
+        curve_file = workdir / f"reports/{name}_curve.json"
+        finished = curve_file.is_file()
+        curve = json.loads(curve_file.read_text()) if finished else None
+        if curve is None:
+            ckpts = sorted((workdir / "checkpoints").glob(f"{name}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
+            if not ckpts:
+                continue
+            curve = load_checkpoint(ckpts[-1])["curve"]
+        if not curve:
+            continue
+        final = float(curve[-1]["eval_return"])
+        records.append({
+            "pair": pair, "seed": seed, "training": name, "preset": preset,
+            "env": pair if name == "oracle" else source, "finished": finished,
+            "steps": int(curve[-1]["step"]), "final_return": final, "threshold": threshold,
+            "learned": None if threshold is None or not finished else bool(final >= threshold),
+            "curve": [[int(c["step"]), round(float(c["eval_return"]), 2)] for c in curve],
+            "commit": commit,
+        })
+    return records
+
+
+def method_records(workdir: Path, pair: str, seed: int, preset: str, trainings: list[dict], commit: str,
+                   methods=METHODS) -> list[dict]:
+    """One record per evaluated method of ``workdir`` (``reports/evaluate/<method>.json``); the
+    protocol, target data and size come from its params.yaml."""
+    workdir = Path(workdir)
+    params = load_yaml(workdir / "params.yaml")
+    learned = {t["training"]: t["learned"] for t in trainings if t["finished"]}
+    used = int(params.get("target_transitions") or 0) or int(params["collect_target"]["transitions"])
+    records = []
+    for method in methods:
+        file = workdir / "reports/evaluate" / f"{method}.json"
+        if not file.is_file():
+            continue
+        ev = json.loads(file.read_text())
+        records.append({
+            "pair": pair, "seed": seed, "method": method, "target_transitions": used,
+            "protocol": protocol(params), "target_data": target_data(params),
+            "return_mean": float(ev["return_mean"]), "return_std": float(ev["return_std"]),
+            "episodes": int(ev["episodes"]), "preset": preset,
+            "valid": learned.get(STARTS_FROM.get(method, "pretrain")), "commit": commit,
+        })
+    return records
+
+
+def workdir_records(workdir: Path, commit: str, methods=METHODS) -> tuple[list[dict], list[dict]]:
+    """(records, trainings) of a pipeline directory, its pair, seed and preset from its params.yaml."""
+    from redraw.envs.registry import load_pairs
+
+    workdir = Path(workdir)
+    params = load_yaml(workdir / "params.yaml")
+    env = params["env"]
+    pair, source, seed, preset = env["target"], env["source"], int(params["seed"]), str(params.get("preset"))
+    load_pairs(workdir / env.get("pairs", "envs.yaml")).source_of(pair)  # KeyError: not a target there
+    trainings = training_records(workdir, pair, source, seed, preset, commit)
+    return method_records(workdir, pair, seed, preset, trainings, commit, methods), trainings
+
+
+def merge_results(path: Path, records: list[dict], trainings: list[dict]) -> None:
+    """Merge into the results file (a record replaces the one with its key); written atomically,
+    one record per line."""
+    path = Path(path)
+    old = json.loads(path.read_text()) if path.is_file() else {"records": [], "trainings": []}
+    merged = {}
+    for section, key, new in (("records", RECORD_KEY, records), ("trainings", TRAINING_KEY, trainings)):
+        rows = {tuple(r.get(k) for k in key): r for r in old.get(section, [])}
+        rows.update({tuple(r.get(k) for k in key): r for r in new})
+        merged[section] = sorted(rows.values(), key=lambda r: tuple(str(r.get(k)) for k in key))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    body = ",\n".join(f'"{section}": [' + ",".join(f"\n  {json.dumps(r)}" for r in rows) + ("\n]" if rows else "]")
+                      for section, rows in merged.items())
+    tmp.write_text("{" + body + "}\n")
+    tmp.replace(path)
