@@ -154,6 +154,18 @@ def worker(case: str, path: str, iters: int, device: str, env_steps: int) -> dic
     return out
 
 
+def threads_peak(threads: int) -> float:
+    """The bf16 matmul peak (FLOP/s) with ``threads`` torch threads, measured now."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return matmul_peak("bfloat16", "cpu")
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_worker(case: str, path: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", case, path, "--iters", str(args.iters), "--device", args.device,
            "--env-steps", str(args.env_steps)]
@@ -207,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"(compile {r['compile_seconds']:.1f} s)  {memory}  online loop {r['agent_steps_per_s']:.0f} "
                   f"agent steps/s  threads {r['threads']}")
         ratios[case] = med["eager"] / med["default"]
+        if args.device == "cpu":  # how far the default path could go: all its FLOPs at the matmul peak
+            threads = row["default"]["threads"]
+            floor = flops / threads_peak(threads)
+            print(f"  FLOP floor of the default path: {floor * 1e3:.1f} ms/update at the bf16 matmul peak with "
+                  f"{threads} thread(s), i.e. at most {med['eager'] / floor:.2f}x over eager")
         print(f"  speed-up {case}: {ratios[case]:.2f}x")
     print(f"speed-up cpu preset: {ratios['cpu preset']:.2f}x")
     return 0
