@@ -443,3 +443,18 @@ def test_imag_unimix_mixes_the_corrected_prior_of_the_policy_stage_only(tmp_path
     params["train_policy"]["imag_unimix"] = 1.0
     with pytest.raises(ConfigError, match=r"train_policy.imag_unimix must be in \[0, 1\)"):
         train_policy.run("draw_finetune", params, progress=False)
+
+
+@pytest.mark.parametrize("method, expected", [("redraw", 5), ("draw_finetune", 8)])
+def test_residual_methods_imagine_from_their_own_number_of_starts(tmp_path, monkeypatch, method, expected):
+    """train_policy.residual_imag_starts (the reference: ReDRAW from a third of the batch's
+    posterior states, the baselines from all) applies to the residual methods only."""
+    from redraw.stages import train_policy
+
+    params, _ = policy_stage_setup(tmp_path, monkeypatch, method)
+    params["train_policy"].update(imag_starts=8, residual_imag_starts=5, updates=1)
+    made = {}
+    real = train_policy.policy_stage_agent
+    monkeypatch.setattr(train_policy, "policy_stage_agent", lambda *a, **k: made.setdefault("agent", real(*a, **k)))
+    train_policy.run(method, params, progress=False)
+    assert made["agent"].cfg.imag_starts == expected

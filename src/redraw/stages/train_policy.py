@@ -59,6 +59,9 @@ class TrainPolicyConfig:
     batch_size: int = 16  #: target chunks per update (their posterior states start imagination)
     batch_length: int = 64
     imag_starts: int = 256  #: imagination starts per update (0: every posterior state)
+    #: the residual methods' starts (0: imag_starts); the reference starts ReDRAW's imagination
+    #: from a third of the batch's posterior states (341 of 1024), the baselines' from all
+    residual_imag_starts: int = 0
     lr: float = 0.0  #: actor and critic Adam learning rate in this stage (0: actor_critic.lr, as in pretraining)
     log_every: int = 50
     eval_every: int = 0  #: run the policy in env.target (a simulator) every N updates (0: never)
@@ -122,6 +125,9 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     cal_cfg, _ = calibrate_configs(params, path)
     seed = int(get(params, "seed", path))
     target_env = get(params, "env.target", path)
+    if cfg.imag_starts < 0 or cfg.residual_imag_starts < 0:
+        raise ConfigError(f"{path}: train_policy.imag_starts and residual_imag_starts must be >= 0 (0: every "
+                          f"posterior state; as imag_starts), got {cfg.imag_starts} and {cfg.residual_imag_starts}")
     if not 0.0 <= cfg.imag_unimix < 1.0:
         raise ConfigError(f"{path}: train_policy.imag_unimix must be in [0, 1), got {cfg.imag_unimix}")
     if cfg.lr < 0:
@@ -146,7 +152,10 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         raise TargetDataError(f"{data_dir} is not the data {model_path} was calibrated on; re-run calibrate@{method}")
     perf = perf_config(params, path)
     apply_perf(perf)
-    agent = policy_stage_agent(model_path, method in REINIT_ACTOR_CRITIC, cfg.lr, cfg.imag_starts, seed)
+    from redraw.agent.adapt import RESIDUAL_METHODS
+
+    starts = cfg.residual_imag_starts if method in RESIDUAL_METHODS and cfg.residual_imag_starts else cfg.imag_starts
+    agent = policy_stage_agent(model_path, method in REINIT_ACTOR_CRITIC, cfg.lr, starts, seed)
     if method == "redraw_pessimistic":
         agent.pessimism = pessimism_config(params, path)
         if agent.wm.residual.cfg.members != agent.pessimism.members:
