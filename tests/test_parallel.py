@@ -34,3 +34,16 @@ def test_a_failing_stage_names_its_log_and_the_others_finish(tmp_path):
     with pytest.raises(RuntimeError, match=r"stage bad failed \(exit 3\); its log .*bad\.log ends:\nsomething broke"):
         parallel.side_by_side(tmp_path, 2, {"ok": ok, "bad": bad}, tmp_path / "logs")
     assert (tmp_path / "ok.txt").read_text() == "done"
+
+
+def test_a_level_starts_its_longest_stages_first(tmp_path):
+    """With fewer jobs than stages, the RSSM pretraining (the longest) starts with the first job,
+    not after the two DRAW trainings; stages the table does not know keep their order after it."""
+    assert parallel.longest_first(["oracle", "pretrain", "pretrain_rssm"]) == ["pretrain_rssm", "pretrain", "oracle"]
+    assert parallel.longest_first(["evaluate@redraw", "train_policy@dreamer_finetune", "evaluate@a"]) == [
+        "train_policy@dreamer_finetune", "evaluate@redraw", "evaluate@a"]
+    stamp = "import sys, time; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n'); time.sleep(0.3)"
+    order = tmp_path / "order.txt"
+    commands = {name: [sys.executable, "-c", stamp, str(order), name] for name in ("oracle", "pretrain", "pretrain_rssm")}
+    parallel.side_by_side(tmp_path, 1, commands, tmp_path / "logs")
+    assert order.read_text().split() == ["pretrain_rssm", "pretrain", "oracle"]
