@@ -26,7 +26,7 @@ evaluation's return, and one per training (pretrain, oracle, pretrain_rssm) with
 curve and whether it learnt its task (``redraw.records.LEARNED``: the return its last evaluation
 must reach).
 A method whose source pretraining did not learn is recorded with ``"valid": false``.
-``scripts/results_report.py`` turns that file into docs/results.md.
+``redraw report`` turns that file into docs/results.md.
 
 Work directories are kept (``--workdir``), so a run that is stopped resumes where DVC left it.
 
@@ -51,12 +51,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from redraw import parallel  # noqa: E402
 from redraw.parallel import venv_env  # noqa: E402
-from redraw.records import load_yaml, merge_results, workdir_records  # noqa: E402
+from redraw.records import METHODS, load_yaml, merge_results, workdir_records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/transfer_quality.json"
 DEFAULT_PAIR = "pendulum-swingup-reversed"
-METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
 
 
 def sh(cmd: list[str], cwd: Path) -> None:
@@ -266,8 +265,6 @@ def main() -> int:
     if args.harvest:
         return harvest(args.workdir, args.results, args.preset)
 
-    from redraw.config import ConfigError
-
     methods = tuple(m for m in METHODS if m in {*args.methods, "oracle"})
     for pair in pairs:
         returns = run_pair(args, parser, pair, methods, overrides)
@@ -294,8 +291,8 @@ def run_pair(args, parser, pair: str, methods: tuple[str, ...], overrides: dict)
         elif args.until == "trainings" or args.jobs > 1 or methods != METHODS:
             print(f"== {pair} seed {seed}: independent stages side by side in {workdir}", flush=True)
             run_side_by_side(workdir, args.jobs, methods, trainings_only=args.until == "trainings")
-        records, trainings = workdir_records(workdir, workdir_commit(workdir), methods)
         if args.until != "results":
+            _, trainings = workdir_records(workdir, workdir_commit(workdir), methods)
             merge_results(args.results, [], trainings)
             for t in trainings:
                 print(f"{pair} seed {seed} {t['training']}: final return {t['final_return']:.1f} at step {t['steps']}"

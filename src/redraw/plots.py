@@ -26,6 +26,16 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return path
 
 
+def _finish_lines(fig, ax, path, xlabel: str, ylabel: str, title: str, legend_size: int) -> Path:
+    """The line plots' common finish: labels, a small title, a light grid, the legend; saved."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    return _save(fig, path)
+
+
 def learning_curve(curve: list[dict], path: str | os.PathLike, title: str) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -50,12 +60,7 @@ def training_curves(trainings: list[dict], path: str | os.PathLike, title: str) 
                 label=f"{t['training']} seed {t['seed']}" + ("" if t.get("finished", True) else " (stopped)"))
     for thr in {t["threshold"] for t in trainings if t.get("threshold") is not None}:
         ax.axhline(thr, color="k", ls="--", lw=0.8, label="learnt threshold")
-    ax.set_xlabel("agent steps")
-    ax.set_ylabel("eval return")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    return _save(fig, path)
+    return _finish_lines(fig, ax, path, "agent steps", "eval return", title, 6)
 
 
 def heldout_curve(points: list[dict], path: str | os.PathLike, title: str, kept: int | None = None) -> Path:
@@ -168,9 +173,4 @@ def data_efficiency(rows: list[dict], path: str | os.PathLike, title: str) -> Pa
         ax.plot(x, [p["mean"] for p in pts], style, label=method)
         ax.fill_between(x, [p["ci_low"] for p in pts], [p["ci_high"] for p in pts], alpha=0.15)
     ax.set_xscale("log")
-    ax.set_xlabel("target transitions")
-    ax.set_ylabel("target return (mean, 95% CI)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _finish_lines(fig, ax, path, "target transitions", "target return (mean, 95% CI)", title, 7)

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ResultsError", "load_results", "mean_ci", "build_report"]
+from redraw.records import METHODS, TRAININGS
 
-from redraw.records import METHODS, TRAININGS  # noqa: E402
+__all__ = ["ResultsError", "load_results", "mean_ci", "build_report"]
 
 BASELINES = ("no_adapt", "draw_finetune", "dreamer_finetune")
 RECORD_FIELDS = {"pair": str, "seed": int, "method": str, "target_transitions": int, "protocol": str,

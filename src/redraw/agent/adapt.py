@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -112,8 +113,6 @@ class Calibrator:
         if method in RESIDUAL_METHODS and residual.bootstrap and residual.members > 1:
             if episodes < 1:
                 raise ValueError("a bootstrapped residual ensemble needs the number of target episodes")
-            import numpy as np
-
             draws = np.random.default_rng([seed, 0xB00]).poisson(1.0, (residual.members, episodes))
             self.boot = torch.as_tensor(draws, dtype=torch.float32, device=agent.device)
         self.opt = torch.optim.Adam(params, lr, eps=eps)

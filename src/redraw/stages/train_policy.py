@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from redraw.agent.adapt import CALIBRATED, REINIT_ACTOR_CRITIC
+from redraw.agent.adapt import CALIBRATED, REINIT_ACTOR_CRITIC, RESIDUAL_METHODS, Calibrator, dynamics_gap
 from redraw.agent.dreamer import load_agent
 from redraw.agent.pessimism import pessimism_config
 from redraw.checkpoint import load_checkpoint, save_checkpoint
@@ -43,7 +43,7 @@ from redraw.perf import apply as apply_perf
 from redraw.perf import perf_config
 from redraw.stages import method_stage_main
 from redraw.stages.calibrate import OUT_ROOT as CALIBRATED_ROOT
-from redraw.stages.calibrate import calibrate_configs
+from redraw.stages.calibrate import calibrate_configs, heldout_point, holdout_batch
 from redraw.stages.pretrain import pick_device
 from redraw.tracking import StageRun, write_json, write_metrics
 
@@ -152,8 +152,6 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         raise TargetDataError(f"{data_dir} is not the data {model_path} was calibrated on; re-run calibrate@{method}")
     perf = perf_config(params, path)
     apply_perf(perf)
-    from redraw.agent.adapt import RESIDUAL_METHODS
-
     starts = cfg.residual_imag_starts if method in RESIDUAL_METHODS and cfg.residual_imag_starts else cfg.imag_starts
     agent = policy_stage_agent(model_path, method in REINIT_ACTOR_CRITIC, cfg.lr, starts, seed)
     if method == "redraw_pessimistic":
@@ -172,8 +170,6 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         replay.add(ep)
     calibrator = None
     if cfg.adapt:  # the concurrent schedule: calibration goes on beside the policy
-        from redraw.agent.adapt import Calibrator
-
         # freezes all but its part; a bootstrapped ensemble's weights are redrawn as calibrate drew them
         calibrator = Calibrator(agent, method, cal_cfg, None, resume=True, episodes=len(replay.episodes), seed=seed)
         train_actor_critic(agent)
@@ -190,9 +186,6 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     history, curve, heldout, start = [], [], [], time.perf_counter()
     gap_batch = None
     if calibrator is not None and cal_cfg.gap_every:
-        from redraw.agent.adapt import dynamics_gap
-        from redraw.stages.calibrate import heldout_point, holdout_batch
-
         gap_batch = holdout_batch(held_eps, keys, cal_cfg.gap_context + cal_cfg.gap_horizon)
         heldout.append(heldout_point(0, dynamics_gap(agent, gap_batch, cal_cfg.gap_context, seed)))
     try:
