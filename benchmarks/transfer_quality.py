@@ -31,9 +31,9 @@ A method whose source pretraining did not learn is recorded with ``"valid": fals
 Work directories are kept (``--workdir``), so a run that is stopped resumes where DVC left it.
 
 Stages that do not depend on each other run side by side, ``--jobs`` at a time with the cores
-shared between them (``dvc repro`` runs stages one after another): first the three trainings
-(``pretrain``, ``oracle``, ``pretrain_rssm``), then the calibrations, the policy trainings and the
-evaluations, each group recorded in dvc.lock with ``dvc commit`` (see ``run_side_by_side``).
+shared between them (``dvc repro`` runs stages one after another): each stage starts as soon as
+the stages it needs are done, the three trainings (``pretrain``, ``oracle``, ``pretrain_rssm``)
+first, and is recorded in dvc.lock with ``dvc commit`` when it finishes (see ``run_side_by_side``).
 """
 
 from __future__ import annotations
@@ -63,42 +63,28 @@ def sh(cmd: list[str], cwd: Path) -> None:
 
 
 TRAININGS = ("pretrain", "oracle", "pretrain_rssm")  # independent of each other and of the target data
-LATER = ("calibrate", "train_policy", "evaluate")  # foreach groups, each depending only on earlier ones
-ADAPTED = ("draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic")  # the methods with calibrate and train_policy stages
 
 
-def stage_groups(methods: tuple[str, ...]) -> list[tuple[str, ...]]:
-    """The stage groups run side by side for ``methods``: trainings, calibrations, policy trainings,
-    evaluations (the source policy in the source simulator and the oracle always)."""
-    trainings = tuple(t for t in TRAININGS if t != "pretrain_rssm" or "dreamer_finetune" in methods)
-    adapted = [m for m in ADAPTED if m in methods]
-    return [trainings, *[tuple(f"{group}@{m}" for m in adapted) for group in LATER[:2]],
-            tuple(f"evaluate@{m}" for m in ("source", *methods))]
+def stage_targets(methods: tuple[str, ...], trainings_only: bool = False) -> list[str]:
+    """The stages the benchmark brings up to date for ``methods`` (with what they need): the
+    trainings (the RSSM's only for dreamer_finetune), or every method's evaluation (the source
+    policy in the source simulator and the oracle always)."""
+    trainings = [t for t in TRAININGS if t != "pretrain_rssm" or "dreamer_finetune" in methods]
+    return trainings if trainings_only else [*trainings, *(f"evaluate@{m}" for m in ("source", *methods))]
 
 
 def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHODS,
                      trainings_only: bool = False) -> None:
     """Everything up to the results table, independent stages ``jobs`` at a time.
 
-    ``dvc repro`` runs one stage after another. Here each group's stages that are not up to date
-    run their dvc.yaml commands side by side, and ``dvc commit`` then records them in dvc.lock as
-    ``dvc repro`` would have, so the final ``dvc repro results`` finds them done. A stopped
-    benchmark resumes: finished stages are not run again, and the three trainings continue from
-    their stage checkpoints.
+    ``dvc repro`` runs one stage after another. Here each stage starts as soon as the stages it
+    needs are done (``redraw.parallel.schedule``): the three trainings side by side, then each
+    method's calibration, policy training and evaluation as soon as its inputs exist; each is
+    recorded in dvc.lock when it finishes, so the final ``dvc repro results`` finds them done. A
+    stopped benchmark resumes: finished stages are not run again, and the trainings continue
+    from their stage checkpoints.
     """
-
-    def run_group(targets: tuple[str, ...]) -> None:
-        parallel.run_group(workdir, jobs, targets, workdir)
-
-    trainings, *later = stage_groups(methods)
-    sh([sys.executable, "-m", "dvc", "repro", "collect_source", "collect_oracle"], workdir)  # the trainings' starts
-    run_group(trainings)
-    if trainings_only:
-        return
-    sh([sys.executable, "-m", "dvc", "repro", "validate_target"], workdir)  # calibration reads validated data
-    for group in later:
-        if group:
-            run_group(group)
+    parallel.schedule(workdir, jobs, ".", stage_targets(methods, trainings_only))
 
 
 def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expert: bool,

@@ -1,6 +1,7 @@
 """redraw repro: the stage levels come from DVC's graph, and a failing stage names its log."""
 
 import contextlib
+import subprocess
 import sys
 
 import networkx as nx
@@ -28,22 +29,72 @@ def test_stage_levels_put_every_stage_after_the_stages_it_needs(tmp_path):
     assert level_of["results"] > max(level_of[n] for n in names if n.startswith("evaluate@"))
 
 
-def test_a_failing_stage_names_its_log_and_the_others_finish(tmp_path):
-    ok = [sys.executable, "-c", "import time; time.sleep(0.5); open('ok.txt', 'w').write('done')"]
-    bad = [sys.executable, "-c", "import sys; print('something broke'); sys.exit(3)"]
-    with pytest.raises(RuntimeError, match=r"stage bad failed \(exit 3\); its log .*bad\.log ends:\nsomething broke"):
-        parallel.side_by_side(tmp_path, 2, {"ok": ok, "bad": bad}, tmp_path / "logs")
-    assert (tmp_path / "ok.txt").read_text() == "done"
+def toy_repo(path, stages: dict[str, tuple[list[str], float, int]]):
+    """A git + DVC repository whose stages (name -> (stages it needs, seconds, exit code)) stamp
+    their start and end in times.txt and write out/<name>."""
+    import yaml
+
+    path.mkdir(parents=True)
+    stamp = ("import sys, time; log = open('times.txt', 'a'); log.write(f'start {sys.argv[1]} {time.time()}\\n'); "
+             "log.flush(); time.sleep(float(sys.argv[2])); print('stage', sys.argv[1], 'said hello'); "
+             "sys.exit(int(sys.argv[3])) if int(sys.argv[3]) else None; open(f'out/{sys.argv[1]}', 'w').write('x'); "
+             "log.write(f'end {sys.argv[1]} {time.time()}\\n')")
+    (path / "stamp.py").write_text(stamp)
+    (path / "out").mkdir()
+    spec = {name: {"cmd": f"{sys.executable} stamp.py {name} {seconds} {code}",
+                   "deps": ["stamp.py", *(f"out/{d}" for d in needs)], "outs": [f"out/{name}"]}
+            for name, (needs, seconds, code) in stages.items()}
+    (path / "dvc.yaml").write_text(yaml.safe_dump({"stages": spec}))
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=path, check=True)
+    return path
 
 
-def test_a_level_starts_its_longest_stages_first(tmp_path):
-    """With fewer jobs than stages, the RSSM pretraining (the longest) starts with the first job,
-    not after the two DRAW trainings; stages the table does not know keep their order after it."""
+def stamps(repo) -> dict[tuple[str, str], float]:
+    return {(kind, name): float(t) for kind, name, t in (line.split() for line in (repo / "times.txt").read_text().splitlines())}
+
+
+def test_a_stage_starts_as_soon_as_the_stages_it_needs_are_done(tmp_path):
+    """slow and quick need nothing, after_quick needs quick: with two jobs after_quick starts
+    while slow still runs (level by level it would wait for slow); every stage is recorded in
+    dvc.lock, and a second run finds everything up to date."""
+    from dvc.repo import Repo
+
+    repo = toy_repo(tmp_path / "r", {"slow": ([], 4, 0), "quick": ([], 0, 0), "after_quick": (["quick"], 0, 0),
+                                     "last": (["slow", "after_quick"], 0, 0)})
+    ran = parallel.schedule(repo, 2, "logs")
+    assert sorted(ran) == ["after_quick", "last", "quick", "slow"]
+    t = stamps(repo)
+    assert t[("start", "after_quick")] < t[("end", "slow")]
+    assert t[("start", "last")] >= max(t[("end", "slow")], t[("end", "after_quick")])
+    with contextlib.chdir(repo), Repo(".") as dvc_repo:
+        assert dvc_repo.status() == {}  # recorded as dvc repro would have
+    assert parallel.schedule(repo, 2, "logs") == []
+    assert "said hello" in (repo / "logs/slow.log").read_text()
+
+
+def test_targets_bring_only_themselves_and_what_they_need_up_to_date(tmp_path):
+    repo = toy_repo(tmp_path / "r", {"a": ([], 0, 0), "b": (["a"], 0, 0), "other": ([], 0, 0)})
+    assert sorted(parallel.schedule(repo, 2, "logs", ["b"])) == ["a", "b"]
+    assert not (repo / "out/other").exists()
+    with pytest.raises(ValueError, match="unknown stage.*nope"):
+        parallel.schedule(repo, 2, "logs", ["nope"])
+
+
+def test_a_failing_stage_names_its_log_the_others_finish_and_nothing_after_it_runs(tmp_path):
+    repo = toy_repo(tmp_path / "r", {"ok": ([], 1, 0), "bad": ([], 0, 3), "after_bad": (["bad"], 0, 0)})
+    with pytest.raises(RuntimeError, match=r"stage bad failed \(exit 3\); its log .*bad\.log ends:\nstage bad said hello"):
+        parallel.schedule(repo, 2, "logs")
+    assert (repo / "out/ok").exists() and not (repo / "out/after_bad").exists()
+    assert ("start", "after_bad") not in stamps(repo)
+    assert parallel.schedule(repo, 2, "logs", ["ok"]) == []  # ok was recorded when it finished
+
+
+def test_the_longest_stages_start_first_when_jobs_are_short(tmp_path):
+    """With fewer jobs than ready stages, the RSSM pretraining (the longest) starts first, not
+    after the two DRAW trainings; stages the table does not know keep their order after it."""
     assert parallel.longest_first(["oracle", "pretrain", "pretrain_rssm"]) == ["pretrain_rssm", "pretrain", "oracle"]
     assert parallel.longest_first(["evaluate@redraw", "train_policy@dreamer_finetune", "evaluate@a"]) == [
         "train_policy@dreamer_finetune", "evaluate@redraw", "evaluate@a"]
-    stamp = "import sys, time; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n'); time.sleep(0.3)"
-    order = tmp_path / "order.txt"
-    commands = {name: [sys.executable, "-c", stamp, str(order), name] for name in ("oracle", "pretrain", "pretrain_rssm")}
-    parallel.side_by_side(tmp_path, 1, commands, tmp_path / "logs")
-    assert order.read_text().split() == ["pretrain_rssm", "pretrain", "oracle"]
+    repo = toy_repo(tmp_path / "r", {name: ([], 0.2, 0) for name in ("oracle", "pretrain", "pretrain_rssm")})
+    assert parallel.schedule(repo, 1, "logs") == ["pretrain_rssm", "pretrain", "oracle"]

@@ -57,3 +57,10 @@ def test_the_primary_target_data_are_the_papers_expert_episodes_and_half_noise_i
     variant = transfer_quality.build_parser().parse_args(["--noise-fraction", "0.5"])
     assert "half-noise variant, not the paper's data" in transfer_quality.describe_target("expert",
                                                                                          variant.noise_fraction)
+
+
+def test_the_benchmark_brings_the_methods_evaluations_up_to_date_and_the_rssm_only_for_dreamer_finetune():
+    """Each stage of those targets, with what it needs, runs as soon as its inputs exist."""
+    assert transfer_quality.stage_targets(("no_adapt", "redraw", "oracle"), trainings_only=True) == ["pretrain", "oracle"]
+    assert transfer_quality.stage_targets(("dreamer_finetune", "oracle")) == [
+        "pretrain", "oracle", "pretrain_rssm", "evaluate@source", "evaluate@dreamer_finetune", "evaluate@oracle"]

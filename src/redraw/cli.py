@@ -357,9 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("repro", help="dvc repro with independent stages side by side (what `make repro` runs)",
-                       description="Run the whole DVC pipeline: level by level of dvc.yaml's stage graph, the stages "
-                       "of a level that are not up to date run side by side (--jobs at a time, the cores split "
-                       "between them, output in logs/), are recorded in dvc.lock with `dvc commit`, and a final "
+                       description="Run the whole DVC pipeline: each stage of dvc.yaml that is not up to date starts as "
+                       "soon as the stages it needs are done, --jobs at a time (the cores split between them, "
+                       "output in logs/), is recorded in dvc.lock with `dvc commit` when it finishes, and a final "
                        "`dvc repro` confirms that everything is up to date. --jobs 1 is plain `dvc repro`.")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="stages at a time (default: min(2, cores))")

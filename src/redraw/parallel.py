@@ -1,14 +1,12 @@
 """``dvc repro`` with independent stages side by side (``redraw repro --jobs N``, ``make repro``).
 
 ``dvc repro`` runs one stage after another, and the updates at the CPU presets' sizes are
-latency-bound: a training uses one core about as well as two. Here the stages of dvc.yaml are
-taken level by level from DVC's own graph (a stage's level is the length of the longest chain of
-stages it depends on, so the stages of one level never depend on each other). The stages of a
-level that are not up to date run their dvc.yaml commands ``jobs`` at a time, the cores split
-between them (``OMP_NUM_THREADS``), each with its output in a log; ``dvc commit`` then records
-them in dvc.lock as ``dvc repro`` would have. A final ``dvc repro`` checks that everything is
-up to date (and runs anything left). A stopped run resumes: finished stages are not run again,
-and the trainings continue from their checkpoints.
+latency-bound: a training uses one core about as well as two. Here each stage of dvc.yaml starts
+as soon as the stages it needs (from DVC's own graph) are done, ``jobs`` at a time, the cores
+split between them (``OMP_NUM_THREADS``), each with its output in a log; ``dvc commit`` records
+each in dvc.lock when it finishes, as ``dvc repro`` would have. A final ``dvc repro`` checks
+that everything is up to date (and runs anything left). A stopped run resumes: finished stages
+are not run again, and the trainings continue from their checkpoints.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import os
 import shlex
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 
@@ -31,20 +29,30 @@ def dvc(args: list[str], root: Path) -> None:
     subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=venv_env(), check=True)
 
 
-def stage_levels(root: str | Path = ".") -> list[list[str]]:
-    """Every stage of ``root``'s dvc.yaml by level: level 0 depends on no stage, level k on stages
-    of lower levels only."""
-    import networkx as nx
+def stage_graph(root: str | Path = ".") -> dict[str, set[str]]:
+    """Every stage of ``root``'s dvc.yaml (its address, e.g. ``calibrate@redraw``) -> the stages
+    whose outputs it reads, from DVC's own graph."""
     from dvc.repo import Repo
 
     with contextlib.chdir(root), Repo(".") as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        level: dict = {}
-        for stage in reversed(list(nx.topological_sort(graph))):  # dependencies first
-            level[stage] = 1 + max((level[d] for d in graph.successors(stage)), default=-1)
-        out: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
-        for stage, k in level.items():
-            out[k].append(stage.addressing)
+        return {stage.addressing: {d.addressing for d in graph.successors(stage)} for stage in graph.nodes}
+
+
+def stage_levels(root: str | Path = ".") -> list[list[str]]:
+    """Every stage of ``root``'s dvc.yaml by level: level 0 depends on no stage, level k on stages
+    of lower levels only."""
+    import networkx as nx
+
+    needs = stage_graph(root)
+    graph = nx.DiGraph([(stage, d) for stage, ds in needs.items() for d in ds])
+    graph.add_nodes_from(needs)
+    level: dict = {}
+    for stage in reversed(list(nx.topological_sort(graph))):  # dependencies first
+        level[stage] = 1 + max((level[d] for d in needs[stage]), default=-1)
+    out: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for stage, k in level.items():
+        out[k].append(stage)
     return [sorted(names) for names in out]
 
 
@@ -65,9 +73,10 @@ def stale_stages(root: str | Path, targets: list[str] | tuple[str, ...]) -> dict
     return stale
 
 
-#: stages that take longest at every preset's sizes, longest first: a level starts them before the
-#: others, so that a short stage, not the longest, waits for a free core (the RSSM pretraining took
-#: 271 s of make repro's 838 s at b7ae1f4, after pretrain and oracle, 121 s each)
+#: stages that take longest at every preset's sizes, longest first: when more stages are ready than
+#: there are free jobs these start first, so that a short stage, not the longest, waits for a free
+#: core (the RSSM pretraining took 271 s of make repro's 838 s at b7ae1f4, after pretrain and
+#: oracle, 121 s each)
 LONGEST_FIRST = ("pretrain_rssm", "pretrain", "oracle", "train_policy@dreamer_finetune", "calibrate@dreamer_finetune")
 
 
@@ -77,48 +86,87 @@ def longest_first(names) -> list[str]:
     return sorted(names, key=lambda n: rank.get(n, len(rank)))
 
 
-def side_by_side(root: Path, jobs: int, commands: dict[str, list[str]], log_dir: Path) -> None:
-    """Run ``commands`` (name -> argv) ``jobs`` at a time in ``root``, the cores shared between
-    them, each one's output in ``log_dir/<name>.log``, the longest known stages first; the first
-    failure is raised (naming its log) once the others have finished."""
-    jobs = max(1, min(jobs, len(commands)))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+def run_logged(root: Path, name: str, cmd: list[str], threads: int, log_dir: Path) -> None:
+    """One stage's dvc.yaml command in ``root`` with ``threads`` threads, its output appended to
+    ``log_dir/<name>.log``; a failure is raised with the end of that log."""
+    log = log_dir / f"{name.replace('@', '-')}.log"
+    print(f"Running stage '{name}' ({threads} thread(s)), log in {log}", flush=True)
+    with open(log, "a") as fh:  # appended: a resumed stage keeps the earlier part of its log
+        done = subprocess.run(cmd, cwd=root, env=venv_env(OMP_NUM_THREADS=str(threads)),
+                              stdout=fh, stderr=subprocess.STDOUT)
+    if done.returncode:
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"stage {name} failed (exit {done.returncode}); its log {log} ends:\n{tail}")
+    print(f"   {name}: done", flush=True)
+
+
+def upstream(needs: dict[str, set[str]], names) -> set[str]:
+    """``names`` and every stage they need, directly or not."""
+    todo, seen = list(names), set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(needs[name])
+    return seen
+
+
+def schedule(root: str | Path, jobs: int, log_dir: str | Path, targets=None) -> list[str]:
+    """Bring the stages of ``root``'s dvc.yaml (or ``targets`` and what they need) up to date,
+    each stage started as soon as the stages it needs are done, ``jobs`` at a time (the longest
+    known first when more are ready than there are free jobs), the cores split between the jobs.
+
+    A stage whose dependencies are all done is checked with DVC then: up to date, it counts as
+    done without running; otherwise its command runs (output in ``log_dir``) and ``dvc commit``
+    records it in dvc.lock as soon as it finishes, so a stopped run resumes with what finished.
+    Only this function talks to DVC, so its lock is never contended. On a failure no new stage
+    starts, the running ones finish (and are recorded), and the failure is raised naming its log.
+    Returns the stages that ran, in the order they finished."""
+    root, log_dir = Path(root), Path(root) / log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
-
-    def one(name: str) -> None:
-        log = log_dir / f"{name.replace('@', '-')}.log"
-        print(f"Running stage '{name}' ({threads} thread(s)), log in {log}", flush=True)
-        with open(log, "a") as fh:  # appended: a resumed stage keeps the earlier part of its log
-            done = subprocess.run(commands[name], cwd=root, env=venv_env(OMP_NUM_THREADS=str(threads)),
-                                  stdout=fh, stderr=subprocess.STDOUT)
-        if done.returncode:
-            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
-            raise RuntimeError(f"stage {name} failed (exit {done.returncode}); its log {log} ends:\n{tail}")
-        print(f"   {name}: done", flush=True)
-
-    with ThreadPoolExecutor(jobs) as pool:
-        futures = [pool.submit(one, name) for name in longest_first(commands)]
-    for future in futures:
-        future.result()
-
-
-def run_group(root: Path, jobs: int, targets: list[str] | tuple[str, ...], log_dir: Path) -> list[str]:
-    """The stale stages among ``targets`` side by side, then recorded in dvc.lock; returns their names."""
-    stale = stale_stages(root, targets)
-    if len(stale) == 1 or jobs == 1:  # nothing to overlap: dvc repro runs and records it itself
-        for name in stale:
-            dvc(["repro", "--single-item", name], root)
-    elif stale:
-        side_by_side(root, jobs, stale, log_dir)
-        dvc(["commit", "-f", "-q", *stale], root)
-    return list(stale)
+    needs = stage_graph(root)
+    if targets:
+        unknown = sorted(set(targets) - set(needs))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)} in {root / 'dvc.yaml'}")
+    wanted = upstream(needs, targets or needs)
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    done: set[str] = set()
+    stale: dict[str, list[str]] = {}  # checked, waiting for a free job
+    running: dict = {}  # future -> name
+    ran: list[str] = []
+    failures: list[BaseException] = []
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        while True:
+            ready = sorted(n for n in wanted - done - set(stale) - set(running.values()) if needs[n] <= done)
+            if ready and not failures:
+                found = stale_stages(root, ready)
+                done.update(n for n in ready if n not in found)
+                stale.update(found)
+                if len(found) < len(ready):
+                    continue  # stages up to date: what needs them may be ready now
+            while stale and len(running) < jobs and not failures:
+                name = longest_first(stale)[0]
+                running[pool.submit(run_logged, root, name, stale.pop(name), threads, log_dir)] = name
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                if future.exception() is not None:
+                    failures.append(future.exception())
+                    continue
+                dvc(["commit", "-f", "-q", name], root)
+                done.add(name)
+                ran.append(name)
+    if failures:
+        raise failures[0]
+    return ran
 
 
 def repro(root: str | Path = ".", jobs: int = 2, log_dir: str | Path = "reports/logs") -> None:
-    """The whole pipeline, the stages of each level ``jobs`` at a time, then ``dvc repro``."""
+    """The whole pipeline, each stage as soon as what it needs is done, ``jobs`` at a time, then
+    ``dvc repro`` to confirm that everything is up to date."""
     root = Path(root)
-    levels = stage_levels(root)
-    for i, level in enumerate(levels):
-        print(f"== level {i + 1}/{len(levels)}: {', '.join(level)}", flush=True)
-        run_group(root, jobs, level, root / log_dir)
+    schedule(root, jobs, log_dir)
     dvc(["repro"], root)  # everything is recorded: this only confirms it (or runs what is left)
