@@ -152,23 +152,35 @@ class Agent(nn.Module):
         """One action for one observation. ``state`` is what the previous call returned (None at
         an episode start); returns ``(action, state)``. Runs ``PolicyStep`` (the deployable
         policy) in fp32 with its randomness drawn from ``generator`` (default: the agent's)."""
+        actions, state = self.act_batch({k: np.asarray(v)[None] for k, v in obs.items()}, state, sample, explore,
+                                        [self.generator if generator is None else generator])
+        return actions[0], state
+
+    @torch.no_grad()
+    def act_batch(self, obs: dict[str, np.ndarray], state=None, sample: bool = True, explore: bool = False,
+                  generators: list[torch.Generator] | None = None):
+        """One action each for N observations (arrays [N, ...]) in one policy call: ``act`` for N
+        episodes at once. Row i's randomness comes from ``generators[i]``, drawn as ``act`` draws
+        it, so each row's actions are those it would get acting alone."""
         from redraw.agent.policy import PolicyStep
 
         step = PolicyStep(self, explore=explore)  # cheap: it only refers to the agent's modules
-        x = [torch.as_tensor(np.asarray(obs[k]), device=self.device)[None] for k in self.obs_spec]
+        x = [torch.as_tensor(np.asarray(obs[k]), device=self.device) for k in self.obs_spec]
+        n = x[0].shape[0]
         if state is None:
-            latent = torch.zeros(1, step.latent_size, device=self.device)
-            prev_action = torch.zeros(1, self.action_size, device=self.device)
+            latent = torch.zeros(n, step.latent_size, device=self.device)
+            prev_action = torch.zeros(n, self.action_size, device=self.device)
         else:
             latent, prev_action = state
-        first = torch.tensor([float(state is None)], device=self.device)
-        generator = self.generator if generator is None else generator
-        uniform = torch.rand((1, step.S), generator=generator, device=self.device)
-        noise = torch.randn((1, self.action_size), generator=generator, device=self.device)
+        first = torch.full((n,), float(state is None), device=self.device)
+        generators = generators or [self.generator] * n
+        draws = [(torch.rand((1, step.S), generator=g, device=self.device),
+                  torch.randn((1, self.action_size), generator=g, device=self.device)) for g in generators]
+        uniform, noise = torch.cat([u for u, _ in draws]), torch.cat([e for _, e in draws])
         if not sample:
             noise = torch.zeros_like(noise)
         action, latent = step(*x, latent, prev_action, first, uniform, noise)
-        return action[0].cpu().numpy(), (latent, action)
+        return action.cpu().numpy(), (latent, action)
 
     def checkpoint_state(self) -> dict:
         return {
@@ -213,18 +225,38 @@ class AgentPolicy:
 
     def __init__(self, agent: Agent, sample: bool = True, explore: bool = False):
         self.agent, self.sample, self.explore, self.state = agent, sample, explore, None
-        self.generator: torch.Generator | None = None
+        self.generators: list[torch.Generator | None] = [None]
 
     def reset(self, rng=None) -> None:
+        self.reset_batch([rng])
+
+    def act(self, obs: dict) -> np.ndarray:
+        return self.act_batch([obs])[0]
+
+    def reset_batch(self, rngs: list) -> None:
+        """Start len(rngs) episodes acted together (``act_batch``), each with its own generator."""
         from redraw.agent.policy import episode_generator
 
         self.state = None
-        self.generator = None if rng is None else episode_generator(rng, self.agent.device)
+        self.generators = [None if rng is None else episode_generator(rng, self.agent.device) for rng in rngs]
 
-    def act(self, obs: dict) -> np.ndarray:
-        action, self.state = self.agent.act(obs, self.state, sample=self.sample, explore=self.explore,
-                                            generator=self.generator)
-        return action
+    def act_batch(self, obs: list[dict], rows: list[int] | None = None) -> list[np.ndarray]:
+        """One action for each episode in ``rows`` (default: all, in order), from its observation
+        in ``obs``, in one policy call; the other episodes' states are kept as they are."""
+        rows = list(range(len(self.generators))) if rows is None else rows
+        gens = [self.generators[i] for i in rows]
+        gens = None if any(g is None for g in gens) else gens  # None: the agent's own generator
+        batch = {k: np.stack([o[k] for o in obs]) for k in obs[0]}
+        if self.state is None or len(rows) == len(self.generators):
+            actions, self.state = self.agent.act_batch(batch, self.state, self.sample, self.explore, gens)
+        else:  # some episodes ended: step the others, keep every row of the state
+            idx = torch.as_tensor(rows)
+            latent, prev = self.state
+            actions, (lat, act) = self.agent.act_batch(batch, (latent[idx], prev[idx]), self.sample, self.explore, gens)
+            latent, prev = latent.clone(), prev.clone()
+            latent[idx], prev[idx] = lat, act
+            self.state = (latent, prev)
+        return list(actions)
 
 
 def load_agent(path, expect: dict | None = None, device: str | torch.device = "cpu") -> Agent:

@@ -71,26 +71,64 @@ def run_episode(env, behaviour, seed_seq: np.random.SeedSequence) -> Episode:
     env_seed, act_seed = seed_seq.spawn(2)
     behaviour.reset(np.random.default_rng(act_seed))
     obs = env.reset(seed=int(env_seed.generate_state(1)[0]))
-    rows = {k: [v] for k, v in obs.items()}
-    actions = [np.zeros(env.action_size, np.float32)]
-    rewards, terminals = [0.0], [False]
+    episode = _EpisodeRows(obs, env.action_size)
     done = False
     while not done:
         action = behaviour.act(obs)
         obs, reward, done, terminal = env.step(action)
+        episode.add(obs, action, reward, terminal)
+    return episode.finish()
+
+
+def run_episodes(envs: list, policy, seed_seqs: list[np.random.SeedSequence]) -> list[Episode]:
+    """Roll out ``len(seed_seqs)`` episodes together, one in each of the first envs, with one
+    batched policy call per step (``policy.reset_batch(rngs)`` / ``policy.act_batch(obs, rows)``,
+    e.g. ``AgentPolicy``). Episode i's env and action randomness come from ``seed_seqs[i]`` as in
+    ``run_episode``; an episode that ends leaves the others stepping."""
+    n = len(seed_seqs)
+    if n > len(envs):
+        raise ValueError(f"{n} episodes at once need {n} envs, got {len(envs)}")
+    seeds = [s.spawn(2) for s in seed_seqs]
+    policy.reset_batch([np.random.default_rng(act_seed) for _, act_seed in seeds])
+    obs = [env.reset(seed=int(env_seed.generate_state(1)[0])) for env, (env_seed, _) in zip(envs, seeds)]
+    episodes = [_EpisodeRows(o, env.action_size) for o, env in zip(obs, envs)]
+    active = list(range(n))
+    while active:
+        actions = policy.act_batch([obs[i] for i in active], active)
+        still = []
+        for i, action in zip(active, actions):
+            obs[i], reward, done, terminal = envs[i].step(action)
+            episodes[i].add(obs[i], action, reward, terminal)
+            if not done:
+                still.append(i)
+        active = still
+    return [episode.finish() for episode in episodes]
+
+
+class _EpisodeRows:
+    """One episode's rows as they come (row 0: the reset's observation, a zero action)."""
+
+    def __init__(self, obs: dict, action_size: int):
+        self.rows = {k: [v] for k, v in obs.items()}
+        self.actions = [np.zeros(action_size, np.float32)]
+        self.rewards, self.terminals = [0.0], [False]
+
+    def add(self, obs: dict, action, reward: float, terminal: bool) -> None:
         for k, v in obs.items():
-            rows[k].append(v)
-        actions.append(np.asarray(action, np.float32))
-        rewards.append(reward)
-        terminals.append(terminal)
-    n = len(rewards)
-    episode = {k: np.stack(v) for k, v in rows.items()}
-    episode["action"] = np.stack(actions).astype(np.float32)
-    episode["reward"] = np.asarray(rewards, np.float32)
-    episode["is_first"] = np.arange(n) == 0
-    episode["is_last"] = np.arange(n) == n - 1
-    episode["is_terminal"] = np.asarray(terminals, bool)
-    return episode
+            self.rows[k].append(v)
+        self.actions.append(np.asarray(action, np.float32))
+        self.rewards.append(reward)
+        self.terminals.append(terminal)
+
+    def finish(self) -> Episode:
+        n = len(self.rewards)
+        episode = {k: np.stack(v) for k, v in self.rows.items()}
+        episode["action"] = np.stack(self.actions).astype(np.float32)
+        episode["reward"] = np.asarray(self.rewards, np.float32)
+        episode["is_first"] = np.arange(n) == 0
+        episode["is_last"] = np.arange(n) == n - 1
+        episode["is_terminal"] = np.asarray(self.terminals, bool)
+        return episode
 
 
 # -- worker processes ---------------------------------------------------------------------------

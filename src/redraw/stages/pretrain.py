@@ -34,7 +34,7 @@ from redraw.agent.actor_critic import ActorCriticConfig
 from redraw.agent.dreamer import Agent, AgentConfig, AgentPolicy
 from redraw.checkpoint import identity_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, load_params, section
-from redraw.data.collect import run_episode
+from redraw.data.collect import run_episode, run_episodes
 from redraw.data.episodes import dataset_fingerprint, episode_name, iter_episodes, load_episode, save_episode
 from redraw.data.replay import Replay, batch_keys
 from redraw.data.schema import DataError, read_metadata
@@ -101,6 +101,7 @@ class PretrainConfig:
     exploration: str = "task"  #: task (act with the task actor) | plan2explore (paper's pretraining)
     steps: int = 20000  #: agent steps to take in the source env (on top of the collected data)
     train_ratio: float = 0.5  #: world-model updates per agent step (paper: 0.5)
+    envs: int = 1  #: environments stepped together, one batched policy call per step (paper: 4)
     batch_size: int = 16
     batch_length: int = 64
     imag_starts: int = 0  #: imagination start states per update (0: all batch_size*batch_length)
@@ -178,7 +179,10 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     agent_cfg.compile = perf.compile
     torch.manual_seed(seed)
     device = pick_device()
-    env = make_env(env_name, seed=seed + 1, **env_kwargs)
+    if pre.envs < 1:
+        raise ConfigError(f"{path}: pretrain.envs must be at least 1, got {pre.envs}")
+    envs = [make_env(env_name, seed=seed + 1, **env_kwargs) for _ in range(pre.envs)]
+    env = envs[0]
     eval_env = make_env(env_name, seed=seed + 2, **env_kwargs)
     obs_spec = env.observation_spec()
     identity = {
@@ -187,7 +191,8 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         "model": asdict(agent_cfg.wm), "actor_critic": asdict(agent_cfg.ac),
     }
     # the env's definition, not only the env-pair file's name: an edited perturbation must not resume
-    run_identity = {**identity, "pretrain": asdict(pre), "seed": seed, "env_kwargs": env_kwargs,
+    schedule = {k: v for k, v in asdict(pre).items() if k != "envs" or v != 1}  # one env: the key predates it
+    run_identity = {**identity, "pretrain": schedule, "seed": seed, "env_kwargs": env_kwargs,
                     # compiled updates and other thread counts round differently: another run
                     **({"perf": {"compile": perf.compile, "threads": perf.threads}} if perf.compile or perf.threads else {}),
                     "env_definition": load_pairs(env_kwargs["pairs"]).definition(env_name),
@@ -281,13 +286,16 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
             if perf.compile and agent.updates and not step_compiled:
                 bar.write(f"{out_dir.name}: {compile_report()}")
                 step_compiled = True
-            # 3. one episode of interaction
-            episode = run_episode(env, actor, np.random.SeedSequence([seed, 7, online_episodes]))
-            save_episode(replay_dir / episode_name(online_episodes), episode, compress=False)
-            replay.add(episode)
-            online_episodes += 1
-            last_return = float(episode["reward"][1:].sum())
-            prev_step, step = step, min(pre.steps, step + len(episode["reward"]) - 1)
+            # 3. one episode of interaction in each env, stepped together (episode i: its own seed)
+            seeds = [np.random.SeedSequence([seed, 7, online_episodes + i]) for i in range(pre.envs)]
+            episodes = run_episodes(envs, actor, seeds)
+            prev_step = step
+            for episode in episodes:
+                save_episode(replay_dir / episode_name(online_episodes), episode, compress=False)
+                replay.add(episode)
+                online_episodes += 1
+                last_return = float(episode["reward"][1:].sum())
+                step = min(pre.steps, step + len(episode["reward"]) - 1)
             bar.update(step - prev_step)
         checkpoint()
     except BaseException:
@@ -295,7 +303,8 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         raise
     finally:
         bar.close()
-        env.close()
+        for env_i in envs:
+            env_i.close()
         eval_env.close()
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out_dir / "agent.pt", {"agent": agent.checkpoint_state()}, identity)

@@ -1,0 +1,119 @@
+"""Envs stepped together (pretrain.envs): one batched policy call per step, and each episode the
+same as it would be acted alone."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from redraw.agent.dreamer import AgentPolicy
+from redraw.data.collect import run_episode, run_episodes
+from test_agent import agent
+from test_pretrain import make_workdir
+
+
+class Drift:
+    """A 3-dim toy env whose state follows the action; it ends after ``length`` steps (terminal
+    when ``terminal``), so envs of one batch can end at different times."""
+
+    action_size = 1
+
+    def __init__(self, length: int, terminal: bool = False):
+        self.length, self.terminal = length, terminal
+
+    def reset(self, seed: int):
+        self.t, self.x = 0, np.random.default_rng(seed).normal(size=3).astype(np.float32)
+        return {"state": self.x.copy()}
+
+    def step(self, action):
+        self.t += 1
+        self.x = (0.9 * self.x + float(np.asarray(action)[0])).astype(np.float32)
+        done = self.t >= self.length
+        return {"state": self.x.copy()}, float(self.x[0]), done, done and self.terminal
+
+
+class Counting:
+    """Wraps a policy and records how many episodes each batched call acted for."""
+
+    def __init__(self, policy):
+        self.policy, self.calls = policy, []
+
+    def reset_batch(self, rngs):
+        self.policy.reset_batch(rngs)
+
+    def act_batch(self, obs, rows):
+        self.calls.append(list(rows))
+        return self.policy.act_batch(obs, rows)
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_each_episode_of_a_batch_is_the_episode_acted_alone_and_one_policy_call_serves_every_env():
+    policy = AgentPolicy(agent(), sample=True)
+    def seeds():  # fresh each time: spawning children advances a SeedSequence
+        return [np.random.SeedSequence([0, 7, i]) for i in range(3)]
+
+    counting = Counting(policy)
+    together = run_episodes([Drift(12), Drift(5, terminal=True), Drift(9)], counting, seeds())
+    alone = [run_episode(Drift(n, terminal=t), policy, s) for (n, t), s in zip([(12, False), (5, True), (9, False)], seeds())]
+    for i, (a, b) in enumerate(zip(together, alone)):
+        assert same(a, b), f"episode {i} differs from the one acted alone"
+    assert [len(e["reward"]) for e in together] == [13, 6, 10]
+    assert together[1]["is_terminal"][-1] and not together[0]["is_terminal"].any()
+    assert len(counting.calls) == 12  # one call per step of the longest episode, not one per env and step
+    assert counting.calls[0] == [0, 1, 2] and counting.calls[5] == [0, 2] and counting.calls[-1] == [0]
+    # the same seeds give the same episodes again
+    again = run_episodes([Drift(12), Drift(5, terminal=True), Drift(9)], policy, seeds())
+    assert all(np.array_equal(a["action"], b["action"]) for a, b in zip(together, again))
+
+
+def test_one_env_is_exactly_run_episode():
+    policy = AgentPolicy(agent(), sample=True)
+    (batched,) = run_episodes([Drift(20)], policy, [np.random.SeedSequence([3, 7, 0])])
+    single = run_episode(Drift(20), policy, np.random.SeedSequence([3, 7, 0]))
+    assert all(np.array_equal(batched[k], single[k]) for k in single)
+
+
+def test_more_episodes_than_envs_is_refused():
+    with pytest.raises(ValueError, match="2 episodes at once need 2 envs, got 1"):
+        run_episodes([Drift(3)], AgentPolicy(agent()), [np.random.SeedSequence(i) for i in range(2)])
+
+
+@pytest.mark.slow
+def test_pretraining_with_two_envs_collects_episodes_in_pairs_and_is_reproducible(tmp_path):
+    from redraw.config import _yaml, load_params
+
+    runs = []
+    for name in ("a", "b"):
+        path = make_workdir(tmp_path / name, steps=200)
+        params = load_params(path / "params.yaml", round_trip=True)
+        params["pretrain"]["envs"] = 2
+        with open(path / "params.yaml", "w") as fh:
+            _yaml().dump(params, fh)
+        done = subprocess.run([sys.executable, "-m", "redraw.stages.pretrain", "--no-progress"], cwd=path,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        runs.append(path)
+    import json
+
+    a, b = (json.loads((p / "reports/pretrain.json").read_text()) for p in runs)
+    assert a["train/steps"] == 200 and a["train/updates"] == 100
+    assert {k: v for k, v in a.items() if k.startswith("loss/")} == {k: v for k, v in b.items() if k.startswith("loss/")}
+    replay = sorted(runs[0].glob("checkpoints/*/replay/*.npz"))
+    assert len(replay) == 4  # two rounds of two 50-step episodes
+
+
+def test_pretrain_envs_below_one_is_refused_naming_params_yaml(tmp_path):
+    from redraw.config import _yaml, load_params
+
+    path = make_workdir(tmp_path / "w", steps=100)
+    params = load_params(path / "params.yaml", round_trip=True)
+    params["pretrain"]["envs"] = 0
+    with open(path / "params.yaml", "w") as fh:
+        _yaml().dump(params, fh)
+    done = subprocess.run([sys.executable, "-m", "redraw.stages.pretrain", "--no-progress"], cwd=path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "params.yaml: pretrain.envs must be at least 1, got 0" in done.stdout + done.stderr
