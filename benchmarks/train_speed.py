@@ -12,7 +12,7 @@ Sizes: the ``cpu`` preset (proprio ``pendulum-swingup``, its model, batch and im
 and, unless ``--quick``, the ``paper`` preset's (64x64 pixels + joint velocities, with and without
 Plan2Explore). Per path: seconds per update, achieved FLOP/s against a bf16 matmul peak measured
 in the same run, the first update's time (compilation), peak memory, and the agent steps/s of the
-online loop (acting in the env with the actor). The last line reads ``speed-up cpu preset: N.NNx``
+online loop (acting in the env with the actor, one env and 4 stepped together). The last line reads ``speed-up cpu preset: N.NNx``
 (eager time / default time).
 
     python benchmarks/train_speed.py --quick          # cpu preset only (a few minutes)
@@ -76,6 +76,20 @@ def synthetic_batch(obs_spec: dict, action_size: int, B: int, T: int):
     return batch
 
 
+#: envs stepped together in the online loop's second measurement (the paper's pretrain.envs)
+VECTOR = 4
+
+
+def make_case_env(case: str):
+    """One more env of ``case`` as ``build`` makes it."""
+    from redraw.envs import make_env
+    from redraw.stages import env_settings
+
+    preset, obs_mode, _ = CASES[case]
+    params = preset_params(preset, obs_mode)
+    return make_env(params["env"]["source"], seed=1, **env_settings(params))
+
+
 def build(case: str, compile: bool | None = None, bf16: bool | None = None, threads: int = 0, device: str = "cpu"):
     """A freshly seeded agent for ``case`` as the pretraining stage makes it (the preset's
     ``perf.compile`` and ``pretrain.bf16`` unless given), its env and a synthetic batch."""
@@ -108,6 +122,7 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
 
 
 def worker(case: str, path: str, iters: int, device: str, env_steps: int) -> dict:
+    import numpy as np
     import torch
 
     from redraw import perf
@@ -144,9 +159,21 @@ def worker(case: str, path: str, iters: int, device: str, env_steps: int) -> dic
             policy.reset()
             obs = env.reset(seed=steps)
     env_rate = steps / (time.perf_counter() - t)
-    env.close()
+    # the same with VECTOR envs stepped together, one batched policy call per step (pretrain.envs)
+    envs = [env, *(make_case_env(case) for _ in range(VECTOR - 1))]
+    policy.reset_batch([np.random.default_rng(i) for i in range(VECTOR)])
+    obs = [e.reset(seed=i) for i, e in enumerate(envs)]
+    t, steps = time.perf_counter(), 0
+    while steps < env_steps:
+        for i, (e, action) in enumerate(zip(envs, policy.act_batch(obs))):
+            obs[i] = e.step(action)[0]
+        steps += VECTOR
+    vector_rate = steps / (time.perf_counter() - t)
+    for e in envs:
+        e.close()
     out = {"seconds_per_update": seconds, "first_update_seconds": first, "flops_per_update": flops,
            "compile_seconds": sum(perf.COMPILE_SECONDS.values()), "agent_steps_per_s": env_rate,
+           "vector_agent_steps_per_s": vector_rate,
            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
            "threads": torch.get_num_threads()}
     if device == "cuda":
@@ -217,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {path:8s} {med[path] * 1e3:8.1f} ms/update (median)  {flops / med[path] / 1e12:5.2f} TFLOP/s "
                   f"= {flops / med[path] / peak:4.0%} of peak  first update {r['first_update_seconds']:5.1f} s "
                   f"(compile {r['compile_seconds']:.1f} s)  {memory}  online loop {r['agent_steps_per_s']:.0f} "
-                  f"agent steps/s  threads {r['threads']}")
+                  f"agent steps/s ({r['vector_agent_steps_per_s']:.0f} with {VECTOR} envs together)  "
+                  f"threads {r['threads']}")
         ratios[case] = med["eager"] / med["default"]
         if args.device == "cpu":  # how far the default path could go: all its FLOPs at the matmul peak
             threads = row["default"]["threads"]
