@@ -112,42 +112,35 @@ def _artifacts(root: Path) -> None:
         get_run_logger().warning(f"no MLflow links: {exc}")
 
 
-@task(task_run_name="{name}", retries=2, retry_delay_seconds=10)
+@task(task_run_name="{name}", retries=2, retry_delay_seconds=10, retry_condition_fn=_retry_unless_rejected)
 def run_stage_command(name: str, cmd: list[str], root: str, threads: int) -> str:
-    """A stale stage's dvc.yaml command, run beside others of its level (``dvc commit`` records it)."""
+    """A stale stage's dvc.yaml command, run beside others (``dvc commit`` records it)."""
     from redraw.parallel import venv_env
 
     proc = subprocess.run(cmd, cwd=root, env=venv_env(OMP_NUM_THREADS=str(threads)), capture_output=True, text=True)
     out = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if "INFO mlflow" not in line)
     get_run_logger().info(out[-4000:] or name)
     if proc.returncode != 0:
+        if name == VALIDATION_STAGE and (Path(root) / "reports/validation/result.json").is_file():
+            raise ValidationRejected(_rejection(Path(root)))
         raise RuntimeError(f"stage {name} failed (exit {proc.returncode}):\n{out[-2000:]}")
     return "ran"
 
 
 def _side_by_side(order: list[str], root: str, jobs: int) -> dict[str, str]:
-    """The stages of ``order`` level by level of DVC's graph, the stale ones of a level ``jobs`` at
-    a time as concurrent tasks, recorded in dvc.lock with ``dvc commit`` (as ``redraw repro``)."""
-    import os
+    """The stages of ``order``, each as soon as the stages it needs are done, ``jobs`` at a time
+    as concurrent tasks, each recorded in dvc.lock with ``dvc commit`` when it finishes (the
+    scheduler of ``redraw repro``)."""
+    from prefect.futures import as_completed
 
     from redraw import parallel
 
-    done: dict[str, str] = {}
-    wanted = set(order)
-    for level in parallel.stage_levels(root):
-        level = [s for s in level if s in wanted]
-        stale = parallel.stale_stages(root, level) if level else {}
-        done.update({s: "up to date" for s in level if s not in stale})
-        if len(stale) <= 1:  # nothing to overlap (and validation keeps its own handling)
-            for name in stale:
-                done[name] = run_stage(name, root)
-            continue
-        threads = max(1, (os.cpu_count() or 1) // min(jobs, len(stale)))
-        futures = {name: run_stage_command.submit(name, cmd, root, threads) for name, cmd in stale.items()}
-        for name, future in futures.items():
-            done[name] = future.result()
-        subprocess.run([sys.executable, "-m", "dvc", "commit", "-f", "-q", *stale], cwd=root, check=True)
-    return done
+    def launch(name: str, cmd: list[str], threads: int):
+        return run_stage_command.submit(name, cmd, root, threads)
+
+    ran = parallel.schedule(root, jobs, "logs", targets=order, launch=launch,
+                            first_done=lambda futures: [next(as_completed(futures))])
+    return {name: "ran" if name in ran else "up to date" for name in order}
 
 
 @flow(name="redraw-pipeline", log_prints=True)

@@ -30,7 +30,7 @@ def test_the_flow_runs_every_dvc_stage_in_dvc_order(smoke_repo, tmp_path):
     assert "Finished in state Completed" in proc.stdout + proc.stderr
 
 
-def test_with_jobs_the_flow_runs_a_levels_stale_stages_side_by_side_and_records_them(smoke_repo, tmp_path):
+def test_with_jobs_the_flow_runs_the_stale_stages_side_by_side_and_records_them(smoke_repo, tmp_path):
     repo = smoke_repo.path
     for name in ("source", "no_adapt"):  # two independent stages of one level, made stale
         (repo / f"reports/evaluate/{name}.json").unlink()

@@ -4,29 +4,25 @@ import contextlib
 import subprocess
 import sys
 
-import networkx as nx
 import pytest
 
 from conftest import make_repo
 from redraw import parallel
 
 
-def test_stage_levels_put_every_stage_after_the_stages_it_needs(tmp_path):
+def test_stage_graph_is_dvcs_own_and_the_three_trainings_need_only_the_collections(tmp_path):
     from dvc.repo import Repo
 
     repo = make_repo(tmp_path / "repo")
-    levels = parallel.stage_levels(repo)
-    level_of = {name: i for i, names in enumerate(levels) for name in names}
+    needs = parallel.stage_graph(repo)
     with contextlib.chdir(repo), Repo(".") as dvc_repo:  # addresses are relative to the working directory
         graph = dvc_repo.index.graph
-        names = {stage.addressing for stage in graph.nodes}
-        assert set(level_of) == names and sum(map(len, levels)) == len(names)  # each stage once
-        for stage in graph.nodes:
-            for needed in nx.descendants(graph, stage):
-                assert level_of[needed.addressing] < level_of[stage.addressing], (needed.addressing, stage.addressing)
-    assert {"collect_source", "collect_oracle"} <= set(levels[0])
-    assert {"pretrain", "oracle", "pretrain_rssm"} <= set(levels[1])  # the three trainings side by side
-    assert level_of["results"] > max(level_of[n] for n in names if n.startswith("evaluate@"))
+        assert needs == {s.addressing: {d.addressing for d in graph.successors(s)} for s in graph.nodes}
+    assert needs["pretrain"] == needs["pretrain_rssm"] == {"collect_source"} and needs["oracle"] == {"collect_oracle"}
+    assert "pretrain_rssm" in needs["calibrate@dreamer_finetune"] and "pretrain_rssm" not in needs["calibrate@redraw"]
+    assert parallel.upstream(needs, ["calibrate@redraw"]) >= {"calibrate@redraw", "pretrain", "validate_target",
+                                                              "collect_target", "oracle", "collect_source"}
+    assert not any(name.startswith(("evaluate", "train_policy")) for name in parallel.upstream(needs, ["calibrate@redraw"]))
 
 
 def toy_repo(path, stages: dict[str, tuple[list[str], float, int]]):

@@ -39,23 +39,6 @@ def stage_graph(root: str | Path = ".") -> dict[str, set[str]]:
         return {stage.addressing: {d.addressing for d in graph.successors(stage)} for stage in graph.nodes}
 
 
-def stage_levels(root: str | Path = ".") -> list[list[str]]:
-    """Every stage of ``root``'s dvc.yaml by level: level 0 depends on no stage, level k on stages
-    of lower levels only."""
-    import networkx as nx
-
-    needs = stage_graph(root)
-    graph = nx.DiGraph([(stage, d) for stage, ds in needs.items() for d in ds])
-    graph.add_nodes_from(needs)
-    level: dict = {}
-    for stage in reversed(list(nx.topological_sort(graph))):  # dependencies first
-        level[stage] = 1 + max((level[d] for d in needs[stage]), default=-1)
-    out: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
-    for stage, k in level.items():
-        out[k].append(stage)
-    return [sorted(names) for names in out]
-
-
 def stale_stages(root: str | Path, targets: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
     """The stages named by ``targets`` (stages or foreach groups, e.g. ``train_policy``) that are
     not up to date in dvc.lock: address -> command."""
@@ -111,7 +94,7 @@ def upstream(needs: dict[str, set[str]], names) -> set[str]:
     return seen
 
 
-def schedule(root: str | Path, jobs: int, log_dir: str | Path, targets=None) -> list[str]:
+def schedule(root: str | Path, jobs: int, log_dir: str | Path, targets=None, launch=None, first_done=None) -> list[str]:
     """Bring the stages of ``root``'s dvc.yaml (or ``targets`` and what they need) up to date,
     each stage started as soon as the stages it needs are done, ``jobs`` at a time (the longest
     known first when more are ready than there are free jobs), the cores split between the jobs.
@@ -121,22 +104,32 @@ def schedule(root: str | Path, jobs: int, log_dir: str | Path, targets=None) -> 
     records it in dvc.lock as soon as it finishes, so a stopped run resumes with what finished.
     Only this function talks to DVC, so its lock is never contended. On a failure no new stage
     starts, the running ones finish (and are recorded), and the failure is raised naming its log.
-    Returns the stages that ran, in the order they finished."""
+    Returns the stages that ran, in the order they finished.
+
+    ``launch(name, argv, threads)`` starts a stage and returns a future (``.result()`` raises its
+    failure), ``first_done(futures)`` waits for at least one of them and returns those done:
+    by default threads of this process (the Prefect flow passes its tasks instead)."""
     root, log_dir = Path(root), Path(root) / log_dir
-    log_dir.mkdir(parents=True, exist_ok=True)
     needs = stage_graph(root)
     if targets:
         unknown = sorted(set(targets) - set(needs))
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(unknown)} in {root / 'dvc.yaml'}")
     wanted = upstream(needs, targets or needs)
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    jobs = max(1, jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pool = None
+    if launch is None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        pool = ThreadPoolExecutor(jobs)
+        launch = lambda name, cmd, threads: pool.submit(run_logged, root, name, cmd, threads, log_dir)  # noqa: E731
+        first_done = lambda futures: wait(futures, return_when=FIRST_COMPLETED)[0]  # noqa: E731
     done: set[str] = set()
     stale: dict[str, list[str]] = {}  # checked, waiting for a free job
     running: dict = {}  # future -> name
     ran: list[str] = []
     failures: list[BaseException] = []
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
+    try:
         while True:
             ready = sorted(n for n in wanted - done - set(stale) - set(running.values()) if needs[n] <= done)
             if ready and not failures:
@@ -147,18 +140,22 @@ def schedule(root: str | Path, jobs: int, log_dir: str | Path, targets=None) -> 
                     continue  # stages up to date: what needs them may be ready now
             while stale and len(running) < jobs and not failures:
                 name = longest_first(stale)[0]
-                running[pool.submit(run_logged, root, name, stale.pop(name), threads, log_dir)] = name
+                running[launch(name, stale.pop(name), threads)] = name
             if not running:
                 break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
+            for future in first_done(list(running)):
                 name = running.pop(future)
-                if future.exception() is not None:
-                    failures.append(future.exception())
+                try:
+                    future.result()
+                except Exception as exc:  # noqa: BLE001 - raised once the running stages have finished
+                    failures.append(exc)
                     continue
                 dvc(["commit", "-f", "-q", name], root)
                 done.add(name)
                 ran.append(name)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     if failures:
         raise failures[0]
     return ran
