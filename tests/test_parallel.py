@@ -67,6 +67,11 @@ def test_a_stage_starts_as_soon_as_the_stages_it_needs_are_done(tmp_path):
         assert dvc_repo.status() == {}  # recorded as dvc repro would have
     assert parallel.schedule(repo, 2, "logs") == []
     assert "said hello" in (repo / "logs/slow.log").read_text()
+    # a changed dependency: the stage runs again, its old output removed first as dvc repro does
+    # (a stage that refuses to overwrite its output, as the collections do, still runs)
+    (repo / "stamp.py").write_text("import os, sys; assert not os.path.exists(f'out/{sys.argv[1]}'), 'output left in place'\n"
+                                   + (repo / "stamp.py").read_text())
+    assert sorted(parallel.schedule(repo, 2, "logs")) == ["after_quick", "last", "quick", "slow"]
 
 
 def test_targets_bring_only_themselves_and_what_they_need_up_to_date(tmp_path):

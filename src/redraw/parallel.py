@@ -56,6 +56,16 @@ def stale_stages(root: str | Path, targets: list[str] | tuple[str, ...]) -> dict
     return stale
 
 
+def remove_outs(root: str | Path, name: str) -> None:
+    """Remove stage ``name``'s outputs (not its ``persist: true`` ones) before it runs, as ``dvc
+    repro`` does: a stage never finds its previous outputs in its way."""
+    from dvc.repo import Repo
+
+    with contextlib.chdir(root), Repo(".") as repo, repo.lock:
+        for stage in repo.stage.collect(name):
+            stage.remove_outs(ignore_remove=False, force=False)
+
+
 #: stages that take longest at every preset's sizes, longest first: when more stages are ready than
 #: there are free jobs these start first, so that a short stage, not the longest, waits for a free
 #: core (the RSSM pretraining took 271 s of make repro's 838 s at b7ae1f4, after pretrain and
@@ -100,7 +110,8 @@ def schedule(root: str | Path, jobs: int, log_dir: str | Path, targets=None, lau
     known first when more are ready than there are free jobs), the cores split between the jobs.
 
     A stage whose dependencies are all done is checked with DVC then: up to date, it counts as
-    done without running; otherwise its command runs (output in ``log_dir``) and ``dvc commit``
+    done without running; otherwise its outputs are removed as ``dvc repro`` removes them (not
+    the persistent ones), its command runs (output in ``log_dir``) and ``dvc commit``
     records it in dvc.lock as soon as it finishes, so a stopped run resumes with what finished.
     Only this function talks to DVC, so its lock is never contended. On a failure no new stage
     starts, the running ones finish (and are recorded), and the failure is raised naming its log.
@@ -140,6 +151,7 @@ def schedule(root: str | Path, jobs: int, log_dir: str | Path, targets=None, lau
                     continue  # stages up to date: what needs them may be ready now
             while stale and len(running) < jobs and not failures:
                 name = longest_first(stale)[0]
+                remove_outs(root, name)
                 running[launch(name, stale.pop(name), threads)] = name
             if not running:
                 break
