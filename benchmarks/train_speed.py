@@ -9,8 +9,9 @@ ratios measured together count):
   continue heads and the actor-critic losses; ``paper``: off).
 
 Sizes: the ``cpu`` preset (proprio ``pendulum-swingup``, its model, batch and imagination starts)
-and, unless ``--quick``, the ``paper`` preset's (64x64 pixels + joint velocities, with and without
-Plan2Explore). Per path: seconds per update, achieved FLOP/s against a bf16 matmul peak measured
+and, unless ``--quick``, the same preset's DreamerV3 RSSM (``pretrain_rssm``, the dreamer_finetune
+baseline's pretraining) and the ``paper`` preset's (64x64 pixels + joint velocities, with and
+without Plan2Explore). Per path: seconds per update, achieved FLOP/s against a bf16 matmul peak measured
 in the same run, the first update's time (compilation), peak memory, and the agent steps/s of the
 online loop (acting in the env with the actor, one env and 4 stepped together). The last line reads ``speed-up cpu preset: N.NNx``
 (eager time / default time).
@@ -36,10 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-CASES = {  # name -> (preset, obs_mode, exploration)
-    "cpu preset": ("cpu", "proprio", "task"),
-    "paper size": ("paper", "pixels", "task"),
-    "paper size + Plan2Explore": ("paper", "pixels", "plan2explore"),
+CASES = {  # name -> (preset, obs_mode, exploration, world model)
+    "cpu preset": ("cpu", "proprio", "task", "draw"),
+    "cpu preset RSSM": ("cpu", "proprio", "task", "rssm"),  # pretrain_rssm: the dreamer_finetune baseline's
+    "paper size": ("paper", "pixels", "task", "draw"),
+    "paper size + Plan2Explore": ("paper", "pixels", "plan2explore", "draw"),
 }
 
 
@@ -85,7 +87,7 @@ def make_case_env(case: str):
     from redraw.envs import make_env
     from redraw.stages import env_settings
 
-    preset, obs_mode, _ = CASES[case]
+    preset, obs_mode, *_ = CASES[case]
     params = preset_params(preset, obs_mode)
     return make_env(params["env"]["source"], seed=1, **env_settings(params))
 
@@ -101,7 +103,7 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
     from redraw.stages import env_settings
     from redraw.stages.pretrain import configs_from_params
 
-    preset, obs_mode, exploration = CASES[case]
+    preset, obs_mode, exploration, world_model = CASES[case]
     params = preset_params(preset, obs_mode)
     params["pretrain"]["exploration"] = exploration
     params["perf"] = {**params.get("perf", {}), "threads": threads}
@@ -111,7 +113,7 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
         params["pretrain"]["bf16"] = bf16
     cfg = perf.perf_config(params)
     perf.apply(cfg)
-    agent_cfg, pre = configs_from_params(params)
+    agent_cfg, pre = configs_from_params(params, world_model=world_model)
     agent_cfg.compile = cfg.compile
     env = make_env(params["env"]["source"], seed=1, **env_settings(params))
     torch.manual_seed(0)
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {path: min(rs, key=lambda r: r["seconds_per_update"]) for path, rs in runs.items()}
         med = {path: statistics.median(r["seconds_per_update"] for r in rs) for path, rs in runs.items()}
         flops = row["eager"]["flops_per_update"]
-        print(f"\n{case} ({'/'.join(CASES[case][:2])}, exploration {CASES[case][2]}), "
+        print(f"\n{case} ({'/'.join(CASES[case][:2])}, exploration {CASES[case][2]}, {CASES[case][3]}), "
               f"{args.rounds} round(s) of {args.iters} updates:")
         for path, r in row.items():
             memory = f"peak GPU {r['peak_gpu_gb']:.1f} GB" if "peak_gpu_gb" in r else f"peak RSS {r['peak_rss_gb']:.1f} GB"

@@ -222,3 +222,24 @@ def test_return_scale_has_a_floor_of_1_for_the_task_and_001_for_the_plan2explore
                                         ac=ActorCriticConfig(units=16, horizon=4, retnorm_floor=2.0,
                                                              explore_retnorm_floor=0.5)))
     assert custom.ac.retnorm.floor == 2.0 and custom.explorer.retnorm.floor == 0.5
+
+
+def test_the_backprop_actor_loss_computes_gradients_for_the_actor_only():
+    """DreamerV3's actor gradient runs through the imagined dynamics to the actions; the weights
+    of the model it passes through (here ``dynamics``) get no gradient from it."""
+    from redraw.agent.actor_critic import ActorCritic
+
+    torch.manual_seed(0)
+    ac = ActorCritic(4, 1, ActorCriticConfig(units=16, horizon=3, actor_grad="backprop"))
+    dynamics = torch.nn.Parameter(torch.randn(4, 4) * 0.5)
+    feats, actions = [torch.randn(8, 4)], []
+    for _ in range(3):
+        action = ac.actor.mean_std(feats[-1])[0]
+        actions.append(action)
+        feats.append(torch.tanh(feats[-1] @ dynamics + action))
+    feat = torch.stack(feats)
+    traj = {"feat": feat, "action": torch.stack(actions), "reward": feat[1:].sum(-1), "cont": torch.ones(3, 8)}
+    before = copy.deepcopy(ac.actor.state_dict())
+    ac.update(traj)
+    assert dynamics.grad is None
+    assert changed(before, ac.actor.state_dict(), "")

@@ -145,8 +145,10 @@ class ActorCritic(CompiledRegions, nn.Module):
             ret_g = lambda_returns(traj["reward"], traj["cont"], value_g, cfg.discount, cfg.lam)
             actor_loss = -(weight * ((ret_g - value_g[:-1]) / scale + cfg.entropy * ent)).mean()
             self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()  # also reaches the critic (and the world model): cleared before their own steps
             self.critic_opt.zero_grad(set_to_none=True)
+            # the actor's gradient only: through the imagined dynamics to the actions, without the
+            # weight gradients of the world model and the critic that the path also reaches
+            actor_loss.backward(inputs=list(self.actor.parameters()))
             critic_loss.backward()
         else:  # one backward pass for both: the two losses share no parameters (z and the targets are constants)
             self.actor_opt.zero_grad(set_to_none=True)
