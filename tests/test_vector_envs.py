@@ -82,21 +82,26 @@ def test_more_episodes_than_envs_is_refused():
         run_episodes([Drift(3)], AgentPolicy(agent()), [np.random.SeedSequence(i) for i in range(2)])
 
 
-@pytest.mark.slow
-def test_pretraining_with_two_envs_collects_episodes_in_pairs_and_is_reproducible(tmp_path):
+def pretrain_with_envs(path, envs: int, steps: int) -> subprocess.CompletedProcess:
+    """The pretraining stage in a smoke work dir with ``pretrain.envs: envs``."""
     from redraw.config import _yaml, load_params
 
+    make_workdir(path, steps=steps)
+    params = load_params(path / "params.yaml", round_trip=True)
+    params["pretrain"]["envs"] = envs
+    with open(path / "params.yaml", "w") as fh:
+        _yaml().dump(params, fh)
+    return subprocess.run([sys.executable, "-m", "redraw.stages.pretrain", "--no-progress"], cwd=path,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_pretraining_with_two_envs_collects_episodes_in_pairs_and_is_reproducible(tmp_path):
     runs = []
     for name in ("a", "b"):
-        path = make_workdir(tmp_path / name, steps=200)
-        params = load_params(path / "params.yaml", round_trip=True)
-        params["pretrain"]["envs"] = 2
-        with open(path / "params.yaml", "w") as fh:
-            _yaml().dump(params, fh)
-        done = subprocess.run([sys.executable, "-m", "redraw.stages.pretrain", "--no-progress"], cwd=path,
-                              capture_output=True, text=True, timeout=600)
+        done = pretrain_with_envs(tmp_path / name, 2, 200)
         assert done.returncode == 0, done.stdout + done.stderr
-        runs.append(path)
+        runs.append(tmp_path / name)
     import json
 
     a, b = (json.loads((p / "reports/pretrain.json").read_text()) for p in runs)
@@ -107,13 +112,5 @@ def test_pretraining_with_two_envs_collects_episodes_in_pairs_and_is_reproducibl
 
 
 def test_pretrain_envs_below_one_is_refused_naming_params_yaml(tmp_path):
-    from redraw.config import _yaml, load_params
-
-    path = make_workdir(tmp_path / "w", steps=100)
-    params = load_params(path / "params.yaml", round_trip=True)
-    params["pretrain"]["envs"] = 0
-    with open(path / "params.yaml", "w") as fh:
-        _yaml().dump(params, fh)
-    done = subprocess.run([sys.executable, "-m", "redraw.stages.pretrain", "--no-progress"], cwd=path,
-                          capture_output=True, text=True, timeout=300)
+    done = pretrain_with_envs(tmp_path / "w", 0, 100)
     assert done.returncode != 0 and "params.yaml: pretrain.envs must be at least 1, got 0" in done.stdout + done.stderr
