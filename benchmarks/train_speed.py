@@ -10,7 +10,7 @@ ratios measured together count):
 
 Sizes: the ``cpu`` preset (proprio ``pendulum-swingup``, its model, batch and imagination starts)
 and, unless ``--quick``, the same preset's DreamerV3 RSSM (``pretrain_rssm``, the dreamer_finetune
-baseline's pretraining) and the ``paper`` preset's (64x64 pixels + joint velocities, with and
+baseline's pretraining), the same preset with Plan2Explore (the paper's pretraining) and the ``paper`` preset's (64x64 pixels + joint velocities, with and
 without Plan2Explore). Per path: seconds per update, achieved FLOP/s against a bf16 matmul peak measured
 in the same run, the first update's time (compilation), peak memory, and the agent steps/s of the
 online loop (acting in the env with the actor, one env and 4 stepped together). The last line reads ``speed-up cpu preset: N.NNx``
@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 CASES = {  # name -> (preset, obs_mode, exploration, world model)
     "cpu preset": ("cpu", "proprio", "task", "draw"),
     "cpu preset RSSM": ("cpu", "proprio", "task", "rssm"),  # pretrain_rssm: the dreamer_finetune baseline's
+    "cpu preset + Plan2Explore": ("cpu", "proprio", "plan2explore", "draw"),  # the paper's pretraining, cpu sizes
     "paper size": ("paper", "pixels", "task", "draw"),
     "paper size + Plan2Explore": ("paper", "pixels", "plan2explore", "draw"),
 }
