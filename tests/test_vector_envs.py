@@ -1,6 +1,7 @@
 """Envs stepped together (pretrain.envs): one batched policy call per step, and each episode the
 same as it would be acted alone."""
 
+import os
 import subprocess
 import sys
 
@@ -95,8 +96,15 @@ def pretrain_with_envs(path, envs: int, steps: int) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.fixture
+def own_store(monkeypatch):
+    """The stages track into the work dir's own MLflow store, whatever server an earlier test named."""
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        monkeypatch.delenv(key)
+
+
 @pytest.mark.slow
-def test_pretraining_with_two_envs_collects_episodes_in_pairs_and_is_reproducible(tmp_path):
+def test_pretraining_with_two_envs_collects_episodes_in_pairs_and_is_reproducible(tmp_path, own_store):
     runs = []
     for name in ("a", "b"):
         done = pretrain_with_envs(tmp_path / name, 2, 200)
@@ -111,6 +119,6 @@ def test_pretraining_with_two_envs_collects_episodes_in_pairs_and_is_reproducibl
     assert len(replay) == 4  # two rounds of two 50-step episodes
 
 
-def test_pretrain_envs_below_one_is_refused_naming_params_yaml(tmp_path):
+def test_pretrain_envs_below_one_is_refused_naming_params_yaml(tmp_path, own_store):
     done = pretrain_with_envs(tmp_path / "w", 0, 100)
     assert done.returncode != 0 and "params.yaml: pretrain.envs must be at least 1, got 0" in done.stdout + done.stderr
