@@ -146,7 +146,7 @@ def _side_by_side(order: list[str], root: str, jobs: int) -> dict[str, str]:
 @flow(name="redraw-pipeline", log_prints=True)
 def pipeline(root: str = ".", stages: list[str] | None = None, jobs: int = 1) -> dict[str, str]:
     """Run the DVC pipeline at ``root`` stage by stage (all stages, or ``stages`` and what they
-    need); with ``jobs`` > 1 the independent stages of each level run side by side."""
+    need); with ``jobs`` > 1 each stage starts as soon as the stages it needs are done, ``jobs`` at a time."""
     order = stage_order(root)
     if stages:
         unknown = sorted(set(stages) - set(order))
