@@ -10,10 +10,12 @@ ratios measured together count):
 
 Sizes: the ``cpu`` preset (proprio ``pendulum-swingup``, its model, batch and imagination starts)
 and, unless ``--quick``, the same preset's DreamerV3 RSSM (``pretrain_rssm``, the dreamer_finetune
-baseline's pretraining), the same preset with Plan2Explore (the paper's pretraining) and the ``paper`` preset's (64x64 pixels + joint velocities, with and
-without Plan2Explore). Per path: seconds per update, achieved FLOP/s against a bf16 matmul peak measured
+baseline's pretraining), the same preset with Plan2Explore (the paper's pretraining) and the
+``paper`` preset's (64x64 pixels + joint velocities, with and without Plan2Explore). Per path:
+seconds per update, achieved FLOP/s against a bf16 matmul peak measured
 in the same run, the first update's time (compilation), peak memory, and the agent steps/s of the
-online loop (acting in the env with the actor, one env and 4 stepped together). The last line reads ``speed-up cpu preset: N.NNx``
+online loop (acting in the env with the actor, one env and 4 stepped together). The last line
+reads ``speed-up cpu preset: N.NNx``
 (eager time / default time).
 
     python benchmarks/train_speed.py --quick          # cpu preset only (a few minutes)
@@ -168,9 +170,14 @@ def worker(case: str, path: str, iters: int, device: str, env_steps: int) -> dic
     obs = [e.reset(seed=i) for i, e in enumerate(envs)]
     t, steps = time.perf_counter(), 0
     while steps < env_steps:
+        ended = False
         for i, (e, action) in enumerate(zip(envs, policy.act_batch(obs))):
-            obs[i] = e.step(action)[0]
+            obs[i], _, last, _ = e.step(action)
+            ended = ended or last
         steps += VECTOR
+        if ended:  # dm_control's episodes have one length: all of them end together
+            policy.reset_batch([np.random.default_rng(steps + i) for i in range(VECTOR)])
+            obs = [e.reset(seed=steps + i) for i, e in enumerate(envs)]
     vector_rate = steps / (time.perf_counter() - t)
     for e in envs:
         e.close()

@@ -134,6 +134,7 @@ def schedule(root: str | Path, jobs: int, log_dir: str | Path, targets=None, lau
         log_dir.mkdir(parents=True, exist_ok=True)
         pool = ThreadPoolExecutor(jobs)
         launch = lambda name, cmd, threads: pool.submit(run_logged, root, name, cmd, threads, log_dir)  # noqa: E731
+    if first_done is None:  # concurrent.futures futures
         first_done = lambda futures: wait(futures, return_when=FIRST_COMPLETED)[0]  # noqa: E731
     done: set[str] = set()
     stale: dict[str, list[str]] = {}  # checked, waiting for a free job
