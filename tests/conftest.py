@@ -73,10 +73,27 @@ def wait_for(what, check, seconds=180, every=2.0):
         time.sleep(every)
 
 
-def http_json(url, body=None):
+RETRYABLE = (429, 502, 503)
+
+
+def http_json(url, body=None, attempts=6):
+    """GET (or POST ``body``) ``url`` and decode the JSON reply.
+
+    A 429/502/503 is retried with backoff, as Prefect's own client does: the server answers 503 for errors
+    it marks retryable, such as sqlite being locked while a served flow registers beside the request.
+    """
     import json
+    import time
+    import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="GET" if body is None else "POST")
-    return json.loads(urllib.request.urlopen(req, timeout=10).read() or "null")
+    for attempt in range(attempts):
+        req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"},
+                                     method="GET" if body is None else "POST")
+        try:
+            return json.loads(urllib.request.urlopen(req, timeout=10).read() or "null")
+        except urllib.error.HTTPError as err:
+            if err.code not in RETRYABLE or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
