@@ -245,7 +245,8 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
                                             "source_data_hash": str(run_identity["source_data"])})
     bar = tqdm(total=pre.steps, initial=step, unit="step", desc=f"pretrain {env_name}", disable=None if progress else True)  # None: only on a terminal
     last_ckpt, start = agent.updates, time.perf_counter()
-    step_compiled = False  # the compile report is printed once, after the first updates
+    step_compiled = False  # the compile report is printed once, after this process's first updates
+    resumed_updates = agent.updates  # a resumed run has updates before it compiled anything
     try:
         while True:
             # 1. the updates the steps taken so far pay for (also finishes a burst cut by a kill)
@@ -283,7 +284,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
                 bar.write(f"{out_dir.name}: step {step} update {agent.updates}: eval return {result['return_mean']:.1f}")
             if done:
                 break
-            if perf.compile and agent.updates and not step_compiled:
+            if perf.compile and agent.updates > resumed_updates and not step_compiled:
                 bar.write(f"{out_dir.name}: {compile_report()}")
                 step_compiled = True
             # 3. one episode of interaction in each env, stepped together (episode i: its own seed)
