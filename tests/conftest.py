@@ -10,6 +10,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TRACKING_ENV = ("MLFLOW_",)
+
+
+@pytest.fixture(autouse=True)
+def _tracking_env_restored():
+    """Each test leaves the MLflow variables of ``os.environ`` as it found them.
+
+    ``mlflow.set_tracking_uri`` and ``mlflow.set_experiment`` also *export* what they set
+    (MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_ID) so that child processes inherit it: a test that
+    points MLflow at its own server would otherwise send every later test's stages to that
+    server after it has stopped."""
+    before = {k: v for k, v in os.environ.items() if k.startswith(TRACKING_ENV)}
+    yield
+    for key in [k for k in os.environ if k.startswith(TRACKING_ENV) and k not in before]:
+        del os.environ[key]
+    os.environ.update(before)
 
 
 def sh(cmd, cwd, check=True, env=None, timeout=1800):
