@@ -65,8 +65,32 @@ def test_data_sizes_make_a_curve_and_stopped_trainings_are_not_judged(tmp_path):
     assert (tmp_path / "figures/results/trainings-pendulum-swingup-reversed.png").is_file()
 
 
+def test_adaptation_curves_are_averaged_over_seeds_at_the_updates_they_share(tmp_path):
+    recs = [record("oracle", s, 400.0) for s in (0, 1)]
+    recs += [record("redraw", 0, 300.0, heldout=[[0, 9.0], [500, 2.0], [1000, 3.0]], policy_curve=[[1000, 10.0], [2000, 50.0]]),
+             record("redraw", 1, 320.0, heldout=[[0, 7.0], [500, 4.0], [1000, 5.0]],
+                    policy_curve=[[1000, 30.0], [2000, 70.0], [3000, 90.0]]),
+             record("draw_finetune", 0, 200.0, heldout=[[0, 9.0], [500, 1.0]]),
+             record("draw_finetune", 1, 210.0, valid=False, heldout=[[0, 99.0], [500, 99.0]])]  # void: left out
+    recs += [record("redraw", 0, 310.0, protocol="concurrent", heldout=[[0, 9.0], [500, 2.0]],
+                    adapt_heldout=[[0, 2.0], [1000, 1.5], [2000, 1.0]])]
+    text = build_report(write(tmp_path / "r.json", recs), tmp_path / "results.md").read_text()
+    section = text.split("## Return and held-out dynamics error vs adaptation updates")[1].split("\n## ")[0]
+    sequential, concurrent = section.split("protocol `sequential`")[1], section.split("protocol `concurrent`")[1]
+    rows = {line.split("|")[1].strip(): line for line in sequential.split("###")[0].splitlines() if line.startswith("| ")}
+    # redraw: held-out KL mean over seeds 8.0 -> lowest 3.0 at 500 -> 4.0; policy 20.0 -> 60.0 at 2,000 (seed 1's 3,000 unshared)
+    assert "| 0, 1 | 8.00 → 3.00 (500) → 4.00 (1,000) | 20.0 → 60.0 (2,000) |" in rows["redraw"]
+    assert "| 0 | 9.00 → 1.00 (500) → 1.00 (500) | – |" in rows["draw_finetune"]
+    assert "99" not in section
+    # concurrent: the policy stage's held-out points continue after the calibration's last update
+    assert "9.00 → 1.00 (2,500) → 1.00 (2,500)" in concurrent
+    assert len(list((tmp_path / "figures/results").glob("adaptation-*.png"))) == 2
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"method": "magic"}, "unknown method 'magic'"),
+    ({"heldout": [[0, float("nan")]]}, "heldout must be a list of finite"),
+    ({"policy_curve": [5000, 1.0]}, "policy_curve must be a list of finite"),
     ({"return_mean": float("nan")}, "return_mean is not finite"),
     ({"return_mean": None}, "return_mean must be float"),
     ({"drop": "episodes"}, "missing field 'episodes'"),
@@ -98,6 +122,9 @@ def test_the_smoke_pipelines_records_merge_into_the_results_file_and_make_a_repo
     evaluated = {p.stem for p in (work / "reports/evaluate").glob("*.json")} - {"source"}
     assert {r["method"] for r in records} == evaluated and "redraw" in evaluated
     assert all(r["valid"] is False for r in records)  # smoke trainings learn nothing: every point void
+    redraw = next(r for r in records if r["method"] == "redraw")  # its curves, from the stages' reports
+    assert [x for x, _ in redraw["policy_curve"]] == [10, 20] and redraw["heldout"][0][0] == 0
+    assert "adapt_heldout" not in redraw and "heldout" not in next(r for r in records if r["method"] == "no_adapt")
     assert {(r["protocol"], r["target_data"], r["preset"], r["target_transitions"]) for r in records} == {
         ("sequential", "correlated", "smoke", 200)}
     assert protocol({"train_policy": {"adapt": True}, "calibrate": {"early_stop": True}}) == "concurrent+early_stop"

@@ -174,3 +174,31 @@ def data_efficiency(rows: list[dict], path: str | os.PathLike, title: str) -> Pa
         ax.fill_between(x, [p["ci_low"] for p in pts], [p["ci_high"] for p in pts], alpha=0.15)
     ax.set_xscale("log")
     return _finish_lines(fig, ax, path, "target transitions", "target return (mean, 95% CI)", title, 7)
+
+
+def adaptation_curves(curves: dict[str, dict], oracle: float | None, path: str | os.PathLike, title: str) -> Path:
+    """Two panels per pair and setting: each method's policy return vs policy updates (the oracle's
+    return dashed) and its held-out open-loop KL vs adaptation updates (``curves``: method ->
+    ``policy`` and ``heldout`` [(x, y)], ``calibration_end``: where the policy stage's part starts)."""
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4))
+    for i, (method, c) in enumerate(curves.items()):
+        if c["policy"]:
+            x, y = zip(*c["policy"])
+            left.plot(x, y, marker=".", color=f"C{i}", label=method)
+        if c["heldout"]:
+            x, y = zip(*c["heldout"])
+            right.plot(x, y, marker=".", color=f"C{i}", label=method)
+            if c.get("calibration_end"):
+                right.axvline(c["calibration_end"], color=f"C{i}", ls=":", lw=0.8)
+    if oracle is not None:
+        left.axhline(oracle, color="k", ls="--", lw=0.8, label="oracle (final)")
+    for ax, xlabel, ylabel in ((left, "policy updates", "target return"),
+                               (right, "adaptation updates", "held-out open-loop KL (nats)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)

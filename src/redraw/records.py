@@ -84,10 +84,32 @@ def training_records(workdir: Path, pair: str, source: str, seed: int, preset: s
     return records
 
 
+#: a record's curves: (key, the report file relative to the work dir, its x and y fields)
+CURVES = (
+    ("policy_curve", "reports/train_policy/{method}_curve.json", "update", "eval_return"),
+    ("heldout", "reports/calibrate/{method}_heldout.json", "update", "kl_open_loop"),
+    ("adapt_heldout", "reports/train_policy/{method}_heldout.json", "update", "kl_open_loop"),
+)
+
+
+def method_curves(workdir: Path, method: str) -> dict[str, list[list]]:
+    """The curves of ``method``'s run in ``workdir`` that exist, as [[x, y], ...]: ``policy_curve``
+    (target return vs policy updates, train_policy.eval_every), ``heldout`` (held-out open-loop
+    KL vs calibration updates, calibrate.gap_every) and ``adapt_heldout`` (the same during the
+    policy stage, where adaptation goes on beside it: the concurrent protocol)."""
+    out = {}
+    for key, rel, x, y in CURVES:
+        file = Path(workdir) / rel.format(method=method)
+        rows = json.loads(file.read_text()) if file.is_file() else []
+        if rows:
+            out[key] = [[int(r[x]), round(float(r[y]), 4)] for r in rows]
+    return out
+
+
 def method_records(workdir: Path, pair: str, seed: int, preset: str, trainings: list[dict], commit: str,
                    methods=METHODS) -> list[dict]:
-    """One record per evaluated method of ``workdir`` (``reports/evaluate/<method>.json``); the
-    protocol, target data and size come from its params.yaml."""
+    """One record per evaluated method of ``workdir`` (``reports/evaluate/<method>.json``) with its
+    curves (``method_curves``); the protocol, target data and size come from its params.yaml."""
     workdir = Path(workdir)
     params = load_yaml(workdir / "params.yaml")
     learned = {t["training"]: t["learned"] for t in trainings if t["finished"]}
@@ -104,6 +126,7 @@ def method_records(workdir: Path, pair: str, seed: int, preset: str, trainings: 
             "return_mean": float(ev["return_mean"]), "return_std": float(ev["return_std"]),
             "episodes": int(ev["episodes"]), "preset": preset,
             "valid": learned.get(STARTS_FROM.get(method, "pretrain")), "commit": commit,
+            **method_curves(workdir, method),
         })
     return records
 
