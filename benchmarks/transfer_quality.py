@@ -51,7 +51,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from redraw import parallel  # noqa: E402
 from redraw.parallel import venv_env  # noqa: E402
-from redraw.records import METHODS, load_yaml, merge_results, workdir_records  # noqa: E402
+from redraw.records import METHODS, VARIANT_FILE, load_yaml, merge_results, workdir_records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/transfer_quality.json"
@@ -122,10 +122,14 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
     params["evaluate"]["methods"] = ["source", *methods]  # METHODS ends with the oracle
     with open(workdir / "params.yaml", "w") as fh:
         yaml.dump(params, fh)
+    variant = workdir / VARIANT_FILE  # what the records of this run are told apart by
+    variant.unlink(missing_ok=True)
     if overrides:  # last, so that they win over the preset and the settings above
         from redraw.config import set_params
 
         set_params(overrides, workdir / "params.yaml", source="--set")
+        variant.write_text("".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}\n"
+                                   for k, v in sorted(overrides.items())))
 
 
 def registry():

@@ -65,6 +65,24 @@ def test_data_sizes_make_a_curve_and_stopped_trainings_are_not_judged(tmp_path):
     assert (tmp_path / "figures/results/trainings-pendulum-swingup-reversed.png").is_file()
 
 
+def test_a_variant_is_its_own_setting_and_not_part_of_the_main_comparison(tmp_path):
+    from redraw.records import merge_results
+
+    results = tmp_path / "r.json"
+    plain = [record("redraw", 0, 100.0), record("oracle", 0, 400.0)]
+    control = [record("redraw", 0, 250.0, variant="train_policy.imag_unimix=0.01")]
+    merge_results(results, plain, [])
+    merge_results(results, control, [])  # beside the plain record, not over it
+    got, _ = load_results(results)
+    assert sorted((r["method"], r.get("variant") or "") for r in got) == [
+        ("oracle", ""), ("redraw", ""), ("redraw", "train_policy.imag_unimix=0.01")]
+    text = build_report(results, tmp_path / "results.md").read_text()
+    assert "40,000 target transitions, variant `train_policy.imag_unimix=0.01`" in text
+    plain_section = text.split("40,000 target transitions\n")[1].split("\n### ")[0]
+    assert "| 0: 100.0 |" in plain_section and "250.0" not in plain_section
+    assert "lacks 58 of 60 valid points" in text  # the variant's redraw does not count
+
+
 def test_adaptation_curves_are_averaged_over_seeds_at_the_updates_they_share(tmp_path):
     recs = [record("oracle", s, 400.0) for s in (0, 1)]
     recs += [record("redraw", 0, 300.0, heldout=[[0, 9.0], [500, 2.0], [1000, 3.0]], policy_curve=[[1000, 10.0], [2000, 50.0]]),

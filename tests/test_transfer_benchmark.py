@@ -29,8 +29,17 @@ def test_overrides_win_over_the_preset_and_unknown_keys_are_refused(tmp_path):
     assert params["pretrain"]["imag_clip"] is True and params["pretrain"]["steps"] == 123
     assert params["seed"] == 4 and params["collect_target"]["transitions"] == 300
     assert params["collect_target"]["behaviour"]["noise_fraction"] == 0.5
+    # the records of a run with overrides are told apart by them (its variant)
+    from redraw.records import workdir_variant
+
+    assert workdir_variant(work) == "pretrain.imag_clip=true, pretrain.steps=123"
     with pytest.raises(ConfigError, match="--set: key 'pretrain.no_such_key' does not exist"):
         transfer_quality.prepare(work, "smoke", 4, None, True, overrides={"pretrain.no_such_key": 1})
+    assert workdir_variant(work) == ""  # refused: the work dir is left without overrides, and says so
+    transfer_quality.prepare(work, "smoke", 4, None, True, overrides={"train_policy.imag_unimix": 0.01})
+    assert workdir_variant(work) == "train_policy.imag_unimix=0.01"
+    transfer_quality.prepare(work, "smoke", 4, None, True)
+    assert workdir_variant(work) == ""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/transfer_quality.py"), "--preset", "smoke",
                            "--workdir", str(tmp_path), "--set", "seed"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--set 'seed': expected KEY=VALUE" in proc.stderr

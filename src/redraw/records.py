@@ -19,8 +19,11 @@ TRAININGS = ("pretrain", "oracle", "pretrain_rssm")
 METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
 #: the training each method's policy starts from (default: the source pretraining)
 STARTS_FROM = {"oracle": "oracle", "dreamer_finetune": "pretrain_rssm"}
-RECORD_KEY = ("pair", "seed", "method", "target_transitions", "protocol", "target_data", "preset")
-TRAINING_KEY = ("pair", "seed", "training", "preset")
+RECORD_KEY = ("pair", "seed", "method", "target_transitions", "protocol", "target_data", "preset", "variant")
+TRAINING_KEY = ("pair", "seed", "training", "preset", "variant")
+#: a work dir's variant: the params.yaml overrides it ran with beyond the benchmark's settings
+#: (``transfer_quality.py --set``), one ``key=value`` per line; a record without one has no variant
+VARIANT_FILE = "VARIANT"
 
 
 def load_yaml(path: Path) -> dict:
@@ -131,8 +134,16 @@ def method_records(workdir: Path, pair: str, seed: int, preset: str, trainings: 
     return records
 
 
+def workdir_variant(workdir: Path) -> str:
+    """The variant ``workdir`` last ran (``VARIANT_FILE``: its overrides, joined by ", "); "" for none."""
+    file = Path(workdir) / VARIANT_FILE
+    lines = file.read_text().split("\n") if file.is_file() else []
+    return ", ".join(line.strip() for line in lines if line.strip())
+
+
 def workdir_records(workdir: Path, commit: str, methods=METHODS) -> tuple[list[dict], list[dict]]:
-    """(records, trainings) of a pipeline directory, its pair, seed and preset from its params.yaml."""
+    """(records, trainings) of a pipeline directory, its pair, seed and preset from its params.yaml;
+    each carries the work dir's ``variant`` where it has one."""
     from redraw.envs.registry import load_pairs
 
     workdir = Path(workdir)
@@ -141,7 +152,12 @@ def workdir_records(workdir: Path, commit: str, methods=METHODS) -> tuple[list[d
     pair, source, seed, preset = env["target"], env["source"], int(params["seed"]), str(params.get("preset"))
     load_pairs(workdir / env.get("pairs", "envs.yaml")).source_of(pair)  # KeyError: not a target there
     trainings = training_records(workdir, pair, source, seed, preset, commit)
-    return method_records(workdir, pair, seed, preset, trainings, commit, methods), trainings
+    records = method_records(workdir, pair, seed, preset, trainings, commit, methods)
+    variant = workdir_variant(workdir)
+    if variant:
+        for rec in [*records, *trainings]:
+            rec["variant"] = variant
+    return records, trainings
 
 
 def merge_results(path: Path, records: list[dict], trainings: list[dict]) -> None:

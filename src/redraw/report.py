@@ -130,8 +130,21 @@ def _fmt(mean: float, half: float) -> str:
 
 
 def _setting_name(key: tuple) -> str:
-    preset, data, protocol, transitions = key
-    return f"preset `{preset}`, target data `{data}`, protocol `{protocol}`, {transitions:,} target transitions"
+    preset, data, protocol, transitions, variant = key
+    return (f"preset `{preset}`, target data `{data}`, protocol `{protocol}`, {transitions:,} target transitions"
+            + (f", variant `{variant}`" if variant else ""))
+
+
+def _file_name(name: str) -> str:
+    """A figure's file name: a variant's ``key=value`` and the protocol's ``+`` made safe."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _setting(r: dict) -> tuple:
+    """What a record was measured under: preset, target data, protocol, target transitions, variant."""
+    return r["preset"], r.get("target_data", "?"), r["protocol"], r["target_transitions"], r.get("variant") or ""
 
 
 def _pair_section(pair: str, recs: list[dict], figures: Path, rel: str, tag: str) -> list[str]:
@@ -205,11 +218,13 @@ def _trainings_section(trainings: list[dict], figures: Path, rel: str) -> list[s
              "not are void.", "",
              "| pair | seed | training | preset | steps | last eval return | threshold | learnt | finished |",
              "|---|---:|---|---|---:|---:|---:|---|---|"]
-    for t in sorted(trainings, key=lambda t: (t["pair"], t["preset"], t["seed"], TRAININGS.index(t["training"]))):
+    for t in sorted(trainings, key=lambda t: (t["pair"], t["preset"], t["seed"], TRAININGS.index(t["training"]),
+                                              t.get("variant") or "")):
         thr = t.get("threshold")
         learnt = {True: "yes", False: "**no**", None: "–"}[t.get("learned")] if t["finished"] else \
             f"not yet ({'above' if thr is not None and t['final_return'] >= thr else 'below'} so far)"
-        lines.append(f"| {t['pair']} | {t['seed']} | {t['training']} | {t['preset']} | {t['steps']:,} | "
+        name = t["training"] + (f" (variant `{t['variant']}`)" if t.get("variant") else "")
+        lines.append(f"| {t['pair']} | {t['seed']} | {name} | {t['preset']} | {t['steps']:,} | "
                      f"{t['final_return']:.1f} | {'–' if thr is None else f'{thr:.0f}'} | {learnt} | "
                      f"{'yes' if t['finished'] else 'no (stopped; resumable)'} |")
     by_pair = defaultdict(list)
@@ -226,7 +241,8 @@ def _trainings_section(trainings: list[dict], figures: Path, rel: str) -> list[s
 
 def _missing(records: list[dict]) -> list[str]:
     main = [r for r in records
-            if r["preset"] == "cpu" and r.get("target_data") == "expert" and r["target_transitions"] == 40000]
+            if r["preset"] == "cpu" and r.get("target_data") == "expert" and r["target_transitions"] == 40000
+            and not r.get("variant")]
     have = {(r["pair"], r["seed"], r["method"]) for r in main if r.get("valid") is not False}
     void = len({(r["pair"], r["seed"], r["method"]) for r in main if r.get("valid") is False} - have)
     wanted = [(p, s, m) for p in PAIRS for s in SEEDS
@@ -248,16 +264,16 @@ def _data_size_section(records: list[dict], figures: Path, rel: str) -> list[str
     groups = defaultdict(list)
     for r in records:
         if r.get("valid") is not False:
-            groups[(r["preset"], r.get("target_data", "?"), r["protocol"], r["pair"])].append(r)
+            groups[(r["preset"], r.get("target_data", "?"), r["protocol"], r.get("variant") or "", r["pair"])].append(r)
     lines = ["## Return vs target-data size", ""]
     drawn = False
     from redraw.plots import data_efficiency
 
-    for (preset, data, protocol, pair), recs in sorted(groups.items()):
+    for (preset, data, protocol, variant, pair), recs in sorted(groups.items()):
         sizes = sorted({r["target_transitions"] for r in recs})
         if len(sizes) < 2:
             continue
-        name = f"data-size-{preset}-{data}-{protocol}-{pair}.png".replace("+", "_")
+        name = _file_name(f"data-size-{preset}-{data}-{protocol}{f'-{variant}' if variant else ''}-{pair}.png")
         rows = []
         for method in METHODS:
             for n in sizes:
@@ -266,7 +282,8 @@ def _data_size_section(records: list[dict], figures: Path, rel: str) -> list[str
                     mean, half = mean_ci(vals)
                     h = half if math.isfinite(half) else 0.0
                     rows.append({"method": method, "size": n, "mean": mean, "ci_low": mean - h, "ci_high": mean + h})
-        data_efficiency(rows, figures / name, f"{pair} ({preset}, {data}; 95% CI over seeds)")
+        data_efficiency(rows, figures / name, f"{pair} ({preset}, {data}{f', {variant}' if variant else ''}; "
+                        "95% CI over seeds)")
         lines += [f"![{pair} data size]({rel}/{name})", ""]
         drawn = True
     if not drawn:
@@ -316,7 +333,7 @@ def _adaptation_section(records: list[dict], figures: Path, rel: str) -> list[st
     groups = defaultdict(list)
     for r in records:
         if r.get("valid") is not False:
-            groups[(r["preset"], r.get("target_data", "?"), r["protocol"], r["target_transitions"], r["pair"])].append(r)
+            groups[(*_setting(r), r["pair"])].append(r)
     drawn = False
     from redraw.plots import adaptation_curves
 
@@ -326,7 +343,7 @@ def _adaptation_section(records: list[dict], figures: Path, rel: str) -> list[st
             continue
         pair = key[-1]
         oracle = [r["return_mean"] for r in recs if r["method"] == "oracle"]
-        lines += [f"### {pair}: {_setting_name(key[:4])}", "",
+        lines += [f"### {pair}: {_setting_name(key[:5])}", "",
                   "| method | seeds | held-out open-loop KL: start → lowest (update) → last (update) | "
                   "policy return: first → last evaluation (update) |", "|---|---|---|---|"]
         for method, c in curves.items():
@@ -338,9 +355,9 @@ def _adaptation_section(records: list[dict], figures: Path, rel: str) -> list[st
                 held = "–"
             pol = f"{pc[0][1]:.1f} → {pc[-1][1]:.1f} ({pc[-1][0]:,})" if pc else "–"
             lines.append(f"| {method} | {', '.join(map(str, c['seeds']))} | {held} | {pol} |")
-        name = f"adaptation-{'-'.join(map(str, key))}.png".replace("+", "_")
+        name = _file_name(f"adaptation-{'-'.join(str(k) for k in key if k != '')}.png")
         adaptation_curves(curves, float(np.mean(oracle)) if oracle else None, figures / name,
-                          f"{pair} ({_setting_name(key[:4]).replace('`', '')})")
+                          f"{pair} ({_setting_name(key[:5]).replace('`', '')})")
         lines += ["", f"![{pair} adaptation]({rel}/{name})", ""]
         drawn = True
     if not drawn:
@@ -368,7 +385,7 @@ def build_report(results: str | os.PathLike, out: str | os.PathLike, figures: st
              "## What is missing", "", *_missing(records), "", "## Transfer", ""]
     settings = defaultdict(lambda: defaultdict(list))
     for r in records:
-        settings[(r["preset"], r.get("target_data", "?"), r["protocol"], r["target_transitions"])][r["pair"]].append(r)
+        settings[_setting(r)][r["pair"]].append(r)
     if not settings:
         lines += ["No evaluation has finished yet.", ""]
     for k, (key, pairs) in enumerate(sorted(settings.items(), key=lambda kv: tuple(map(str, kv[0])))):
