@@ -41,7 +41,7 @@ ui: setup               ## the MLflow UI on 127.0.0.1:5000 with the project's st
 	$(VENV)/bin/redraw ui
 
 prefect-server: setup   ## Prefect server and UI on http://127.0.0.1:4200 (then PREFECT_API_URL=http://127.0.0.1:4200/api)
-	$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+	PREFECT_SERVER_ANALYTICS_ENABLED=$${PREFECT_SERVER_ANALYTICS_ENABLED:-false} $(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
 
 mlflow-server: setup    ## MLflow tracking server for sweeps on 127.0.0.1:5000 (HOST=0.0.0.0 to serve other machines)
 	mkdir -p mlruns

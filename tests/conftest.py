@@ -11,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACKING_ENV = ("MLFLOW_",)
+# the flows' Prefect defaults (flows/__init__.py: no usage reports, 60 s for sqlite's lock on a busy
+# machine), also for the Prefect servers the tests start directly
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")
 
 
 @pytest.fixture(autouse=True)
