@@ -4,7 +4,7 @@ import os
 
 # Defaults for the Prefect server these flows talk to, also the temporary one a flow starts when
 # PREFECT_API_URL is unset (a user's own setting wins):
-# - no anonymous usage reports: a robot's machine may have no network, and the report's session
+# - no anonymous usage reports: a robot's machine may have no network, and the report's start-up
 #   row is one more writer on the temporary server's sqlite file at start;
 # - wait up to 60 s for sqlite's lock instead of 10: beside a training on a 2-core machine the
 #   server's own services and the flow's writes queue for it longer than that ("database is locked").
