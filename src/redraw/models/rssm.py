@@ -89,7 +89,7 @@ class RSSM(LatentWorldModel):
         embed = self.encode(obs)
         init = self.initial((B,))
         prev = state if state is not None else init
-        deters, zs, post_logp, prior_logp = [], [], [], []
+        deters, zs, post_logp = [], [], []
         first = is_first.bool()
         for t in range(T):
             reset = first[:, t]
@@ -97,7 +97,6 @@ class RSSM(LatentWorldModel):
                              torch.where(reset[:, None, None], init.z, prev.z))
             act = torch.where(reset[:, None], torch.zeros_like(action[:, t]), action[:, t])
             deter = self._deter_step(prev, act)
-            prior_logp.append(latent_logprobs(self._split(self.prior(deter)), self.cfg.unimix))
             post = latent_logprobs(self._split(self.posterior(torch.cat([deter, embed[:, t]], -1))), self.cfg.unimix)
             z = sample_onehot(post, generator)
             post_logp.append(post)
@@ -105,11 +104,13 @@ class RSSM(LatentWorldModel):
             zs.append(z)
             prev = RSSMState(deter, z)
         states = RSSMState(torch.stack(deters, 1), torch.stack(zs, 1))
+        # nothing in the chain depends on the prior: one call for every step instead of T small ones
+        prior_logp = latent_logprobs(self._split(self.prior(states.deter)), self.cfg.unimix)
         return {
             "states": states,
             "feat": self.features(states),
             "post_logp": torch.stack(post_logp, 1),
-            "prior_logp": torch.stack(prior_logp, 1),
+            "prior_logp": prior_logp,
             "embed": embed,
             "state": prev,
         }
