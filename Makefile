@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -e '.[test]'
 	@if [ -n "$$PYTHONDONTWRITEBYTECODE" ]; then \
-	  echo "PYTHONDONTWRITEBYTECODE is set: compiling the venv's packages once (about a minute)"; \
+	  echo "PYTHONDONTWRITEBYTECODE is set: compiling the venv's packages once (under a minute)"; \
 	  $(VENV)/bin/python -m compileall -qq -j 0 "$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true; \
 	fi
 	touch $(STAMP)

@@ -61,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'rows x in x out':>18}  {'fp32':>14}  {'bf16':>8}  {'autocast':>14}  {'packed bf16':>14}  bf16 TFLOP/s")
     for m, k, n in SIZES:
         t = measure(m, k, n, args.reps)
-        cells = [f"{t[key]:7.1f} ({t[key] / t['bf16']:.2f})" if key in t else f"{'-':>14}" for key in ("fp32",)]
-        cells += [f"{t['bf16']:8.1f}"]
-        cells += [f"{t[key]:7.1f} ({t[key] / t['bf16']:.2f})" if key in t else f"{'-':>14}" for key in ("autocast", "packed")]
+
+        def cell(key: str) -> str:  # time and ratio to plain bf16; "-" where oneDNN is missing
+            return f"{t[key]:7.1f} ({t[key] / t['bf16']:.2f})" if key in t else f"{'-':>14}"
+
+        cells = [cell("fp32"), f"{t['bf16']:8.1f}", cell("autocast"), cell("packed")]
         print(f"{m:>6} x {k:>3} x {n:>3}  " + "  ".join(cells) + f"  {2 * m * k * n / t['bf16'] / 1e6:.3f}")
     return 0
 
