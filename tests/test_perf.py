@@ -117,3 +117,30 @@ def test_plan2explore_reward_in_row_chunks_is_the_whole_batchs():
         chunked = d.reward(feat, action)
     assert chunked.shape == (5, 30)
     torch.testing.assert_close(chunked, whole)
+
+
+@pytest.mark.parametrize("world_model", ["draw", "rssm"])
+def test_the_observe_chain_runs_in_fp32_under_bf16_autocast_on_a_cpu(world_model):
+    """observe's sequential chain (batch-row products, where this CPU's fp32 beats bf16) keeps
+    fp32 under the agent's bf16 autocast; the batch-wide products around it stay bf16."""
+    a = agent(world_model=world_model)
+    wm = a.wm
+    chain = [wm.prior] if world_model == "draw" else [wm.img_in, wm.gru, wm.posterior]
+    dtypes: dict[str, set] = {"chain": set(), "encoder": set()}
+
+    def record(kind):
+        def hook(module, inputs, output):
+            out = output[0] if isinstance(output, tuple) else output
+            dtypes[kind].add(out.dtype)
+        return hook
+
+    hooks = [m.register_forward_hook(record("chain")) for m in chain]
+    hooks.append(wm.vec_encoder.register_forward_hook(record("encoder")))
+    batch = batch_for(SPEC, B=2, T=6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = wm.observe({k: batch[k] for k in wm.obs_spec}, batch["action"], batch["is_first"], generator=a.generator)
+    for h in hooks:
+        h.remove()
+    assert dtypes["chain"] == {torch.float32}
+    assert dtypes["encoder"] == {torch.bfloat16}
+    assert out["prior_logp"].dtype == torch.float32 and torch.isfinite(out["prior_logp"]).all()

@@ -188,6 +188,16 @@ class LatentWorldModel(CompiledRegions, nn.Module):
 
     IMAGINE_GRAD = False  #: True: ``imagine`` keeps the graph (the RSSM's backpropagated actor gradients)
 
+    @staticmethod
+    def chain_precision(device: torch.device):
+        """The context ``observe``'s sequential chain runs in: fp32 on a CPU even under bf16
+        autocast. The chain's products have the batch's 16 rows, where this CPU's fp32 products are
+        faster than bf16 ones with their casts (``benchmarks/matmul_sizes.py``); the world-model
+        loss forward + backward at the ``cpu`` preset: 140 -> 117 ms (docs/performance.md)."""
+        if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            return torch.autocast("cpu", enabled=False)
+        return contextlib.nullcontext()
+
     def imagine(self, policy, start, horizon: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         with contextlib.nullcontext() if self.IMAGINE_GRAD else torch.no_grad():
             return self._imagine(policy, start, horizon, generator)
@@ -236,7 +246,8 @@ class LatentWorldModel(CompiledRegions, nn.Module):
         return {"reward": self.reward(feat), "cont": self.cont(feat)}
 
     #: what ``use_compile`` compiles. ``observe``'s prior chain stays eager: compiled, its 64 small
-    #: steps at batch 16 ran no faster (docs/performance.md) and cost two more compilations
+    #: steps at batch 16 ran no faster (docs/performance.md) and cost two more compilations; it runs
+    #: in fp32 instead (``chain_precision``)
     COMPILED = ("imagine_step", "heads")
 
     @torch.no_grad()

@@ -123,13 +123,16 @@ class DRAW(LatentWorldModel):
         if self.residual is not None:  # one batched call for every step
             members = self.residual.members(prev_z.detach().flatten(-2), acts.clamp(-1, 1).detach())
         prior_base, prior_logp, beliefs = [], [], []
-        belief = prev.belief
-        for t in range(T):
-            base, logp, belief = self.prior_step(first[:, t, None, None], init.belief, belief, prev_z[:, t], acts[:, t],
-                                            None if members is None else members[:, :, t].mean(0))
-            prior_base.append(base)
-            prior_logp.append(logp)
-            beliefs.append(belief)
+        with self.chain_precision(action.device):  # fp32 on a CPU: its 16-row products are faster so
+            belief, init_belief = prev.belief.float(), init.belief.float()
+            prev_z, acts = prev_z.float(), acts.float()
+            correction = None if members is None else members.float().mean(0)
+            for t in range(T):
+                base, logp, belief = self.prior_step(first[:, t, None, None], init_belief, belief, prev_z[:, t],
+                                                     acts[:, t], None if correction is None else correction[:, t])
+                prior_base.append(base)
+                prior_logp.append(logp)
+                beliefs.append(belief)
         prev = LatentState(belief, post_z[:, -1])
         extra = {}
         if members is not None:  # what calibration needs for its per-member losses
