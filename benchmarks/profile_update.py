@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", choices=list(CASES), default="cpu preset", help="sizes (default: cpu preset)")
     parser.add_argument("--eager", action="store_true", help="perf.compile off (default: on)")
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    parser.add_argument("--no-fused-chain", action="store_true",
+                        help="perf.fused_chain off: DRAW's prior chain step by step through autograd")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--iters", type=int, default=5, help="timed and profiled updates (default: 5)")
     parser.add_argument("--top", type=int, default=20, help="operators listed (default: 20)")
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    agent, env, batch, pre = build(args.case, not args.eager, not args.fp32, args.threads)
+    agent, env, batch, pre = build(args.case, not args.eager, not args.fp32, args.threads,
+                                   fused_chain=False if args.no_fused_chain else None)
     agent_cfg = agent.cfg
     for _ in range(3):  # warm-up (and compilation)
         agent.train_step(batch)

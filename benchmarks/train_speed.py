@@ -3,10 +3,12 @@
 Each path runs in a fresh subprocess, in one run of this script (machines are noisy: only the
 ratios measured together count):
 
-- ``eager``: ``perf.compile: false`` and fp32 (no bf16 autocast), the reference;
-- ``default``: what the training stages run with the preset's settings: bf16 autocast and the
-  preset's ``perf.compile`` (``cpu``: on, torch.compile of the imagination step, the reward /
-  continue heads and the actor-critic losses; ``paper``: off).
+- ``eager``: ``perf.compile: false``, ``perf.fused_chain: false`` and fp32 (no bf16 autocast),
+  the reference;
+- ``default``: what the training stages run with the preset's settings: bf16 autocast, DRAW's
+  prior chain as one autograd node (``perf.fused_chain``) and the preset's ``perf.compile``
+  (``cpu``: on, torch.compile of the imagination step, the reward / continue heads and the
+  actor-critic losses; ``paper``: off).
 
 Sizes: the ``cpu`` preset (proprio ``pendulum-swingup``, its model, batch and imagination starts)
 and, unless ``--quick``, the same preset's DreamerV3 RSSM (``pretrain_rssm``, the dreamer_finetune
@@ -95,9 +97,11 @@ def make_case_env(case: str):
     return make_env(params["env"]["source"], seed=1, **env_settings(params))
 
 
-def build(case: str, compile: bool | None = None, bf16: bool | None = None, threads: int = 0, device: str = "cpu"):
+def build(case: str, compile: bool | None = None, bf16: bool | None = None, threads: int = 0, device: str = "cpu",
+          fused_chain: bool | None = None):
     """A freshly seeded agent for ``case`` as the pretraining stage makes it (the preset's
-    ``perf.compile`` and ``pretrain.bf16`` unless given), its env and a synthetic batch."""
+    ``perf.compile``, ``perf.fused_chain`` and ``pretrain.bf16`` unless given), its env and a
+    synthetic batch."""
     import torch
 
     from redraw import perf
@@ -112,6 +116,8 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
     params["perf"] = {**params.get("perf", {}), "threads": threads}
     if compile is not None:
         params["perf"]["compile"] = compile
+    if fused_chain is not None:
+        params["perf"]["fused_chain"] = fused_chain
     if bf16 is not None:
         params["pretrain"]["bf16"] = bf16
     cfg = perf.perf_config(params)
@@ -121,6 +127,7 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
     env = make_env(params["env"]["source"], seed=1, **env_settings(params))
     torch.manual_seed(0)
     agent = Agent(env.observation_spec(), env.action_size, agent_cfg, device=device)
+    agent.use_perf(cfg)
     agent.seed(0)
     batch = synthetic_batch(env.observation_spec(), env.action_size, pre.batch_size, pre.batch_length)
     return agent, env, batch, pre
@@ -133,8 +140,9 @@ def worker(case: str, path: str, iters: int, device: str, env_steps: int) -> dic
     from redraw import perf
     from redraw.agent.dreamer import AgentPolicy
 
-    # eager: the reference (fp32, nothing compiled); default: the preset's own settings
-    agent, env, batch, _ = build(case, *((False, False) if path == "eager" else (None, None)), device=device)
+    # eager: the reference (fp32, nothing compiled, the prior chain step by step); default: the preset's own
+    agent, env, batch, _ = build(case, *((False, False) if path == "eager" else (None, None)), device=device,
+                                 fused_chain=False if path == "eager" else None)
 
     def timed(n: int) -> float:
         sync(device)

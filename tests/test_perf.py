@@ -85,6 +85,8 @@ def test_perf_settings_are_checked_naming_the_file_and_key():
         perf.perf_config({"perf": {"compile": "yes"}})
     with pytest.raises(ConfigError, match=r"p.yaml: perf.threads must be a whole number"):
         perf.perf_config({"perf": {"threads": -1}}, "p.yaml")
+    with pytest.raises(ConfigError, match=r"params.yaml: perf.fused_chain must be true or false, got 1"):
+        perf.perf_config({"perf": {"fused_chain": 1}})
 
 
 def test_a_region_that_does_not_compile_runs_eagerly_and_says_so_once(capsys):
@@ -122,9 +124,11 @@ def test_plan2explore_reward_in_row_chunks_is_the_whole_batchs():
 @pytest.mark.parametrize("world_model", ["draw", "rssm"])
 def test_the_observe_chain_runs_in_fp32_under_bf16_autocast_on_a_cpu(world_model):
     """observe's sequential chain (batch-row products, where this CPU's fp32 beats bf16) keeps
-    fp32 under the agent's bf16 autocast; the batch-wide products around it stay bf16."""
+    fp32 under the agent's bf16 autocast; the batch-wide products around it stay bf16. (DRAW's
+    step-by-step chain here; its fused chain is checked against this one below.)"""
     a = agent(world_model=world_model)
     wm = a.wm
+    wm.fused_chain = False
     chain = [wm.prior] if world_model == "draw" else [wm.img_in, wm.gru, wm.posterior]
     dtypes: dict[str, set] = {"chain": set(), "encoder": set()}
 
@@ -144,3 +148,44 @@ def test_the_observe_chain_runs_in_fp32_under_bf16_autocast_on_a_cpu(world_model
     assert dtypes["chain"] == {torch.float32}
     assert dtypes["encoder"] == {torch.bfloat16}
     assert out["prior_logp"].dtype == torch.float32 and torch.isfinite(out["prior_logp"]).all()
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_fused_prior_chain_computes_what_the_step_by_step_chain_does(residual, bf16):
+    """perf.fused_chain: DRAW's prior chain as one autograd node gives the same prior, beliefs
+    and gradients (to float rounding) as the chain step by step through autograd, with and
+    without a latent residual (then only the residual learns) and under bf16 autocast."""
+    from redraw.models.dists import categorical_kl
+    from redraw.models.residual import ResidualConfig
+
+    a = agent()
+    with torch.no_grad():
+        a.wm.init_logits.normal_()  # resets use the initial belief: make it not uniform
+    if residual:
+        a.attach_residual(ResidualConfig())
+        a.wm.requires_grad_(False)
+        a.wm.residual.requires_grad_(True)
+    batch = batch_for(SPEC, B=3, T=9)
+    batch["is_first"][1, 4] = 1.0  # a reset inside the chain
+
+    def run(fused):
+        a.wm.fused_chain = fused
+        a.wm.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = a.wm.observe({k: batch[k] for k in a.wm.obs_spec}, batch["action"], batch["is_first"],
+                               generator=torch.Generator().manual_seed(0))
+            post = out["post_logp"]
+            loss = (categorical_kl(post.detach(), out["prior_logp"]) + categorical_kl(post, out["prior_logp"].detach())).sum()
+        loss.backward()
+        return out, {n: p.grad.clone() for n, p in a.wm.named_parameters() if p.grad is not None}
+
+    (loop, g_loop), (fused, g_fused) = run(False), run(True)
+    assert g_loop.keys() == g_fused.keys() and g_loop
+    assert ("residual.nets.0.0.weight" in g_loop) == residual and ("prior.0.weight" in g_loop) != residual
+    for k in ("prior_logp", "post_logp"):
+        torch.testing.assert_close(fused[k], loop[k], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fused["states"].belief, loop["states"].belief, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fused["state"].belief, loop["state"].belief, rtol=1e-4, atol=1e-6)
+    for n in g_loop:
+        torch.testing.assert_close(g_fused[n], g_loop[n], rtol=1e-3, atol=1e-5 * g_loop[n].abs().max().item(), msg=n)

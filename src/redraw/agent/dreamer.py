@@ -70,6 +70,12 @@ class Agent(nn.Module):
             if part is not None:
                 part.use_compile(enabled)
 
+    def use_perf(self, perf) -> None:
+        """This process's speed settings (``perf.PerfConfig``): compiled regions and the fused prior chain."""
+        self.use_compile(perf.compile)
+        if hasattr(self.wm, "fused_chain"):
+            self.wm.fused_chain = perf.fused_chain
+
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
 

@@ -10,6 +10,7 @@ Verbs: ``observe`` (filter a sequence), ``imagine`` (roll out a policy), ``loss`
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 from redraw.models.base import LatentWorldModel, WorldModelConfig, sample_classes
 from redraw.models.dists import class_softmax, latent_logprobs, sample_onehot
 from redraw.models.networks import mlp
+from redraw.models.prior_chain import prior_chain
 
 __all__ = ["DRAW", "LatentState", "WorldModelConfig"]
 
@@ -30,6 +32,10 @@ class LatentState(NamedTuple):
 
 
 class DRAW(LatentWorldModel):
+    #: ``observe``'s prior chain as one autograd node with its own backward (``models.prior_chain``),
+    #: ``perf.fused_chain``; false: step by step through autograd. The same numbers to float rounding
+    fused_chain = True
+
     def __init__(self, obs_spec: dict[str, tuple[tuple[int, ...], str]], action_size: int, cfg: WorldModelConfig):
         super().__init__(obs_spec, action_size, cfg, feat_dim=cfg.latent_dim)
         D = cfg.latent_dim
@@ -122,27 +128,58 @@ class DRAW(LatentWorldModel):
         members = None
         if self.residual is not None:  # one batched call for every step
             members = self.residual.members(prev_z.detach().flatten(-2), acts.clamp(-1, 1).detach())
+        if self.fused_chain:
+            base, belief = self._fused_prior_chain(acts, prev_z, first, init, prev, members)
+            beliefs = belief.view(B, T, *init.belief.shape[-2:])
+            prior_base = base.view_as(beliefs)
+            raw = prior_base if members is None else prior_base + members.float().mean(0)
+            prior_logp = latent_logprobs(raw, self.cfg.unimix if members is None else self.residual_unimix)
+            belief = beliefs[:, -1]
+        else:
+            prior_base, prior_logp, beliefs = self._prior_loop(acts, prev_z, first, init, prev, members)
+            prior_base, prior_logp, beliefs = (torch.stack(x, 1) for x in (prior_base, prior_logp, beliefs))
+            belief = beliefs[:, -1]
+        prev = LatentState(belief, post_z[:, -1])
+        extra = {}
+        if members is not None:  # what calibration needs for its per-member losses
+            extra = {"prior_base": prior_base, "residual_members": members}
+        return {
+            "states": LatentState(beliefs, post_z),
+            "feat": post_z.flatten(-2),
+            "post_logp": post_logp,
+            "prior_logp": prior_logp,
+            "embed": embed,
+            "state": prev,
+            **extra,
+        }
+
+    def _prior_loop(self, acts, prev_z, first, init: LatentState, prev: LatentState, members):
+        """``observe``'s prior chain step by step through autograd (``perf.fused_chain: false``):
+        lists of every step's prior raw logits, log-probs and beliefs."""
         prior_base, prior_logp, beliefs = [], [], []
-        with self.chain_precision(action.device):  # fp32 on a CPU: its 16-row products are faster so
+        with self.chain_precision(acts.device):  # fp32 on a CPU: its 16-row products are faster so
             belief, init_belief = prev.belief.float(), init.belief.float()
             prev_z, acts = prev_z.float(), acts.float()
             correction = None if members is None else members.float().mean(0)
-            for t in range(T):
+            for t in range(acts.shape[1]):
                 base, logp, belief = self.prior_step(first[:, t, None, None], init_belief, belief, prev_z[:, t],
                                                      acts[:, t], None if correction is None else correction[:, t])
                 prior_base.append(base)
                 prior_logp.append(logp)
                 beliefs.append(belief)
-        prev = LatentState(belief, post_z[:, -1])
-        extra = {}
-        if members is not None:  # what calibration needs for its per-member losses
-            extra = {"prior_base": torch.stack(prior_base, 1), "residual_members": members}
-        return {
-            "states": LatentState(torch.stack(beliefs, 1), post_z),
-            "feat": post_z.flatten(-2),
-            "post_logp": post_logp,
-            "prior_logp": torch.stack(prior_logp, 1),
-            "embed": embed,
-            "state": prev,
-            **extra,
-        }
+        return prior_base, prior_logp, beliefs
+
+    def _fused_prior_chain(self, acts, prev_z, first, init: LatentState, prev: LatentState, members):
+        """``observe``'s prior chain as one autograd node (``models.prior_chain``), in fp32:
+        the prior's raw logits and the beliefs, [B, T, S*K]."""
+        B, T = acts.shape[:2]
+        off = torch.autocast(acts.device.type, enabled=False) if torch.is_autocast_enabled(acts.device.type) \
+            else contextlib.nullcontext()
+        with off:
+            correction = None if members is None else members.float().mean(0).flatten(-2)
+            belief0 = prev.belief.float().reshape(B, -1)
+            if self.residual is not None:  # the residual learns without backpropagation through time
+                belief0, prev_z = belief0.detach(), prev_z.detach()
+            return prior_chain(self.prior, acts.float().clamp(-1, 1), prev_z.float().flatten(-2), first,
+                               torch.softmax(self.init_logits.float(), -1).flatten(), belief0,
+                               self.cfg.latent_classes, correction)

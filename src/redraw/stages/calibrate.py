@@ -115,7 +115,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     if not len(replay):
         raise TargetDataError(f"{data_dir}: no training episode has the {cfg.batch_length} steps a batch needs")
     calibrator = Calibrator(agent, method, cfg, res_cfg, episodes=len(replay.episodes), seed=seed)
-    agent.use_compile(perf.compile)
+    agent.use_perf(perf)
 
     tracker = StageRun(f"calibrate@{method}", params, tags={"method": method, "env": target_env,
                                                             "target_data_hash": fingerprint})

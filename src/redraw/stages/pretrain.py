@@ -195,6 +195,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     run_identity = {**identity, "pretrain": schedule, "seed": seed, "env_kwargs": env_kwargs,
                     # compiled updates and other thread counts round differently: another run
                     **({"perf": {"compile": perf.compile, "threads": perf.threads}} if perf.compile or perf.threads else {}),
+                    **({"fused_chain": False} if not perf.fused_chain else {}),
                     "env_definition": load_pairs(env_kwargs["pairs"]).definition(env_name),
                     "source_data": dataset_fingerprint(start_data)}  # the key predates data/oracle: kept, so are the hashes
     ckpt_dir = checkpoint_root / f"{out_dir.name}-{identity_hash(run_identity)}"
@@ -202,6 +203,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     replay_dir.mkdir(parents=True, exist_ok=True)
 
     agent = Agent(obs_spec, env.action_size, agent_cfg, device=device)
+    agent.use_perf(perf)
     agent.seed(seed)
     keys = batch_keys(obs_spec)
     replay = Replay(keys, pre.batch_length, seed=seed)

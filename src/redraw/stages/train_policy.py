@@ -173,7 +173,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         # freezes all but its part; a bootstrapped ensemble's weights are redrawn as calibrate drew them
         calibrator = Calibrator(agent, method, cal_cfg, None, resume=True, episodes=len(replay.episodes), seed=seed)
         train_actor_critic(agent)
-    agent.use_compile(perf.compile)
+    agent.use_perf(perf)
 
     env = None
     if cfg.eval_every > 0:
