@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from redraw.models.dists import categorical_kl, sample_index, symexp, symlog, twohot_bins, twohot_loss, twohot_mean
+from redraw.models.dists import categorical_kl, one_hot, sample_index, symexp, symlog, twohot_bins, twohot_loss, twohot_mean
 from redraw.models.networks import ConvDecoder, ConvEncoder, mlp, uniform_init_, zero_init_
 from redraw.perf import CompiledRegions
 
@@ -56,7 +56,7 @@ def sample_classes(logp: torch.Tensor, generator: torch.Generator | None,
                    uniform: torch.Tensor | None = None) -> torch.Tensor:
     """One-hot sample (no gradient) from log-probabilities [..., S, K]; ``uniform`` [..., S]
     supplies the random numbers (see ``sample_index``)."""
-    return nn.functional.one_hot(sample_index(logp.exp(), generator, uniform), logp.shape[-1]).to(logp.dtype)
+    return one_hot(sample_index(logp.exp(), generator, uniform), logp.shape[-1], logp.dtype)
 
 
 class LatentWorldModel(CompiledRegions, nn.Module):
