@@ -128,7 +128,10 @@ class DRAW(LatentWorldModel):
         members = None
         if self.residual is not None:  # one batched call for every step
             members = self.residual.members(prev_z.detach().flatten(-2), acts.clamp(-1, 1).detach())
-        if self.fused_chain:
+        # one node unless a residual is attached while the prior itself would learn (no method does:
+        # a residual's chain has no gradient, so the fused chain runs it forward only)
+        if self.fused_chain and (members is None or not torch.is_grad_enabled()
+                                 or not any(p.requires_grad for p in self.prior.parameters())):
             base, belief = self._fused_prior_chain(acts, prev_z, first, init, prev, members)
             beliefs = belief.view(B, T, *init.belief.shape[-2:])
             prior_base = base.view_as(beliefs)
@@ -157,7 +160,7 @@ class DRAW(LatentWorldModel):
         """``observe``'s prior chain step by step through autograd (``perf.fused_chain: false``):
         lists of every step's prior raw logits, log-probs and beliefs."""
         prior_base, prior_logp, beliefs = [], [], []
-        with self.chain_precision(acts.device):  # fp32 on a CPU: its 16-row products are faster so
+        with self.chain_precision(acts.device):  # fp32 on a CPU, where its 16-row products are faster
             belief, init_belief = prev.belief.float(), init.belief.float()
             prev_z, acts = prev_z.float(), acts.float()
             correction = None if members is None else members.float().mean(0)

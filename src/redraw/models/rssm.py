@@ -91,7 +91,7 @@ class RSSM(LatentWorldModel):
         prev = state if state is not None else init
         deters, zs, post_logp = [], [], []
         first = is_first.bool()
-        with self.chain_precision(action.device):  # fp32 on a CPU: its 16-row products are faster so
+        with self.chain_precision(action.device):  # fp32 on a CPU, where its 16-row products are faster
             init = RSSMState(*(x.float() for x in init))
             prev, chain_embed, action = RSSMState(*(x.float() for x in prev)), embed.float(), action.float()
             for t in range(T):
