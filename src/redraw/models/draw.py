@@ -130,7 +130,7 @@ class DRAW(LatentWorldModel):
             members = self.residual.members(prev_z.detach().flatten(-2), acts.clamp(-1, 1).detach())
         # one node unless a residual is attached while the prior itself would learn (no method does:
         # a residual's chain has no gradient, so the fused chain runs it forward only)
-        if self.fused_chain and (members is None or not torch.is_grad_enabled()
+        if self.fused_chain and self.cfg.prior_layers > 0 and (members is None or not torch.is_grad_enabled()
                                  or not any(p.requires_grad for p in self.prior.parameters())):
             base, belief = self._fused_prior_chain(acts, prev_z, first, init, prev, members)
             beliefs = belief.view(B, T, *init.belief.shape[-2:])

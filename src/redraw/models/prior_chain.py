@@ -5,10 +5,10 @@ the belief of step t is the prior's softmax at step t-1, so the steps cannot be 
 autograd each step is ~15 recorded operations whose backward computes, besides the gradient
 that flows on to step t-1, the weight gradients of that step alone (products with 16 rows on
 the inner dimension) and adds them to the weights' gradients: at 16 rows the CPU's per-operation
-cost, not the arithmetic, is what the chain spends. ``PriorChain`` runs the same forward without
+cost, not the arithmetic, is what the chain spends. ``prior_chain`` runs the same forward without
 recording it and a backward that carries only the belief's gradient back through the steps; the
 weight and LayerNorm gradients of all steps are then one product (or one reduction) over all
-B x T rows. Same function, same gradients up to float rounding (``tests/test_models.py`` checks
+B x T rows. Same function, same gradients up to float rounding (``tests/test_perf.py`` checks
 them against autograd's); ``perf.fused_chain: false`` runs the step-by-step autograd chain.
 
 The prior it runs is ``networks.mlp``'s: ``layers`` x (Linear without bias, LayerNorm, SiLU),
@@ -34,8 +34,8 @@ def prior_params(prior: torch.nn.Sequential) -> tuple[list[torch.Tensor], float]
     if not (all(isinstance(m, torch.nn.Linear) and m.bias is None for m in linears)
             and all(isinstance(m, torch.nn.LayerNorm) for m in norms)
             and all(isinstance(m, torch.nn.SiLU) for m in mods[2:-1:3])
-            and isinstance(out, torch.nn.Linear) and out.bias is not None and len(mods) % 3 == 1):
-        raise ValueError("prior_chain runs a networks.mlp prior: layers x (Linear, LayerNorm, SiLU), then Linear")
+            and isinstance(out, torch.nn.Linear) and out.bias is not None and len(mods) % 3 == 1 and len(mods) > 1):
+        raise ValueError("prior_chain runs a networks.mlp prior: at least one (Linear, LayerNorm, SiLU), then Linear")
     eps = {m.eps for m in norms}
     if len(eps) > 1:
         raise ValueError(f"the prior's LayerNorms differ in eps: {sorted(eps)}")
