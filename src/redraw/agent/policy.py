@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from redraw.models.dists import class_softmax, latent_logprobs, sample_index
+from redraw.models.dists import class_softmax, latent_logprobs, one_hot, sample_index
 from redraw.models.draw import DRAW, LatentState
 from redraw.models.rssm import RSSMState
 
@@ -67,7 +67,7 @@ class PolicyStep(nn.Module):
             head = wm._deter_step(prev, action)
             post = wm._split(wm.posterior(torch.cat([head, wm.encode(obs)], -1)))
         probs = latent_logprobs(post, wm.cfg.unimix).exp()
-        z = nn.functional.one_hot(sample_index(probs, uniform=uniform), self.K).to(probs.dtype).flatten(1)
+        z = one_hot(sample_index(probs, uniform=uniform), self.K, probs.dtype).flatten(1)
         feat = z if self.is_draw else torch.cat([head, z], -1)
         mean, std = self.actor.mean_std(feat)
         out = (mean + std * noise).clamp(-1, 1)

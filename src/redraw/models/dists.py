@@ -56,6 +56,13 @@ def _by_class(x: torch.Tensor) -> bool:
     return x.shape[-1] <= 8 and torch.compiler.is_compiling()
 
 
+def _class_exps(logits: torch.Tensor):
+    """Class by class: the logits [..., S] each (float32), their maximum, and exp(logit - maximum)."""
+    x = logits.float().unbind(-1)
+    top = functools.reduce(torch.maximum, x)
+    return x, top, [(c - top).exp() for c in x]
+
+
 def class_softmax(logits: torch.Tensor) -> torch.Tensor:
     """Softmax over the last dim of latent logits [..., S, K] (in float32).
 
@@ -65,8 +72,7 @@ def class_softmax(logits: torch.Tensor) -> torch.Tensor:
     Compiled, class by class (``_by_class``).
     """
     if _by_class(logits):
-        x = logits.float().unbind(-1)
-        e = [(c - functools.reduce(torch.maximum, x)).exp() for c in x]
+        _, _, e = _class_exps(logits)
         total = functools.reduce(torch.add, e)
         return torch.stack([c / total for c in e], -1)
     return torch.softmax(logits.float().transpose(-1, -2), -2).transpose(-1, -2)
@@ -75,9 +81,8 @@ def class_softmax(logits: torch.Tensor) -> torch.Tensor:
 def class_log_softmax(logits: torch.Tensor) -> torch.Tensor:
     """Log-softmax over the last dim of latent logits [..., S, K]; see ``class_softmax``."""
     if _by_class(logits):
-        x = logits.float().unbind(-1)
-        top = functools.reduce(torch.maximum, x)
-        log_total = functools.reduce(torch.add, [(c - top).exp() for c in x]).log()
+        x, top, e = _class_exps(logits)
+        log_total = functools.reduce(torch.add, e).log()
         return torch.stack([c - top - log_total for c in x], -1)
     return torch.log_softmax(logits.float().transpose(-1, -2), -2).transpose(-1, -2)
 

@@ -10,7 +10,6 @@ Verbs: ``observe`` (filter a sequence), ``imagine`` (roll out a policy), ``loss`
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple
 
 import torch
@@ -128,20 +127,18 @@ class DRAW(LatentWorldModel):
         members = None
         if self.residual is not None:  # one batched call for every step
             members = self.residual.members(prev_z.detach().flatten(-2), acts.clamp(-1, 1).detach())
+        correction = None if members is None else members.float().mean(0)  # members averaged in logit space
         # one node unless a residual is attached while the prior itself would learn (no method does:
         # a residual's chain has no gradient, so the fused chain runs it forward only)
-        if self.fused_chain and self.cfg.prior_layers > 0 and (members is None or not torch.is_grad_enabled()
-                                 or not any(p.requires_grad for p in self.prior.parameters())):
-            base, belief = self._fused_prior_chain(acts, prev_z, first, init, prev, members)
+        prior_learns = torch.is_grad_enabled() and any(p.requires_grad for p in self.prior.parameters())
+        if self.fused_chain and self.cfg.prior_layers > 0 and (correction is None or not prior_learns):
+            base, belief = self._fused_prior_chain(acts, prev_z, first, prev, correction)
             beliefs = belief.view(B, T, *init.belief.shape[-2:])
             prior_base = base.view_as(beliefs)
-            raw = prior_base if members is None else prior_base + members.float().mean(0)
-            prior_logp = latent_logprobs(raw, self.cfg.unimix if members is None else self.residual_unimix)
-            belief = beliefs[:, -1]
+            prior_logp = self._correct(prior_base, acts, prev, correction)[1]  # the (corrected) prior's log-probs
         else:
-            prior_base, prior_logp, beliefs = self._prior_loop(acts, prev_z, first, init, prev, members)
-            prior_base, prior_logp, beliefs = (torch.stack(x, 1) for x in (prior_base, prior_logp, beliefs))
-            belief = beliefs[:, -1]
+            prior_base, prior_logp, beliefs = self._prior_loop(acts, prev_z, first, init, prev, correction)
+        belief = beliefs[:, -1]
         prev = LatentState(belief, post_z[:, -1])
         extra = {}
         if members is not None:  # what calibration needs for its per-member losses
@@ -156,33 +153,29 @@ class DRAW(LatentWorldModel):
             **extra,
         }
 
-    def _prior_loop(self, acts, prev_z, first, init: LatentState, prev: LatentState, members):
+    def _prior_loop(self, acts, prev_z, first, init: LatentState, prev: LatentState, correction):
         """``observe``'s prior chain step by step through autograd (``perf.fused_chain: false``):
-        lists of every step's prior raw logits, log-probs and beliefs."""
+        every step's prior raw logits, log-probs and beliefs, [B, T, S, K]."""
         prior_base, prior_logp, beliefs = [], [], []
         with self.chain_precision(acts.device):  # fp32 on a CPU, where its 16-row products are faster
             belief, init_belief = prev.belief.float(), init.belief.float()
             prev_z, acts = prev_z.float(), acts.float()
-            correction = None if members is None else members.float().mean(0)
             for t in range(acts.shape[1]):
                 base, logp, belief = self.prior_step(first[:, t, None, None], init_belief, belief, prev_z[:, t],
                                                      acts[:, t], None if correction is None else correction[:, t])
                 prior_base.append(base)
                 prior_logp.append(logp)
                 beliefs.append(belief)
-        return prior_base, prior_logp, beliefs
+        return tuple(torch.stack(x, 1) for x in (prior_base, prior_logp, beliefs))
 
-    def _fused_prior_chain(self, acts, prev_z, first, init: LatentState, prev: LatentState, members):
-        """``observe``'s prior chain as one autograd node (``models.prior_chain``), in fp32:
-        the prior's raw logits and the beliefs, [B, T, S*K]."""
-        B, T = acts.shape[:2]
-        off = torch.autocast(acts.device.type, enabled=False) if torch.is_autocast_enabled(acts.device.type) \
-            else contextlib.nullcontext()
-        with off:
-            correction = None if members is None else members.float().mean(0).flatten(-2)
+    def _fused_prior_chain(self, acts, prev_z, first, prev: LatentState, correction):
+        """``observe``'s prior chain as one autograd node (``models.prior_chain``), in fp32 on any
+        device: the prior's raw logits and the beliefs, [B, T, S*K]."""
+        B = acts.shape[0]
+        with torch.autocast(acts.device.type, enabled=False):
             belief0 = prev.belief.float().reshape(B, -1)
             if self.residual is not None:  # the residual learns without backpropagation through time
                 belief0, prev_z = belief0.detach(), prev_z.detach()
             return prior_chain(self.prior, acts.float().clamp(-1, 1), prev_z.float().flatten(-2), first,
                                torch.softmax(self.init_logits.float(), -1).flatten(), belief0,
-                               self.cfg.latent_classes, correction)
+                               self.cfg.latent_classes, None if correction is None else correction.flatten(-2))

@@ -104,7 +104,7 @@ class _PriorChain(torch.autograd.Function):
     def forward(ctx, acts, z, reset, init_belief, belief0, classes, eps, *params):
         raw, belief, x, steps = _forward(acts, z, reset, init_belief, belief0, classes, eps, params)
         ctx.set_materialize_grads(False)  # an output nothing used has no gradient: None, not zeros
-        ctx.classes, ctx.eps, ctx.L = classes, eps, (len(params) - 2) // 3
+        ctx.classes, ctx.L = classes, (len(params) - 2) // 3
         ctx.steps = steps
         ctx.save_for_backward(x, reset, belief, *params)
         return raw, belief
@@ -146,12 +146,10 @@ class _PriorChain(torch.autograd.Function):
         g_init = (g_prev * (1 - keep)).sum((0, 1))
         g_in0 = torch.stack(g_pre[0])  # [T, B, H]
         g_z = torch.mm(g_in0.reshape(T * B, H), weights[0][:, A + D:]).view(T, B, D).transpose(0, 1)
-        grads = []
-        for i in range(L):  # every step's weight gradient in one product over all B x T rows
+        grads, g_gammas, g_betas = [], [], []
+        for i in range(L):  # every step's weight and LayerNorm gradients in one product / sum over all B x T rows
             inp = x if i == 0 else torch.stack(hidden[i - 1])
             grads.append(torch.stack(g_pre[i]).reshape(-1, H).t() @ inp.reshape(-1, inp.shape[-1]))
-        g_gammas, g_betas = [], []
-        for i in range(L):
             gy = torch.stack(g_normed[i]).reshape(-1, H)
             xhat = (torch.stack(pre[i]).reshape(-1, H) - torch.stack(mean[i]).reshape(-1, 1)) * torch.stack(rstd[i]).reshape(-1, 1)
             g_gammas.append((gy * xhat).sum(0))
