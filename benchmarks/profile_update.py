@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/profile_update.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", choices=list(CASES), default="cpu preset", help="sizes (default: cpu preset)")
     parser.add_argument("--eager", action="store_true", help="perf.compile off (default: on)")
-    parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    parser.add_argument("--fp32", action="store_true", help="no bf16 autocast (default: the preset's pretrain.bf16)")
     parser.add_argument("--no-fused-chain", action="store_true",
                         help="perf.fused_chain off: DRAW's prior chain step by step through autograd")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    agent, env, batch, pre = build(args.case, not args.eager, not args.fp32, args.threads,
+    agent, env, batch, pre = build(args.case, not args.eager, False if args.fp32 else None, args.threads,
                                    fused_chain=False if args.no_fused_chain else None)
     agent_cfg = agent.cfg
     for _ in range(3):  # warm-up (and compilation)
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.iters):
         agent.train_step(batch)
     total = (time.perf_counter() - t) / args.iters
-    print(f"{args.case}: {'eager' if args.eager else 'compiled'}, {'fp32' if args.fp32 else 'bf16 autocast'}, "
+    print(f"{args.case}: {'eager' if args.eager else 'compiled'}, {'bf16 autocast' if agent.bf16 else 'fp32'}, "
           f"{torch.get_num_threads()} thread(s), batch {pre.batch_size}x{pre.batch_length}, "
           f"imagination starts {pre.imag_starts or pre.batch_size * pre.batch_length}, horizon {agent_cfg.ac.horizon}")
     print(f"whole update {total * 1e3:.1f} ms")

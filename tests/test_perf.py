@@ -189,3 +189,35 @@ def test_the_fused_prior_chain_computes_what_the_step_by_step_chain_does(residua
     torch.testing.assert_close(fused["state"].belief, loop["state"].belief, rtol=1e-4, atol=1e-6)
     for n in g_loop:
         torch.testing.assert_close(g_fused[n], g_loop[n], rtol=1e-3, atol=1e-5 * g_loop[n].abs().max().item(), msg=n)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_auto_follows_the_machine_and_a_bad_value_is_refused(native, monkeypatch):
+    """``pretrain.bf16: auto`` (the default) and an agent without a stated precision use bf16
+    autocast only where the device multiplies bf16 natively: on an AVX2-only CPU, where PyTorch
+    emulates bf16 products ~50x slower than fp32, they train in fp32. true / false are kept."""
+    from redraw.config import load_params
+    from redraw.stages.pretrain import configs_from_params
+    from test_pretrain import ROOT
+
+    monkeypatch.setattr(perf, "native_bf16", lambda device="cpu": native)
+    params = load_params(ROOT / "params.yaml")
+    assert params["pretrain"]["bf16"] == "auto"
+    agent_cfg, pre = configs_from_params(params)
+    assert agent_cfg.bf16 is native and pre.bf16 is native  # resolved: a run's identity names the precision
+    for value in (True, False):
+        params["pretrain"]["bf16"] = value
+        assert configs_from_params(params)[0].bf16 is value
+    assert Agent(SPEC, 1, AgentConfig(wm=tiny())).bf16 is native  # e.g. load_agent's: no precision stated
+    assert Agent(SPEC, 1, AgentConfig(wm=tiny(), bf16=not native)).bf16 is (not native)
+    params["pretrain"]["bf16"] = "yes"
+    with pytest.raises(ConfigError, match=r"p.yaml: pretrain.bf16 must be true, false or auto, got 'yes'"):
+        configs_from_params(params, "p.yaml")
+
+
+def test_native_bf16_reads_the_cpus_features(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert not perf.native_bf16("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert perf.native_bf16("cpu")

@@ -37,6 +37,35 @@ def tune_allocator(threshold: int = 1 << 30) -> bool:
     return ok
 
 
+def native_bf16(device="cpu") -> bool:
+    """Whether ``device`` runs bfloat16 matrix products natively, so that bf16 autocast pays: a
+    CUDA GPU that supports bf16, or a CPU with AMX or AVX512-BF16. Elsewhere PyTorch emulates
+    them: on an AVX2-only CPU (many AMD EPYC and desktop parts) a bf16 product ran ~50x slower
+    than the fp32 one (1.3 vs 70 GFLOP/s at 256 x 256 x 256, one thread), and a ``quick``-preset
+    RSSM update took 28 s instead of well under one (docs/performance.md, "Precision")."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+        return any(bool(check()) for check in checks if check is not None)
+    return False
+
+
+def resolve_bf16(value, device="cpu", where: str = "params.yaml: pretrain.bf16") -> bool:
+    """``pretrain.bf16`` as a bool: true / false as given, ``auto`` where ``native_bf16`` says
+    the device has native bf16 products; anything else is refused naming ``where``."""
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return native_bf16(device)
+    from redraw.config import ConfigError
+
+    raise ConfigError(f"{where} must be true, false or auto, got {value!r}")
+
+
 @dataclass
 class PerfConfig:
     """Speed settings of the training stages (section ``perf`` of params.yaml)."""

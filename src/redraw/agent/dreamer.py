@@ -20,7 +20,9 @@ class AgentConfig:
     world_model: str = "draw"  #: draw | rssm (DreamerV3)
     wm: WorldModelConfig = field(default_factory=WorldModelConfig)
     ac: ActorCriticConfig = field(default_factory=ActorCriticConfig)
-    bf16: bool = True  #: bfloat16 autocast for the forward passes (AMX on CPU)
+    #: bfloat16 autocast for the forward passes; None: where the device has native bf16 products
+    #: (``perf.native_bf16``: AMX / AVX512-BF16 CPUs, bf16 GPUs), fp32 elsewhere
+    bf16: bool | None = None
     imag_starts: int = 0  #: imagination start states per update (0: every posterior state)
     exploration: str = "task"  #: task (act with the task actor) | plan2explore
     disagreement_heads: int = 8  #: plan2explore ensemble size
@@ -54,6 +56,9 @@ class Agent(nn.Module):
             self.disagreement = Disagreement(self.wm.feat_dim, action_size, self.wm.embed_dim,
                                              heads=cfg.disagreement_heads, units=cfg.ac.units, layers=cfg.ac.layers)
         self.to(self.device)
+        from redraw.perf import native_bf16
+
+        self.bf16 = native_bf16(self.device) if cfg.bf16 is None else bool(cfg.bf16)  #: autocast on or off
         self.wm_opt = torch.optim.Adam(self.wm.parameters(), cfg.wm.lr, eps=cfg.wm.eps)
         self.generator = torch.Generator(device=self.device)
         self.updates = 0
@@ -80,7 +85,7 @@ class Agent(nn.Module):
         self.generator.manual_seed(seed)
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}

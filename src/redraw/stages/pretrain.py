@@ -39,7 +39,7 @@ from redraw.data.episodes import dataset_fingerprint, episode_name, iter_episode
 from redraw.data.replay import Replay, batch_keys
 from redraw.data.schema import DataError, read_metadata
 from redraw.models.draw import WorldModelConfig
-from redraw.perf import COMPILE_SECONDS, compile_report, eager, perf_config
+from redraw.perf import COMPILE_SECONDS, compile_report, eager, perf_config, resolve_bf16
 from redraw.perf import apply as apply_perf
 from redraw.stages import env_settings, report_run
 from redraw.tracking import StageRun, write_json, write_metrics
@@ -105,7 +105,9 @@ class PretrainConfig:
     batch_size: int = 16
     batch_length: int = 64
     imag_starts: int = 0  #: imagination start states per update (0: all batch_size*batch_length)
-    bf16: bool = True  #: bfloat16 autocast (AMX) for forward passes
+    #: bfloat16 autocast for forward passes: true, false, or auto (where the machine has native
+    #: bf16 products: AMX / AVX512-BF16 CPUs, bf16 GPUs; ``perf.native_bf16``)
+    bf16: bool | str = "auto"
     eval_every: int = 5000  #: agent steps between evaluations on the source task
     eval_episodes: int = 5
     checkpoint_every: int = 500  #: updates between checkpoints
@@ -129,6 +131,8 @@ def configs_from_params(params: dict, path: str = "params.yaml", world_model: st
     pre = section(params, "pretrain", PretrainConfig, path)
     if world_model is not None:
         pre.world_model = world_model
+    # resolved here: a run's identity (and its checkpoint) records the precision it trained in
+    pre.bf16 = resolve_bf16(pre.bf16, pick_device(), f"{path}: pretrain.bf16")
     if pre.world_model == "rssm":
         ac.horizon, ac.actor_grad = pre.rssm_horizon, pre.rssm_actor_grad
         wm = replace(wm, latent_vars=pre.rssm_latent_vars, latent_classes=pre.rssm_latent_classes,
@@ -244,7 +248,8 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         out_dir.as_posix(), out_dir.name)
     tracker = StageRun(stage, params, tags={"env": env_name, "resumed_at_update": str(agent.updates),
                                             "start_data": start_data,
-                                            "source_data_hash": str(run_identity["source_data"])})
+                                            "source_data_hash": str(run_identity["source_data"]),
+                                            "precision": "bf16 autocast" if agent.bf16 else "fp32"})
     bar = tqdm(total=pre.steps, initial=step, unit="step", desc=f"pretrain {env_name}", disable=None if progress else True)  # None: only on a terminal
     last_ckpt, start = agent.updates, time.perf_counter()
     step_compiled = False  # the compile report is printed once, after this process's first updates
