@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 CASES = {  # name -> (preset, obs_mode, exploration, world model)
     "cpu preset": ("cpu", "proprio", "task", "draw"),
     "cpu preset RSSM": ("cpu", "proprio", "task", "rssm"),  # pretrain_rssm: the dreamer_finetune baseline's
+    "quick preset RSSM": ("quick", "proprio", "task", "rssm"),  # make repro's longest stage
     "cpu preset + Plan2Explore": ("cpu", "proprio", "plan2explore", "draw"),  # the paper's pretraining, cpu sizes
     "paper size": ("paper", "pixels", "task", "draw"),
     "paper size + Plan2Explore": ("paper", "pixels", "plan2explore", "draw"),
