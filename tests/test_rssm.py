@@ -71,7 +71,7 @@ def test_backprop_actor_loss_is_the_normalised_advantage_differentiated_through_
 
     from redraw.agent.actor_critic import ActorCritic, ActorCriticConfig
     from redraw.agent.returns import lambda_returns
-    from redraw.models.dists import twohot_mean
+    from redraw.models.dists import twohot_loss, twohot_mean
 
     torch.manual_seed(0)
     cfg = ActorCriticConfig(units=32, layers=1, horizon=5, actor_grad="backprop")
@@ -91,9 +91,20 @@ def test_backprop_actor_loss_is_the_normalised_advantage_differentiated_through_
     loss = -(weight * ((ret - value[:-1]) / scale + cfg.entropy * entropy)).mean()
     loss.backward()
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in hand.actor.parameters()]))
+    # the critic: two-hot loss on constant features towards the returns and the slow critic's values
+    hand.critic.zero_grad()
+    with torch.no_grad():
+        slow = twohot_mean(hand.slow_critic(z), hand.bins)
+    logits = hand.critic(z[:-1])
+    critic_loss = (weight * (twohot_loss(logits, ret.detach(), hand.bins) + twohot_loss(logits, slow[:-1], hand.bins))).mean()
+    critic_loss.backward()
+    critic_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in hand.critic.parameters()]))
     metrics = ac.update(toy_trajectory(ac.actor, z, noise))
     torch.testing.assert_close(metrics["loss/actor"], loss.detach())
     torch.testing.assert_close(metrics["grad/actor"], norm)
+    torch.testing.assert_close(metrics["loss/critic"], critic_loss.detach())
+    torch.testing.assert_close(metrics["grad/critic"], critic_norm)
+    torch.testing.assert_close(metrics["ac/entropy"], entropy.mean().detach())
 
 
 def test_an_rssm_agents_backprop_actor_learns_through_its_imagination():
