@@ -11,10 +11,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACKING_ENV = ("MLFLOW_",)
-# the flows' Prefect defaults (flows/__init__.py: no usage reports, 60 s for sqlite's lock on a busy
+# the flows' Prefect defaults (flows/__init__.py: no usage reports, 60 s for sqlite's lock and 90 s for a temporary server to start on a busy
 # machine), also for the Prefect servers the tests start directly
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
 @pytest.fixture(autouse=True)
