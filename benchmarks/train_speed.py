@@ -5,7 +5,8 @@ ratios measured together count):
 
 - ``eager``: ``perf.compile: false``, ``perf.fused_chain: false`` and fp32 (no bf16 autocast),
   the reference;
-- ``default``: what the training stages run with the preset's settings: bf16 autocast, DRAW's
+- ``default``: what the training stages run with the preset's settings: bf16 autocast where the
+  machine multiplies bf16 natively (``pretrain.bf16: auto``; fp32 elsewhere), DRAW's
   prior chain as one autograd node (``perf.fused_chain``) and the preset's ``perf.compile``
   (``cpu``: on, torch.compile of the imagination step, the reward / continue heads and the
   actor-critic losses; ``paper``: off).
@@ -14,7 +15,7 @@ Sizes: the ``cpu`` preset (proprio ``pendulum-swingup``, its model, batch and im
 and, unless ``--quick``, the same preset's DreamerV3 RSSM (``pretrain_rssm``, the dreamer_finetune
 baseline's pretraining), the same preset with Plan2Explore (the paper's pretraining) and the
 ``paper`` preset's (64x64 pixels + joint velocities, with and without Plan2Explore). Per path:
-seconds per update, achieved FLOP/s against a bf16 matmul peak measured
+seconds per update, achieved FLOP/s against a matmul peak (bf16 where native, else fp32) measured
 in the same run, the first update's time (compilation), peak memory, and the agent steps/s of the
 online loop (acting in the env with the actor, one env and 4 stepped together). The last line
 reads ``speed-up cpu preset: N.NNx``
@@ -51,7 +52,7 @@ CASES = {  # name -> (preset, obs_mode, exploration, world model)
 }
 
 
-from wm_update_speed import matmul_peak, sync  # noqa: E402  (one measurement of the peak for both)
+from wm_update_speed import matmul_peak, peak_dtype, sync  # noqa: E402  (one measurement of the peak for both)
 
 
 def preset_params(preset: str, obs_mode: str) -> dict:
@@ -201,13 +202,14 @@ def worker(case: str, path: str, iters: int, device: str, env_steps: int) -> dic
 
 
 def threads_peak(threads: int) -> float:
-    """The bf16 matmul peak (FLOP/s) with ``threads`` torch threads, measured now."""
+    """The default path's matmul peak (FLOP/s; bf16 where native, else fp32) with ``threads``
+    torch threads, measured now."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return matmul_peak("bfloat16", "cpu")
+        return matmul_peak(peak_dtype("cpu"), "cpu")
     finally:
         torch.set_num_threads(before)
 
@@ -243,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             parser.error("--device cuda: torch sees no CUDA device on this machine")
     os.environ.setdefault("MUJOCO_GL", "egl")
-    peak = matmul_peak("bfloat16", args.device)
-    print(f"bf16 matmul peak measured now ({8192 if args.device == 'cuda' else 2048}^2): {peak / 1e12:.2f} TFLOP/s; "
+    dtype = peak_dtype(args.device)
+    peak = matmul_peak(dtype, args.device)
+    dtype = "bf16" if dtype == "bfloat16" else "fp32 (this machine has no native bf16: both paths run fp32)"
+    print(f"{dtype} matmul peak measured now ({8192 if args.device == 'cuda' else 2048}^2): {peak / 1e12:.2f} TFLOP/s; "
           f"{os.cpu_count()} cores")
     cases = ["cpu preset"] if args.quick else list(CASES)
     ratios = {}
@@ -269,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.device == "cpu":  # how far the default path could go: all its FLOPs at the matmul peak
             threads = row["default"]["threads"]
             floor = flops / threads_peak(threads)
-            print(f"  FLOP floor of the default path: {floor * 1e3:.1f} ms/update at the bf16 matmul peak with "
+            print(f"  FLOP floor of the default path: {floor * 1e3:.1f} ms/update at the matmul peak with "
                   f"{threads} thread(s), i.e. at most {med['eager'] / floor:.2f}x over eager")
         print(f"  speed-up {case}: {ratios[case]:.2f}x")
     print(f"speed-up cpu preset: {ratios['cpu preset']:.2f}x")
