@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.iters):
         agent.train_step(batch)
     total = (time.perf_counter() - t) / args.iters
-    print(f"{args.case}: {'eager' if args.eager else 'compiled'}, {'bf16 autocast' if agent.bf16 else 'fp32'}, "
+    print(f"{args.case}: {'eager' if args.eager else 'compiled'}, {agent.precision}, "
           f"{torch.get_num_threads()} thread(s), batch {pre.batch_size}x{pre.batch_length}, "
           f"imagination starts {pre.imag_starts or pre.batch_size * pre.batch_length}, horizon {agent_cfg.ac.horizon}")
     print(f"whole update {total * 1e3:.1f} ms")

@@ -42,7 +42,7 @@ def native_bf16(device="cpu") -> bool:
     CUDA GPU that supports bf16, or a CPU with AMX or AVX512-BF16. Elsewhere PyTorch emulates
     them: on an AVX2-only CPU (many AMD EPYC and desktop parts) a bf16 product ran ~50x slower
     than the fp32 one (1.3 vs 70 GFLOP/s at 256 x 256 x 256, one thread), and a ``quick``-preset
-    RSSM update took 28 s instead of well under one (docs/performance.md, "Precision")."""
+    RSSM update took ~30 s instead of ~2.8 s in fp32 (docs/performance.md, "Precision")."""
     import torch
 
     device = torch.device(device)

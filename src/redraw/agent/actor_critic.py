@@ -152,7 +152,6 @@ class ActorCritic(CompiledRegions, nn.Module):
                 z, action, ret, value, value_slow, weight, torch.as_tensor(scale, dtype=torch.float32))
             # one backward pass for both: the two losses share no parameters (z and the targets are constants)
             (actor_loss + critic_loss).backward()
-        reward = traj["reward"].detach()
         actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
         self.actor_opt.step()
         critic_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
@@ -166,7 +165,7 @@ class ActorCritic(CompiledRegions, nn.Module):
             "ac/entropy": entropy.detach(),
             "ac/return": ret.mean().detach(),
             "ac/return_scale": torch.as_tensor(scale).detach(),
-            "ac/imag_reward": reward.mean().detach(),
+            "ac/imag_reward": traj["reward"].detach().mean(),
             "grad/actor": actor_norm.detach(),
             "grad/critic": critic_norm.detach(),
         }

@@ -84,6 +84,11 @@ class Agent(nn.Module):
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
 
+    @property
+    def precision(self) -> str:
+        """What the forward passes run in: ``bf16 autocast`` or ``fp32``."""
+        return "bf16 autocast" if self.bf16 else "fp32"
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 

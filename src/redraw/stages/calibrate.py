@@ -119,7 +119,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
 
     tracker = StageRun(f"calibrate@{method}", params, tags={"method": method, "env": target_env,
                                                             "target_data_hash": fingerprint,
-                                                            "precision": "bf16 autocast" if agent.bf16 else "fp32"})
+                                                            "precision": agent.precision})
     history, start = [], time.perf_counter()
     try:
         gap_batch = holdout_batch(held_eps, keys, cfg.gap_context + cfg.gap_horizon)

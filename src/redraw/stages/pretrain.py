@@ -249,7 +249,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     tracker = StageRun(stage, params, tags={"env": env_name, "resumed_at_update": str(agent.updates),
                                             "start_data": start_data,
                                             "source_data_hash": str(run_identity["source_data"]),
-                                            "precision": "bf16 autocast" if agent.bf16 else "fp32"})
+                                            "precision": agent.precision})
     bar = tqdm(total=pre.steps, initial=step, unit="step", desc=f"pretrain {env_name}", disable=None if progress else True)  # None: only on a terminal
     last_ckpt, start = agent.updates, time.perf_counter()
     step_compiled = False  # the compile report is printed once, after this process's first updates

@@ -183,7 +183,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         env = make_env(target_env, seed=seed + 3, **env_settings(params, path))
     tracker = StageRun(f"train_policy@{method}", params, tags={"method": method, "env": target_env,
                                                                "target_data_hash": fingerprint,
-                                                               "precision": "bf16 autocast" if agent.bf16 else "fp32"})
+                                                               "precision": agent.precision})
     history, curve, heldout, start = [], [], [], time.perf_counter()
     gap_batch = None
     if calibrator is not None and cal_cfg.gap_every:
