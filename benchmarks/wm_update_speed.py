@@ -1,7 +1,8 @@
 """World-model update speed at the paper's size (pixels, batch 16 x 64) on this machine.
 
 Measures, in one run and each in a fresh subprocess: (a) plain fp32 eager, glibc's default
-allocator; (b) the project's default path (bf16 autocast + allocator tuning). Prints updates/s,
+allocator; (b) the project's default path (allocator tuning, and bf16 autocast where the device
+multiplies bf16 natively, as ``pretrain.bf16: auto``; fp32 elsewhere). Prints updates/s,
 the speed-up, achieved FLOP/s against a bf16 matmul peak measured in the same run, peak RSS and
 page faults, plus imagination throughput (latent steps/s at horizon 40).
 
@@ -171,6 +172,7 @@ def main() -> None:
     name16 = peak_dtype(args.device)
     peak = matmul_peak(name16, args.device)
     peak32 = matmul_peak("float32", args.device)
+    default_name = "redraw default (bf16 + allocator)" if name16 == "bfloat16" else "redraw default (fp32 + allocator)"
     name16 = "bf16" if name16 == "bfloat16" else "fp32 (no native bf16)"
     ref, ours = results["fp32"], results["default"]
     where = args.device
@@ -181,7 +183,7 @@ def main() -> None:
     print(f"DRAW world-model update, {args.preset} size, pixels 64x64 + velocity, batch 16 x 64, on {where}")
     print(f"matmul peak ({8192 if args.device == 'cuda' else 2048}^2): {name16} {peak / 1e12:.2f} TFLOP/s, "
           f"fp32 {peak32 / 1e12:.2f} TFLOP/s")
-    for name, r in (("fp32 eager, default allocator", ref), ("redraw default (bf16 + allocator)", ours)):
+    for name, r in (("fp32 eager, default allocator", ref), (default_name, ours)):
         memory = f"peak GPU memory {r['peak_gpu_gb']:.1f} GB" if "peak_gpu_gb" in r else \
             f"peak RSS {r['peak_rss_gb']:.1f} GB  {r['page_faults_per_update']:.0f} page faults/update"
         print(f"{name:36s} {1 / r['seconds_per_update']:6.2f} updates/s  {r['seconds_per_update']:.3f} s/update  "
