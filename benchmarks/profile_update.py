@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eager", action="store_true", help="perf.compile off (default: on)")
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast (default: the preset's pretrain.bf16)")
     parser.add_argument("--no-fused-chain", action="store_true",
-                        help="perf.fused_chain off: DRAW's prior chain step by step through autograd")
+                        help="perf.fused_chain off: DRAW's prior chain and the RSSM's observe chain step by step through autograd")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--iters", type=int, default=5, help="timed and profiled updates (default: 5)")
     parser.add_argument("--top", type=int, default=20, help="operators listed (default: 20)")

@@ -7,7 +7,7 @@ ratios measured together count):
   the reference;
 - ``default``: what the training stages run with the preset's settings: bf16 autocast where the
   machine multiplies bf16 natively (``pretrain.bf16: auto``; fp32 elsewhere), DRAW's
-  prior chain as one autograd node (``perf.fused_chain``) and the preset's ``perf.compile``
+  prior chain (and the RSSM's observe chain) as one autograd node (``perf.fused_chain``) and the preset's ``perf.compile``
   (``cpu``: on, torch.compile of the imagination step, the reward / continue heads and the
   actor-critic losses; ``paper``: off).
 

@@ -221,3 +221,44 @@ def test_native_bf16_reads_the_cpus_features(monkeypatch):
     assert not perf.native_bf16("cpu")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     assert perf.native_bf16("cpu")
+
+
+def test_the_fused_rssm_chain_computes_what_the_step_by_step_chain_does():
+    """perf.fused_chain: the RSSM's observe chain as one autograd node draws the same samples and
+    gives the same deters, posteriors, world-model loss and gradients (to float rounding) as the
+    chain step by step through autograd, with resets inside the chain and at its start; without
+    a graph it runs forward only, from a given state too."""
+    a = agent(world_model="rssm")
+    wm = a.wm
+    with torch.no_grad():
+        wm.init_deter.normal_()  # resets use the initial state: make it not zero
+    batch = batch_for(SPEC, B=3, T=9)
+    batch["is_first"][1, 4] = 1.0
+    batch["is_first"][2, 0] = 1.0
+
+    def run(fused):
+        wm.fused_chain = fused
+        wm.zero_grad(set_to_none=True)
+        loss, _, out = wm.loss(batch, generator=torch.Generator().manual_seed(0))
+        loss.backward()
+        return loss.detach(), out, {n: p.grad.clone() for n, p in wm.named_parameters() if p.grad is not None}
+
+    (l_loop, loop, g_loop), (l_fused, fused, g_fused) = run(False), run(True)
+    tol = dict(rtol=1e-4, atol=1e-5)
+    assert torch.equal(fused["states"].z, loop["states"].z)  # the same samples
+    for x, y in ((fused["states"].deter, loop["states"].deter), (fused["post_logp"], loop["post_logp"]),
+                 (fused["state"].deter, loop["state"].deter), (l_fused, l_loop)):
+        torch.testing.assert_close(x, y, **tol)
+    assert g_loop.keys() == g_fused.keys() and {"init_deter", "gru.linear.weight", "img_in.0.weight"} <= g_loop.keys()
+    for n in g_loop:
+        scale = g_loop[n].abs().max().item()
+        torch.testing.assert_close(g_fused[n], g_loop[n], rtol=1e-3, atol=1e-5 * scale, msg=n)
+    with torch.no_grad():
+        obs = {k: batch[k] for k in wm.obs_spec}
+        outs = []
+        for fused in (False, True):
+            wm.fused_chain = fused
+            outs.append(wm.observe(obs, batch["action"], batch["is_first"], state=loop["state"],
+                                   generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(outs[0]["states"].z, outs[1]["states"].z)
+    torch.testing.assert_close(outs[1]["states"].deter, outs[0]["states"].deter, **tol)

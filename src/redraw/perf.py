@@ -81,8 +81,9 @@ class PerfConfig:
     #: Inductor's on-disk cache (relative to the working directory): compiled kernels are reused
     #: by later processes instead of being built again
     cache_dir: str = ".cache/torchinductor"
-    #: DRAW's prior chain over a training sequence as one autograd node with its own backward
-    #: (``models.prior_chain``; ~2x faster at batch 16 on a CPU). false: step by step through
+    #: DRAW's prior chain (``models.prior_chain``) and the RSSM's observe chain
+    #: (``models.rssm_chain``) over a training sequence as one autograd node each with its own
+    #: backward (~2x faster at batch 16 on a CPU). false: step by step through
     #: autograd. The same numbers to float rounding
     fused_chain: bool = True
 

@@ -17,6 +17,7 @@ from torch import nn
 from redraw.models.base import LatentWorldModel, WorldModelConfig, sample_classes
 from redraw.models.dists import latent_logprobs, sample_onehot
 from redraw.models.networks import mlp
+from redraw.models.rssm_chain import observe_chain
 
 __all__ = ["RSSM", "RSSMState"]
 
@@ -81,6 +82,10 @@ class RSSM(LatentWorldModel):
         logp = latent_logprobs(self._split(self.prior(deter)), self.cfg.unimix)
         return RSSMState(deter, straight_through(logp, generator, uniform)), logp
 
+    #: ``observe``'s chain as one autograd node with its own backward (``models.rssm_chain``),
+    #: ``perf.fused_chain``; false: step by step through autograd. The same numbers to float rounding
+    fused_chain = True
+
     IMAGINE_GRAD = True  #: imagination keeps its graph: rewards and features are differentiable in the actions
 
     def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
@@ -89,6 +94,32 @@ class RSSM(LatentWorldModel):
         embed = self.encode(obs)
         init = self.initial((B,))
         prev = state if state is not None else init
+        if self.fused_chain:
+            deters, zs, post_logp = self._fused_chain(embed, action, is_first, init, prev, generator)
+            states = RSSMState(deters, zs)
+        else:
+            states, post_logp = self._chain_loop(embed, action, is_first, init, prev, generator)
+        # nothing in the chain depends on the prior: one call for every step instead of T small ones
+        prior_logp = latent_logprobs(self._split(self.prior(states.deter)), self.cfg.unimix)
+        return {
+            "states": states,
+            "feat": self.features(states),
+            "post_logp": post_logp,
+            "prior_logp": prior_logp,
+            "embed": embed,
+            "state": RSSMState(states.deter[:, -1], states.z[:, -1]),
+        }
+
+    def _fused_chain(self, embed, action, is_first, init: RSSMState, prev: RSSMState, generator):
+        """``observe``'s chain as one autograd node (``models.rssm_chain``), in fp32 on any device:
+        deters, samples and posterior log-probs, [B, T, ...]."""
+        with torch.autocast(action.device.type, enabled=False):
+            return observe_chain(self, embed, action, is_first, init.deter[0], init.z[0], prev.deter, prev.z,
+                                 generator)
+
+    def _chain_loop(self, embed, action, is_first, init: RSSMState, prev: RSSMState, generator):
+        """``observe``'s chain step by step through autograd (``perf.fused_chain: false``)."""
+        T = action.shape[1]
         deters, zs, post_logp = [], [], []
         first = is_first.bool()
         with self.chain_precision(action.device):  # fp32 on a CPU, where its 16-row products are faster
@@ -107,14 +138,4 @@ class RSSM(LatentWorldModel):
                 deters.append(deter)
                 zs.append(z)
                 prev = RSSMState(deter, z)
-        states = RSSMState(torch.stack(deters, 1), torch.stack(zs, 1))
-        # nothing in the chain depends on the prior: one call for every step instead of T small ones
-        prior_logp = latent_logprobs(self._split(self.prior(states.deter)), self.cfg.unimix)
-        return {
-            "states": states,
-            "feat": self.features(states),
-            "post_logp": torch.stack(post_logp, 1),
-            "prior_logp": prior_logp,
-            "embed": embed,
-            "state": prev,
-        }
+        return RSSMState(torch.stack(deters, 1), torch.stack(zs, 1)), torch.stack(post_logp, 1)
