@@ -92,8 +92,14 @@ def _forward(embed, action, first, init_deter, init_z, deter0, z0, shape, eps, g
     first_t = first.transpose(0, 1)[..., None]  # [T, B, 1]
     zero_act = torch.zeros_like(action[:, 0])
     deter, z = deter0, z0.reshape(B, S * K)
-    saved = {k: [] for k in ("in_img", "u_img", "m_img", "r_img", "y_img", "in_gru", "u_gru", "m_gru", "r_gru",
-                             "gates", "in_post", "u_post", "m_post", "r_post", "y_post", "h_post", "soft", "post")}
+    # what the backward needs, per step: each layer's input, pre-norm output, LayerNorm statistics
+    # and activations (lists over t)
+    saved: dict[str, list[torch.Tensor]] = {}
+
+    def record(**step: torch.Tensor) -> None:
+        for name, value in step.items():
+            saved.setdefault(name, []).append(value)
+
     deters, zs, posts = [], [], []
     for t in range(T):
         reset = first_t[t]
@@ -104,8 +110,7 @@ def _forward(embed, action, first, init_deter, init_z, deter0, z0, shape, eps, g
         u = torch.mm(in_img, w_img.t())
         y, mu, rs = _layer_norm(u, g_img, b_img, eps)
         x = F.silu(y)
-        saved["in_img"].append(in_img), saved["u_img"].append(u), saved["m_img"].append(mu)
-        saved["r_img"].append(rs), saved["y_img"].append(y)
+        record(in_img=in_img, u_img=u, m_img=mu, r_img=rs, y_img=y)
         in_gru = torch.cat([prev_deter, x], -1)
         u = torch.mm(in_gru, w_gru.t())
         parts, mu, rs = _layer_norm(u, g_gru, b_gru, eps)
@@ -113,22 +118,20 @@ def _forward(embed, action, first, init_deter, init_z, deter0, z0, shape, eps, g
         r, up = torch.sigmoid(reset_g), torch.sigmoid(update - 1)
         a = torch.tanh(r * cand)
         deter = up * a + (1 - up) * prev_deter
-        saved["in_gru"].append(in_gru), saved["u_gru"].append(u), saved["m_gru"].append(mu), saved["r_gru"].append(rs)
-        saved["gates"].append(torch.cat([r, cand, up, a], -1))
+        record(in_gru=in_gru, u_gru=u, m_gru=mu, r_gru=rs, gates=torch.cat([r, cand, up, a], -1))
         in_post = torch.cat([deter, embed[:, t]], -1)
         u = torch.mm(in_post, w_post.t())
         y, mu, rs = _layer_norm(u, g_post, b_post, eps)
         h = F.silu(y)
         logits = torch.addmm(b_out, h, w_out.t()).view(B, S, K)
-        saved["in_post"].append(in_post), saved["u_post"].append(u), saved["m_post"].append(mu), saved["r_post"].append(rs)
-        saved["y_post"].append(y), saved["h_post"].append(h)
+        record(in_post=in_post, u_post=u, m_post=mu, r_post=rs, y_post=y, h_post=h)
         if unimix > 0:  # as dists.latent_logprobs
             soft = class_softmax(logits)
             post = torch.log((1 - unimix) * soft + unimix / K)
         else:
             post = class_log_softmax(logits)
             soft = post.exp()
-        saved["soft"].append(soft), saved["post"].append(post)
+        record(soft=soft, post=post)
         probs = post.exp()  # as dists.sample_onehot: one_hot + probs - probs, whose value rounds as its does
         z = (one_hot(sample_index(probs, generator), K, probs.dtype) + probs - probs).reshape(B, S * K)
         deters.append(deter)
