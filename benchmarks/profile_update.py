@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast (default: the preset's pretrain.bf16)")
     parser.add_argument("--no-fused-chain", action="store_true",
                         help="perf.fused_chain off: DRAW's prior chain and the RSSM's observe chain step by step through autograd")
+    parser.add_argument("--no-fused-adam", action="store_true",
+                        help="perf.fused_adam off: torch's default Adam implementation")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--iters", type=int, default=5, help="timed and profiled updates (default: 5)")
     parser.add_argument("--top", type=int, default=20, help="operators listed (default: 20)")
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     agent, env, batch, pre = build(args.case, not args.eager, False if args.fp32 else None, args.threads,
-                                   fused_chain=False if args.no_fused_chain else None)
+                                   fused_chain=False if args.no_fused_chain else None,
+                                   fused_adam=False if args.no_fused_adam else None)
     agent_cfg = agent.cfg
     for _ in range(3):  # warm-up (and compilation)
         agent.train_step(batch)

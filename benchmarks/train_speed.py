@@ -3,11 +3,12 @@
 Each path runs in a fresh subprocess, in one run of this script (machines are noisy: only the
 ratios measured together count):
 
-- ``eager``: ``perf.compile: false``, ``perf.fused_chain: false`` and fp32 (no bf16 autocast),
-  the reference;
+- ``eager``: ``perf.compile: false``, ``perf.fused_chain: false``, ``perf.fused_adam: false``
+  and fp32 (no bf16 autocast), the reference;
 - ``default``: what the training stages run with the preset's settings: bf16 autocast where the
   machine multiplies bf16 natively (``pretrain.bf16: auto``; fp32 elsewhere), DRAW's
-  prior chain (and the RSSM's observe chain) as one autograd node (``perf.fused_chain``) and the preset's ``perf.compile``
+  prior chain (and the RSSM's observe chain) as one autograd node (``perf.fused_chain``), Adam's fused
+  kernel (``perf.fused_adam``) and the preset's ``perf.compile``
   (``cpu``: on, torch.compile of the imagination step, the reward / continue heads and the
   actor-critic losses; ``paper``: off).
 
@@ -100,9 +101,9 @@ def make_case_env(case: str):
 
 
 def build(case: str, compile: bool | None = None, bf16: bool | None = None, threads: int = 0, device: str = "cpu",
-          fused_chain: bool | None = None):
+          fused_chain: bool | None = None, fused_adam: bool | None = None):
     """A freshly seeded agent for ``case`` as the pretraining stage makes it (the preset's
-    ``perf.compile``, ``perf.fused_chain`` and ``pretrain.bf16`` unless given), its env and a
+    ``perf.compile``, ``perf.fused_chain``, ``perf.fused_adam`` and ``pretrain.bf16`` unless given), its env and a
     synthetic batch."""
     import torch
 
@@ -120,6 +121,8 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
         params["perf"]["compile"] = compile
     if fused_chain is not None:
         params["perf"]["fused_chain"] = fused_chain
+    if fused_adam is not None:
+        params["perf"]["fused_adam"] = fused_adam
     if bf16 is not None:
         params["pretrain"]["bf16"] = bf16
     cfg = perf.perf_config(params)
@@ -142,9 +145,10 @@ def worker(case: str, path: str, iters: int, device: str, env_steps: int) -> dic
     from redraw import perf
     from redraw.agent.dreamer import AgentPolicy
 
-    # eager: the reference (fp32, nothing compiled, the prior chain step by step); default: the preset's own
-    agent, env, batch, _ = build(case, *((False, False) if path == "eager" else (None, None)), device=device,
-                                 fused_chain=False if path == "eager" else None)
+    # eager: the reference (fp32, nothing compiled, the prior chain step by step, torch's default
+    # Adam); default: the preset's own
+    ref = False if path == "eager" else None
+    agent, env, batch, _ = build(case, ref, ref, device=device, fused_chain=ref, fused_adam=ref)
 
     def timed(n: int) -> float:
         sync(device)

@@ -262,3 +262,54 @@ def test_the_fused_rssm_chain_computes_what_the_step_by_step_chain_does():
                                    generator=torch.Generator().manual_seed(1)))
     assert torch.equal(outs[0]["states"].z, outs[1]["states"].z)
     torch.testing.assert_close(outs[1]["states"].deter, outs[0]["states"].deter, **tol)
+
+
+@pytest.mark.parametrize("exploration", ["task", "plan2explore"])
+def test_fused_adam_updates_as_torchs_default_and_off_is_torchs_default(exploration):
+    """perf.fused_adam: every optimizer of the agent takes the fused kernel and updates the
+    weights as torch's default Adam does to float rounding; off, the agent is bit-identical to
+    one never given the setting; a checkpoint keeps this process's setting, not its saver's."""
+    plain = agent(exploration=exploration)
+    off, on = agent(exploration=exploration), agent(exploration=exploration)
+    off.use_perf(perf.PerfConfig(compile=False, fused_adam=False))
+    on.use_perf(perf.PerfConfig(compile=False))
+    assert len(on.optimizers()) == (6 if exploration == "plan2explore" else 3)
+    assert all(g["fused"] for opt in on.optimizers() for g in opt.param_groups)
+    assert not any(g["fused"] for opt in off.optimizers() for g in opt.param_groups)
+    ran = [run(a, 3) for a in (plain, off, on)]
+    assert ran[1] == ran[0]
+    for k, v in plain.state_dict().items():
+        assert torch.equal(off.state_dict()[k], v), k
+        torch.testing.assert_close(on.state_dict()[k], v, rtol=1e-3, atol=1e-5, msg=k)
+    fresh = agent(exploration=exploration).state_dict()  # the weights moved: not a comparison of untouched ones
+    moved = [k for k, v in on.state_dict().items() if v.is_floating_point() and not torch.equal(v, fresh[k])]
+    assert any(k.startswith("wm.") for k in moved) and any(k.startswith("ac.actor.") for k in moved)
+    # a fused agent's checkpoint into an agent with the setting off, and back
+    loaded = agent(exploration=exploration)
+    loaded.use_perf(perf.PerfConfig(compile=False, fused_adam=False))
+    loaded.load_checkpoint_state(copy.deepcopy(on.checkpoint_state()))
+    assert not any(g["fused"] for opt in loaded.optimizers() for g in opt.param_groups)
+    back = agent(exploration=exploration)
+    back.use_perf(perf.PerfConfig(compile=False))
+    back.load_checkpoint_state(copy.deepcopy(off.checkpoint_state()))
+    assert all(g["fused"] for opt in back.optimizers() for g in opt.param_groups)
+    assert np.isfinite(back.train_step(batch_for(SPEC, B=2, T=6))["loss/wm"])
+    back.reset_actor_critic()  # ReDRAW's fresh actor-critic keeps the process's setting
+    assert all(g["fused"] for opt in back.optimizers() for g in opt.param_groups)
+    with pytest.raises(ConfigError, match=r"params.yaml: perf.fused_adam must be true or false, got 'no'"):
+        perf.perf_config({"perf": {"fused_adam": "no"}})
+
+
+def test_the_optimizer_step_benchmark_times_every_optimizer_of_the_agent(capsys, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the presets and envs.yaml are the project's
+    spec = importlib.util.spec_from_file_location("optimizer_step", root / "benchmarks" / "optimizer_step.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--steps", "1", "--threads", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [ln.split()[0] for ln in lines[:3]] == ["world", "actor", "critic"]
+    assert lines[-1].startswith("all optimizers: default ") and "speed-up" in lines[-1]

@@ -86,13 +86,31 @@ class PerfConfig:
     #: backward (~2x faster at batch 16 on a CPU). false: step by step through
     #: autograd. The same numbers to float rounding
     fused_chain: bool = True
+    #: the agent's Adam optimizers (world model, actor, critic; Plan2Explore's) with torch's fused
+    #: kernel, one per tensor, instead of the single-tensor loop torch runs on a CPU by default:
+    #: the same update to float rounding, its step ~3x faster. false: torch's default
+    fused_adam: bool = True
 
     def __post_init__(self):
-        for key in ("compile", "fused_chain"):
+        for key in ("compile", "fused_chain", "fused_adam"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"perf.{key} must be true or false, got {getattr(self, key)!r}")
         if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 0:
             raise ValueError(f"perf.threads must be a whole number >= 0, got {self.threads!r}")
+
+
+def set_fused_adam(optimizer, enabled: bool) -> None:
+    """Switch an existing ``torch.optim.Adam`` to the fused kernel (``enabled``) or back to torch's
+    default implementation, keeping its state. Called again after ``load_state_dict``, which
+    brings back the flags the checkpoint was saved with."""
+    import torch
+
+    for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = (True if enabled else None), None
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if enabled and state and torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(p.device, torch.float32)  # the fused kernel's step: on the device
 
 
 def perf_config(params: dict, path: str = "params.yaml") -> PerfConfig:

@@ -65,6 +65,7 @@ class Agent(nn.Module):
         #: ``agent.pessimism.PessimismConfig``: penalise imagination where the residual ensemble
         #: disagrees (the policy stage of redraw_pessimistic sets it; not saved with the agent)
         self.pessimism = None
+        self.fused_adam = False  #: Adam's fused kernel (perf.fused_adam, set by use_perf)
         self.use_compile(cfg.compile)
 
     def use_compile(self, enabled: bool) -> None:
@@ -76,10 +77,26 @@ class Agent(nn.Module):
                 part.use_compile(enabled)
 
     def use_perf(self, perf) -> None:
-        """This process's speed settings (``perf.PerfConfig``): compiled regions and the fused prior chain."""
+        """This process's speed settings (``perf.PerfConfig``): compiled regions, the fused prior
+        chain and Adam's fused kernel."""
         self.use_compile(perf.compile)
         if hasattr(self.wm, "fused_chain"):
             self.wm.fused_chain = perf.fused_chain
+        self.fused_adam = perf.fused_adam
+        self._apply_fused_adam()
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Every optimizer of the agent: the world model's, the actor-critic's, Plan2Explore's."""
+        opts = [self.wm_opt, self.ac.actor_opt, self.ac.critic_opt]
+        if self.explorer is not None:
+            opts += [self.explorer.actor_opt, self.explorer.critic_opt, self.disagreement.opt]
+        return opts
+
+    def _apply_fused_adam(self) -> None:
+        from redraw.perf import set_fused_adam
+
+        for opt in self.optimizers():
+            set_fused_adam(opt, self.fused_adam)
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
@@ -161,6 +178,7 @@ class Agent(nn.Module):
         """A freshly initialised actor-critic (ReDRAW's policy stage); the world model is kept."""
         self.ac = ActorCritic(self.wm.feat_dim, self.action_size, self.cfg.ac).to(self.device)
         self.ac.use_compile(self.cfg.compile)
+        self._apply_fused_adam()
 
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], state=None, sample: bool = True, explore: bool = False,
@@ -232,6 +250,7 @@ class Agent(nn.Module):
             self.explorer.critic_opt.load_state_dict(state["explorer_critic_opt"])
             self.explorer.retnorm.load_state_dict(state["explorer_retnorm"])
             self.disagreement.opt.load_state_dict(state["disagreement_opt"])
+        self._apply_fused_adam()  # this process's setting, not the one the checkpoint was saved with
 
 
 class AgentPolicy:

@@ -200,6 +200,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
                     # compiled updates and other thread counts round differently: another run
                     **({"perf": {"compile": perf.compile, "threads": perf.threads}} if perf.compile or perf.threads else {}),
                     **({"fused_chain": False} if not perf.fused_chain else {}),
+                    **({"fused_adam": False} if not perf.fused_adam else {}),
                     "env_definition": load_pairs(env_kwargs["pairs"]).definition(env_name),
                     "source_data": dataset_fingerprint(start_data)}  # the key predates data/oracle: kept, so are the hashes
     ckpt_dir = checkpoint_root / f"{out_dir.name}-{identity_hash(run_identity)}"
