@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="perf.fused_chain off: DRAW's prior chain and the RSSM's observe chain step by step through autograd")
     parser.add_argument("--no-fused-adam", action="store_true",
                         help="perf.fused_adam off: torch's default Adam implementation")
+    parser.add_argument("--kernel-profile", action="store_true",
+                        help="name each compiled kernel in the operator table (Inductor's "
+                             "cpp.enable_kernel_profile; the kernels are compiled again with it)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--iters", type=int, default=5, help="timed and profiled updates (default: 5)")
     parser.add_argument("--top", type=int, default=20, help="operators listed (default: 20)")
@@ -39,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    if args.kernel_profile:
+        import torch._inductor.config
+
+        torch._inductor.config.cpp.enable_kernel_profile = True
     agent, env, batch, pre = build(args.case, not args.eager, False if args.fp32 else None, args.threads,
                                    fused_chain=False if args.no_fused_chain else None,
                                    fused_adam=False if args.no_fused_adam else None)
