@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     agent = build(args.case, compile=False)[0]
     total = {False: 0.0, True: 0.0}
-    for name, opt in zip(("world model", "actor", "critic", "explorer actor", "explorer critic", "disagreement"),
-                         agent.optimizers()):
+    for name, opt in agent.optimizers().items():
         params = [p for g in opt.param_groups for p in g["params"]]
         grads = [torch.randn_like(p) * 1e-3 for p in params]
         ms = {False: [], True: []}

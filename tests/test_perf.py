@@ -274,8 +274,8 @@ def test_fused_adam_updates_as_torchs_default_and_off_is_torchs_default(explorat
     off.use_perf(perf.PerfConfig(compile=False, fused_adam=False))
     on.use_perf(perf.PerfConfig(compile=False))
     assert len(on.optimizers()) == (6 if exploration == "plan2explore" else 3)
-    assert all(g["fused"] for opt in on.optimizers() for g in opt.param_groups)
-    assert not any(g["fused"] for opt in off.optimizers() for g in opt.param_groups)
+    assert all(g["fused"] for opt in on.optimizers().values() for g in opt.param_groups)
+    assert not any(g["fused"] for opt in off.optimizers().values() for g in opt.param_groups)
     ran = [run(a, 3) for a in (plain, off, on)]
     assert ran[1] == ran[0]
     for k, v in plain.state_dict().items():
@@ -288,28 +288,27 @@ def test_fused_adam_updates_as_torchs_default_and_off_is_torchs_default(explorat
     loaded = agent(exploration=exploration)
     loaded.use_perf(perf.PerfConfig(compile=False, fused_adam=False))
     loaded.load_checkpoint_state(copy.deepcopy(on.checkpoint_state()))
-    assert not any(g["fused"] for opt in loaded.optimizers() for g in opt.param_groups)
+    assert not any(g["fused"] for opt in loaded.optimizers().values() for g in opt.param_groups)
     back = agent(exploration=exploration)
     back.use_perf(perf.PerfConfig(compile=False))
     back.load_checkpoint_state(copy.deepcopy(off.checkpoint_state()))
-    assert all(g["fused"] for opt in back.optimizers() for g in opt.param_groups)
+    assert all(g["fused"] for opt in back.optimizers().values() for g in opt.param_groups)
     assert np.isfinite(back.train_step(batch_for(SPEC, B=2, T=6))["loss/wm"])
     back.reset_actor_critic()  # ReDRAW's fresh actor-critic keeps the process's setting
-    assert all(g["fused"] for opt in back.optimizers() for g in opt.param_groups)
+    assert all(g["fused"] for opt in back.optimizers().values() for g in opt.param_groups)
     with pytest.raises(ConfigError, match=r"params.yaml: perf.fused_adam must be true or false, got 'no'"):
         perf.perf_config({"perf": {"fused_adam": "no"}})
 
 
 def test_the_optimizer_step_benchmark_times_every_optimizer_of_the_agent(capsys, monkeypatch):
-    import importlib.util
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)  # the presets and envs.yaml are the project's
-    spec = importlib.util.spec_from_file_location("optimizer_step", root / "benchmarks" / "optimizer_step.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    assert bench.main(["--steps", "1", "--threads", "0"]) == 0
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    import optimizer_step
+
+    assert optimizer_step.main(["--steps", "1", "--threads", "0"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [ln.split()[0] for ln in lines[:3]] == ["world", "actor", "critic"]
     assert lines[-1].startswith("all optimizers: default ") and "speed-up" in lines[-1]

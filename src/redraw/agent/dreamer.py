@@ -85,17 +85,18 @@ class Agent(nn.Module):
         self.fused_adam = perf.fused_adam
         self._apply_fused_adam()
 
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        """Every optimizer of the agent: the world model's, the actor-critic's, Plan2Explore's."""
-        opts = [self.wm_opt, self.ac.actor_opt, self.ac.critic_opt]
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimizer of the agent by name: the world model's, the actor-critic's, Plan2Explore's."""
+        opts = {"world model": self.wm_opt, "actor": self.ac.actor_opt, "critic": self.ac.critic_opt}
         if self.explorer is not None:
-            opts += [self.explorer.actor_opt, self.explorer.critic_opt, self.disagreement.opt]
+            opts.update({"explorer actor": self.explorer.actor_opt, "explorer critic": self.explorer.critic_opt,
+                         "disagreement": self.disagreement.opt})
         return opts
 
     def _apply_fused_adam(self) -> None:
         from redraw.perf import set_fused_adam
 
-        for opt in self.optimizers():
+        for opt in self.optimizers().values():
             set_fused_adam(opt, self.fused_adam)
 
     def seed(self, seed: int) -> None:
