@@ -8,7 +8,7 @@ too, the policy stage is what fails, not the latent residual. ``--world-model`` 
 other agent checkpoint instead (e.g. ``models/calibrate/redraw/agent.pt``: ReDRAW's policy
 stage with its learning curve). Runs in a quality-benchmark work directory:
 
-    python benchmarks/policy_stage_control.py /tmp/redraw-quality/cpu-seed0 --updates 5000
+    python benchmarks/policy_stage_control.py ~/.local/state/redraw/transfer-quality/pendulum-swingup-reversed/cpu-seed0 --updates 5000
     python benchmarks/policy_stage_control.py WORKDIR --lr 1e-4 --eval-every 1000 --out lr1e-4
     python benchmarks/policy_stage_control.py WORKDIR --world-model models/calibrate/redraw/agent.pt
 

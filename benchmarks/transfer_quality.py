@@ -18,6 +18,7 @@ noise, and is reported as that variant; ``--target-behaviour preset`` keeps the 
     python benchmarks/transfer_quality.py --pairs all --seeds 0 1 2     # the four pairs of envs.yaml
     python benchmarks/transfer_quality.py --pairs all --until pretrain  # only: does the source pretraining learn?
     python benchmarks/transfer_quality.py --harvest                     # record what the work dirs hold so far
+    python benchmarks/transfer_quality.py --status                      # where each work dir stands; writes nothing
     python benchmarks/transfer_quality.py --set train_policy.adapt=true  # the reference's concurrent schedule
 
 Every finished training and evaluation is merged into ``benchmarks/results/transfer_quality.json``
@@ -28,7 +29,9 @@ must reach).
 A method whose source pretraining did not learn is recorded with ``"valid": false``.
 ``redraw report`` turns that file into docs/results.md.
 
-Work directories are kept (``--workdir``), so a run that is stopped resumes where DVC left it.
+Work directories are kept (``--workdir``, default ``$XDG_STATE_HOME/redraw/transfer-quality``, else
+``~/.local/state/...``), so a run that is stopped resumes where DVC left it and its trainings from
+their last checkpoint; ``--status`` says where each stands and how long its trainings have left.
 
 Stages that do not depend on each other run side by side, ``--jobs`` at a time with the cores
 shared between them (``dvc repro`` runs stages one after another): each stage starts as soon as
@@ -51,11 +54,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from redraw import parallel  # noqa: E402
 from redraw.parallel import venv_env  # noqa: E402
-from redraw.records import METHODS, VARIANT_FILE, load_yaml, merge_results, workdir_records  # noqa: E402
+from redraw.records import (METHODS, VARIANT_FILE, load_yaml, merge_results, training_progress,  # noqa: E402
+                            workdir_records, workdir_variant)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/transfer_quality.json"
 DEFAULT_PAIR = "pendulum-swingup-reversed"
+#: the work dirs' root: a run takes days on a CPU and resumes from them, so not /tmp (wiped at a
+#: reboot on many systems) but the user's state directory (XDG_STATE_HOME, else ~/.local/state)
+DEFAULT_WORKDIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local/state") / "redraw/transfer-quality"
 
 
 def sh(cmd: list[str], cwd: Path) -> None:
@@ -206,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="methods to run (default: all); the source policy and the oracle always run, and "
                         "pretrain_rssm only for dreamer_finetune")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/redraw-quality"), help="scratch root (kept)")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                        help="root of the work dirs, PAIR/PRESET-seedN below it, kept so that a stopped run resumes "
+                        f"(default: {DEFAULT_WORKDIR})")
     parser.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1),
                         help="independent stages (the three trainings, then the calibrations, the policy "
                         "trainings, the evaluations) run this many at a time (default: min(3, cores); "
@@ -221,10 +230,53 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--harvest", action="store_true",
                         help="only record what the work dirs under --workdir hold so far (finished or stopped "
                         "trainings, finished evaluations) in --results")
+    parser.add_argument("--status", action="store_true",
+                        help="only print where each work dir under --workdir stands (each training's step, pace "
+                        "and time left, the methods evaluated so far); writes nothing")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="set a params.yaml key (dotted, must exist) after the preset and the benchmark's "
                         "own settings, e.g. --set pretrain.imag_clip=true; repeatable")
     return parser
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def status(root: Path, preset: str | None = None, now: float | None = None) -> int:
+    """Print where every work dir under ``root`` stands; the time left of an unfinished training
+    is at its own pace so far (its training seconds per step, every process of a resumed run)."""
+    import time
+
+    now = time.time() if now is None else now
+    dirs = [f.parent for f in sorted(root.glob("*/*/params.yaml"))
+            if not preset or load_yaml(f).get("preset") == preset]
+    if not dirs:
+        print(f"{root}: no work dirs{f' of the {preset} preset' if preset else ''} yet")
+        return 0
+    for workdir in dirs:
+        params = load_yaml(workdir / "params.yaml")
+        variant = workdir_variant(workdir)
+        print(f"{params['env']['target']} seed {params['seed']} ({params.get('preset')} preset, code "
+              f"{workdir_commit(workdir)}{', ' + variant if variant else ''}): {workdir}")
+        rows = {r["training"]: r for r in training_progress(workdir)}
+        for name in TRAININGS:
+            r = rows.get(name)
+            if r is None:
+                print(f"  {name:<14} not started")
+                continue
+            last = f"last eval {r['last_eval'][1]:.1f} at step {r['last_eval'][0]:,}" if r["last_eval"] else "no eval yet"
+            if r["finished"]:
+                print(f"  {name:<14} finished, {r['step']:,} steps in {_hours(r['seconds'])}, {last}")
+                continue
+            pace = r["seconds"] / r["step"] if r["step"] and r["seconds"] else None
+            left = f", ~{_hours(pace * (r['steps'] - r['step']))} left at its pace so far" if pace else ""
+            print(f"  {name:<14} {r['step']:,} / {r['steps']:,} steps, {_hours(r['seconds'])} trained{left}, {last}; "
+                  f"checkpoint written {_hours(max(0.0, now - r['updated']))} ago")
+        done = sorted(p.stem for p in (workdir / "reports/evaluate").glob("*.json")) \
+            if (workdir / "reports/evaluate").is_dir() else []
+        print(f"  evaluated: {', '.join(done) if done else 'nothing yet'}")
+    return 0
 
 
 def harvest(root: Path, path: Path, preset: str | None = None) -> int:
@@ -252,6 +304,8 @@ def main() -> int:
         pairs = pair_names(args.pairs)
     except (ValueError, KeyError) as exc:
         parser.error(str(exc))
+    if args.status:
+        return status(args.workdir, args.preset)
     if args.harvest:
         return harvest(args.workdir, args.results, args.preset)
 

@@ -73,3 +73,42 @@ def test_the_benchmark_brings_the_methods_evaluations_up_to_date_and_the_rssm_on
     assert transfer_quality.stage_targets(("no_adapt", "redraw", "oracle"), trainings_only=True) == ["pretrain", "oracle"]
     assert transfer_quality.stage_targets(("dreamer_finetune", "oracle")) == [
         "pretrain", "oracle", "pretrain_rssm", "evaluate@source", "evaluate@dreamer_finetune", "evaluate@oracle"]
+
+
+def test_status_says_where_each_work_dir_stands_and_writes_nothing(smoke_repo, tmp_path, capsys):
+    """``--status``: a finished work dir's trainings and evaluations, and a stopped one's training
+    at its checkpoint's step with the time it has left at its own pace."""
+    from redraw.checkpoint import load_checkpoint, save_checkpoint
+
+    root = tmp_path / "work"
+    finished = root / "pendulum-swingup-reversed" / "smoke-seed0"
+    finished.parent.mkdir(parents=True)
+    finished.symlink_to(smoke_repo.path)
+    stopped = root / "pendulum-swingup-reversed" / "smoke-seed7"
+    (stopped / "reports").mkdir(parents=True)
+    params = (smoke_repo.path / "params.yaml").read_text().replace("\nseed: 0\n", "\nseed: 7\n")
+    assert "\nseed: 7\n" in params
+    (stopped / "params.yaml").write_text(params)
+    ckpt = next((smoke_repo.path / "checkpoints").glob("pretrain-*/checkpoint.pt"))
+    state = load_checkpoint(ckpt)  # the smoke training's last checkpoint, as if stopped halfway there
+    identity = state.pop("identity")
+    steps, seconds = int(identity["pretrain"]["steps"]), 1800.0
+    step = steps // 2
+    save_checkpoint(stopped / "checkpoints" / ckpt.parent.name / "checkpoint.pt",
+                    {**state, "step": step, "seconds": seconds}, identity)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+
+    assert transfer_quality.status(root, "smoke") == 0
+    out = capsys.readouterr().out.splitlines()
+    done = out[out.index(next(line for line in out if line.startswith("pendulum-swingup-reversed seed 0"))) + 1:][:4]
+    assert all(" finished, " in line for line in done[:3]) and done[3].startswith("  evaluated: ")
+    assert "redraw" in done[3] and "oracle" in done[3]
+    i = out.index(next(line for line in out if line.startswith("pendulum-swingup-reversed seed 7")))
+    pretrain, oracle, rssm, evaluated = out[i + 1:i + 5]
+    assert pretrain.split()[:4] == ["pretrain", f"{step:,}", "/", f"{steps:,}"]
+    assert f"30 min trained, ~{transfer_quality._hours(seconds / step * (steps - step))} left at its pace so far" \
+        in pretrain and pretrain.endswith(" ago")
+    assert oracle.split() == ["oracle", "not", "started"] and rssm.split() == ["pretrain_rssm", "not", "started"]
+    assert evaluated == "  evaluated: nothing yet"
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing written
+    assert transfer_quality.status(root, "cpu") == 0 and "no work dirs of the cpu preset" in capsys.readouterr().out

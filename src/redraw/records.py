@@ -87,6 +87,38 @@ def training_records(workdir: Path, pair: str, source: str, seed: int, preset: s
     return records
 
 
+def training_progress(workdir: Path) -> list[dict]:
+    """Where each training of ``workdir`` stands, for a progress view: ``step`` of ``steps``
+    (the stage's target), ``seconds`` of training so far (every process of a resumed run),
+    ``last_eval`` as ``[step, return]`` or None, ``finished``, and for an unfinished one
+    ``updated``, the time (epoch seconds) its latest checkpoint was written. A training that has
+    neither finished nor written a checkpoint is left out (it has not started)."""
+    from redraw.checkpoint import load_checkpoint
+
+    workdir = Path(workdir)
+    out = []
+    for name in TRAININGS:
+        curve_file, metrics_file = workdir / f"reports/{name}_curve.json", workdir / f"reports/{name}.json"
+        if curve_file.is_file() and metrics_file.is_file():
+            curve = json.loads(curve_file.read_text())
+            metrics = json.loads(metrics_file.read_text())
+            step = int(curve[-1]["step"]) if curve else 0
+            row = {"training": name, "finished": True, "step": step, "steps": step,
+                   "seconds": float(metrics.get("train/seconds", 0.0)), "updated": metrics_file.stat().st_mtime}
+        else:
+            ckpts = sorted((workdir / "checkpoints").glob(f"{name}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
+            if not ckpts:
+                continue
+            state = load_checkpoint(ckpts[-1])
+            curve = state["curve"]
+            row = {"training": name, "finished": False, "step": int(state["step"]),
+                   "steps": int(state["identity"]["pretrain"]["steps"]), "seconds": float(state.get("seconds", 0.0)),
+                   "updated": ckpts[-1].stat().st_mtime}
+        row["last_eval"] = [int(curve[-1]["step"]), float(curve[-1]["eval_return"])] if curve else None
+        out.append(row)
+    return out
+
+
 #: a record's curves: (key, the report file relative to the work dir, its x and y fields)
 CURVES = (
     ("policy_curve", "reports/train_policy/{method}_curve.json", "update", "eval_return"),
