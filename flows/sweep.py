@@ -13,7 +13,9 @@ sweep's commit into a fresh directory, apply the preset and the point's params t
 another point already ran with the same inputs come back from the run-cache), push the
 experiment to the repository (``refs/exps``) and its outputs and run-cache to the DVC remote,
 and record one MLflow "sweep point" run with the evaluation's numbers. Every stage's own MLflow
-run carries the point's tags.
+run carries the point's tags. The trainings keep their checkpoints in one directory per machine
+(``<workspace>/checkpoints``), so the points of one pair and seed share them and a retried point
+resumes them (``_point_env``).
 
 Nothing is lost or counted twice when a worker dies: the sweep (``sweep``) watches each point's
 flow run; a run whose heartbeats stop is marked Crashed by a Prefect automation and the point is
@@ -73,6 +75,18 @@ def _stage_env(workdir: Path, tracking_uri: str, tags: dict[str, str]) -> dict[s
     return env
 
 
+def _point_env(workspace: str | Path, workdir: Path, tracking_uri: str, tags: dict[str, str]) -> dict[str, str]:
+    """``_stage_env`` plus the machine's one checkpoint directory: a training's checkpoints are
+    named by everything that shapes it, so the points of one pair and seed share their trainings
+    (one trains, the others wait for its lock and then load the finished run) and a point retried
+    after a crash resumes them from their last checkpoint instead of from the start."""
+    from redraw.checkpoint import CHECKPOINTS_ENV
+
+    env = _stage_env(workdir, tracking_uri, tags)
+    env[CHECKPOINTS_ENV] = str(Path(workspace).resolve() / "checkpoints")
+    return env
+
+
 def _point_tags(point, commit: str) -> dict[str, str]:
     return {"redraw.sweep": point.sweep, "redraw.sweep_point": point.name, "redraw.sweep_commit": commit,
             "method": point.method, "env.source": point.source, "env.target": point.target,
@@ -126,7 +140,7 @@ def sweep_point(point: dict, repo: str, commit: str, tracking_uri: str, workspac
     _sh(["git", "checkout", "--quiet", commit], workdir)
     dvc = [sys.executable, "-m", "dvc"]
     attempt = str(flow_run.get_id())
-    env = _stage_env(workdir, tracking_uri, {**_point_tags(p, commit), "redraw.sweep_attempt": attempt})
+    env = _point_env(workspace, workdir, tracking_uri, {**_point_tags(p, commit), "redraw.sweep_attempt": attempt})
     # one DVC cache per machine: points that share stages (same pair and seed) reuse them
     _sh([*dvc, "cache", "dir", "--local", str(Path(workspace).resolve() / "dvc-cache")], workdir, env)
     if dvc_remote:

@@ -87,6 +87,37 @@ def test_sigkilled_run_resumes_with_same_updates_and_replay(tmp_path):
     assert resumed == reference  # same updates, same replay, same numbers
 
 
+@pytest.mark.slow
+def test_two_processes_of_one_training_share_its_checkpoints_one_trains_the_other_waits(tmp_path):
+    """With REDRAW_CHECKPOINTS (what the sweep sets per machine), two pipeline directories with the
+    same data and settings train their ``pretrain`` once: the second waits for the first's lock,
+    then loads the finished run and writes the same outputs."""
+    first = make_workdir(tmp_path / "a")
+    second = tmp_path / "b"
+    shutil.copytree(first, second)
+    shared = tmp_path / "machine-checkpoints"
+    env = {**os.environ, "REDRAW_CHECKPOINTS": str(shared)}
+    procs = [pretrain(first, env=env)]
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(shared.glob("pretrain-*/lock")):
+        time.sleep(0.02)
+    procs.append(pretrain(second, env=env))
+    outs = [proc.communicate(timeout=600)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outs
+    assert "another process is training this run" in outs[1] and "resuming" in outs[1]
+    assert "another process is training this run" not in outs[0]
+    assert len(list(shared.glob("pretrain-*/checkpoint.pt"))) == 1
+    assert not (first / "checkpoints").exists() and not (second / "checkpoints").exists()
+    reports = [json.loads((d / "reports/pretrain.json").read_text()) for d in (first, second)]
+    for report in reports:
+        report.pop("train/seconds")
+    assert reports[0] == reports[1] and reports[0]["train/updates"] == 150
+    weights = [torch.load(d / "models/pretrain/agent.pt", weights_only=True)["state"]["agent"] for d in (first, second)]
+    assert weights[0]["updates"] == weights[1]["updates"] == 150
+    assert weights[0]["model"].keys() == weights[1]["model"].keys()
+    assert all(torch.equal(v, weights[1]["model"][k]) for k, v in weights[0]["model"].items())
+
+
 def test_checkpoint_for_another_setup_is_refused_naming_the_field(tmp_path):
     identity = {"env": "pendulum-swingup", "obs_mode": "proprio", "model": {"latent_vars": 32}}
     save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(2)}, identity)
@@ -99,6 +130,32 @@ def test_checkpoint_for_another_setup_is_refused_naming_the_field(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_training_lock_makes_another_process_wait_and_is_released_when_its_holder_closes_or_dies(tmp_path):
+    from redraw.checkpoint import hold_lock
+
+    lock = hold_lock(tmp_path / "run", "pretrain")
+    assert hold_lock(tmp_path / "run", "pretrain") is lock  # re-entrant within a process
+    other = [sys.executable, "-c", "import sys; from redraw.checkpoint import hold_lock; "
+             "hold_lock(sys.argv[1], 'oracle'); print('got it', flush=True)", str(tmp_path / "run")]
+    waiting = subprocess.Popen(other, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = waiting.stdout.readline()
+    assert "oracle: another process is training this run in" in line and str(tmp_path / "run") in line
+    time.sleep(0.5)
+    assert waiting.poll() is None  # still waiting
+    lock.close()
+    out, _ = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0 and out.strip() == "got it"
+    # a holder that is killed leaves nothing held
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from redraw.checkpoint import hold_lock; "
+                               "hold_lock(sys.argv[1], 'x'); print('held', flush=True); time.sleep(600)",
+                               str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    again = subprocess.run(other, capture_output=True, text=True, timeout=60)
+    assert again.stdout.strip() == "got it"
+
+
 def test_tracking_server_down_loses_no_local_results(tmp_path):
     run_dir = make_workdir(tmp_path / "run", steps=40)
     env = dict(os.environ, MLFLOW_TRACKING_URI="http://127.0.0.1:9", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",

@@ -246,6 +246,10 @@ def test_four_points_on_two_workers_survive_a_killed_worker(tmp_path):
         refs = sh(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
         assert sorted(r.rsplit("/", 1)[1] for r in refs if not r.endswith(("/exec/EXEC_BASELINE"))) == sorted(names)
         assert any((tmp_path / "dvc-remote").rglob("*"))
+        # the points (one pair and seed) trained their source pretraining once, in the machine's
+        # checkpoint directory, the killed attempt's included
+        assert len(list((tmp_path / "work/checkpoints").glob("pretrain-*/checkpoint.pt"))) == 1
+        assert not list((tmp_path / "work").glob("smoke-*/checkpoints"))
         assert list((tmp_path / "mlartifacts").rglob("*.png"))  # stage figures, through the server
         table = json.loads((repo / "reports/sweeps/smoke/points.json").read_text())
         assert sorted(row["point"] for row in table) == sorted(names)

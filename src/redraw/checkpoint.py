@@ -4,21 +4,60 @@ A checkpoint stores an ``identity`` dict (env, obs mode, model sizes, ...). Load
 different identity is refused with a message naming the first field that differs. Files are
 written to a temporary name and renamed, so a crash never leaves a half-written checkpoint, and
 loaded with ``weights_only=True``.
+
+A training's checkpoints live under ``checkpoint_root()``: ``checkpoints/`` in the pipeline
+directory, or ``$REDRAW_CHECKPOINTS`` where that is set (the Prefect sweep sets it to one
+directory per machine, so that the points of one pair and seed share their trainings and a
+retried point resumes them). ``hold_lock`` keeps two processes from training the same run in the
+same directory at once: the second waits, then resumes from where the first left off.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 
 class CheckpointMismatch(ValueError):
     pass
+
+
+#: where trainings keep their checkpoints when set (else ``checkpoints/`` of the working directory)
+CHECKPOINTS_ENV = "REDRAW_CHECKPOINTS"
+
+
+def checkpoint_root() -> Path:
+    return Path(os.environ.get(CHECKPOINTS_ENV) or "checkpoints")
+
+
+def hold_lock(directory: str | os.PathLike, who: str) -> IO:
+    """An exclusive lock on ``directory/lock``, held until the returned file is closed or the
+    process ends (a killed process never leaves it held). If another process holds it, says so
+    and waits; within one process it is re-entrant."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory.resolve()
+    held = _HELD.get(key)
+    if held is not None and not held.closed:  # this process holds it (a run here that raised before releasing)
+        return held
+    fh = open(directory / "lock", "a")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"{who}: another process is training this run in {directory}; waiting for it to finish or stop",
+              flush=True)
+        fcntl.flock(fh, fcntl.LOCK_EX)
+    _HELD[key] = fh
+    return fh
+
+
+_HELD: dict[Path, IO] = {}  # the locks this process holds, by directory
 
 
 def identity_hash(identity: dict[str, Any]) -> str:

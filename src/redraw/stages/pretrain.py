@@ -9,8 +9,9 @@ Dreamer loop: act in ``env.source`` with the actor, store finished episodes, and
 ``pretrain.train_ratio`` updates per agent step on chunks from the replay (which starts from
 the collected ``data/source``). Evaluates periodically on the source task.
 
-Resumable: the run's checkpoint lives in ``checkpoints/pretrain-<hash>/`` where the hash covers
-everything that shapes training. A run killed at any point (SIGKILL included) restarts from its
+Resumable: the run's checkpoint lives in ``checkpoints/pretrain-<hash>/`` (or under
+``$REDRAW_CHECKPOINTS``, see ``redraw.checkpoint``) where the hash covers everything that shapes
+training; a second process of the same run waits for the first one's lock, then resumes. A run killed at any point (SIGKILL included) restarts from its
 last checkpoint with the same update count and the same replay; a run with other settings gets
 its own directory, so no checkpoint is ever overwritten by a different run.
 
@@ -32,7 +33,8 @@ from tqdm.auto import tqdm
 
 from redraw.agent.actor_critic import ActorCriticConfig
 from redraw.agent.dreamer import Agent, AgentConfig, AgentPolicy
-from redraw.checkpoint import identity_hash, load_checkpoint, save_checkpoint
+from redraw.checkpoint import checkpoint_root as default_checkpoint_root
+from redraw.checkpoint import hold_lock, identity_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, load_params, section
 from redraw.data.collect import run_episode, run_episodes
 from redraw.data.episodes import dataset_fingerprint, episode_name, iter_episodes, load_episode, save_episode
@@ -158,7 +160,7 @@ def evaluate(agent: Agent, env, episodes: int, seed: int) -> dict[str, float]:
 
 def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", out_dir: Path = OUT_DIR,
         metrics_path: str = METRICS, curve_path: str = CURVE, progress: bool = True,
-        checkpoint_root: Path = Path("checkpoints"), world_model: str | None = None) -> dict:
+        checkpoint_root: Path | None = None, world_model: str | None = None) -> dict:
     from redraw.envs import load_pairs, make_env
 
     agent_cfg, pre = configs_from_params(params, path, world_model)
@@ -203,8 +205,9 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
                     **({"fused_adam": False} if not perf.fused_adam else {}),
                     "env_definition": load_pairs(env_kwargs["pairs"]).definition(env_name),
                     "source_data": dataset_fingerprint(start_data)}  # the key predates data/oracle: kept, so are the hashes
-    ckpt_dir = checkpoint_root / f"{out_dir.name}-{identity_hash(run_identity)}"
+    ckpt_dir = (checkpoint_root or default_checkpoint_root()) / f"{out_dir.name}-{identity_hash(run_identity)}"
     ckpt_path, replay_dir = ckpt_dir / "checkpoint.pt", ckpt_dir / "replay"
+    lock = hold_lock(ckpt_dir, out_dir.name)  # until this process has written its last checkpoint
     replay_dir.mkdir(parents=True, exist_ok=True)
 
     agent = Agent(obs_spec, env.action_size, agent_cfg, device=device)
@@ -227,6 +230,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         next_eval, last_return = state["next_eval"], state["last_return"]
         replay.set_rng_state(state["replay_rng"])
         seconds_before = float(state.get("seconds", 0.0))  # checkpoints before this key: unknown, 0
+        history = state.get("last_logged", [])  # the losses the last log had, if it resumes at its end
         scale_fitted = True  # the checkpoint's weights carry the scale the run started with
         print(f"{out_dir.name}: resuming {ckpt_path} at step {step}, update {agent.updates}")
     # the replay is exactly what it was at the checkpoint: episodes written after it are dropped
@@ -241,6 +245,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
             "agent": agent.checkpoint_state(), "step": step, "online_episodes": online_episodes, "curve": curve,
             "next_eval": next_eval, "last_return": last_return, "replay_rng": replay.rng_state(),
             "seconds": seconds_before + time.perf_counter() - start,
+            "last_logged": history[-1:],
         }, run_identity)
 
     actor = AgentPolicy(agent, sample=True, explore=True)  # the explorer acts when there is one
@@ -311,6 +316,7 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         tracker.end("FAILED")
         raise
     finally:
+        lock.close()
         bar.close()
         for env_i in envs:
             env_i.close()
