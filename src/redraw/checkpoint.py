@@ -32,6 +32,9 @@ class CheckpointMismatch(ValueError):
 CHECKPOINTS_ENV = "REDRAW_CHECKPOINTS"
 
 
+_HELD: dict[Path, IO] = {}  # the training locks this process holds, by directory
+
+
 def checkpoint_root() -> Path:
     return Path(os.environ.get(CHECKPOINTS_ENV) or "checkpoints")
 
@@ -55,9 +58,6 @@ def hold_lock(directory: str | os.PathLike, who: str) -> IO:
         fcntl.flock(fh, fcntl.LOCK_EX)
     _HELD[key] = fh
     return fh
-
-
-_HELD: dict[Path, IO] = {}  # the locks this process holds, by directory
 
 
 def identity_hash(identity: dict[str, Any]) -> str:

@@ -55,6 +55,12 @@ def target_data(params: dict) -> str:
     return who + (f"+noise{f:g}" if f else "")
 
 
+def latest_checkpoint(workdir: Path, training: str) -> Path | None:
+    """The most recently written stage checkpoint of ``training`` in ``workdir``'s ``checkpoints/``."""
+    ckpts = sorted(Path(workdir).glob(f"checkpoints/{training}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
+    return ckpts[-1] if ckpts else None
+
+
 def training_records(workdir: Path, pair: str, source: str, seed: int, preset: str, commit: str) -> list[dict]:
     """One record per training of ``workdir``: its learning curve from the finished stage's curve
     file, or, while it runs or after it was stopped, from its latest stage checkpoint
@@ -69,10 +75,10 @@ def training_records(workdir: Path, pair: str, source: str, seed: int, preset: s
         finished = curve_file.is_file()
         curve = json.loads(curve_file.read_text()) if finished else None
         if curve is None:
-            ckpts = sorted((workdir / "checkpoints").glob(f"{name}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
-            if not ckpts:
+            ckpt = latest_checkpoint(workdir, name)
+            if ckpt is None:
                 continue
-            curve = load_checkpoint(ckpts[-1])["curve"]
+            curve = load_checkpoint(ckpt)["curve"]
         if not curve:
             continue
         final = float(curve[-1]["eval_return"])
@@ -106,14 +112,14 @@ def training_progress(workdir: Path) -> list[dict]:
             row = {"training": name, "finished": True, "step": step, "steps": step,
                    "seconds": float(metrics.get("train/seconds", 0.0)), "updated": metrics_file.stat().st_mtime}
         else:
-            ckpts = sorted((workdir / "checkpoints").glob(f"{name}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
-            if not ckpts:
+            ckpt = latest_checkpoint(workdir, name)
+            if ckpt is None:
                 continue
-            state = load_checkpoint(ckpts[-1])
+            state = load_checkpoint(ckpt)
             curve = state["curve"]
             row = {"training": name, "finished": False, "step": int(state["step"]),
                    "steps": int(state["identity"]["pretrain"]["steps"]), "seconds": float(state.get("seconds", 0.0)),
-                   "updated": ckpts[-1].stat().st_mtime}
+                   "updated": ckpt.stat().st_mtime}
         row["last_eval"] = [int(curve[-1]["step"]), float(curve[-1]["eval_return"])] if curve else None
         out.append(row)
     return out

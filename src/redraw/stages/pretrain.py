@@ -11,9 +11,10 @@ the collected ``data/source``). Evaluates periodically on the source task.
 
 Resumable: the run's checkpoint lives in ``checkpoints/pretrain-<hash>/`` (or under
 ``$REDRAW_CHECKPOINTS``, see ``redraw.checkpoint``) where the hash covers everything that shapes
-training; a second process of the same run waits for the first one's lock, then resumes. A run killed at any point (SIGKILL included) restarts from its
-last checkpoint with the same update count and the same replay; a run with other settings gets
-its own directory, so no checkpoint is ever overwritten by a different run.
+training. A run killed at any point (SIGKILL included) restarts from its last checkpoint with the
+same update count and the same replay; a run with other settings gets its own directory, so no
+checkpoint is ever overwritten by a different run; a second process of the same run waits for the
+first one's lock on the directory, then resumes from its checkpoint.
 
     python -m redraw.stages.pretrain [--oracle] [--params params.yaml]
 """
