@@ -54,7 +54,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from redraw import parallel  # noqa: E402
 from redraw.parallel import venv_env  # noqa: E402
-from redraw.records import (METHODS, VARIANT_FILE, load_yaml, merge_results, training_progress,  # noqa: E402
+from redraw.records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results, training_progress,  # noqa: E402
                             workdir_records, workdir_variant)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,9 +67,6 @@ DEFAULT_WORKDIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local
 
 def sh(cmd: list[str], cwd: Path) -> None:
     subprocess.run(cmd, cwd=cwd, env=venv_env(), check=True)
-
-
-TRAININGS = ("pretrain", "oracle", "pretrain_rssm")  # independent of each other and of the target data
 
 
 def stage_targets(methods: tuple[str, ...], trainings_only: bool = False) -> list[str]:
@@ -243,14 +240,18 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
-def status(root: Path, preset: str | None = None, now: float | None = None) -> int:
+def work_dirs(root: Path, preset: str | None = None) -> list[Path]:
+    """The pipeline work dirs under ``root`` (``PAIR/PRESET-seedN``), of ``preset`` if given."""
+    return [f.parent for f in sorted(root.glob("*/*/params.yaml"))
+            if not preset or load_yaml(f).get("preset") == preset]
+
+
+def status(root: Path, preset: str | None = None) -> int:
     """Print where every work dir under ``root`` stands; the time left of an unfinished training
     is at its own pace so far (its training seconds per step, every process of a resumed run)."""
     import time
 
-    now = time.time() if now is None else now
-    dirs = [f.parent for f in sorted(root.glob("*/*/params.yaml"))
-            if not preset or load_yaml(f).get("preset") == preset]
+    dirs = work_dirs(root, preset)
     if not dirs:
         print(f"{root}: no work dirs{f' of the {preset} preset' if preset else ''} yet")
         return 0
@@ -272,9 +273,8 @@ def status(root: Path, preset: str | None = None, now: float | None = None) -> i
             pace = r["seconds"] / r["step"] if r["step"] and r["seconds"] else None
             left = f", ~{_hours(pace * (r['steps'] - r['step']))} left at its pace so far" if pace else ""
             print(f"  {name:<14} {r['step']:,} / {r['steps']:,} steps, {_hours(r['seconds'])} trained{left}, {last}; "
-                  f"checkpoint written {_hours(max(0.0, now - r['updated']))} ago")
-        done = sorted(p.stem for p in (workdir / "reports/evaluate").glob("*.json")) \
-            if (workdir / "reports/evaluate").is_dir() else []
+                  f"checkpoint written {_hours(max(0.0, time.time() - r['updated']))} ago")
+        done = sorted(p.stem for p in (workdir / "reports/evaluate").glob("*.json"))
         print(f"  evaluated: {', '.join(done) if done else 'nothing yet'}")
     return 0
 
@@ -282,10 +282,7 @@ def status(root: Path, preset: str | None = None, now: float | None = None) -> i
 def harvest(root: Path, path: Path, preset: str | None = None) -> int:
     """Record what every work dir under ``root`` holds so far (finished or not) in ``path``."""
     records, trainings = [], []
-    for params_file in sorted(root.glob("*/*/params.yaml")):
-        workdir = params_file.parent
-        if preset and load_yaml(params_file).get("preset") != preset:
-            continue
+    for workdir in work_dirs(root, preset):
         found = workdir_records(workdir, workdir_commit(workdir))
         records += found[0]
         trainings += found[1]

@@ -129,7 +129,6 @@ def test_checkpoint_for_another_setup_is_refused_naming_the_field(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # atomic: no temp file left
 
 
-@pytest.mark.slow
 def test_a_training_lock_makes_another_process_wait_and_is_released_when_its_holder_closes_or_dies(tmp_path):
     from redraw.checkpoint import hold_lock
 
@@ -156,6 +155,7 @@ def test_a_training_lock_makes_another_process_wait_and_is_released_when_its_hol
     assert again.stdout.strip() == "got it"
 
 
+@pytest.mark.slow
 def test_tracking_server_down_loses_no_local_results(tmp_path):
     run_dir = make_workdir(tmp_path / "run", steps=40)
     env = dict(os.environ, MLFLOW_TRACKING_URI="http://127.0.0.1:9", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",

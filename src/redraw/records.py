@@ -110,7 +110,7 @@ def training_progress(workdir: Path) -> list[dict]:
             metrics = json.loads(metrics_file.read_text())
             step = int(curve[-1]["step"]) if curve else 0
             row = {"training": name, "finished": True, "step": step, "steps": step,
-                   "seconds": float(metrics.get("train/seconds", 0.0)), "updated": metrics_file.stat().st_mtime}
+                   "seconds": float(metrics.get("train/seconds", 0.0))}
         else:
             ckpt = latest_checkpoint(workdir, name)
             if ckpt is None:
