@@ -34,10 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel-profile", action="store_true",
                         help="name each compiled kernel in the operator table (Inductor's "
                              "cpp.enable_kernel_profile; the kernels are compiled again with it)")
+    parser.add_argument("--imagine-chunk", type=int, default=0, metavar="N",
+                        help="imagined steps per compiled call (default: the world model's IMAGINE_CHUNK; 1: step by step)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--iters", type=int, default=5, help="timed and profiled updates (default: 5)")
     parser.add_argument("--top", type=int, default=20, help="operators listed (default: 20)")
     args = parser.parse_args(argv)
+    if args.imagine_chunk < 0:
+        parser.error(f"--imagine-chunk must be at least 1, got {args.imagine_chunk}")
 
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                                    fused_chain=False if args.no_fused_chain else None,
                                    fused_adam=False if args.no_fused_adam else None)
     agent_cfg = agent.cfg
+    if args.imagine_chunk:
+        agent.wm.IMAGINE_CHUNK = args.imagine_chunk
     for _ in range(3):  # warm-up (and compilation)
         agent.train_step(batch)
 
@@ -78,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     total = (time.perf_counter() - t) / args.iters
     print(f"{args.case}: {'eager' if args.eager else 'compiled'}, {agent.precision}, "
           f"{torch.get_num_threads()} thread(s), batch {pre.batch_size}x{pre.batch_length}, "
-          f"imagination starts {pre.imag_starts or pre.batch_size * pre.batch_length}, horizon {agent_cfg.ac.horizon}")
+          f"imagination starts {pre.imag_starts or pre.batch_size * pre.batch_length}, horizon {agent_cfg.ac.horizon} "
+          f"in chunks of {agent.wm.IMAGINE_CHUNK}")
     print(f"whole update {total * 1e3:.1f} ms")
     for label, sec in spent.items():
         print(f"  {label:34s} {sec / args.iters * 1e3:8.1f} ms  {sec / args.iters / total:4.0%}")

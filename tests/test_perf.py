@@ -63,11 +63,13 @@ def test_compiled_and_eager_updates_agree_and_a_seed_fixes_the_compiled_numbers(
     assert run(back, 1)[0]["loss/wm"] == pytest.approx(run(eager_agent, 1)[0]["loss/wm"], rel=1e-3)
 
 
-@pytest.mark.parametrize("clip", [False, True])
-def test_imagination_from_pre_drawn_noise_is_the_actors_own_sampling(clip):
+@pytest.mark.parametrize("clip,chunk", [(False, 8), (True, 8), (False, 4), (False, 1)])
+def test_imagination_from_pre_drawn_noise_is_the_actors_own_sampling(clip, chunk, monkeypatch):
     """The fused (compilable) imagination path draws the same random numbers in the same order as
-    the actor and the dynamics draw them themselves: the eager numbers are unchanged."""
+    the actor and the dynamics draw them themselves, however many steps a chunk holds (6 steps:
+    one chunk, chunks of 4 and 2, six of 1): the eager numbers are unchanged."""
     a = agent()
+    monkeypatch.setattr(a.wm, "IMAGINE_CHUNK", chunk)
     start = type(a.wm.initial((5,)))(*(x.detach() for x in a.wm.initial((5,))))
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     own = a.wm.imagine(lambda f: a.ac.actor.act(f, generator=g1, clip=clip), start, 6, generator=g1)

@@ -208,30 +208,56 @@ class LatentWorldModel(CompiledRegions, nn.Module):
         ``policy`` is a ``features -> action`` callable, or an ``ImaginationPolicy`` (an actor's
         samples from noise it is given): then each step's random numbers (the action noise, then
         the latent sample's uniforms, as the callable path draws them) come from ``generator``
-        outside the step, which runs compiled when ``use_compile`` switched that on.
+        outside the steps, which run ``IMAGINE_CHUNK`` at a time (``imagine_steps``), compiled
+        when ``use_compile`` switched that on.
         Returns ``feat`` [H+1, N, F] (feat[0] from start), ``action`` [H, N, A] (taken at step t, as
         the policy returned it: ``step`` clips actions to [-1, 1] itself),
         and ``reward`` and ``cont`` [H, N] predicted at step t+1.
         """
         fused = hasattr(policy, "sample")
-        if fused:
-            start = type(start)(*(x.contiguous() for x in start))
-        feats, actions, prev = [self.features(start)], [], start
-        step = self._compiled.get("imagine_step", self.imagine_step) if fused else None
-        for _ in range(horizon):
-            if fused:
-                N = feats[-1].shape[0]
-                noise = torch.randn((N, policy.action_size), generator=generator, device=feats[-1].device)
-                uniform = torch.rand((N, self.cfg.latent_vars), generator=generator, device=feats[-1].device)
-                prev, feat, action = step(policy, prev, feats[-1], noise, uniform)
-            else:
+        if not fused:
+            feats, actions, prev = [self.features(start)], [], start
+            for _ in range(horizon):
                 action = policy(feats[-1])
                 prev, _ = self.step(prev, action, generator)
-                feat = self.features(prev)
+                feats.append(self.features(prev))
+                actions.append(action)
+            feat, action = torch.stack(feats), torch.stack(actions)
+        else:
+            prev = type(start)(*(x.contiguous() for x in start))
+            feat = self.features(prev)
+            steps = self._compiled.get("imagine_steps", self.imagine_steps)
+            feats, actions, N = [feat[None]], [], feat.shape[0]
+            for first in range(0, horizon, self.IMAGINE_CHUNK):
+                # the chunk's random numbers in the order the step-by-step loop draws them: each
+                # step's action noise, then its latent sample's uniforms
+                draws = [(torch.randn((N, policy.action_size), generator=generator, device=feat.device),
+                          torch.rand((N, self.cfg.latent_vars), generator=generator, device=feat.device))
+                         for _ in range(min(self.IMAGINE_CHUNK, horizon - first))]
+                prev, chunk_feat, chunk_action = steps(policy, prev, feat, torch.stack([n for n, _ in draws]),
+                                                       torch.stack([u for _, u in draws]))
+                feat = chunk_feat[-1]
+                feats.append(chunk_feat)
+                actions.append(chunk_action)
+            feat, action = torch.cat(feats), torch.cat(actions)
+        return {"feat": feat, "action": action, **self._compiled.get("heads", self.heads)(feat[1:])}
+
+    #: imagined steps per call of ``imagine_steps``: compiled, one graph of this many steps (the
+    #: per-call overhead of a compiled region, ~0.2 ms, paid once per chunk instead of per step:
+    #: imagination at the ``cpu`` preset ~50 -> ~43 ms per update, docs/performance.md; the compile
+    #: takes longer the more steps a graph holds). A horizon that is not a multiple ends with a
+    #: shorter chunk, a second graph.
+    IMAGINE_CHUNK = 8
+
+    def imagine_steps(self, policy, prev, feat: torch.Tensor, noise: torch.Tensor, uniform: torch.Tensor):
+        """``len(noise)`` imagined transitions (``imagine_step`` with ``noise[k]``, ``uniform[k]``).
+        Returns (the last state, the features [k, N, F] and actions [k, N, A] of every step)."""
+        feats, actions = [], []
+        for k in range(noise.shape[0]):
+            prev, feat, action = self.imagine_step(policy, prev, feat, noise[k], uniform[k])
             feats.append(feat)
             actions.append(action)
-        feat = torch.stack(feats)
-        return {"feat": feat, "action": torch.stack(actions), **self._compiled.get("heads", self.heads)(feat[1:])}
+        return prev, torch.stack(feats), torch.stack(actions)
 
     def imagine_step(self, policy, prev, feat: torch.Tensor, noise: torch.Tensor, uniform: torch.Tensor):
         """One imagined transition: the policy's action from ``noise``, the next state sampled
@@ -248,7 +274,7 @@ class LatentWorldModel(CompiledRegions, nn.Module):
     #: what ``use_compile`` compiles. ``observe``'s prior chain stays eager: compiled, its 64 small
     #: steps at batch 16 ran no faster (docs/performance.md) and cost two more compilations; it runs
     #: in fp32 instead (``chain_precision``)
-    COMPILED = ("imagine_step", "heads")
+    COMPILED = ("imagine_steps", "heads")
 
     @torch.no_grad()
     def open_loop(self, obs, action, is_first, context: int, generator: torch.Generator | None = None):

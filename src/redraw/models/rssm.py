@@ -87,6 +87,9 @@ class RSSM(LatentWorldModel):
     fused_chain = True
 
     IMAGINE_GRAD = True  #: imagination keeps its graph: rewards and features are differentiable in the actions
+    #: one imagined step per compiled call: with the graph kept, 8 steps in one compiled graph took
+    #: 25 s to compile instead of 9 and the update was no faster (cpu preset RSSM, docs/performance.md)
+    IMAGINE_CHUNK = 1
 
     def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
                 state: RSSMState | None = None, generator: torch.Generator | None = None) -> dict:
