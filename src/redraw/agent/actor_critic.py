@@ -116,7 +116,7 @@ class Critic(nn.Module):
 
 
 class ActorCritic(CompiledRegions, nn.Module):
-    COMPILED = ("targets", "losses")  #: what ``use_compile`` compiles
+    COMPILED = ("losses",)  #: what ``use_compile`` compiles
 
     def __init__(self, feat_dim: int, action_size: int, cfg: ActorCriticConfig):
         super().__init__()
@@ -145,11 +145,11 @@ class ActorCritic(CompiledRegions, nn.Module):
             z = traj["feat"].detach()  # [H+1, N, F]
             action = traj["action"].detach()
             reward, cont = traj["reward"].detach(), traj["cont"].detach()
+            critic_loss, logp, ent, value, ret, weight = self._compiled.get("losses", self.losses)(z, action, reward, cont)
             with torch.no_grad():
-                value, value_slow, ret, weight = self._compiled.get("targets", self.targets)(z, reward, cont)
                 scale = self.retnorm.update(ret)
-            actor_loss, critic_loss, entropy = self._compiled.get("losses", self.losses)(
-                z, action, ret, value, value_slow, weight, torch.as_tensor(scale, dtype=torch.float32))
+            actor_loss = self.actor_loss(logp, ent, ret, value, weight, scale)
+            entropy = ent.mean()
             # one backward pass for both: the two losses share no parameters (z and the targets are constants)
             (actor_loss + critic_loss).backward()
         actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
@@ -170,33 +170,36 @@ class ActorCritic(CompiledRegions, nn.Module):
             "grad/critic": critic_norm.detach(),
         }
 
-    def targets(self, z: torch.Tensor, reward: torch.Tensor, cont: torch.Tensor):
-        """The critic's values [H+1, N] (they bootstrap the lambda-returns: DreamerV3's slowtar
-        False), the slow critic's (only the regulariser's target), the lambda-returns [H, N] and
-        each step's weight [H, N] (the probability that the imagined episode is still running)."""
+    def losses(self, z, action, reward, cont):
+        """The critic loss and what the REINFORCE actor loss is made of, from one critic forward on
+        the imagined features ``z`` [H+1, N, F]: its values [H+1, N] (without a graph) bootstrap the
+        lambda-returns [H, N] (DreamerV3's slowtar False) and its logits of steps 0..H-1 are the
+        critic loss's; the slow critic is only the regulariser's target. Returns (critic loss, the
+        actions' log-probabilities and entropies [H, N], values, lambda-returns, each step's weight
+        [H, N]: the probability that the imagined episode is still running)."""
         cfg = self.cfg
-        value = self.value(z)
-        value_slow = self.value(z, slow=True)
-        ret = lambda_returns(reward, cont, value, cfg.discount, cfg.lam)
-        return value, value_slow, ret, continuation_weight(cont, cfg.discount)
-
-    def losses(self, z, action, ret, value, value_slow, weight, scale):
-        """REINFORCE actor loss with entropy bonus (advantage against the critic), two-hot critic
-        loss with the regulariser towards the slow critic, and the mean entropy."""
-        cfg = self.cfg
-        adv = (ret - value[:-1]) / scale
+        logits = self.critic(z)
+        with torch.no_grad():
+            value = twohot_mean(logits.detach(), self.bins)
+            value_slow = self.value(z[:-1], slow=True)
+            ret = lambda_returns(reward, cont, value, cfg.discount, cfg.lam)
+            weight = continuation_weight(cont, cfg.discount)
         dist = self.actor.dist(z[:-1])
         logp = dist.log_prob(action).sum(-1)
-        entropy = dist.entropy().sum(-1)
-        actor_loss = -(weight * (logp * adv + cfg.entropy * entropy)).mean()
-        return actor_loss, self.critic_loss(self.critic(z[:-1]), ret, value_slow, weight), entropy.mean()
+        ent = dist.entropy().sum(-1)
+        return self.critic_loss(logits[:-1], ret, value_slow, weight), logp, ent, value, ret, weight
+
+    def actor_loss(self, logp, ent, ret, value, weight, scale):
+        """REINFORCE with an entropy bonus: the advantage against the critic, normalised by the
+        return ``scale`` (``retnorm``, which needs the returns first: outside the compiled losses)."""
+        adv = (ret - value[:-1]) / scale
+        return -(weight * (logp * adv + self.cfg.entropy * ent)).mean()
 
     def critic_loss(self, logits, ret, value_slow, weight):
         """Two-hot loss of the critic's ``logits`` [H, N, bins] towards the lambda-returns, plus the
-        regulariser towards the slow critic's values."""
-        slow_target = value_slow[:-1]
+        regulariser towards the slow critic's values [H, N]."""
         return (weight * (twohot_loss(logits, ret, self.bins)
-                          + self.cfg.slow_critic_reg * twohot_loss(logits, slow_target, self.bins))).mean()
+                          + self.cfg.slow_critic_reg * twohot_loss(logits, value_slow, self.bins))).mean()
 
     def _backprop_losses(self, traj):
         """The backpropagated actor loss (the normalised advantage differentiated through the
@@ -213,7 +216,7 @@ class ActorCritic(CompiledRegions, nn.Module):
         with torch.no_grad():
             z, cont = feat.detach(), traj["cont"].detach()
             value = value_g.detach()
-            value_slow = self.value(z, slow=True)
+            value_slow = self.value(z[:-1], slow=True)
             ret = lambda_returns(traj["reward"].detach(), cont, value, cfg.discount, cfg.lam)
             weight = continuation_weight(cont, cfg.discount)
             scale = self.retnorm.update(ret)
