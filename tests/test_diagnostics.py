@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("residual_size.png", "action_sensitivity.png", "action_response.png", "policy_rollouts_gap.png")
 
@@ -21,6 +23,7 @@ def leaves(tree, key=""):
         yield key, tree
 
 
+@pytest.mark.slow  # it needs the smoke pipeline's outputs (smoke_repo: ~2 min to make)
 def test_residual_diagnostics_run_on_smoke_outputs(smoke_repo, tmp_path):
     out = tmp_path / "diag"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/residual_diagnostics.py"), str(smoke_repo.path),

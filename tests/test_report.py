@@ -128,6 +128,7 @@ def test_a_bad_record_is_refused_naming_it_and_the_old_report_is_kept(tmp_path, 
     assert proc.returncode == 2 and "records[1]" in proc.stderr and message in proc.stderr
 
 
+@pytest.mark.slow  # it needs the smoke pipeline's outputs (smoke_repo)
 def test_the_smoke_pipelines_records_merge_into_the_results_file_and_make_a_report(smoke_repo, tmp_path):
     """What the benchmark (and the sweep) record from a finished pipeline directory, and from a
     stopped training's checkpoint."""

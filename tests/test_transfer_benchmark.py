@@ -75,6 +75,7 @@ def test_the_benchmark_brings_the_methods_evaluations_up_to_date_and_the_rssm_on
         "pretrain", "oracle", "pretrain_rssm", "evaluate@source", "evaluate@dreamer_finetune", "evaluate@oracle"]
 
 
+@pytest.mark.slow  # it needs the smoke pipeline's outputs (smoke_repo)
 def test_status_says_where_each_work_dir_stands_and_writes_nothing(smoke_repo, tmp_path, capsys):
     """``--status``: a finished work dir's trainings and evaluations, and a stopped one's training
     at its checkpoint's step with the time it has left at its own pace."""
