@@ -244,7 +244,7 @@ class LatentWorldModel(CompiledRegions, nn.Module):
 
     #: imagined steps per call of ``imagine_steps``: compiled, one graph of this many steps (the
     #: per-call overhead of a compiled region, ~0.2 ms, paid once per chunk instead of per step:
-    #: imagination at the ``cpu`` preset ~50 -> ~43 ms per update, docs/performance.md; the compile
+    #: imagination at the ``cpu`` preset ~55 -> ~46 ms per update, docs/performance.md; the compile
     #: takes longer the more steps a graph holds). A horizon that is not a multiple ends with a
     #: shorter chunk, a second graph.
     IMAGINE_CHUNK = 8
