@@ -9,7 +9,7 @@ ratios measured together count):
   machine multiplies bf16 natively (``pretrain.bf16: auto``; fp32 elsewhere), DRAW's
   prior chain (and the RSSM's observe chain) as one autograd node (``perf.fused_chain``), Adam's fused
   kernel (``perf.fused_adam``) and the preset's ``perf.compile``
-  (``cpu``: on, torch.compile of the imagination step, the reward / continue heads and the
+  (``cpu``: on, torch.compile of the imagination steps (8 per graph), the reward / continue heads and the
   actor-critic losses; ``paper``: off).
 
 Sizes: the ``cpu`` preset (proprio ``pendulum-swingup``, its model, batch and imagination starts)

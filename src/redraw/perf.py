@@ -70,7 +70,7 @@ def resolve_bf16(value, device="cpu", where: str = "params.yaml: pretrain.bf16")
 class PerfConfig:
     """Speed settings of the training stages (section ``perf`` of params.yaml)."""
 
-    #: torch.compile (Inductor) the update's hot paths: the imagination step, the reward and
+    #: torch.compile (Inductor) the update's hot paths: the imagination steps (8 per graph), the reward and
     #: continue heads and the actor-critic losses. false: the eager path. Compiled and eager
     #: agree within float tolerance; randomness is drawn outside the compiled code either way
     compile: bool = True

@@ -180,7 +180,7 @@ class ActorCritic(CompiledRegions, nn.Module):
         cfg = self.cfg
         logits = self.critic(z)
         with torch.no_grad():
-            value = twohot_mean(logits.detach(), self.bins)
+            value = twohot_mean(logits, self.bins)
             value_slow = self.value(z[:-1], slow=True)
             ret = lambda_returns(reward, cont, value, cfg.discount, cfg.lam)
             weight = continuation_weight(cont, cfg.discount)
