@@ -60,6 +60,7 @@ def test_unknown_preset_and_unknown_key_are_refused(tmp_path):
      r"train_policy.eval_every needs env.target to be a simulator; 'my-robot'"),
     ({"train_policy": {"eval_every": 10, "eval_episodes": 0}}, r"train_policy.eval_episodes must be at least 1"),
     ({"train_policy": {"lr": -1.0}}, r"train_policy.lr must be positive"),
+    ({"train_policy": {"checkpoint_every": 0}}, r"train_policy.checkpoint_every must be at least 1, got 0"),
 ])
 def test_train_policy_refuses_bad_settings_before_reading_anything(tmp_path, monkeypatch, change, message):
     from redraw.stages import train_policy

@@ -458,3 +458,65 @@ def test_residual_methods_imagine_from_their_own_number_of_starts(tmp_path, monk
     monkeypatch.setattr(train_policy, "policy_stage_agent", lambda *a, **k: made.setdefault("agent", real(*a, **k)))
     train_policy.run(method, params, progress=False)
     assert made["agent"].cfg.imag_starts == expected
+
+
+def test_a_stopped_policy_run_resumes_from_its_checkpoint_to_the_same_policy(tmp_path, monkeypatch, capsys):
+    """train_policy.checkpoint_every: a run stopped after a checkpoint restarts there (actor-critic,
+    optimisers, the concurrent schedule's residual and optimiser, random streams, curves) and ends
+    with the policy and reports of a run never stopped; another calibrated model starts afresh."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from redraw.agent.dreamer import Agent
+    from redraw.checkpoint import load_checkpoint
+    from redraw.stages import train_policy
+
+    params, _ = policy_stage_setup(tmp_path, monkeypatch, "redraw")
+    params["train_policy"].update(updates=5, checkpoint_every=2, adapt=True)
+    params["calibrate"]["gap_every"] = 2
+
+    def outputs():
+        reports = {name: json.loads(Path(f"reports/train_policy/redraw_{name}.json").read_text())
+                   for name in ("history", "heldout")}
+        return model_state("models/policy/redraw/agent.pt"), reports
+
+    monkeypatch.setenv("REDRAW_CHECKPOINTS", str(tmp_path / "reference"))
+    reference = train_policy.run("redraw", params, progress=False)
+    ref_state, ref_reports = outputs()
+    shutil.rmtree("models/policy")
+    shutil.rmtree("reports/train_policy")
+
+    monkeypatch.setenv("REDRAW_CHECKPOINTS", str(tmp_path / "stopped"))
+    real_step, calls = Agent.policy_step, []
+
+    def stop_in_the_fourth_update(self, batch):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Agent, "policy_step", stop_in_the_fourth_update)
+    with pytest.raises(KeyboardInterrupt):
+        train_policy.run("redraw", params, progress=False)
+    assert not Path("models/policy/redraw/agent.pt").exists()
+    [ckpt] = (tmp_path / "stopped").glob("policy-redraw-*/checkpoint.pt")
+    assert load_checkpoint(ckpt)["update"] == 2
+
+    monkeypatch.setattr(Agent, "policy_step", real_step)
+    capsys.readouterr()
+    resumed = train_policy.run("redraw", params, progress=False)
+    assert "resuming" in capsys.readouterr().out and load_checkpoint(ckpt)["update"] == 5
+    state, reports = outputs()
+    assert reports == ref_reports
+    assert state.keys() == ref_state.keys() and all(torch.equal(state[k], ref_state[k]) for k in state)
+    assert {k: v for k, v in resumed.items() if k != "policy/seconds"} == \
+        {k: v for k, v in reference.items() if k != "policy/seconds"}
+
+    # another calibrated model (a re-run calibrate@redraw) never resumes this run's checkpoint
+    blob = torch.load("models/calibrate/redraw/agent.pt", weights_only=True)
+    blob["state"]["agent"]["model"]["ac.critic.net.0.weight"] += 1.0
+    torch.save(blob, "models/calibrate/redraw/agent.pt")
+    train_policy.run("redraw", params, progress=False)
+    assert "resuming" not in capsys.readouterr().out
+    assert len(list((tmp_path / "stopped").glob("policy-redraw-*/checkpoint.pt"))) == 2

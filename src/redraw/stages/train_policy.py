@@ -13,6 +13,12 @@ calibration step on the same target batch (the residual, or the finetuned parts;
 and ``calibrate.gap_every`` measures the held-out dynamics error along the way
 (``reports/train_policy/<method>_heldout.json``).
 
+Resumable: every ``train_policy.checkpoint_every`` updates the run's state (actor-critic and its
+optimisers, the concurrent schedule's optimiser, the random streams, the curves so far) goes to
+``checkpoints/policy-<method>-<hash>/`` (or under ``$REDRAW_CHECKPOINTS``), the hash covering the
+calibrated model's bytes and everything else that shapes the run. A stopped run (SIGKILL
+included) restarts there and ends with the same policy, bit for bit, as one never stopped.
+
 Writes ``models/policy/<method>/agent.pt`` and ``reports/train_policy/<method>.json``. With
 ``train_policy.eval_every`` set and a simulated target (a registered env), the policy is also run
 in ``env.target`` every so many updates: ``reports/train_policy/<method>_curve.json`` (a DVC plot)
@@ -23,6 +29,7 @@ without them.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -35,7 +42,7 @@ from tqdm.auto import tqdm
 from redraw.agent.adapt import CALIBRATED, REINIT_ACTOR_CRITIC, RESIDUAL_METHODS, Calibrator, dynamics_gap
 from redraw.agent.dreamer import load_agent
 from redraw.agent.pessimism import pessimism_config
-from redraw.checkpoint import load_checkpoint, save_checkpoint
+from redraw.checkpoint import checkpoint_root, hold_lock, identity_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, section
 from redraw.data.replay import Replay, batch_keys
 from redraw.data.target import TargetDataError, load_target
@@ -64,6 +71,7 @@ class TrainPolicyConfig:
     residual_imag_starts: int = 0
     lr: float = 0.0  #: actor and critic Adam learning rate in this stage (0: actor_critic.lr, as in pretraining)
     log_every: int = 50
+    checkpoint_every: int = 500  #: updates between checkpoints of the run (it resumes from the last)
     eval_every: int = 0  #: run the policy in env.target (a simulator) every N updates (0: never)
     eval_episodes: int = 5  #: episodes per such evaluation
     #: the reference's concurrent schedule: every update also trains what calibrate@METHOD trained
@@ -118,6 +126,15 @@ def evaluate_in_target(agent, env, episodes: int, seed: int) -> list[float]:
     return returns
 
 
+def file_hash(path: Path) -> str:
+    """sha256 of a file's bytes (the calibrated model a policy run starts from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def run(method: str, params: dict, path: str = "params.yaml", progress: bool = True) -> dict:
     if method not in CALIBRATED:
         raise ConfigError(f"unknown method {method!r} for policy training; choose one of {', '.join(CALIBRATED)}")
@@ -132,6 +149,8 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         raise ConfigError(f"{path}: train_policy.imag_unimix must be in [0, 1), got {cfg.imag_unimix}")
     if cfg.lr < 0:
         raise ConfigError(f"{path}: train_policy.lr must be positive (or 0 for actor_critic.lr), got {cfg.lr}")
+    if cfg.checkpoint_every < 1:
+        raise ConfigError(f"{path}: train_policy.checkpoint_every must be at least 1, got {cfg.checkpoint_every}")
     if cfg.eval_every > 0:
         from redraw.envs import load_pairs
         from redraw.stages import env_settings
@@ -175,29 +194,72 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         train_actor_critic(agent)
     agent.use_perf(perf)
 
-    env = None
+    env, env_identity = None, {}
     if cfg.eval_every > 0:
-        from redraw.envs import make_env
+        from redraw.envs import load_pairs, make_env
         from redraw.stages import env_settings
 
-        env = make_env(target_env, seed=seed + 3, **env_settings(params, path))
-    tracker = StageRun(f"train_policy@{method}", params, tags={"method": method, "env": target_env,
-                                                               "target_data_hash": fingerprint,
-                                                               "precision": agent.precision})
-    history, curve, heldout, start = [], [], [], time.perf_counter()
+        env_kwargs = env_settings(params, path)
+        env = make_env(target_env, seed=seed + 3, **env_kwargs)
+        env_identity = {"env_kwargs": env_kwargs, "env_definition": load_pairs(env_kwargs["pairs"]).definition(target_env)}
+    # everything that shapes this run; its checkpoint is resumed only by the same run
+    run_identity = {"method": method, "seed": seed, "target_env": target_env, "target_data": fingerprint,
+                    "calibrated_model": file_hash(model_path), "held_out_episodes": cal_cfg.holdout_episodes,
+                    "train_policy": {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"},
+                    "calibrate": asdict(cal_cfg) if cfg.adapt else None, "perf": asdict(perf),
+                    "pessimism": asdict(agent.pessimism) if agent.pessimism is not None else None, **env_identity}
+    ckpt_dir = checkpoint_root() / f"policy-{method}-{identity_hash(run_identity)}"
+    ckpt_path = ckpt_dir / "checkpoint.pt"
+    history, curve, heldout, done, seconds_before = [], [], [], 0, 0.0
     gap_batch = None
     if calibrator is not None and cal_cfg.gap_every:
         gap_batch = holdout_batch(held_eps, keys, cal_cfg.gap_context + cal_cfg.gap_horizon)
-        heldout.append(heldout_point(0, dynamics_gap(agent, gap_batch, cal_cfg.gap_context, seed)))
+    lock = None
     try:
-        bar = tqdm(range(cfg.updates), desc=f"train_policy {method}", unit="update", disable=None if progress else True)
+        lock = hold_lock(ckpt_dir, f"train_policy@{method}")  # until this process has written its last checkpoint
+        if ckpt_path.is_file():
+            state = load_checkpoint(ckpt_path, expect=run_identity, map_location=agent.device)
+            agent.load_checkpoint_state(state["agent"])
+            if calibrator is not None:
+                calibrator.opt.load_state_dict(state["calibrator_opt"])
+            replay.set_rng_state(state["replay_rng"])
+            done, seconds_before = int(state["update"]), float(state["seconds"])
+            history, curve, heldout = state["history"], state["curve"], state["heldout"]
+            print(f"train_policy@{method}: resuming {ckpt_path} at update {done}", flush=True)
+        elif gap_batch is not None:
+            heldout.append(heldout_point(0, dynamics_gap(agent, gap_batch, cal_cfg.gap_context, seed)))
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        if env is not None:
+            env.close()
+        raise
+    tracker = StageRun(f"train_policy@{method}", params, tags={"method": method, "env": target_env,
+                                                               "target_data_hash": fingerprint,
+                                                               "precision": agent.precision,
+                                                               "resumed_at_update": str(done)})
+    start = time.perf_counter()
+
+    def checkpoint(update: int) -> None:
+        save_checkpoint(ckpt_path, {
+            "agent": agent.checkpoint_state(), "update": update, "replay_rng": replay.rng_state(),
+            "calibrator_opt": calibrator.opt.state_dict() if calibrator is not None else None,
+            "history": history, "curve": curve, "heldout": heldout,
+            "seconds": seconds_before + time.perf_counter() - start}, run_identity)
+
+    try:
+        bar = tqdm(range(done, cfg.updates), desc=f"train_policy {method}", unit="update", initial=done,
+                   total=cfg.updates, disable=None if progress else True)
         for update in bar:
             batch = replay.sample(cfg.batch_size, with_episode=calibrator is not None and calibrator.needs_episode)
             adapted = calibrator.step(batch) if calibrator is not None else {}
             metrics = {**adapted, **agent.policy_step(batch)}
             bad = [k for k, v in metrics.items() if k.startswith("loss/") and not np.isfinite(v)]
             if bad:
-                raise FloatingPointError(f"non-finite {', '.join(bad)} at update {update + 1}; nothing was written")
+                kept = (f"the last good checkpoint is kept at {ckpt_path}" if ckpt_path.is_file()
+                        else "no checkpoint had been written yet")
+                raise FloatingPointError(f"non-finite {', '.join(bad)} at update {update + 1}; nothing was "
+                                         f"written to models/policy; {kept}")
             if (update + 1) % cfg.log_every == 0 or update + 1 == cfg.updates:
                 history.append({"update": update + 1, **metrics})
                 tracker.log_metrics(metrics, step=update + 1)
@@ -212,11 +274,16 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
                 heldout.append(heldout_point(update + 1, dynamics_gap(agent, gap_batch, cal_cfg.gap_context, seed)))
                 tracker.log_metrics({f"heldout/{k}": v for k, v in heldout[-1].items() if k != "update"},
                                     step=update + 1)
+            if (update + 1) % cfg.checkpoint_every == 0 and update + 1 < cfg.updates:
+                checkpoint(update + 1)
         bar.close()
+        if done < cfg.updates:  # the finished run: a rerun of the same run writes its outputs again
+            checkpoint(cfg.updates)
     except BaseException:
         tracker.end("FAILED")
         raise
     finally:
+        lock.close()
         if env is not None:
             env.close()
     save_checkpoint(OUT_ROOT / method / "agent.pt", {"agent": agent.checkpoint_state()},
@@ -226,7 +293,8 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     write_json(REPORTS / f"{method}_history.json", history)
     write_json(REPORTS / f"{method}_curve.json", curve)
     write_json(REPORTS / f"{method}_heldout.json", heldout)
-    metrics = {"policy/updates": cfg.updates, "policy/seconds": round(time.perf_counter() - start, 1),
+    # all processes of a resumed run
+    metrics = {"policy/updates": cfg.updates, "policy/seconds": round(seconds_before + time.perf_counter() - start, 1),
                **{k: v for k, v in history[-1].items() if k.startswith(("loss/", "ac/", "pessimism/"))},
                **({"eval/return": curve[-1]["eval_return"]} if curve else {}),
                **({f"heldout/{k}": v for k, v in heldout[-1].items() if k != "update"} if heldout else {})}
