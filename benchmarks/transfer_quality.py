@@ -54,8 +54,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from redraw import parallel  # noqa: E402
 from redraw.parallel import venv_env  # noqa: E402
-from redraw.records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results, training_progress,  # noqa: E402
-                            workdir_records, workdir_variant)
+from redraw.records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results, policy_progress,  # noqa: E402
+                            training_progress, workdir_records, workdir_variant)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/transfer_quality.json"
@@ -276,6 +276,14 @@ def status(root: Path, preset: str | None = None) -> int:
                   f"checkpoint written {_hours(max(0.0, time.time() - r['updated']))} ago")
         done = sorted(p.stem for p in (workdir / "reports/evaluate").glob("*.json"))
         print(f"  evaluated: {', '.join(done) if done else 'nothing yet'}")
+        for r in policy_progress(workdir):
+            if r["finished"]:
+                print(f"  policy {r['method']}: finished, {r['updates']:,} updates in {_hours(r['seconds'])}")
+                continue
+            pace = r["seconds"] / r["update"] if r["update"] and r["seconds"] else None
+            left = f", ~{_hours(pace * (r['updates'] - r['update']))} left at its pace so far" if pace else ""
+            print(f"  policy {r['method']}: {r['update']:,} / {r['updates']:,} updates, {_hours(r['seconds'])} "
+                  f"trained{left}; checkpoint written {_hours(max(0.0, time.time() - r['updated']))} ago")
     return 0
 
 

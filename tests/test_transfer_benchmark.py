@@ -113,3 +113,26 @@ def test_status_says_where_each_work_dir_stands_and_writes_nothing(smoke_repo, t
     assert evaluated == "  evaluated: nothing yet"
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing written
     assert transfer_quality.status(root, "cpu") == 0 and "no work dirs of the cpu preset" in capsys.readouterr().out
+
+
+def test_status_says_where_each_policy_stage_stands(tmp_path, capsys):
+    """``--status`` on a work dir whose policy stages are half done (a checkpoint) and finished
+    (the stage's report): updates of the total, training time and the time left at its pace."""
+    import json
+
+    from redraw.checkpoint import save_checkpoint
+
+    workdir = tmp_path / "work" / "reacher-easy-reversed" / "cpu-seed1"
+    (workdir / "reports/train_policy").mkdir(parents=True)
+    (workdir / "params.yaml").write_text("preset: cpu\nseed: 1\nenv:\n  target: reacher-easy-reversed\n")
+    save_checkpoint(workdir / "checkpoints/policy-redraw-0123456789ab/checkpoint.pt",
+                    {"update": 2_500, "seconds": 900.0}, {"method": "redraw", "train_policy": {"updates": 10_000}})
+    (workdir / "reports/train_policy/draw_finetune.json").write_text(
+        json.dumps({"policy/updates": 10_000, "policy/seconds": 2_700.0}))
+
+    assert transfer_quality.status(tmp_path / "work") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "  policy draw_finetune: finished, 10,000 updates in 45 min" in out
+    redraw = next(line for line in out if line.startswith("  policy redraw:"))
+    assert redraw.startswith("  policy redraw: 2,500 / 10,000 updates, 15 min trained, ~45 min left at its pace")
+    assert redraw.endswith(" ago")

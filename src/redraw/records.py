@@ -125,6 +125,34 @@ def training_progress(workdir: Path) -> list[dict]:
     return out
 
 
+#: the methods with a policy stage (train_policy@METHOD)
+POLICY_METHODS = ("draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic")
+
+
+def policy_progress(workdir: Path) -> list[dict]:
+    """Where each policy stage of ``workdir`` stands: ``update`` of ``updates``, ``seconds`` of
+    training (every process of a resumed run), ``finished``, and for an unfinished one ``updated``,
+    the time its latest checkpoint was written. A stage with neither is left out."""
+    from redraw.checkpoint import load_checkpoint
+
+    workdir = Path(workdir)
+    out = []
+    for method in POLICY_METHODS:
+        report = workdir / f"reports/train_policy/{method}.json"
+        ckpt = latest_checkpoint(workdir, f"policy-{method}")
+        if report.is_file() and (ckpt is None or report.stat().st_mtime >= ckpt.stat().st_mtime):
+            metrics = json.loads(report.read_text())
+            updates = int(metrics.get("policy/updates", 0))
+            out.append({"method": method, "finished": True, "update": updates, "updates": updates,
+                        "seconds": float(metrics.get("policy/seconds", 0.0))})
+        elif ckpt is not None:
+            state = load_checkpoint(ckpt)
+            out.append({"method": method, "finished": False, "update": int(state["update"]),
+                        "updates": int(state["identity"]["train_policy"]["updates"]),
+                        "seconds": float(state["seconds"]), "updated": ckpt.stat().st_mtime})
+    return out
+
+
 #: a record's curves: (key, the report file relative to the work dir, its x and y fields)
 CURVES = (
     ("policy_curve", "reports/train_policy/{method}_curve.json", "update", "eval_return"),
