@@ -240,6 +240,21 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
+def _progress(finished: bool, done: int, total: int, unit: str, seconds: float, updated: float | None,
+              note: str = "") -> str:
+    """``finished, N steps in T[, note]`` or ``N / M steps, T trained, ~T left at its pace so far[,
+    note]; checkpoint written T ago`` (the pace: its training seconds per step so far)."""
+    import time
+
+    note = f", {note}" if note else ""
+    if finished:
+        return f"finished, {done:,} {unit} in {_hours(seconds)}{note}"
+    pace = seconds / done if done and seconds else None
+    left = f", ~{_hours(pace * (total - done))} left at its pace so far" if pace else ""
+    return (f"{done:,} / {total:,} {unit}, {_hours(seconds)} trained{left}{note}; "
+            f"checkpoint written {_hours(max(0.0, time.time() - updated))} ago")
+
+
 def work_dirs(root: Path, preset: str | None = None) -> list[Path]:
     """The pipeline work dirs under ``root`` (``PAIR/PRESET-seedN``), of ``preset`` if given."""
     return [f.parent for f in sorted(root.glob("*/*/params.yaml"))
@@ -249,8 +264,6 @@ def work_dirs(root: Path, preset: str | None = None) -> list[Path]:
 def status(root: Path, preset: str | None = None) -> int:
     """Print where every work dir under ``root`` stands; the time left of an unfinished training
     is at its own pace so far (its training seconds per step, every process of a resumed run)."""
-    import time
-
     dirs = work_dirs(root, preset)
     if not dirs:
         print(f"{root}: no work dirs{f' of the {preset} preset' if preset else ''} yet")
@@ -267,23 +280,13 @@ def status(root: Path, preset: str | None = None) -> int:
                 print(f"  {name:<14} not started")
                 continue
             last = f"last eval {r['last_eval'][1]:.1f} at step {r['last_eval'][0]:,}" if r["last_eval"] else "no eval yet"
-            if r["finished"]:
-                print(f"  {name:<14} finished, {r['step']:,} steps in {_hours(r['seconds'])}, {last}")
-                continue
-            pace = r["seconds"] / r["step"] if r["step"] and r["seconds"] else None
-            left = f", ~{_hours(pace * (r['steps'] - r['step']))} left at its pace so far" if pace else ""
-            print(f"  {name:<14} {r['step']:,} / {r['steps']:,} steps, {_hours(r['seconds'])} trained{left}, {last}; "
-                  f"checkpoint written {_hours(max(0.0, time.time() - r['updated']))} ago")
+            print(f"  {name:<14} "
+                  f"{_progress(r['finished'], r['step'], r['steps'], 'steps', r['seconds'], r.get('updated'), last)}")
         done = sorted(p.stem for p in (workdir / "reports/evaluate").glob("*.json"))
         print(f"  evaluated: {', '.join(done) if done else 'nothing yet'}")
         for r in policy_progress(workdir):
-            if r["finished"]:
-                print(f"  policy {r['method']}: finished, {r['updates']:,} updates in {_hours(r['seconds'])}")
-                continue
-            pace = r["seconds"] / r["update"] if r["update"] and r["seconds"] else None
-            left = f", ~{_hours(pace * (r['updates'] - r['update']))} left at its pace so far" if pace else ""
-            print(f"  policy {r['method']}: {r['update']:,} / {r['updates']:,} updates, {_hours(r['seconds'])} "
-                  f"trained{left}; checkpoint written {_hours(max(0.0, time.time() - r['updated']))} ago")
+            print(f"  policy {r['method']}: "
+                  f"{_progress(r['finished'], r['update'], r['updates'], 'updates', r['seconds'], r.get('updated'))}")
     return 0
 
 
