@@ -61,7 +61,7 @@ def test_data_sizes_make_a_curve_and_stopped_trainings_are_not_judged(tmp_path):
                "commit": "abc1234"}
     text = build_report(write(tmp_path / "r.json", recs, [stopped]), tmp_path / "results.md").read_text()
     assert "![pendulum-swingup-reversed data size](figures/results/data-size-cpu-expert-sequential-" in text
-    assert "not yet (above so far) | no (stopped; resumable)" in text
+    assert "not yet (above so far) | no (stopped)" in text
     assert (tmp_path / "figures/results/trainings-pendulum-swingup-reversed.png").is_file()
 
 

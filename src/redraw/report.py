@@ -226,7 +226,7 @@ def _trainings_section(trainings: list[dict], figures: Path, rel: str) -> list[s
         name = t["training"] + (f" (variant `{t['variant']}`)" if t.get("variant") else "")
         lines.append(f"| {t['pair']} | {t['seed']} | {name} | {t['preset']} | {t['steps']:,} | "
                      f"{t['final_return']:.1f} | {'–' if thr is None else f'{thr:.0f}'} | {learnt} | "
-                     f"{'yes' if t['finished'] else 'no (stopped; resumable)'} |")
+                     f"{'yes' if t['finished'] else 'no (stopped)'} |")
     by_pair = defaultdict(list)
     for t in trainings:
         by_pair[t["pair"]].append(t)
