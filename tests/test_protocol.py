@@ -353,6 +353,7 @@ def test_the_held_out_curve_changes_nothing_and_early_stopping_keeps_its_best_po
 
 @pytest.mark.parametrize("setting, message", [
     ({"gap_every": -1}, "calibrate.gap_every must be >= 0"),
+    ({"checkpoint_every": 0}, "calibrate.checkpoint_every must be at least 1, got 0"),
     ({"gap_every": 0, "early_stop": True}, "calibrate.early_stop needs calibrate.gap_every > 0"),
 ])
 def test_bad_held_out_settings_are_refused_naming_the_key(tmp_path, monkeypatch, setting, message):
@@ -520,3 +521,59 @@ def test_a_stopped_policy_run_resumes_from_its_checkpoint_to_the_same_policy(tmp
     train_policy.run("redraw", params, progress=False)
     assert "resuming" not in capsys.readouterr().out
     assert len(list((tmp_path / "stopped").glob("policy-redraw-*/checkpoint.pt"))) == 2
+
+
+@pytest.mark.parametrize("method", ["redraw", "draw_finetune"])
+def test_a_stopped_calibration_resumes_from_its_checkpoint_to_the_same_model(tmp_path, monkeypatch, capsys, method):
+    """calibrate.checkpoint_every: a calibration stopped after a checkpoint restarts there (the
+    trained part, its optimiser, the random streams, the held-out curve and early stopping's best
+    point so far) and ends with the model and reports of one never stopped."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from redraw.agent.adapt import Calibrator
+    from redraw.checkpoint import load_checkpoint
+    from redraw.stages import calibrate as stage
+
+    params = calibrate_setup(tmp_path, monkeypatch, gap_every=3, early_stop=True, checkpoint_every=4)
+    real_point = stage.heldout_point  # the best held-out point is update 6, before the stop
+    monkeypatch.setattr(stage, "heldout_point", lambda update, gap: {**real_point(update, gap),
+                                                                     "kl_open_loop": abs(update - 6) + 0.5})
+
+    def outputs():
+        return calibrated(method), {name: json.loads(Path(f"reports/calibrate/{method}_{name}.json").read_text())
+                                    for name in ("history", "heldout", "gap")}
+
+    monkeypatch.setenv("REDRAW_CHECKPOINTS", str(tmp_path / "reference"))
+    reference = stage.run(method, params, progress=False)
+    ref_state, ref_reports = outputs()
+    assert reference["calib/kept_update"] == 6
+    shutil.rmtree("models/calibrate")
+    shutil.rmtree("reports/calibrate")
+
+    monkeypatch.setenv("REDRAW_CHECKPOINTS", str(tmp_path / "stopped"))
+    real_step, calls = Calibrator.step, []
+
+    def stop_in_the_tenth_update(self, batch):
+        calls.append(1)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Calibrator, "step", stop_in_the_tenth_update)
+    with pytest.raises(KeyboardInterrupt):
+        stage.run(method, params, progress=False)
+    assert not Path(f"models/calibrate/{method}/agent.pt").exists()
+    [ckpt] = (tmp_path / "stopped").glob(f"calibrate-{method}-*/checkpoint.pt")
+    assert load_checkpoint(ckpt)["update"] == 8
+
+    monkeypatch.setattr(Calibrator, "step", real_step)
+    capsys.readouterr()
+    resumed = stage.run(method, params, progress=False)
+    assert "resuming" in capsys.readouterr().out and load_checkpoint(ckpt)["update"] == 12
+    state, reports = outputs()
+    assert reports == ref_reports
+    assert state.keys() == ref_state.keys() and all(torch.equal(state[k], ref_state[k]) for k in state)
+    assert {k: v for k, v in resumed.items() if k != "calib/seconds"} == \
+        {k: v for k, v in reference.items() if k != "calib/seconds"}

@@ -94,3 +94,40 @@ def load_checkpoint(path: str | os.PathLike, expect: dict[str, Any] | None = Non
                     f"but this run has {key}={expect.get(key)!r}"
                 )
     return {"identity": identity, **blob["state"]}
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (e.g. the model a stage run starts from, part of its identity)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class RunCheckpoint:
+    """The resumable checkpoint of one stage run: ``checkpoint_root()/<name>-<hash>/checkpoint.pt``,
+    the hash covering ``identity`` (everything that shapes the run), so another run never resumes
+    it. Holds the directory's lock (``hold_lock``) from construction until ``close``."""
+
+    def __init__(self, name: str, identity: dict[str, Any], who: str):
+        self.identity = identity
+        self.dir = checkpoint_root() / f"{name}-{identity_hash(identity)}"
+        self.path = self.dir / "checkpoint.pt"
+        self.lock = hold_lock(self.dir, who)
+
+    def load(self, map_location="cpu") -> dict[str, Any] | None:
+        """The saved state, or None where the run has not written one yet."""
+        return load_checkpoint(self.path, expect=self.identity, map_location=map_location) \
+            if self.path.is_file() else None
+
+    def save(self, state: dict[str, Any]) -> None:
+        save_checkpoint(self.path, state, self.identity)
+
+    def kept(self) -> str:
+        """For an error message: where the last good checkpoint is, if there is one."""
+        return f"the last good checkpoint is kept at {self.path}" if self.path.is_file() else \
+            "no checkpoint had been written yet"
+
+    def close(self) -> None:
+        self.lock.close()

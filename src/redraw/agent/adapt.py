@@ -66,6 +66,7 @@ class CalibrateConfig:
     #: keep the weights of the measured point with the lowest held-out open-loop KL instead of the
     #: last ones (early stopping on the held-out target episodes; needs gap_every)
     early_stop: bool = False
+    checkpoint_every: int = 1000  #: updates between checkpoints of the run (it resumes from the last)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

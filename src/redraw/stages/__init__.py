@@ -22,6 +22,12 @@ def env_settings(params: dict, path: str = "params.yaml") -> dict:
     )
 
 
+def method_run_tags(method: str, target_env: str, fingerprint: str, agent, resumed_at: int) -> dict[str, str]:
+    """The MLflow tags of a method's calibration or policy run: what it adapts to and from where it resumed."""
+    return {"method": method, "env": target_env, "target_data_hash": fingerprint, "precision": agent.precision,
+            "resumed_at_update": str(resumed_at)}
+
+
 def method_stage_main(stage: str, description: str, run: Callable[..., dict], methods, errors,
                       argv: list[str] | None = None) -> int:
     """``main`` of a per-method stage (``calibrate@METHOD``, ``train_policy@METHOD``):

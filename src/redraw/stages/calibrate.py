@@ -15,6 +15,12 @@ Writes ``models/calibrate/<method>/agent.pt``, ``reports/calibrate/<method>.json
 (held-out error vs updates: every ``calibrate.gap_every`` updates, else before and after; DVC
 plot) and ``reports/calibrate/<method>_figures/``. With ``calibrate.early_stop`` the model kept is
 the one of the measured point with the lowest held-out open-loop KL (``calib/kept_update``).
+
+Resumable: every ``calibrate.checkpoint_every`` updates the run's state goes to
+``checkpoints/calibrate-<method>-<hash>/`` (or under ``$REDRAW_CHECKPOINTS``), the hash covering
+the pretrained model's bytes, the target data and the settings; a stopped run (SIGKILL included)
+restarts there and ends with the model of a run never stopped, bit for bit. A long adaptation
+schedule (the reference's runs for as long as the policy trains) needs it.
 """
 
 from __future__ import annotations
@@ -31,14 +37,14 @@ from tqdm.auto import tqdm
 from redraw.agent.adapt import CALIBRATED, RESIDUAL_METHODS, CalibrateConfig, Calibrator, dynamics_gap
 from redraw.agent.pessimism import pessimism_config
 from redraw.agent.dreamer import load_agent
-from redraw.checkpoint import load_checkpoint, save_checkpoint
+from redraw.checkpoint import RunCheckpoint, file_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, section
 from redraw.data.replay import Replay, batch_keys
 from redraw.data.target import TargetDataError, load_target
 from redraw.models.residual import ResidualConfig
 from redraw.perf import apply as apply_perf
 from redraw.perf import perf_config
-from redraw.stages import method_stage_main
+from redraw.stages import method_run_tags, method_stage_main
 from redraw.stages.pretrain import pick_device
 from redraw.tracking import StageRun, write_json, write_metrics
 
@@ -53,10 +59,18 @@ def calibrate_configs(params: dict, path: str = "params.yaml") -> tuple[Calibrat
     cfg = section({"calibrate": rest}, "calibrate", CalibrateConfig, path)
     if cfg.gap_every < 0:
         raise ConfigError(f"{path}: calibrate.gap_every must be >= 0 (0: off), got {cfg.gap_every}")
+    if cfg.checkpoint_every < 1:
+        raise ConfigError(f"{path}: calibrate.checkpoint_every must be at least 1, got {cfg.checkpoint_every}")
     if cfg.early_stop and not cfg.gap_every:
         raise ConfigError(f"{path}: calibrate.early_stop needs calibrate.gap_every > 0 (the held-out "
                           "measurements it picks from)")
     return cfg, residual
+
+
+def schedule(cfg) -> dict:
+    """A stage section's settings that shape what it computes (all but how often it checkpoints):
+    part of a run's identity."""
+    return {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"}
 
 
 def heldout_point(update: int, gap: dict) -> dict:
@@ -117,21 +131,50 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     calibrator = Calibrator(agent, method, cfg, res_cfg, episodes=len(replay.episodes), seed=seed)
     agent.use_perf(perf)
 
-    tracker = StageRun(f"calibrate@{method}", params, tags={"method": method, "env": target_env,
-                                                            "target_data_hash": fingerprint,
-                                                            "precision": agent.precision})
-    history, start = [], time.perf_counter()
+    # everything that shapes this run; its checkpoint is resumed only by the same run
+    run_identity = {"method": method, "seed": seed, "pretrained_model": file_hash(model_path), "target_env": target_env,
+                    "target_data": fingerprint, "target_transitions": transitions, "calibrate": schedule(cfg),
+                    "residual": asdict(res_cfg) if method in RESIDUAL_METHODS else None, "perf": asdict(perf)}
+    ckpt = RunCheckpoint(f"calibrate-{method}", run_identity, f"calibrate@{method}")  # locked until closed
+    history, heldout, best, done, seconds_before = [], None, None, 0, 0.0
+    try:
+        state = ckpt.load(map_location=device)
+        if state is not None:
+            agent.load_checkpoint_state(state["agent"])
+            calibrator.opt.load_state_dict(state["opt"])
+            replay.set_rng_state(state["replay_rng"])
+            done, seconds_before = int(state["update"]), float(state["seconds"])
+            history, heldout = state["history"], state["heldout"]
+            if state["best"] is not None:
+                best = (state["best"]["point"], list(state["best"]["params"]))
+            print(f"calibrate@{method}: resuming {ckpt.path} at update {done}", flush=True)
+    except BaseException:
+        ckpt.close()
+        raise
+    tracker = StageRun(f"calibrate@{method}", params,
+                       tags=method_run_tags(method, target_env, fingerprint, agent, done))
+    start = time.perf_counter()
+
+    def checkpoint(update: int) -> None:
+        ckpt.save({"agent": agent.checkpoint_state(), "opt": calibrator.opt.state_dict(), "update": update,
+                   "replay_rng": replay.rng_state(), "history": history, "heldout": heldout,
+                   "best": {"point": best[0], "params": best[1]} if best is not None else None,
+                   "seconds": seconds_before + time.perf_counter() - start})
+
     try:
         gap_batch = holdout_batch(held_eps, keys, cfg.gap_context + cfg.gap_horizon)
         before = dynamics_gap(source, gap_batch, cfg.gap_context, seed)
         # held-out error vs updates; the measurements draw from their own generator, so they change
         # nothing of the calibration itself
-        heldout, best = [heldout_point(0, before)], None
-        bar = tqdm(range(cfg.updates), desc=f"calibrate {method}", unit="update", disable=None if progress else True)
+        if heldout is None:
+            heldout = [heldout_point(0, before)]
+        bar = tqdm(range(done, cfg.updates), desc=f"calibrate {method}", unit="update", initial=done,
+                   total=cfg.updates, disable=None if progress else True)
         for update in bar:
             metrics = calibrator.step(replay.sample(cfg.batch_size, with_episode=calibrator.needs_episode))
             if not np.isfinite(metrics["loss/calib"]):
-                raise FloatingPointError(f"non-finite calibration loss at update {update + 1}; nothing was written")
+                raise FloatingPointError(f"non-finite calibration loss at update {update + 1}; nothing was written "
+                                         f"to models/calibrate; {ckpt.kept()}")
             if (update + 1) % cfg.log_every == 0 or update + 1 == cfg.updates:
                 history.append({"update": update + 1, **metrics})
                 tracker.log_metrics(metrics, step=update + 1)
@@ -142,7 +185,11 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
                                     step=update + 1)
                 if cfg.early_stop and (best is None or heldout[-1]["kl_open_loop"] < best[0]["kl_open_loop"]):
                     best = (heldout[-1], [p.detach().clone() for p in calibrator.params])
+            if (update + 1) % cfg.checkpoint_every == 0 and update + 1 < cfg.updates:
+                checkpoint(update + 1)
         bar.close()
+        if done < cfg.updates:  # the finished run (its last weights): a rerun writes its outputs again
+            checkpoint(cfg.updates)
         if best is not None:  # early stopping: the weights of the best held-out point
             with torch.no_grad():
                 for p, kept in zip(calibrator.params, best[1]):
@@ -153,6 +200,8 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     except BaseException:
         tracker.end("FAILED")
         raise
+    finally:
+        ckpt.close()
 
     out_dir = OUT_ROOT / method
     ident = {**identity, "method": method, "target_env": target_env, "target_data": fingerprint,
@@ -188,7 +237,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     metrics = {
         "calib/updates": cfg.updates,
         "calib/kept_update": best[0]["update"] if best is not None else cfg.updates,
-        "calib/seconds": round(time.perf_counter() - start, 1),
+        "calib/seconds": round(seconds_before + time.perf_counter() - start, 1),  # all processes of a resumed run
         "calib/train_transitions": ident["target_transitions"],
         "calib/holdout_episodes": len(held_eps),
         "gap/kl_filter_source": before["kl_filter"],

@@ -29,7 +29,6 @@ without them.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -42,15 +41,15 @@ from tqdm.auto import tqdm
 from redraw.agent.adapt import CALIBRATED, REINIT_ACTOR_CRITIC, RESIDUAL_METHODS, Calibrator, dynamics_gap
 from redraw.agent.dreamer import load_agent
 from redraw.agent.pessimism import pessimism_config
-from redraw.checkpoint import checkpoint_root, hold_lock, identity_hash, load_checkpoint, save_checkpoint
+from redraw.checkpoint import RunCheckpoint, file_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, section
 from redraw.data.replay import Replay, batch_keys
 from redraw.data.target import TargetDataError, load_target
 from redraw.perf import apply as apply_perf
 from redraw.perf import perf_config
-from redraw.stages import method_stage_main
+from redraw.stages import method_run_tags, method_stage_main
 from redraw.stages.calibrate import OUT_ROOT as CALIBRATED_ROOT
-from redraw.stages.calibrate import calibrate_configs, heldout_point, holdout_batch
+from redraw.stages.calibrate import calibrate_configs, heldout_point, holdout_batch, schedule
 from redraw.stages.pretrain import pick_device
 from redraw.tracking import StageRun, write_json, write_metrics
 
@@ -126,15 +125,6 @@ def evaluate_in_target(agent, env, episodes: int, seed: int) -> list[float]:
     return returns
 
 
-def file_hash(path: Path) -> str:
-    """sha256 of a file's bytes (the calibrated model a policy run starts from)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def run(method: str, params: dict, path: str = "params.yaml", progress: bool = True) -> dict:
     if method not in CALIBRATED:
         raise ConfigError(f"unknown method {method!r} for policy training; choose one of {', '.join(CALIBRATED)}")
@@ -205,47 +195,43 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     # everything that shapes this run; its checkpoint is resumed only by the same run
     run_identity = {"method": method, "seed": seed, "target_env": target_env, "target_data": fingerprint,
                     "calibrated_model": file_hash(model_path), "held_out_episodes": cal_cfg.holdout_episodes,
-                    "train_policy": {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"},
-                    "calibrate": asdict(cal_cfg) if cfg.adapt else None, "perf": asdict(perf),
+                    "train_policy": schedule(cfg),
+                    "calibrate": schedule(cal_cfg) if cfg.adapt else None, "perf": asdict(perf),
                     "pessimism": asdict(agent.pessimism) if agent.pessimism is not None else None, **env_identity}
-    ckpt_dir = checkpoint_root() / f"policy-{method}-{identity_hash(run_identity)}"
-    ckpt_path = ckpt_dir / "checkpoint.pt"
     history, curve, heldout, done, seconds_before = [], [], [], 0, 0.0
     gap_batch = None
     if calibrator is not None and cal_cfg.gap_every:
         gap_batch = holdout_batch(held_eps, keys, cal_cfg.gap_context + cal_cfg.gap_horizon)
-    lock = None
+    ckpt = None
     try:
-        lock = hold_lock(ckpt_dir, f"train_policy@{method}")  # until this process has written its last checkpoint
-        if ckpt_path.is_file():
-            state = load_checkpoint(ckpt_path, expect=run_identity, map_location=agent.device)
+        ckpt = RunCheckpoint(f"policy-{method}", run_identity, f"train_policy@{method}")  # locked until closed
+        state = ckpt.load(map_location=agent.device)
+        if state is not None:
             agent.load_checkpoint_state(state["agent"])
             if calibrator is not None:
                 calibrator.opt.load_state_dict(state["calibrator_opt"])
             replay.set_rng_state(state["replay_rng"])
             done, seconds_before = int(state["update"]), float(state["seconds"])
             history, curve, heldout = state["history"], state["curve"], state["heldout"]
-            print(f"train_policy@{method}: resuming {ckpt_path} at update {done}", flush=True)
+            print(f"train_policy@{method}: resuming {ckpt.path} at update {done}", flush=True)
         elif gap_batch is not None:
             heldout.append(heldout_point(0, dynamics_gap(agent, gap_batch, cal_cfg.gap_context, seed)))
     except BaseException:
-        if lock is not None:
-            lock.close()
+        if ckpt is not None:
+            ckpt.close()
         if env is not None:
             env.close()
         raise
-    tracker = StageRun(f"train_policy@{method}", params, tags={"method": method, "env": target_env,
-                                                               "target_data_hash": fingerprint,
-                                                               "precision": agent.precision,
-                                                               "resumed_at_update": str(done)})
+    tracker = StageRun(f"train_policy@{method}", params,
+                       tags=method_run_tags(method, target_env, fingerprint, agent, done))
     start = time.perf_counter()
 
     def checkpoint(update: int) -> None:
-        save_checkpoint(ckpt_path, {
+        ckpt.save({
             "agent": agent.checkpoint_state(), "update": update, "replay_rng": replay.rng_state(),
             "calibrator_opt": calibrator.opt.state_dict() if calibrator is not None else None,
             "history": history, "curve": curve, "heldout": heldout,
-            "seconds": seconds_before + time.perf_counter() - start}, run_identity)
+            "seconds": seconds_before + time.perf_counter() - start})
 
     try:
         bar = tqdm(range(done, cfg.updates), desc=f"train_policy {method}", unit="update", initial=done,
@@ -256,10 +242,8 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
             metrics = {**adapted, **agent.policy_step(batch)}
             bad = [k for k, v in metrics.items() if k.startswith("loss/") and not np.isfinite(v)]
             if bad:
-                kept = (f"the last good checkpoint is kept at {ckpt_path}" if ckpt_path.is_file()
-                        else "no checkpoint had been written yet")
                 raise FloatingPointError(f"non-finite {', '.join(bad)} at update {update + 1}; nothing was "
-                                         f"written to models/policy; {kept}")
+                                         f"written to models/policy; {ckpt.kept()}")
             if (update + 1) % cfg.log_every == 0 or update + 1 == cfg.updates:
                 history.append({"update": update + 1, **metrics})
                 tracker.log_metrics(metrics, step=update + 1)
@@ -283,7 +267,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         tracker.end("FAILED")
         raise
     finally:
-        lock.close()
+        ckpt.close()
         if env is not None:
             env.close()
     save_checkpoint(OUT_ROOT / method / "agent.pt", {"agent": agent.checkpoint_state()},
