@@ -1,0 +1,252 @@
+"""Held-out dynamics error vs adaptation updates, per method and target-data size.
+
+The paper's case for the residual: fine-tuning a world model on little target data overfits as
+adaptation goes on, a latent residual on the frozen model does not. The reference adapts for as
+long as the policy trains (up to millions of updates); the pipeline's ``calibrate`` stage stops
+after ``calibrate.updates``. This benchmark runs the calibration far longer on the data of a
+finished pipeline directory (its pretrained model and validated target data) and records the
+held-out error every ``--gap-every`` updates: the 32-step open-loop latent KL on the target
+episodes calibration never trains on, for each method at each target-data size.
+
+    python benchmarks/adaptation_length.py --workdir WORKDIR --methods redraw draw_finetune \\
+        --transitions 40000 5000 10000 --updates 100000 --jobs 2
+    python benchmarks/adaptation_length.py --report     # docs/adaptation_length.md and its figure
+
+Each run is the ``calibrate`` stage of this checkout in ``WORKDIR/adaptation_length/<run>/`` (the
+work dir's models and data linked, its params with the run's settings), one thread per run,
+``--jobs`` at a time. A stopped run resumes from its checkpoint when the same command runs
+again; a finished one is not run again. Every finished run is merged into
+``benchmarks/results/adaptation_length.json`` (one record per pair, seed, preset, method,
+target size and number of updates, with its held-out curve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+RESULTS = ROOT / "benchmarks/results/adaptation_length.json"
+REPORT = ROOT / "docs/adaptation_length.md"
+FIGURES = ROOT / "docs/figures/adaptation_length"
+#: the pretraining each method adapts (a file of the work dir)
+PRETRAINED = {"redraw": "models/pretrain", "draw_finetune": "models/pretrain", "dreamer_finetune": "models/pretrain_rssm"}
+KEY = ("pair", "seed", "preset", "method", "requested_transitions", "updates")
+_MERGING = threading.Lock()  # runs finishing at once merge one after the other
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return (out.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
+
+
+def check_workdir(workdir: Path, methods: list[str]) -> dict:
+    """The work dir's params; ValueError names what a run would miss."""
+    import yaml
+
+    params_file = workdir / "params.yaml"
+    if not params_file.is_file():
+        raise ValueError(f"{params_file}: not a pipeline directory (no params.yaml)")
+    params = yaml.safe_load(params_file.read_text())
+    data = workdir / str(params.get("target_data", "data/target"))
+    needs = [workdir / "reports/validation/result.json", data / "metadata.json",
+             *(workdir / PRETRAINED[m] / "agent.pt" for m in methods)]
+    missing = [str(p) for p in needs if not p.is_file()]
+    if missing:
+        raise ValueError(f"{workdir}: missing {', '.join(missing)}; run the pipeline there up to the target data's "
+                         "validation and the pretraining(s) first (dreamer_finetune needs pretrain_rssm)")
+    return params
+
+
+def prepare_run(workdir: Path, params: dict, method: str, transitions: int, updates: int, gap_every: int) -> Path:
+    """``WORKDIR/adaptation_length/<method>-<transitions>-<updates>``: the work dir's pretrained
+    model, target data and validation linked, its params with this run's calibration settings."""
+    import yaml
+
+    run = workdir / "adaptation_length" / f"{method}-{transitions}-{updates}"
+    for rel in (PRETRAINED[method], str(params.get("target_data", "data/target")), "reports/validation",
+                "envs.yaml"):
+        link = run / rel
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to((workdir / rel).resolve())
+    mine = json.loads(json.dumps(params))
+    mine["target_transitions"] = transitions
+    mine["calibrate"].update(updates=updates, gap_every=gap_every, early_stop=False)
+    text = yaml.safe_dump(mine, sort_keys=False)
+    params_file = run / "params.yaml"
+    if not params_file.is_file() or params_file.read_text() != text:
+        params_file.write_text(text)
+    return run
+
+
+def run_calibration(run: Path, method: str) -> int:
+    """The calibrate stage of this checkout in ``run`` (one thread); its log in ``run/calibrate.log``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{(run / 'mlflow.db').resolve()}"}
+    with open(run / "calibrate.log", "a") as log:
+        return subprocess.run([sys.executable, "-m", "redraw.stages.calibrate", method, "--no-progress"],
+                              cwd=run, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def finished(run: Path, method: str, updates: int) -> bool:
+    metrics = run / f"reports/calibrate/{method}.json"
+    return metrics.is_file() and json.loads(metrics.read_text()).get("calib/updates") == updates
+
+
+def record(run: Path, workdir: Path, params: dict, method: str, transitions: int, updates: int, gap_every: int,
+           code: str) -> dict:
+    metrics = json.loads((run / f"reports/calibrate/{method}.json").read_text())
+    heldout = json.loads((run / f"reports/calibrate/{method}_heldout.json").read_text())
+    workdir_commit = (workdir / "COMMIT").read_text().strip() if (workdir / "COMMIT").is_file() else "unknown"
+    return {"pair": params["env"]["target"], "seed": int(params["seed"]), "preset": params.get("preset"),
+            "method": method, "requested_transitions": transitions,
+            "train_transitions": int(metrics["calib/train_transitions"]), "updates": updates, "gap_every": gap_every,
+            "gap_horizon": int(params["calibrate"]["gap_horizon"]), "seconds": metrics["calib/seconds"],
+            "heldout": [[p["update"], round(p["kl_open_loop"], 4), round(p["kl_filter"], 4),
+                         round(p["mse_open_loop"], 4)] for p in heldout],
+            "commit": code, "pretraining_commit": workdir_commit}
+
+
+def merge(path: Path, records: list[dict]) -> None:
+    """Add ``records`` to the results file (a record of the same key replaces the old one)."""
+    with _MERGING:
+        old = json.loads(path.read_text()) if path.is_file() else []
+        new = {tuple(r[k] for k in KEY): r for r in old}
+        new.update({tuple(r[k] for k in KEY): r for r in records})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        rows = sorted(new.values(), key=lambda r: tuple(str(r[k]) for k in KEY))
+        tmp.write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")  # one run a line
+        os.replace(tmp, path)
+
+
+def summary_row(r: dict) -> str:
+    points = r["heldout"]
+    start, last = points[0], points[-1]
+    low = min(points, key=lambda p: p[1])
+    return (f"| {r['method']} | {r['train_transitions']:,} | {start[1]:.2f} | {low[1]:.2f} ({low[0]:,}) | "
+            f"{last[1]:.2f} ({last[0]:,}) | {last[1] / low[1]:.2f} |")
+
+
+def report(results: Path, out: Path, figures: Path) -> None:
+    """``out`` (markdown) and one figure per pair, seed and preset from the results file."""
+    from collections import defaultdict
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = json.loads(results.read_text()) if results.is_file() else []
+    groups = defaultdict(list)
+    for r in records:
+        groups[(r["pair"], r["seed"], r["preset"])].append(r)
+    lines = ["# Held-out dynamics error vs adaptation updates", "",
+             f"Generated by `python benchmarks/adaptation_length.py --report` from "
+             f"`{os.path.relpath(results, ROOT)}` (do not edit by hand).", "",
+             "Each run calibrates the pretrained model of one pipeline directory on its validated target data "
+             "(the newest N transitions of the training episodes) far beyond the `calibrate` stage's "
+             "schedule, measuring the open-loop latent KL over the horizon on the held-out target episodes (never "
+             "trained on, the same for every size) every `--gap-every` updates. Overfitting shows as the "
+             "error rising after its lowest point: the last column is last / lowest.", ""]
+    if not records:
+        lines.append("No runs yet.")
+    for (pair, seed, preset), rs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        commits = sorted({r["commit"] for r in rs})
+        lines += [f"## {pair}, seed {seed}, `{preset}` preset", "",
+                  f"Calibration code {', '.join(commits)}; pretraining and target data of commit "
+                  f"{', '.join(sorted({r['pretraining_commit'] for r in rs}))}.", "",
+                  "| method | train transitions | held-out KL at 0 | lowest (update) | last (update) | last / lowest |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        rs = sorted(rs, key=lambda r: (r["requested_transitions"], r["method"], r["updates"]))
+        lines += [summary_row(r) for r in rs]
+        sizes = sorted({r["requested_transitions"] for r in rs})
+        fig, axes = plt.subplots(1, len(sizes), figsize=(4.5 * len(sizes), 3.4), squeeze=False, sharey=True)
+        for ax, size in zip(axes[0], sizes):
+            for r in (r for r in rs if r["requested_transitions"] == size):
+                xs, ys = [p[0] for p in r["heldout"]], [p[1] for p in r["heldout"]]
+                ax.plot(xs, ys, label=r["method"])
+            ax.set_title(f"{size:,} target transitions")
+            ax.set_xlabel("adaptation updates")
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(f"held-out open-loop KL (h 1..{rs[0]['gap_horizon']})")
+        axes[0][-1].legend()
+        fig.suptitle(f"{pair}, seed {seed}")
+        fig.tight_layout()
+        name = f"{pair}-seed{seed}-{preset}.png"
+        figures.mkdir(parents=True, exist_ok=True)
+        fig.savefig(figures / name, dpi=90)
+        plt.close(fig)
+        lines += ["", f"![{pair} seed {seed}]({os.path.relpath(figures / name, out.parent)})", ""]
+    out.write_text("\n".join(lines).rstrip() + "\n")
+    print(f"{out}: {len(records)} runs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, help="a pipeline directory with its pretraining(s) and validated "
+                        "target data (e.g. a transfer_quality.py work dir)")
+    parser.add_argument("--methods", nargs="+", choices=sorted(PRETRAINED), default=["redraw", "draw_finetune"])
+    parser.add_argument("--transitions", type=int, nargs="+", default=[40000, 5000, 10000],
+                        help="target-data sizes, run in this order (default: 40000 5000 10000)")
+    parser.add_argument("--updates", type=int, default=100_000, help="adaptation updates per run (default 100000)")
+    parser.add_argument("--gap-every", type=int, default=2000, help="held-out measurement every N updates")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each (default 2)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--report", action="store_true", help="write docs/adaptation_length.md and its figures "
+                        "from the results file, run nothing")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
+    args = parser.parse_args()
+    if args.report:
+        report(args.results, REPORT, FIGURES)
+        return 0
+    if args.workdir is None:
+        parser.error("--workdir is needed to run (or --report)")
+    if args.updates < 1 or args.gap_every < 1 or args.jobs < 1 or min(args.transitions) < 1:
+        parser.error("--updates, --gap-every, --jobs and --transitions must be at least 1")
+    try:
+        params = check_workdir(args.workdir, args.methods)
+    except ValueError as exc:
+        parser.error(str(exc))
+    code = commit()
+    runs = [(m, t) for t in args.transitions for m in args.methods]
+
+    def one(item):
+        method, transitions = item
+        run = prepare_run(args.workdir, params, method, transitions, args.updates, args.gap_every)
+        if not finished(run, method, args.updates):
+            print(f"{method} on {transitions:,} transitions: {args.updates:,} updates in {run}", flush=True)
+            rc = run_calibration(run, method)
+            if rc != 0:
+                print(f"{method} on {transitions:,} transitions failed (exit {rc}); see {run / 'calibrate.log'}",
+                      flush=True)
+                return None
+        rec = record(run, args.workdir, params, method, transitions, args.updates, args.gap_every, code)
+        merge(args.results, [rec])  # each run as it finishes: a stopped benchmark keeps what it measured
+        print(f"{method} on {rec['train_transitions']:,} transitions: {summary_row(rec)}", flush=True)
+        return rec
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = [r for r in pool.map(one, runs) if r is not None]
+    print(f"{args.results}: {len(done)} of {len(runs)} runs finished")
+    return 0 if len(done) == len(runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
