@@ -12,8 +12,9 @@ episodes calibration never trains on, for each method at each target-data size.
         --transitions 40000 5000 10000 --updates 100000 --jobs 2
     python benchmarks/adaptation_length.py --report     # docs/adaptation_length.md and its figure
 
-Each run is the ``calibrate`` stage of this checkout in ``WORKDIR/adaptation_length/<run>/`` (the
-work dir's models and data linked, its params with the run's settings), one thread per run,
+Each run is the ``calibrate`` stage of this checkout (a copy of its ``src``, taken when the command
+starts) in ``WORKDIR/adaptation_length/<run>/`` (the work dir's models and data linked, its params
+with the run's settings), one thread per run,
 ``--jobs`` at a time. A stopped run resumes from its checkpoint when the same command runs
 again; a finished one is not run again. Every finished run is merged into
 ``benchmarks/results/adaptation_length.json`` (one record per pair, seed, preset, method,
@@ -90,9 +91,23 @@ def prepare_run(workdir: Path, params: dict, method: str, transitions: int, upda
     return run
 
 
-def run_calibration(run: Path, method: str) -> int:
-    """The calibrate stage of this checkout in ``run`` (one thread); its log in ``run/calibrate.log``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
+def snapshot_code(workdir: Path, code: str) -> Path:
+    """A copy of this checkout's ``src`` for the runs of this command: code edited while they run
+    does not reach them, so every run is the commit its record names."""
+    import shutil
+
+    dest = workdir / "adaptation_length" / f"src-{code}"
+    if not dest.is_dir():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(ROOT / "src", tmp, ignore=shutil.ignore_patterns("__pycache__"))
+        os.replace(tmp, dest)
+    return dest
+
+
+def run_calibration(run: Path, method: str, src: Path) -> int:
+    """The calibrate stage of the code in ``src`` in ``run`` (one thread); its log in ``run/calibrate.log``."""
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1",
            "MLFLOW_TRACKING_URI": f"sqlite:///{(run / 'mlflow.db').resolve()}"}
     with open(run / "calibrate.log", "a") as log:
         return subprocess.run([sys.executable, "-m", "redraw.stages.calibrate", method, "--no-progress"],
@@ -225,6 +240,7 @@ def main() -> int:
     except ValueError as exc:
         parser.error(str(exc))
     code = commit()
+    src = snapshot_code(args.workdir, code)
     runs = [(m, t) for t in args.transitions for m in args.methods]
 
     def one(item):
@@ -232,7 +248,7 @@ def main() -> int:
         run = prepare_run(args.workdir, params, method, transitions, args.updates, args.gap_every)
         if not finished(run, method, args.updates):
             print(f"{method} on {transitions:,} transitions: {args.updates:,} updates in {run}", flush=True)
-            rc = run_calibration(run, method)
+            rc = run_calibration(run, method, src)
             if rc != 0:
                 print(f"{method} on {transitions:,} transitions failed (exit {rc}); see {run / 'calibrate.log'}",
                       flush=True)
