@@ -10,6 +10,7 @@ episodes calibration never trains on, for each method at each target-data size.
 
     python benchmarks/adaptation_length.py --workdir WORKDIR --methods redraw draw_finetune \\
         --transitions 40000 5000 10000 --updates 100000 --jobs 2
+    python benchmarks/adaptation_length.py --workdir WORKDIR --status   # each run's update and time left
     python benchmarks/adaptation_length.py --report     # docs/adaptation_length.md and its figure
 
 Each run is the ``calibrate`` stage of this checkout (a copy of its ``src``, taken when the command
@@ -209,6 +210,36 @@ def report(results: Path, out: Path, figures: Path) -> None:
     print(f"{out}: {len(records)} runs")
 
 
+def status(workdir: Path) -> int:
+    """Print where each run under ``workdir/adaptation_length`` stands (writes nothing): finished,
+    or its update of the total from its latest checkpoint, with the time left at its pace so far."""
+    import time
+
+    from redraw.checkpoint import load_checkpoint
+
+    runs = sorted(p for p in (workdir / "adaptation_length").glob("*-*-*") if (p / "params.yaml").is_file())
+    if not runs:
+        print(f"{workdir}: no adaptation runs yet")
+        return 0
+    for run in runs:
+        method = run.name.rsplit("-", 2)[0]
+        metrics = run / f"reports/calibrate/{method}.json"
+        ckpts = sorted(run.glob(f"checkpoints/calibrate-{method}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
+        if metrics.is_file():
+            m = json.loads(metrics.read_text())
+            print(f"{run.name}: finished, {m['calib/updates']:,} updates in {m['calib/seconds'] / 60:.0f} min")
+        elif ckpts:
+            state = load_checkpoint(ckpts[-1])
+            done, total = int(state["update"]), int(state["identity"]["calibrate"]["updates"])
+            left = state["seconds"] / done * (total - done) / 60
+            ago = (time.time() - ckpts[-1].stat().st_mtime) / 60
+            print(f"{run.name}: {done:,} / {total:,} updates, {state['seconds'] / 60:.0f} min trained, ~{left:.0f} min "
+                  f"left at its pace so far; checkpoint written {ago:.0f} min ago")
+        else:
+            print(f"{run.name}: started, no checkpoint yet")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, help="a pipeline directory with its pretraining(s) and validated "
@@ -220,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gap-every", type=int, default=2000, help="held-out measurement every N updates")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each (default 2)")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--status", action="store_true", help="print where each run of --workdir stands, run nothing")
     parser.add_argument("--report", action="store_true", help="write docs/adaptation_length.md and its figures "
                         "from the results file, run nothing")
     return parser
@@ -233,6 +265,8 @@ def main() -> int:
         return 0
     if args.workdir is None:
         parser.error("--workdir is needed to run (or --report)")
+    if args.status:
+        return status(args.workdir)
     if args.updates < 1 or args.gap_every < 1 or args.jobs < 1 or min(args.transitions) < 1:
         parser.error("--updates, --gap-every, --jobs and --transitions must be at least 1")
     try:

@@ -68,6 +68,8 @@ def test_long_calibrations_are_recorded_per_method_and_size_and_not_run_twice(tm
     again = run(*args)  # finished runs are recorded again, never rerun
     assert again.returncode == 0 and [p.stat().st_size for p in logs] == sizes
     assert json.loads(results.read_text()) == records
+    status = run("--workdir", work, "--status")
+    assert status.returncode == 0 and status.stdout.count(": finished, 6 updates in ") == 4, status.stdout
 
     report = subprocess.run([sys.executable, "-c", (
         "import sys; sys.path.insert(0, 'benchmarks'); import adaptation_length as a; from pathlib import Path; "
@@ -84,3 +86,4 @@ def test_a_directory_without_its_pretraining_is_refused_naming_the_file(tmp_path
     proc = run("--workdir", work, "--methods", "dreamer_finetune", "--results", tmp_path / "r.json")
     assert proc.returncode == 2 and "models/pretrain_rssm/agent.pt" in proc.stderr
     assert not (tmp_path / "r.json").exists() and not (work / "adaptation_length").exists()
+    assert "no adaptation runs yet" in run("--workdir", work, "--status").stdout
