@@ -11,6 +11,7 @@ episodes calibration never trains on, for each method at each target-data size.
     python benchmarks/adaptation_length.py --workdir WORKDIR --methods redraw draw_finetune \\
         --transitions 40000 5000 10000 --updates 100000 --jobs 2
     python benchmarks/adaptation_length.py --workdir WORKDIR --status   # each run's update and time left
+    python benchmarks/adaptation_length.py --workdir WORKDIR --harvest  # record stopped runs' curves so far
     python benchmarks/adaptation_length.py --report     # docs/adaptation_length.md and its figure
 
 Each run is the ``calibrate`` stage of this checkout (a copy of its ``src``, taken when the command
@@ -120,18 +121,32 @@ def finished(run: Path, method: str, updates: int) -> bool:
     return metrics.is_file() and json.loads(metrics.read_text()).get("calib/updates") == updates
 
 
-def record(run: Path, workdir: Path, params: dict, method: str, transitions: int, updates: int, gap_every: int,
-           code: str) -> dict:
-    metrics = json.loads((run / f"reports/calibrate/{method}.json").read_text())
-    heldout = json.loads((run / f"reports/calibrate/{method}_heldout.json").read_text())
+def record(run: Path, workdir: Path, params: dict, method: str, transitions: int, updates: int,
+           gap_every: int) -> dict | None:
+    """The results record of ``run``: finished (its reports), or stopped (``"finished": false``,
+    its held-out curve so far from its latest checkpoint); None before its first checkpoint."""
+    from redraw.checkpoint import load_checkpoint
+
+    metrics_file = run / f"reports/calibrate/{method}.json"
+    if finished(run, method, updates):
+        metrics = json.loads(metrics_file.read_text())
+        heldout = json.loads((run / f"reports/calibrate/{method}_heldout.json").read_text())
+        done, seconds, train = updates, metrics["calib/seconds"], int(metrics["calib/train_transitions"])
+    else:
+        ckpts = sorted(run.glob(f"checkpoints/calibrate-{method}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
+        if not ckpts:
+            return None
+        state = load_checkpoint(ckpts[-1])
+        heldout, done, seconds, train = state["heldout"], int(state["update"]), round(state["seconds"], 1), None
     workdir_commit = (workdir / "COMMIT").read_text().strip() if (workdir / "COMMIT").is_file() else "unknown"
     return {"pair": params["env"]["target"], "seed": int(params["seed"]), "preset": params.get("preset"),
-            "method": method, "requested_transitions": transitions,
-            "train_transitions": int(metrics["calib/train_transitions"]), "updates": updates, "gap_every": gap_every,
-            "gap_horizon": int(params["calibrate"]["gap_horizon"]), "seconds": metrics["calib/seconds"],
+            "method": method, "requested_transitions": transitions, "train_transitions": train, "updates": updates,
+            "finished": done == updates, "updates_done": done, "gap_every": gap_every,
+            "gap_horizon": int(params["calibrate"]["gap_horizon"]), "seconds": seconds,
             "heldout": [[p["update"], round(p["kl_open_loop"], 4), round(p["kl_filter"], 4),
                          round(p["mse_open_loop"], 4)] for p in heldout],
-            "commit": code, "pretraining_commit": workdir_commit}
+            "commit": (run / "CODE").read_text().strip() if (run / "CODE").is_file() else "unknown",
+            "pretraining_commit": workdir_commit}
 
 
 def merge(path: Path, records: list[dict]) -> None:
@@ -151,7 +166,9 @@ def summary_row(r: dict) -> str:
     points = r["heldout"]
     start, last = points[0], points[-1]
     low = min(points, key=lambda p: p[1])
-    return (f"| {r['method']} | {r['train_transitions']:,} | {start[1]:.2f} | {low[1]:.2f} ({low[0]:,}) | "
+    size = f"{r['train_transitions']:,}" if r["train_transitions"] else f"~{r['requested_transitions']:,}"
+    stopped = "" if r.get("finished", True) else f" (stopped at {r['updates_done']:,} of {r['updates']:,})"
+    return (f"| {r['method']}{stopped} | {size} | {start[1]:.2f} | {low[1]:.2f} ({low[0]:,}) | "
             f"{last[1]:.2f} ({last[0]:,}) | {last[1] / low[1]:.2f} |")
 
 
@@ -210,6 +227,31 @@ def report(results: Path, out: Path, figures: Path) -> None:
     print(f"{out}: {len(records)} runs")
 
 
+def runs_of(workdir: Path) -> list[tuple[Path, str, int, int]]:
+    """The runs under ``workdir/adaptation_length``: (directory, method, target size, updates)."""
+    out = []
+    for run in sorted((workdir / "adaptation_length").glob("*-*-*")):
+        if (run / "params.yaml").is_file():
+            method, transitions, updates = run.name.rsplit("-", 2)
+            out.append((run, method, int(transitions), int(updates)))
+    return out
+
+
+def harvest(workdir: Path, results: Path) -> int:
+    """Record every run of ``workdir`` so far, finished or stopped, in ``results``."""
+    import yaml
+
+    records = []
+    for run, method, transitions, updates in runs_of(workdir):
+        params = yaml.safe_load((run / "params.yaml").read_text())
+        rec = record(run, workdir, params, method, transitions, updates, int(params["calibrate"]["gap_every"]))
+        if rec is not None:
+            records.append(rec)
+    merge(results, records)
+    print(f"{results}: {len(records)} runs from {workdir} ({sum(not r['finished'] for r in records)} unfinished)")
+    return 0
+
+
 def status(workdir: Path) -> int:
     """Print where each run under ``workdir/adaptation_length`` stands (writes nothing): finished,
     or its update of the total from its latest checkpoint, with the time left at its pace so far."""
@@ -217,12 +259,11 @@ def status(workdir: Path) -> int:
 
     from redraw.checkpoint import load_checkpoint
 
-    runs = sorted(p for p in (workdir / "adaptation_length").glob("*-*-*") if (p / "params.yaml").is_file())
+    runs = runs_of(workdir)
     if not runs:
         print(f"{workdir}: no adaptation runs yet")
         return 0
-    for run in runs:
-        method = run.name.rsplit("-", 2)[0]
+    for run, method, _, _ in runs:
         metrics = run / f"reports/calibrate/{method}.json"
         ckpts = sorted(run.glob(f"checkpoints/calibrate-{method}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
         if metrics.is_file():
@@ -251,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gap-every", type=int, default=2000, help="held-out measurement every N updates")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each (default 2)")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--harvest", action="store_true", help="record every run of --workdir so far (stopped ones "
+                        "from their checkpoints) in the results file, run nothing")
     parser.add_argument("--status", action="store_true", help="print where each run of --workdir stands, run nothing")
     parser.add_argument("--report", action="store_true", help="write docs/adaptation_length.md and its figures "
                         "from the results file, run nothing")
@@ -267,6 +310,8 @@ def main() -> int:
         parser.error("--workdir is needed to run (or --report)")
     if args.status:
         return status(args.workdir)
+    if args.harvest:
+        return harvest(args.workdir, args.results)
     if args.updates < 1 or args.gap_every < 1 or args.jobs < 1 or min(args.transitions) < 1:
         parser.error("--updates, --gap-every, --jobs and --transitions must be at least 1")
     try:
@@ -282,12 +327,13 @@ def main() -> int:
         run = prepare_run(args.workdir, params, method, transitions, args.updates, args.gap_every)
         if not finished(run, method, args.updates):
             print(f"{method} on {transitions:,} transitions: {args.updates:,} updates in {run}", flush=True)
+            (run / "CODE").write_text(code + "\n")
             rc = run_calibration(run, method, src)
             if rc != 0:
                 print(f"{method} on {transitions:,} transitions failed (exit {rc}); see {run / 'calibrate.log'}",
                       flush=True)
                 return None
-        rec = record(run, args.workdir, params, method, transitions, args.updates, args.gap_every, code)
+        rec = record(run, args.workdir, params, method, transitions, args.updates, args.gap_every)
         merge(args.results, [rec])  # each run as it finishes: a stopped benchmark keeps what it measured
         print(f"{method} on {rec['train_transitions']:,} transitions: {summary_row(rec)}", flush=True)
         return rec

@@ -56,8 +56,10 @@ def test_long_calibrations_are_recorded_per_method_and_size_and_not_run_twice(tm
         ("draw_finetune", 40), ("draw_finetune", 100), ("redraw", 40), ("redraw", 100)]
     for r in records:
         assert [p[0] for p in r["heldout"]] == [0, 3, 6]  # held-out KL before, and every 3 updates
-        assert (r["pair"], r["seed"], r["preset"], r["pretraining_commit"]) == (
-            "pendulum-swingup-reversed", 3, "tiny", "abc1234")
+        assert (r["pair"], r["seed"], r["preset"], r["pretraining_commit"], r["finished"]) == (
+            "pendulum-swingup-reversed", 3, "tiny", "abc1234", True)
+        assert r["commit"] == subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                             text=True).stdout.strip() + ("+dirty" if "+dirty" in r["commit"] else "")
         # whole episodes of 40 transitions up to the budget (the last may cross it): 3 for 100, 1 for 40
         assert r["train_transitions"] == {100: 120, 40: 40}[r["requested_transitions"]]
     before = {r["method"]: r["heldout"][0][1] for r in records}
@@ -71,6 +73,13 @@ def test_long_calibrations_are_recorded_per_method_and_size_and_not_run_twice(tm
     status = run("--workdir", work, "--status")
     assert status.returncode == 0 and status.stdout.count(": finished, 6 updates in ") == 4, status.stdout
 
+    # a run stopped before its end is recorded from its checkpoint, marked unfinished
+    shutil.copytree(work / "adaptation_length/redraw-100-6", work / "adaptation_length/redraw-100-20", symlinks=True)
+    assert run("--workdir", work, "--harvest", "--results", results).returncode == 0
+    stopped = [r for r in json.loads(results.read_text()) if r["updates"] == 20]
+    assert [(r["finished"], r["updates_done"], [p[0] for p in r["heldout"]]) for r in stopped] == [(False, 6, [0, 3, 6])]
+    assert all(r["finished"] for r in json.loads(results.read_text()) if r["updates"] == 6)
+
     report = subprocess.run([sys.executable, "-c", (
         "import sys; sys.path.insert(0, 'benchmarks'); import adaptation_length as a; from pathlib import Path; "
         f"a.report(Path({str(results)!r}), Path({str(tmp_path / 'report.md')!r}), Path({str(tmp_path / 'fig')!r}))")],
@@ -78,6 +87,7 @@ def test_long_calibrations_are_recorded_per_method_and_size_and_not_run_twice(tm
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "report.md").read_text()
     assert "## pendulum-swingup-reversed, seed 3, `tiny` preset" in text and text.count("| redraw |") == 2
+    assert "| redraw (stopped at 6 of 20) | ~100 |" in text
     assert (tmp_path / "fig/pendulum-swingup-reversed-seed3-tiny.png").stat().st_size > 0
 
 
