@@ -42,6 +42,7 @@ REPORT = ROOT / "docs/adaptation_length.md"
 FIGURES = ROOT / "docs/figures/adaptation_length"
 #: the pretraining each method adapts (a file of the work dir)
 PRETRAINED = {"redraw": "models/pretrain", "draw_finetune": "models/pretrain", "dreamer_finetune": "models/pretrain_rssm"}
+COLORS = {"redraw": "C1", "draw_finetune": "C0", "dreamer_finetune": "C2"}  #: the same in every panel
 KEY = ("pair", "seed", "preset", "method", "requested_transitions", "updates")
 _MERGING = threading.Lock()  # runs finishing at once merge one after the other
 
@@ -166,10 +167,13 @@ def summary_row(r: dict) -> str:
     points = r["heldout"]
     start, last = points[0], points[-1]
     low = min(points, key=lambda p: p[1])
+    # one measurement is noisy (two held-out episodes): the last quarter's mean says where it settled
+    tail = [p[1] for p in points if p[0] >= 0.75 * last[0] and p[0] > 0] or [last[1]]
+    settled = sum(tail) / len(tail)
     size = f"{r['train_transitions']:,}" if r["train_transitions"] else f"~{r['requested_transitions']:,}"
     stopped = "" if r.get("finished", True) else f" (stopped at {r['updates_done']:,} of {r['updates']:,})"
     return (f"| {r['method']}{stopped} | {size} | {start[1]:.2f} | {low[1]:.2f} ({low[0]:,}) | "
-            f"{last[1]:.2f} ({last[0]:,}) | {last[1] / low[1]:.2f} |")
+            f"{settled:.2f} ({len(tail)}) | {last[1]:.2f} ({last[0]:,}) | {settled / low[1]:.2f} |")
 
 
 def report(results: Path, out: Path, figures: Path) -> None:
@@ -192,7 +196,9 @@ def report(results: Path, out: Path, figures: Path) -> None:
              "(the newest N transitions of the training episodes) far beyond the `calibrate` stage's "
              "schedule, measuring the open-loop latent KL over the horizon on the held-out target episodes (never "
              "trained on, the same for every size) every `--gap-every` updates. Overfitting shows as the "
-             "error rising after its lowest point: the last column is last / lowest.", ""]
+             "error rising after its lowest point and staying there: the last column is the mean over the last "
+             "quarter of the updates run divided by the lowest point (a single point is noisy: the held-out "
+             "data are a few episodes).", ""]
     if not records:
         lines.append("No runs yet.")
     for (pair, seed, preset), rs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
@@ -200,8 +206,9 @@ def report(results: Path, out: Path, figures: Path) -> None:
         lines += [f"## {pair}, seed {seed}, `{preset}` preset", "",
                   f"Calibration code {', '.join(commits)}; pretraining and target data of commit "
                   f"{', '.join(sorted({r['pretraining_commit'] for r in rs}))}.", "",
-                  "| method | train transitions | held-out KL at 0 | lowest (update) | last (update) | last / lowest |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| method | train transitions | held-out KL at 0 | lowest (update) | mean of the last quarter "
+                  "(points) | last (update) | last quarter / lowest |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         rs = sorted(rs, key=lambda r: (r["requested_transitions"], r["method"], r["updates"]))
         lines += [summary_row(r) for r in rs]
         sizes = sorted({r["requested_transitions"] for r in rs})
@@ -209,13 +216,15 @@ def report(results: Path, out: Path, figures: Path) -> None:
         for ax, size in zip(axes[0], sizes):
             for r in (r for r in rs if r["requested_transitions"] == size):
                 xs, ys = [p[0] for p in r["heldout"]], [p[1] for p in r["heldout"]]
-                ax.plot(xs, ys, label=r["method"])
+                ax.plot(xs, ys, label=r["method"] + ("" if r.get("finished", True) else " (stopped)"),
+                        color=COLORS.get(r["method"]))
             ax.set_title(f"{size:,} target transitions")
             ax.set_xlabel("adaptation updates")
             ax.set_yscale("log")
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel(f"held-out open-loop KL (h 1..{rs[0]['gap_horizon']})")
-        axes[0][-1].legend()
+        for ax in axes[0]:
+            ax.legend(fontsize=8)
         fig.suptitle(f"{pair}, seed {seed}")
         fig.tight_layout()
         name = f"{pair}-seed{seed}-{preset}.png"
