@@ -127,17 +127,17 @@ def record(run: Path, workdir: Path, params: dict, method: str, transitions: int
     """The results record of ``run``: finished (its reports), or stopped (``"finished": false``,
     its held-out curve so far from its latest checkpoint); None before its first checkpoint."""
     from redraw.checkpoint import load_checkpoint
+    from redraw.records import latest_checkpoint
 
-    metrics_file = run / f"reports/calibrate/{method}.json"
     if finished(run, method, updates):
-        metrics = json.loads(metrics_file.read_text())
+        metrics = json.loads((run / f"reports/calibrate/{method}.json").read_text())
         heldout = json.loads((run / f"reports/calibrate/{method}_heldout.json").read_text())
         done, seconds, train = updates, metrics["calib/seconds"], int(metrics["calib/train_transitions"])
     else:
-        ckpts = sorted(run.glob(f"checkpoints/calibrate-{method}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
-        if not ckpts:
+        ckpt = latest_checkpoint(run, f"calibrate-{method}")
+        if ckpt is None:
             return None
-        state = load_checkpoint(ckpts[-1])
+        state = load_checkpoint(ckpt)
         heldout, done, seconds, train = state["heldout"], int(state["update"]), round(state["seconds"], 1), None
     workdir_commit = (workdir / "COMMIT").read_text().strip() if (workdir / "COMMIT").is_file() else "unknown"
     return {"pair": params["env"]["target"], "seed": int(params["seed"]), "preset": params.get("preset"),
@@ -264,27 +264,23 @@ def harvest(workdir: Path, results: Path) -> int:
 def status(workdir: Path) -> int:
     """Print where each run under ``workdir/adaptation_length`` stands (writes nothing): finished,
     or its update of the total from its latest checkpoint, with the time left at its pace so far."""
-    import time
-
     from redraw.checkpoint import load_checkpoint
+    from redraw.records import latest_checkpoint, progress_line
 
     runs = runs_of(workdir)
     if not runs:
         print(f"{workdir}: no adaptation runs yet")
         return 0
-    for run, method, _, _ in runs:
+    for run, method, _, updates in runs:
         metrics = run / f"reports/calibrate/{method}.json"
-        ckpts = sorted(run.glob(f"checkpoints/calibrate-{method}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
-        if metrics.is_file():
+        ckpt = latest_checkpoint(run, f"calibrate-{method}")
+        if finished(run, method, updates):
             m = json.loads(metrics.read_text())
-            print(f"{run.name}: finished, {m['calib/updates']:,} updates in {m['calib/seconds'] / 60:.0f} min")
-        elif ckpts:
-            state = load_checkpoint(ckpts[-1])
-            done, total = int(state["update"]), int(state["identity"]["calibrate"]["updates"])
-            left = state["seconds"] / done * (total - done) / 60
-            ago = (time.time() - ckpts[-1].stat().st_mtime) / 60
-            print(f"{run.name}: {done:,} / {total:,} updates, {state['seconds'] / 60:.0f} min trained, ~{left:.0f} min "
-                  f"left at its pace so far; checkpoint written {ago:.0f} min ago")
+            print(f"{run.name}: {progress_line(True, updates, updates, 'updates', m['calib/seconds'], None)}")
+        elif ckpt is not None:
+            state = load_checkpoint(ckpt)
+            print(f"{run.name}: " + progress_line(False, int(state["update"]), updates, "updates", state["seconds"],
+                                                  ckpt.stat().st_mtime))
         else:
             print(f"{run.name}: started, no checkpoint yet")
     return 0

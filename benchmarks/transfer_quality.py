@@ -55,7 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from redraw import parallel  # noqa: E402
 from redraw.parallel import venv_env  # noqa: E402
 from redraw.records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results, policy_progress,  # noqa: E402
-                            training_progress, workdir_records, workdir_variant)
+                            progress_line, training_progress, workdir_records, workdir_variant)
+from redraw.records import hours as _hours  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/transfer_quality.json"
@@ -236,25 +237,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
-
-
-def _progress(finished: bool, done: int, total: int, unit: str, seconds: float, updated: float | None,
-              note: str = "") -> str:
-    """``finished, N steps in T[, note]`` or ``N / M steps, T trained, ~T left at its pace so far[,
-    note]; checkpoint written T ago`` (the pace: its training seconds per step so far)."""
-    import time
-
-    note = f", {note}" if note else ""
-    if finished:
-        return f"finished, {done:,} {unit} in {_hours(seconds)}{note}"
-    pace = seconds / done if done and seconds else None
-    left = f", ~{_hours(pace * (total - done))} left at its pace so far" if pace else ""
-    return (f"{done:,} / {total:,} {unit}, {_hours(seconds)} trained{left}{note}; "
-            f"checkpoint written {_hours(max(0.0, time.time() - updated))} ago")
-
-
 def work_dirs(root: Path, preset: str | None = None) -> list[Path]:
     """The pipeline work dirs under ``root`` (``PAIR/PRESET-seedN``), of ``preset`` if given."""
     return [f.parent for f in sorted(root.glob("*/*/params.yaml"))
@@ -281,12 +263,12 @@ def status(root: Path, preset: str | None = None) -> int:
                 continue
             last = f"last eval {r['last_eval'][1]:.1f} at step {r['last_eval'][0]:,}" if r["last_eval"] else "no eval yet"
             print(f"  {name:<14} "
-                  f"{_progress(r['finished'], r['step'], r['steps'], 'steps', r['seconds'], r.get('updated'), last)}")
+                  f"{progress_line(r['finished'], r['step'], r['steps'], 'steps', r['seconds'], r.get('updated'), last)}")
         done = sorted(p.stem for p in (workdir / "reports/evaluate").glob("*.json"))
         print(f"  evaluated: {', '.join(done) if done else 'nothing yet'}")
         for r in policy_progress(workdir):
             print(f"  policy {r['method']}: "
-                  f"{_progress(r['finished'], r['update'], r['updates'], 'updates', r['seconds'], r.get('updated'))}")
+                  f"{progress_line(r['finished'], r['update'], r['updates'], 'updates', r['seconds'], r.get('updated'))}")
     return 0
 
 

@@ -125,6 +125,26 @@ def training_progress(workdir: Path) -> list[dict]:
     return out
 
 
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def progress_line(finished: bool, done: int, total: int, unit: str, seconds: float, updated: float | None,
+                  note: str = "") -> str:
+    """``finished, N steps in T[, note]`` or ``N / M steps, T trained, ~T left at its pace so far[,
+    note]; checkpoint written T ago`` (the pace: its training seconds per step so far; ``updated``:
+    when its latest checkpoint was written, epoch seconds)."""
+    import time
+
+    note = f", {note}" if note else ""
+    if finished:
+        return f"finished, {done:,} {unit} in {hours(seconds)}{note}"
+    pace = seconds / done if done and seconds else None
+    left = f", ~{hours(pace * (total - done))} left at its pace so far" if pace else ""
+    return (f"{done:,} / {total:,} {unit}, {hours(seconds)} trained{left}{note}; "
+            f"checkpoint written {hours(max(0.0, time.time() - updated))} ago")
+
+
 #: the methods with a policy stage (train_policy@METHOD)
 POLICY_METHODS = ("draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic")
 
