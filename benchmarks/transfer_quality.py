@@ -238,9 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def work_dirs(root: Path, preset: str | None = None) -> list[Path]:
-    """The pipeline work dirs under ``root`` (``PAIR/PRESET-seedN``), of ``preset`` if given."""
-    return [f.parent for f in sorted(root.glob("*/*/params.yaml"))
-            if not preset or load_yaml(f).get("preset") == preset]
+    """The pipeline work dirs under ``root`` (``PAIR/PRESET-seedN``), of ``preset`` if given. A
+    directory whose name is not its own params' ``PRESET-seedN`` (a copy made to try a variant,
+    say ``cpu-seed1-unimix``) is not one: its results are not the benchmark's and never harvested."""
+    dirs = []
+    for f in sorted(root.glob("*/*/params.yaml")):
+        params = load_yaml(f)
+        if f.parent.name == f"{params.get('preset')}-seed{params.get('seed')}" and (not preset or params.get("preset") == preset):
+            dirs.append(f.parent)
+    return dirs
 
 
 def status(root: Path, preset: str | None = None) -> int:

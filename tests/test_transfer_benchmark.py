@@ -136,3 +136,15 @@ def test_status_says_where_each_policy_stage_stands(tmp_path, capsys):
     redraw = next(line for line in out if line.startswith("  policy redraw:"))
     assert redraw.startswith("  policy redraw: 2,500 / 10,000 updates, 15 min trained, ~45 min left at its pace")
     assert redraw.endswith(" ago")
+
+
+def test_a_copied_work_dir_is_not_the_benchmarks(tmp_path):
+    """A work dir copied to try a variant (``cpu-seed1-unimix``, its params still seed 1) is not
+    one of the benchmark's: ``--harvest`` would otherwise record it as seed 1's results."""
+    root = tmp_path / "work"
+    for name in ("cpu-seed1", "cpu-seed1-unimix", "cpu-seed2"):
+        (root / "reacher-easy-reversed" / name).mkdir(parents=True)
+        (root / "reacher-easy-reversed" / name / "params.yaml").write_text("preset: cpu\nseed: 1\n")
+    assert transfer_quality.work_dirs(root) == [root / "reacher-easy-reversed" / "cpu-seed1"]
+    assert transfer_quality.work_dirs(root, "cpu") == [root / "reacher-easy-reversed" / "cpu-seed1"]
+    assert transfer_quality.work_dirs(root, "smoke") == []
