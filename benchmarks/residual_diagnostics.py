@@ -23,6 +23,11 @@ OUT/summary.json:
    predicts it. The simulator is replayed from the same seed and warm-up actions for each.
 4. ``policy_rollouts_gap.png``: each model's open-loop error per horizon on the policy's own
    episodes in the target simulator (benchmarks/dynamics_gap.py's measure).
+5. ``disagreement_vs_error.png`` (models with a residual ensemble: ``redraw_pessimistic``): does
+   the members' disagreement mark where the corrected model is wrong? On every transition of the
+   target data and of the policy's own episodes, while filtering: the disagreement the policy
+   stage's penalty uses (``redraw.agent.pessimism``) and the one-step KL(posterior || corrected
+   prior) of that transition, with their rank correlation.
 """
 
 from __future__ import annotations
@@ -122,6 +127,51 @@ def residual_size(agent, data, states, actions) -> dict:
             "imagined_member_std": [s for _, s in imagined]}
 
 
+def disagreement_vs_error(agent, sets: dict[str, dict[str, torch.Tensor]], imagined, bins: int = 10) -> dict:
+    """Check 5 for an ensemble model: per episode set (name -> batch [B, T, ...]), every transition's
+    members' disagreement and one-step KL(posterior || corrected prior) while filtering; their
+    means, the Spearman rank correlation within each set and pooled, and the mean KL per decile
+    of the pooled disagreement. Beside them the disagreement the policy stage sees: on the
+    transitions of ``imagined`` (states, actions), the model's own rollout under the policy."""
+    from scipy.stats import spearmanr
+
+    from redraw.agent.pessimism import member_spread
+
+    def rank_corr(x, y):  # None where one side is constant (no ranking to compare)
+        return float(spearmanr(x, y).statistic) if np.ptp(x) > 0 and np.ptp(y) > 0 else None
+
+    def thin(v):  # at most ~500 points per set for the figure, 4 decimals: the summary stays small
+        return np.round(v[::max(1, v.size // 500)], 4).tolist()
+
+    from redraw.models.dists import categorical_kl
+
+    wm, pooled, out = agent.wm, {"disagreement": [], "kl": []}, {}
+    for name, data in sets.items():
+        o = wm.observe({k: data[k] for k in wm.obs_spec}, data["action"], data["is_first"], generator=agent.generator)
+        mask = ~data["is_first"].bool()
+        d = member_spread(o["residual_members"])[mask].numpy()
+        e = categorical_kl(o["post_logp"].float(), o["prior_logp"].float())[mask].numpy()
+        out[name] = {"transitions": int(d.size), "disagreement_mean": float(d.mean()), "kl_mean": float(e.mean()),
+                     "spearman": rank_corr(d, e)}
+        pooled["disagreement"].append(d)
+        pooled["kl"].append(e)
+    from redraw.agent.pessimism import disagreement
+
+    states, actions = imagined
+    dis = torch.stack([disagreement(wm.residual, st.z.flatten(-2), a) for st, a in zip(states[:-1], actions)])
+    out["imagined"] = {"transitions": int(dis.numel()), "disagreement_mean": float(dis.mean()),
+                       "disagreement_per_step": dis.mean(1).tolist()}
+    d, e = (np.concatenate(pooled[k]) for k in ("disagreement", "kl"))
+    edges = np.quantile(d, np.linspace(0, 1, bins + 1))
+    idx = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, bins - 1)
+    out["pooled"] = {"spearman": rank_corr(d, e),
+                     "decile_disagreement": [float(d[idx == b].mean()) for b in range(bins) if (idx == b).any()],
+                     "decile_kl": [float(e[idx == b].mean()) for b in range(bins) if (idx == b).any()]}
+    out["sample"] = {name: {"disagreement": thin(v), "kl": thin(w)}
+                     for name, v, w in zip(sets, pooled["disagreement"], pooled["kl"])}
+    return out
+
+
 def action_response(agents: dict, warm_policy, env_kwargs: dict, env_name: str, starts: int, warmup: int,
                     horizon: int, seed: int) -> dict:
     """Per mode: the true and each model's predicted return over ``horizon`` steps after ``warmup``."""
@@ -174,6 +224,10 @@ def policy_rollouts(policy_agent, env_name: str, env_kwargs: dict, episodes: int
         env.close()
 
 
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 def figures(summary: dict, out: Path) -> None:
     from redraw.plots import _plt, _save, horizon_curves
 
@@ -206,6 +260,24 @@ def figures(summary: dict, out: Path) -> None:
     ax.set(ylabel="return over the horizon", title="open-loop actions: simulator (truth) vs each model")
     ax.legend(fontsize=7)
     _save(fig, out / "action_response.png")
+    for name, check in summary.get("disagreement_vs_error", {}).items():
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for where, pts in check["sample"].items():
+            c = check[where]
+            axes[0].scatter(pts["disagreement"], pts["kl"], s=4, alpha=0.4,
+                            label=f"{where}: mean {c['disagreement_mean']:.3f} / {c['kl_mean']:.2f} nats, "
+                                  f"Spearman {_fmt(c['spearman'])}")
+        axes[0].axvline(check["imagined"]["disagreement_mean"], color="k", ls="--",
+                        label=f"mean over the policy's imagined transitions: {check['imagined']['disagreement_mean']:.3f}")
+        axes[0].set(xlabel="members' disagreement", ylabel="one-step KL (nats)", yscale="log",
+                    title=f"{name}: every transition, filtering")
+        axes[0].legend(fontsize=7)
+        pooled = check["pooled"]
+        axes[1].plot(pooled["decile_disagreement"], pooled["decile_kl"], marker="o")
+        axes[1].set(xlabel="members' disagreement (decile mean)", ylabel="mean one-step KL (nats)",
+                    title=f"pooled, Spearman {_fmt(pooled['spearman'])}")
+        _save(fig, out / ("disagreement_vs_error.png" if len(summary["disagreement_vs_error"]) == 1
+                          else f"disagreement_vs_error_{name}.png"))
     horizon_curves({name: {"latent KL (nats)": g["kl"], "decoded MSE": g["mse"]}
                     for name, g in summary["policy_rollouts_gap"].items()},
                    out / "policy_rollouts_gap.png", "open-loop error on the policy's own episodes")
@@ -264,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary: dict = {"workdir": str(work), "target_data": str(data_dir), "behaviour": meta.behaviour,
                      "reward_bin_edges": edges.tolist(), "residual_size": {}, "action_sensitivity": {}}
+    imagined = {}  # a residual model's imagined rollout (states, actions) under the policy
     with torch.no_grad(), eager(*(a.wm for a in (*agents.values(), policy))):
         for name, agent in agents.items():
             wm = agent.wm
@@ -282,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 "data_mean": float(on.mean()), "imagined_mean": float(off.mean())}
             if wm.residual is not None:
                 summary["residual_size"][name] = residual_size(agent, data, states, actions)
+                imagined[name] = (states, actions)
         warm = agents["oracle"] if "oracle" in agents else policy
         from redraw.agent.dreamer import AgentPolicy
 
@@ -289,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
                                                      args.starts, args.warmup, args.horizon, args.seed)
         own = policy_rollouts(policy, env_name, env_kwargs, args.episodes, args.seed)
         summary["policy_return"] = float(np.mean([ep["reward"][1:].sum() for ep in own]))
+        sets = {"target data": data, "policy's episodes": to_batch(own, [*policy.obs_spec, "action", "is_first"])}
+        summary["disagreement_vs_error"] = {name: disagreement_vs_error(agent, sets, imagined[name])
+                                            for name, agent in agents.items()
+                                            if agent.wm.residual is not None and len(agent.wm.residual.nets) > 1}
         try:
             gaps = dict(measure(own, list(paths.values()), expect, args.context, args.horizon, args.seed))
         except ValueError as exc:
@@ -303,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     figures(summary, out)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
     empty = sum(v is None for _, v in flat(summary))
-    print(f"residual diagnostics of {work}: {out}/summary.json and 4 figures"
+    print(f"residual diagnostics of {work}: {out}/summary.json and {len(list(out.glob('*.png')))} figures"
           + (f" ({empty} reward bins without states: null)" if empty else ""))
     return 0
 

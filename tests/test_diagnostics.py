@@ -39,6 +39,15 @@ def test_residual_diagnostics_run_on_smoke_outputs(smoke_repo, tmp_path):
     assert summary["residual_size"]["redraw_pessimistic"]["data_member_std"] > 0  # an ensemble disagrees somewhere
     assert set(summary["action_response"]) == {"policy", "reversed", "constant +1", "constant -1", "random"}
     assert len(summary["policy_rollouts_gap"]["redraw"]["kl"]) == 8
+    # check 5 for the ensemble only (redraw's single residual has no disagreement to test)
+    assert set(summary["disagreement_vs_error"]) == {"redraw_pessimistic"}
+    check = summary["disagreement_vs_error"]["redraw_pessimistic"]
+    for where in ("target data", "policy's episodes"):
+        assert check[where]["transitions"] > 0 and check[where]["disagreement_mean"] > 0, where
+        assert -1 <= check[where]["spearman"] <= 1, where
+    assert len(check["pooled"]["decile_kl"]) == len(check["pooled"]["decile_disagreement"]) > 1
+    assert len(check["imagined"]["disagreement_per_step"]) == 8 and check["imagined"]["disagreement_mean"] > 0
+    assert (out / "disagreement_vs_error.png").stat().st_size > 1000
     numbers = [(k, v) for k, v in leaves(summary) if isinstance(v, (int, float)) and not isinstance(v, bool)]
     assert len(numbers) > 50
     assert all(math.isfinite(v) for _, v in numbers), [k for k, v in numbers if not math.isfinite(v)]

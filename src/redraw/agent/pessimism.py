@@ -67,7 +67,13 @@ def pessimism_config(params: dict, path: str = "params.yaml") -> PessimismConfig
 def disagreement(residual, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
     """The members' disagreement on transitions from samples ``feat`` [..., S*K] with ``action``
     [..., A] -> [...] (see the module's docstring); 0 for a single member."""
-    c = residual.members(feat, action.clamp(-1, 1)).float()  # [M, ..., S, K]
+    return member_spread(residual.members(feat, action.clamp(-1, 1)))
+
+
+def member_spread(corrections: torch.Tensor) -> torch.Tensor:
+    """``disagreement`` from the members' logit corrections [M, ..., S, K] -> [...] (e.g. those
+    ``observe`` returns as ``residual_members``)."""
+    c = corrections.float()
     c = c - c.mean(-1, keepdim=True)  # a logit shift common to a variable's classes changes nothing
     M = c.shape[0]
     if M == 1:
