@@ -28,13 +28,13 @@ OUT/summary.json:
    target data and of the policy's own episodes, while filtering: the disagreement the policy
    stage's penalty uses (``redraw.agent.pessimism``) and the one-step KL(posterior || corrected
    prior) of that transition, with their rank correlation.
-6. ``member_rollouts.png`` (the same models): would members that each roll out on their own (as
-   in trajectory sampling) drift apart where the one-step disagreement does not? Per horizon, the
-   members' divergence (mean KL between every ordered pair of members' priors, each member
-   rolling out with its own correction and the same random numbers, so identical members give
-   0): open loop on chunks of the target data and of the policy's episodes with their recorded
-   actions (beside the mean model's open-loop KL to the truth), and in imagination from the
-   data's states with the policy acting on each member's own states.
+6. ``member_rollouts.png`` (the same models): do members that each roll out on their own drift
+   apart where the one-step disagreement does not? Per horizon, the members' divergence (mean KL
+   between every ordered pair of members' priors, each member rolling out with its own correction,
+   the same actions and random numbers, so identical members give 0; ``pessimism.measure:
+   rollouts``): open loop on chunks of the target data and of the policy's episodes with their
+   recorded actions (beside the mean model's open-loop KL to the truth), and along the policy's
+   imagination (check 1's rollouts: its starts and actions).
 """
 
 from __future__ import annotations
@@ -180,45 +180,24 @@ def disagreement_vs_error(agent, sets: dict[str, dict[str, torch.Tensor]], imagi
     return out
 
 
-def _pairwise_kl(logps: torch.Tensor) -> torch.Tensor:
-    """Mean KL(p_i || p_j) over ordered pairs of members i != j: logps [M, ..., S, K] -> [...]."""
-    from redraw.models.dists import categorical_kl
-
-    M = logps.shape[0]
-    return torch.stack([categorical_kl(logps[i], logps[j]) for i in range(M) for j in range(M) if i != j]).mean(0)
-
-
-def _member_rollout(wm, m: int, prev, horizon: int, seed: int, actions=None, actor=None):
-    """Member ``m``'s own rollout from ``prev`` [N, ...]: its correction alone on the prior, the
-    recorded ``actions`` [N, H, A] or ``actor``'s on its own states; the random numbers come from a
-    generator seeded with ``seed``, so every member draws the same ones. -> log-probs [N, H, S, K]
-    and the one-step disagreement of all members on each of its transitions [N, H]."""
-    from redraw.agent.pessimism import member_spread
-    from redraw.models.base import sample_classes
-    from redraw.models.dists import class_softmax
-
-    gen, logps, spread = torch.Generator().manual_seed(seed), [], []
-    for h in range(horizon):
-        a = actions[:, h] if actions is not None else actor.act(wm.features(prev), sample=True, generator=gen)
-        a = a.clamp(-1, 1)
-        members = wm.residual.members(prev.z.flatten(-2), a)
-        raw, logp = wm.dynamics_step(a, prev, members[m])
-        u = torch.rand(logp.shape[:-1], generator=gen)
-        prev = type(prev)(class_softmax(raw), sample_classes(logp, None, u))  # DRAW's (belief, sample)
-        logps.append(logp)
-        spread.append(member_spread(members))
-    return torch.stack(logps, 1), torch.stack(spread, 1)
-
-
-def member_rollouts(agent, sets: dict[str, list[dict]], starts, actor, context: int, horizon: int, seed: int) -> dict:
+def member_rollouts(agent, sets: dict[str, list[dict]], imagined, context: int, horizon: int, seed: int) -> dict:
     """Check 6 for an ensemble model (see the module's docstring): per horizon, the members'
-    divergence open loop on each episode set's chunks (and the mean model's KL to the truth
-    there), and in imagination from ``starts`` under ``actor``."""
+    divergence (``pessimism.measure: rollouts``) open loop on each episode set's chunks with their
+    recorded actions, beside the mean model's KL to the truth there; and on ``imagined`` (states,
+    actions: the mean model's rollout under the policy), from its starts with its actions, what
+    that measure shows the policy stage."""
+    from redraw.agent.pessimism import member_rollouts as rollouts
+    from redraw.agent.pessimism import pairwise_kl
     from redraw.data.replay import batch_keys
     from redraw.models.dists import categorical_kl
     from redraw.stages.calibrate import holdout_batch
 
-    wm, M, out = agent.wm, len(agent.wm.residual.nets), {}
+    wm, out = agent.wm, {}
+
+    def divergence(start, actions):  # actions [H, N, A]; the same random numbers for every member
+        u = torch.rand((*actions.shape[:2], wm.cfg.latent_vars), generator=torch.Generator().manual_seed(seed + 1))
+        return pairwise_kl(rollouts(wm, start, actions, u).float()).mean(1).tolist()
+
     for name, episodes in sets.items():
         b = holdout_batch(episodes, batch_keys(agent.obs_spec), context + horizon)
         obs = {k: b[k] for k in wm.obs_spec}
@@ -227,17 +206,14 @@ def member_rollouts(agent, sets: dict[str, list[dict]], starts, actor, context: 
         head = {k: v[:, :context] for k, v in obs.items()}
         prev = wm.observe(head, b["action"][:, :context], b["is_first"][:, :context], generator=gen)["state"]
         ol = wm.open_loop(obs, b["action"], b["is_first"], context, generator=gen)
-        logps = torch.stack([_member_rollout(wm, m, prev, horizon, seed, actions=b["action"][:, context:])[0]
-                             for m in range(M)])
         out[name] = {"chunks": int(b["action"].shape[0]),
                      "error_kl": categorical_kl(post.float(), ol["prior_logp"].float()).mean(0).tolist(),
-                     "member_divergence": _pairwise_kl(logps.float()).mean(0).tolist()}
-    logps, spread = (torch.stack(x) for x in zip(*(_member_rollout(wm, m, starts, horizon, seed + 1, actor=actor)
-                                                    for m in range(M))))
-    # the one-step disagreement (check 5's) where single members' rollouts go: what a penalty in an
-    # imagination that follows one member per rollout would see
-    out["imagined"] = {"starts": int(starts.z.shape[0]), "member_divergence": _pairwise_kl(logps.float()).mean(0).tolist(),
-                       "one_step_disagreement": spread.mean((0, 1)).tolist()}
+                     "member_divergence": divergence(prev, b["action"][:, context:].transpose(0, 1))}
+    states, actions = imagined
+    keep = torch.randperm(states[0].z.shape[0], generator=torch.Generator().manual_seed(seed))[:MEMBER_STARTS]
+    start = type(states[0])(*(x[keep] for x in states[0]))
+    out["imagined"] = {"starts": int(keep.numel()),
+                       "member_divergence": divergence(start, torch.stack(actions)[:, keep])}
     return out
 
 
@@ -355,15 +331,15 @@ def figures(summary: dict, out: Path) -> None:
             if "error_kl" in c:
                 axes[1].plot(steps, c["error_kl"], color=line.get_color(), label=where)
         axes[0].set(xlabel="open-loop / imagined step", ylabel="members' divergence (mean pairwise KL, nats)",
-                    title=f"{name}: each member rolling out on its own")
+                    title=f"{name}: each member rolling out on its own (measure: rollouts)")
         axes[1].set(xlabel="open-loop step", ylabel="KL(truth || mean model), nats", title="the mean model's open-loop error")
         one_step = summary["disagreement_vs_error"][name]
-        steps = np.arange(1, len(check["imagined"]["one_step_disagreement"]) + 1)
-        axes[2].plot(steps, check["imagined"]["one_step_disagreement"], label="imagined, one member per rollout")
-        axes[2].plot(steps, one_step["imagined"]["disagreement_per_step"], label="imagined, the mean model (the policy stage's)")
+        steps = np.arange(1, len(one_step["imagined"]["disagreement_per_step"]) + 1)
+        axes[2].plot(steps, one_step["imagined"]["disagreement_per_step"], label="imagined (the policy stage's)")
         for where, ls in (("target data", ":"), ("policy's episodes", "--")):
             axes[2].axhline(one_step[where]["disagreement_mean"], color="k", ls=ls, label=f"{where} (filtering)")
-        axes[2].set(xlabel="imagined step", ylabel="members' one-step disagreement", title="what a penalty would see")
+        axes[2].set(xlabel="imagined step", ylabel="members' one-step disagreement",
+                    title="the one-step measure (pessimism.measure: transition)")
         for ax in axes:
             ax.legend(fontsize=7)
         _save(fig, out / ("member_rollouts.png" if len(summary["member_rollouts"]) == 1
@@ -427,7 +403,6 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict = {"workdir": str(work), "target_data": str(data_dir), "behaviour": meta.behaviour,
                      "reward_bin_edges": edges.tolist(), "residual_size": {}, "action_sensitivity": {}}
     imagined = {}  # a residual model's imagined rollout (states, actions) under the policy
-    member_starts = {}  # and check 6's imagination starts, with the actor
     with torch.no_grad(), eager(*(a.wm for a in (*agents.values(), policy))):
         for name, agent in agents.items():
             wm = agent.wm
@@ -447,8 +422,6 @@ def main(argv: list[str] | None = None) -> int:
             if wm.residual is not None:
                 summary["residual_size"][name] = residual_size(agent, data, states, actions)
                 imagined[name] = (states, actions)
-                keep = torch.randperm(starts.z.shape[0], generator=torch.Generator().manual_seed(args.seed))[:MEMBER_STARTS]
-                member_starts[name] = (type(starts)(*(x[keep] for x in starts)), actor)
         warm = agents["oracle"] if "oracle" in agents else policy
         from redraw.agent.dreamer import AgentPolicy
 
@@ -461,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                                             for name, agent in agents.items()
                                             if agent.wm.residual is not None and len(agent.wm.residual.nets) > 1}
         episode_sets = {"target data": episodes, "policy's episodes": own}
-        summary["member_rollouts"] = {name: member_rollouts(agents[name], episode_sets, *member_starts[name],
+        summary["member_rollouts"] = {name: member_rollouts(agents[name], episode_sets, imagined[name],
                                                             args.context, args.horizon, args.seed)
                                       for name in summary["disagreement_vs_error"]}
         try:

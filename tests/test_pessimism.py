@@ -4,6 +4,7 @@ paper's redraw unchanged by it."""
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -87,7 +88,7 @@ def test_pessimism_acts_exactly_where_members_disagree_and_nowhere_else(mode):
     traj = {"feat": torch.rand(H + 1, N, 32, generator=g), "action": torch.rand(H, N, 1, generator=g),
             "reward": torch.rand(H, N, generator=g), "cont": torch.full((H, N), 0.99)}
     cfg = PessimismConfig(members=4, mode=mode, penalty=0.5, threshold=1e-3)
-    new, metrics = pessimistic(traj, res, cfg)
+    new, metrics = pessimistic(traj, SimpleNamespace(residual=res), cfg)
     dis = disagreement(res, traj["feat"][:-1], traj["action"])
     assert torch.equal(dis == 0, ~where)
     assert torch.equal(new["feat"], traj["feat"]) and torch.equal(new["action"], traj["action"])
@@ -103,12 +104,13 @@ def test_pessimism_acts_exactly_where_members_disagree_and_nowhere_else(mode):
         assert metrics["pessimism/truncated"] == pytest.approx(where.float().mean().item())
 
 
-def test_a_policy_step_with_identical_members_is_the_step_without_pessimism():
+@pytest.mark.parametrize("measure", ["transition", "rollouts"])
+def test_a_policy_step_with_identical_members_is_the_step_without_pessimism(measure):
     """In the agent's policy stage the penalty changes nothing where the ensemble agrees."""
     from redraw.agent.pessimism import PessimismConfig
 
     runs = []
-    for pessimism in (None, PessimismConfig(members=3, penalty=10.0)):
+    for pessimism in (None, PessimismConfig(members=3, penalty=10.0, measure=measure)):
         a = agent()
         a.attach_residual(ResidualConfig(hidden=16, members=3))
         for net in a.wm.residual.nets[1:]:
@@ -124,7 +126,7 @@ def test_a_policy_step_with_identical_members_is_the_step_without_pessimism():
     # and a disagreeing ensemble lowers the imagined reward the actor-critic sees
     a = agent()
     a.attach_residual(ResidualConfig(hidden=16, members=3))
-    a.pessimism = PessimismConfig(members=3, penalty=10.0)
+    a.pessimism = PessimismConfig(members=3, penalty=10.0, measure=measure)
     a.seed(2)
     m2 = a.policy_step(batch_for(SPEC, B=2, T=6))
     assert m2["pessimism/disagreement"] > 0 and m2["ac/imag_reward"] < m0["ac/imag_reward"]
@@ -139,6 +141,7 @@ def test_a_policy_step_with_identical_members_is_the_step_without_pessimism():
     ({"mode": "truncate", "threshold": 0.0}, "pessimism.threshold"),
     ({"lambda": 1.0}, "unknown key 'pessimism.lambda'"),
     ({"bootstrap": "yes"}, "pessimism.bootstrap must be true or false"),
+    ({"measure": "variance"}, "pessimism.measure must be one of transition, rollouts"),
     ({"members": 1, "penalty": 0.0, "bootstrap": True}, "pessimism.bootstrap needs an ensemble"),
 ])
 def test_bad_pessimism_settings_are_refused_naming_file_and_key(values, key):
@@ -184,3 +187,39 @@ def test_a_bootstrapped_member_learns_only_from_the_episodes_its_resample_holds(
 
     plain = Calibrator(agent(), "redraw_pessimistic", CalibrateConfig(), ResidualConfig(hidden=16, members=3))
     assert plain.boot is None and not plain.needs_episode
+
+
+def test_members_rolling_out_on_their_own_disagree_only_once_they_differ():
+    """measure ``rollouts``: each member's own rollout with the imagined actions and the same random
+    numbers; identical members stay together (exactly 0), a member that differs drifts away, and
+    the penalty takes penalty x that divergence off each step's reward."""
+    from redraw.agent.pessimism import PessimismConfig, member_rollouts, pairwise_kl, pessimistic
+
+    a = agent()
+    a.attach_residual(ResidualConfig(hidden=16, members=3))
+    wm, nets = a.wm, a.wm.residual.nets
+    for net in nets[1:]:
+        net.load_state_dict(nets[0].state_dict())
+    g = torch.Generator().manual_seed(0)
+    H, N = 4, 5
+    start = wm.initial((N,))
+    actions = torch.rand(H, N, wm.action_size, generator=g) * 2 - 1
+    uniforms = torch.rand(H, N, wm.cfg.latent_vars, generator=g)
+    with torch.no_grad():
+        logps = member_rollouts(wm, start, actions, uniforms)
+        assert logps.shape == (3, H, N, wm.cfg.latent_vars, wm.cfg.latent_classes)
+        assert torch.equal(pairwise_kl(logps), torch.zeros(H, N))
+        # the first step of member 0 is the corrected prior's step with member 0's correction
+        torch.testing.assert_close(logps[0, 0], wm.dynamics_step(actions[0], start)[1])
+        nets[1][-1].bias.add_(torch.randn(nets[1][-1].bias.shape, generator=g))
+        dis = pairwise_kl(member_rollouts(wm, start, actions, uniforms))
+    assert (dis > 0).all()
+    traj = {"feat": torch.rand(H + 1, N, 3), "action": actions, "reward": torch.rand(H, N, generator=g),
+            "cont": torch.ones(H, N)}
+    cfg = PessimismConfig(members=3, penalty=0.1, measure="rollouts")
+    new, metrics = pessimistic(traj, wm, cfg, start=start, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expect = pairwise_kl(member_rollouts(wm, start, actions, torch.rand(H, N, wm.cfg.latent_vars,
+                                                                            generator=torch.Generator().manual_seed(3))))
+    torch.testing.assert_close(new["reward"], traj["reward"] - 0.1 * expect)
+    assert metrics["pessimism/disagreement"] == pytest.approx(expect.mean().item())

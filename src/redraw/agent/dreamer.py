@@ -152,7 +152,7 @@ class Agent(nn.Module):
             if self.pessimism is not None:  # redraw_pessimistic's policy stage (agent.pessimism)
                 from redraw.agent.pessimism import pessimistic
 
-                traj, extra = pessimistic(traj, self.wm.residual, self.pessimism)
+                traj, extra = pessimistic(traj, self.wm, self.pessimism, start=states, generator=self.generator)
                 metrics.update(extra)
             metrics.update(self.ac.update(traj))
             if explore and self.explorer is not None:

@@ -11,10 +11,20 @@ policy stage pays for going there:
 - ``truncate`` (MOReL-style): an imagined rollout ends (its continue flag drops to 0) at the first
   transition whose disagreement exceeds ``threshold``.
 
-The disagreement of a transition from sample z with action a is the members' spread in the space
-they are averaged in: the RMS over latent variables and classes of the members' standard
-deviation of their (per-variable centred) logit corrections, computed from pairwise differences,
-so identical members give exactly zero.
+What disagreement means is ``measure``:
+
+- ``transition``: the disagreement of a transition from sample z with action a is the members'
+  spread in the space they are averaged in: the RMS over latent variables and classes of the
+  members' standard deviation of their (per-variable centred) logit corrections, computed from
+  pairwise differences, so identical members give exactly zero;
+- ``rollouts``: every member also rolls out on its own (its correction alone on the prior) from the
+  imagination's start states, with the imagined actions and the same random numbers; the
+  disagreement of step t is the mean KL between every ordered pair of the members' priors over
+  the state after it (nats; identical members: zero). Near the target data these rollouts stay
+  together, where the real system leaves the data they drift apart, while the one-step spread
+  along the imagination stays at its value on the data (docs/residual.md, reacher seed 1). It
+  costs one more prior rollout per member, and its scale (nats, growing over the horizon) wants
+  a smaller ``penalty`` than ``transition``'s.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 MODES = ("penalty", "truncate")
+MEASURES = ("transition", "rollouts")
 
 
 @dataclass
@@ -37,6 +48,9 @@ class PessimismConfig:
     #: each member calibrates on its own bootstrap resample of the target episodes (Poisson(1)
     #: weights per episode), not only from its own initialisation
     bootstrap: bool = False
+    #: what disagreement is: transition (the members' one-step spread) | rollouts (how far the
+    #: members' own rollouts from the same start drift apart; see the module's docstring)
+    measure: str = "transition"
 
 
 def pessimism_config(params: dict, path: str = "params.yaml") -> PessimismConfig:
@@ -50,6 +64,8 @@ def pessimism_config(params: dict, path: str = "params.yaml") -> PessimismConfig
         raise ConfigError(f"{path}: pessimism.bootstrap must be true or false, got {cfg.bootstrap!r}")
     if cfg.bootstrap and cfg.members == 1:
         raise ConfigError(f"{path}: pessimism.bootstrap needs an ensemble, but pessimism.members is 1")
+    if cfg.measure not in MEASURES:
+        raise ConfigError(f"{path}: pessimism.measure must be one of {', '.join(MEASURES)}, got {cfg.measure!r}")
     if cfg.mode not in MODES:
         raise ConfigError(f"{path}: pessimism.mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
     if not cfg.penalty >= 0:
@@ -83,11 +99,47 @@ def member_spread(corrections: torch.Tensor) -> torch.Tensor:
     return var.mean((-1, -2)).sqrt()
 
 
-def pessimistic(traj: dict[str, torch.Tensor], residual, cfg: PessimismConfig):
-    """``traj`` (from ``imagine``) with its rewards penalised or its rollouts ended where the
-    residual ensemble disagrees; returns (new traj, metrics)."""
+def pairwise_kl(logps: torch.Tensor) -> torch.Tensor:
+    """Mean KL(p_i || p_j) over the ordered pairs of members i != j: logps [M, ..., S, K] -> [...]."""
+    from redraw.models.dists import categorical_kl
+
+    M = logps.shape[0]
+    if M == 1:
+        return torch.zeros(logps.shape[1:-2], device=logps.device)
+    return torch.stack([categorical_kl(logps[i], logps[j]) for i in range(M) for j in range(M) if i != j]).mean(0)
+
+
+def member_rollouts(wm, start, actions: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Each member of ``wm``'s residual rolling out on its own from ``start`` (a latent state
+    [N, ...]) with ``actions`` [H, N, A] and the latent samples' random numbers ``uniforms``
+    [H, N, S], the same for every member -> every member's prior at every step [M, H, N, S, K]."""
+    from redraw.models.base import sample_classes
+    from redraw.models.dists import class_softmax
+
+    M, logps = len(wm.residual.nets), []
+    for m in range(M):
+        prev, mine = start, []
+        for t in range(actions.shape[0]):
+            a = actions[t].clamp(-1, 1)
+            raw, logp = wm.dynamics_step(a, prev, wm.residual.member(m, prev.z.flatten(-2), a))
+            prev = type(prev)(class_softmax(raw), sample_classes(logp, None, uniforms[t]))
+            mine.append(logp)
+        logps.append(torch.stack(mine))
+    return torch.stack(logps)
+
+
+def pessimistic(traj: dict[str, torch.Tensor], wm, cfg: PessimismConfig, start=None,
+                generator: torch.Generator | None = None):
+    """``traj`` (from ``imagine`` of ``wm`` from ``start``) with its rewards penalised or its
+    rollouts ended where the residual ensemble disagrees (by ``cfg.measure``; ``rollouts`` needs
+    ``start`` and draws its random numbers from ``generator``); returns (new traj, metrics)."""
     with torch.no_grad():  # imagination is data for the actor-critic, as the rewards themselves
-        dis = disagreement(residual, traj["feat"][:-1], traj["action"])  # [H, N]: transition t -> t+1
+        if cfg.measure == "rollouts":
+            H, N = traj["action"].shape[:2]
+            uniforms = torch.rand((H, N, wm.cfg.latent_vars), generator=generator, device=traj["action"].device)
+            dis = pairwise_kl(member_rollouts(wm, start, traj["action"], uniforms).float())  # [H, N]
+        else:
+            dis = disagreement(wm.residual, traj["feat"][:-1], traj["action"])  # [H, N]: transition t -> t+1
     traj = dict(traj)
     metrics = {"pessimism/disagreement": dis.mean(), "pessimism/disagreement_max": dis.max()}
     if cfg.mode == "penalty":

@@ -47,6 +47,11 @@ class LatentResidual(nn.Module):
         x = torch.cat([z, action], -1)
         return torch.stack([net(x).reshape(*x.shape[:-1], *self.shape) for net in self.nets])
 
+    def member(self, m: int, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Member ``m``'s logit correction alone: z [..., S*K], action [..., A] -> [..., S, K]."""
+        x = torch.cat([z, action], -1)
+        return self.nets[m](x).reshape(*x.shape[:-1], *self.shape)
+
     def forward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """The ensemble's correction (members averaged in logit space): [..., S, K]."""
         return self.members(z, action).mean(0)
