@@ -143,15 +143,14 @@ def disagreement_vs_error(agent, sets: dict[str, dict[str, torch.Tensor]], imagi
     transitions of ``imagined`` (states, actions), the model's own rollout under the policy."""
     from scipy.stats import spearmanr
 
-    from redraw.agent.pessimism import member_spread
+    from redraw.agent.pessimism import disagreement, member_spread
+    from redraw.models.dists import categorical_kl
 
     def rank_corr(x, y):  # None where one side is constant (no ranking to compare)
         return float(spearmanr(x, y).statistic) if np.ptp(x) > 0 and np.ptp(y) > 0 else None
 
     def thin(v):  # at most ~500 points per set for the figure, 4 decimals: the summary stays small
         return np.round(v[::max(1, v.size // 500)], 4).tolist()
-
-    from redraw.models.dists import categorical_kl
 
     wm, pooled, out = agent.wm, {"disagreement": [], "kl": []}, {}
     for name, data in sets.items():
@@ -163,8 +162,6 @@ def disagreement_vs_error(agent, sets: dict[str, dict[str, torch.Tensor]], imagi
                      "spearman": rank_corr(d, e)}
         pooled["disagreement"].append(d)
         pooled["kl"].append(e)
-    from redraw.agent.pessimism import disagreement
-
     states, actions = imagined
     dis = torch.stack([disagreement(wm.residual, st.z.flatten(-2), a) for st, a in zip(states[:-1], actions)])
     out["imagined"] = {"transitions": int(dis.numel()), "disagreement_mean": float(dis.mean()),

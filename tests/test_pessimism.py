@@ -223,3 +223,5 @@ def test_members_rolling_out_on_their_own_disagree_only_once_they_differ():
                                                                             generator=torch.Generator().manual_seed(3))))
     torch.testing.assert_close(new["reward"], traj["reward"] - 0.1 * expect)
     assert metrics["pessimism/disagreement"] == pytest.approx(expect.mean().item())
+    with pytest.raises(ValueError, match="needs the imagination's start states"):
+        pessimistic(traj, wm, cfg)

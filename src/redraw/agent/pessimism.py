@@ -136,6 +136,8 @@ def pessimistic(traj: dict[str, torch.Tensor], wm, cfg: PessimismConfig, start=N
     ``start`` and draws its random numbers from ``generator``); returns (new traj, metrics)."""
     with torch.no_grad():  # imagination is data for the actor-critic, as the rewards themselves
         if cfg.measure == "rollouts":
+            if start is None:
+                raise ValueError("pessimism.measure rollouts needs the imagination's start states")
             H, N = traj["action"].shape[:2]
             uniforms = torch.rand((H, N, wm.cfg.latent_vars), generator=generator, device=traj["action"].device)
             dis = pairwise_kl(member_rollouts(wm, start, traj["action"], uniforms).float())  # [H, N]

@@ -45,12 +45,14 @@ class LatentResidual(nn.Module):
     def members(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Every member's logit correction: z [..., S*K], action [..., A] -> [M, ..., S, K]."""
         x = torch.cat([z, action], -1)
-        return torch.stack([net(x).reshape(*x.shape[:-1], *self.shape) for net in self.nets])
+        return torch.stack([self._correction(net, x) for net in self.nets])
 
     def member(self, m: int, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Member ``m``'s logit correction alone: z [..., S*K], action [..., A] -> [..., S, K]."""
-        x = torch.cat([z, action], -1)
-        return self.nets[m](x).reshape(*x.shape[:-1], *self.shape)
+        return self._correction(self.nets[m], torch.cat([z, action], -1))
+
+    def _correction(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return net(x).reshape(*x.shape[:-1], *self.shape)
 
     def forward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """The ensemble's correction (members averaged in logit space): [..., S, K]."""
