@@ -1,0 +1,200 @@
+"""One round of deploy, log, recalibrate: does ReDRAW hold where its policy goes once it has data there?
+
+ReDRAW's corrected model fits the expert's target data but is wrong on the states its own policy
+reaches (docs/residual.md, "Measured"), and no ensemble measure taken inside the imagination sees
+where (the imagination stays among data-like states). The remedy the measurements point to is data
+from where the adapted policy goes: what an engineer gets by deploying the adapted policy on the
+robot and logging it. This benchmark runs one such round on a finished quality-benchmark work
+directory, at the same target-data budget:
+
+1. deploy METHOD's trained policy on the target simulator for ``--policy-episodes`` episodes (their
+   own seed stream, never the test episodes' or the learning curve's) and log them;
+2. keep the expert's first episodes so that expert + logged episodes hold as many transitions as
+   the expert's data did (``--expert-episodes`` to choose otherwise);
+3. calibrate again and train a fresh policy on that data (the pipeline's own stages, the work
+   dir's code), and evaluate it on the same 20 test episodes as round 0.
+
+It works in a copy of the work dir (``WORKDIR-onpolicy-METHOD``; the quality benchmark never
+harvests a copy), resumes where it stopped (DVC skips what is done) and merges one record per
+(pair, seed, preset, method, episodes) into ``benchmarks/results/onpolicy_round.json``:
+
+    python benchmarks/onpolicy_round.py --workdir WORKDIR --method redraw [--policy-episodes 20]
+    python benchmarks/onpolicy_round.py --workdir WORKDIR --method redraw --collect-only
+
+This goes beyond the paper, whose target data are fixed before adaptation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+RESULTS = ROOT / "benchmarks/results/onpolicy_round.json"
+#: the logged episodes' seed stream: apart from the data sets' (0-2), the final evaluation's (4242)
+#: and the learning curve's (4343)
+STREAM = 4444
+KEY = ("pair", "seed", "preset", "method", "expert_episodes", "policy_episodes")
+SKIP = ("adaptation_length", "logs", "*.log", ".*.partial")
+
+
+def round_dir(workdir: Path, method: str) -> Path:
+    return workdir.with_name(f"{workdir.name}-onpolicy-{method}")
+
+
+def check_workdir(workdir: Path, method: str) -> None:
+    """A finished work dir: METHOD's policy trained and evaluated (ValueError names what is missing)."""
+    for rel in ("params.yaml", "dvc.yaml", f"models/policy/{method}/agent.pt", f"reports/evaluate/{method}.json",
+                "data/target/metadata.json"):
+        if not (workdir / rel).exists():
+            raise ValueError(f"{workdir / rel}: missing; run the quality benchmark for {method} in this work dir first")
+
+
+def copy_workdir(workdir: Path, dest: Path) -> None:
+    """``workdir`` copied to ``dest`` whole or not at all; the round-0 policy kept under models/round0."""
+    if dest.exists():
+        return
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(workdir, tmp, symlinks=True, ignore=shutil.ignore_patterns(*SKIP))
+    os.replace(tmp, dest)
+
+
+def collect_logged(dest: Path, params: dict, method: str, episodes: int, workers: int) -> Path:
+    """METHOD's round-0 policy deployed on env.target: ``episodes`` episodes in data/onpolicy-METHOD."""
+    from redraw.data.behaviours import BehaviourConfig
+    from redraw.data.collect import CollectConfig, collect
+    from redraw.stages import env_settings
+
+    out = dest / f"data/onpolicy-{method}"
+    if (out / "metadata.json").is_file():
+        return out
+    policy = dest / f"models/round0/{method}/agent.pt"
+    if not policy.is_file():
+        policy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(dest / f"models/policy/{method}/agent.pt", policy)
+    settings = env_settings(params)
+    settings["pairs"] = str(dest / (settings["pairs"] or "envs.yaml"))
+    collect(CollectConfig(env=params["env"]["target"], out_dir=str(out), episodes=episodes, seed=int(params["seed"]),
+                          stream=STREAM, behaviour=BehaviourConfig(kind="policy", checkpoint=str(policy)),
+                          workers=workers, **settings))
+    return out
+
+
+def merge_data(dest: Path, method: str, logged: Path, expert_episodes: int) -> Path:
+    """data/target-onpolicy-METHOD: the expert's first ``expert_episodes`` episodes, then the logged
+    ones, renumbered (hard links), with the expert's metadata and a behaviour naming both."""
+    from redraw.data.episodes import episode_name, list_episodes
+    from redraw.data.schema import read_metadata, write_metadata
+
+    out = dest / f"data/target-onpolicy-{method}"
+    if (out / "metadata.json").is_file():
+        return out
+    expert = list_episodes(dest / "data/target")
+    if expert_episodes > len(expert):
+        raise ValueError(f"{dest / 'data/target'}: {len(expert)} expert episodes, {expert_episodes} asked for")
+    logged_eps = list_episodes(logged)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, src in enumerate([*expert[:expert_episodes], *logged_eps]):
+        os.link(src, tmp / episode_name(i))
+    meta = read_metadata(dest / "data/target")
+    meta.behaviour = (f"{meta.behaviour} ({expert_episodes} episodes), then policy:models/round0/{method}/agent.pt "
+                      f"({len(logged_eps)} episodes, stream {STREAM})")
+    write_metadata(tmp, meta)
+    os.replace(tmp, out)
+    return out
+
+
+def set_params(dest: Path, data: Path) -> None:
+    """The copy's params point at the merged data, all of it (comments kept)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    path = dest / "params.yaml"
+    params = yaml.load(path.read_text())
+    params["target_data"] = str(data.relative_to(dest))
+    params["target_transitions"] = 0
+    with path.open("w") as f:
+        yaml.dump(params, f)
+
+
+def returns_of(workdir: Path, method: str) -> dict:
+    from redraw.stats import summarise
+
+    rec = json.loads((workdir / f"reports/evaluate/{method}.json").read_text())
+    return summarise([float(r) for r in rec["returns"]])
+
+
+def merge_record(record: dict, path: Path = RESULTS) -> None:
+    records = json.loads(path.read_text())["records"] if path.is_file() else []
+    records = [r for r in records if tuple(r.get(k) for k in KEY) != tuple(record[k] for k in KEY)] + [record]
+    records.sort(key=lambda r: tuple(str(r.get(k)) for k in KEY))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps({"records": records}, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See the module docstring.")
+    parser.add_argument("--workdir", type=Path, required=True, help="a finished quality-benchmark work dir (PRESET-seedN)")
+    parser.add_argument("--method", default="redraw", help="whose policy is deployed and re-adapted (default: redraw)")
+    parser.add_argument("--policy-episodes", type=int, default=20, help="episodes of the policy logged (default 20)")
+    parser.add_argument("--expert-episodes", type=int, default=None,
+                        help="expert episodes kept (default: as many fewer than the expert's as are logged)")
+    parser.add_argument("--jobs", type=int, default=2, help="stages side by side; the cores are split (default 2)")
+    parser.add_argument("--collect-only", action="store_true", help="copy, log and merge, train nothing")
+    args = parser.parse_args(argv)
+
+    from redraw import parallel
+    from redraw.config import load_params
+    from redraw.data.episodes import dataset_stats, list_episodes
+
+    workdir = args.workdir.resolve()
+    try:
+        check_workdir(workdir, args.method)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.policy_episodes < 1:
+        parser.error("--policy-episodes must be at least 1")
+    dest = round_dir(workdir, args.method)
+    copy_workdir(workdir, dest)
+    params = load_params(str(workdir / "params.yaml"))
+    n_expert = len(list_episodes(workdir / "data/target"))
+    expert_episodes = n_expert - args.policy_episodes if args.expert_episodes is None else args.expert_episodes
+    if not 0 <= expert_episodes <= n_expert:
+        parser.error(f"--expert-episodes: {expert_episodes} is not within the {n_expert} expert episodes")
+    logged = collect_logged(dest, params, args.method, args.policy_episodes, workers=args.jobs)
+    data = merge_data(dest, args.method, logged, expert_episodes)
+    set_params(dest, data)
+    logged_stats = dataset_stats(logged)
+    print(f"{args.method}'s round-0 policy on the target: {args.policy_episodes} episodes, return mean "
+          f"{logged_stats.get('return_mean', float('nan')):.1f}; data {data.relative_to(dest)}", flush=True)
+    if args.collect_only:
+        return 0
+    parallel.schedule(dest, args.jobs, "logs", [f"evaluate@{args.method}"])
+    pair = params["env"]["target"]
+    before, after = returns_of(workdir, args.method), returns_of(dest, args.method)
+    commit = (dest / "COMMIT").read_text().strip() if (dest / "COMMIT").is_file() else "unknown"
+    merge_record({"pair": pair, "seed": int(params["seed"]), "preset": params.get("preset", "?"),
+                  "method": args.method, "expert_episodes": expert_episodes, "policy_episodes": args.policy_episodes,
+                  "logged_return_mean": logged_stats.get("return_mean"), "round0": before, "round1": after,
+                  "commit": commit})
+    print(f"{pair} seed {params['seed']} {args.method}: round 0 {before['return_mean']:.1f} "
+          f"[{before['return_ci_low']:.1f}, {before['return_ci_high']:.1f}], round 1 ({expert_episodes} expert + "
+          f"{args.policy_episodes} logged episodes) {after['return_mean']:.1f} "
+          f"[{after['return_ci_low']:.1f}, {after['return_ci_high']:.1f}] on the same {after['episodes']} test episodes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
