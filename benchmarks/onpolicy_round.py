@@ -12,7 +12,8 @@ directory, at the same target-data budget:
 2. keep the expert's first episodes so that expert + logged episodes hold as many transitions as
    the expert's data did (``--expert-episodes`` to choose otherwise);
 3. calibrate again and train a fresh policy on that data (the pipeline's own stages, the work
-   dir's code), and evaluate it on the same 20 test episodes as round 0.
+   dir's code), and evaluate it on the same 20 test episodes as round 0; then both rounds' policies
+   on ``--eval-episodes`` (100, the paper's number) test episodes, with the paired difference.
 
 It works in a copy of the work dir (``WORKDIR-onpolicy-METHOD``; the quality benchmark never
 harvests a copy), resumes where it stopped (DVC skips what is done) and merges one record per
@@ -134,6 +135,33 @@ def returns_of(workdir: Path, method: str) -> dict:
     return summarise([float(r) for r in rec["returns"]])
 
 
+def evaluate_both(dest: Path, params: dict, method: str, episodes: int) -> dict:
+    """Round 0's and round 1's policies on the first ``episodes`` test episodes (the final evaluation's
+    stream: its 20 are the first 20 here), kept in reports/onpolicy_round/ of the copy."""
+    from redraw.stages import env_settings
+    from redraw.stages.evaluate import policy_returns
+    from redraw.stats import summarise
+
+    out = dest / f"reports/onpolicy_round/{method}-{episodes}.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    cwd = os.getcwd()
+    os.chdir(dest)  # the env-pair file and the checkpoints are the copy's
+    try:
+        returns = {name: policy_returns(str(path), params["env"]["target"], env_settings(params), episodes,
+                                        int(params["seed"]), desc=f"{name} {method}")[0]
+                   for name, path in (("round0", f"models/round0/{method}/agent.pt"),
+                                      ("round1", f"models/policy/{method}/agent.pt"))}
+    finally:
+        os.chdir(cwd)
+    diff = [b - a for a, b in zip(returns["round0"], returns["round1"])]
+    result = {"episodes": episodes, **{k: {**summarise(v), "returns": v} for k, v in returns.items()},
+              "difference": summarise(diff)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def merge_record(record: dict, path: Path = RESULTS) -> None:
     records = json.loads(path.read_text())["records"] if path.is_file() else []
     records = [r for r in records if tuple(r.get(k) for k in KEY) != tuple(record[k] for k in KEY)] + [record]
@@ -152,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expert-episodes", type=int, default=None,
                         help="expert episodes kept (default: as many fewer than the expert's as are logged)")
     parser.add_argument("--jobs", type=int, default=2, help="stages side by side; the cores are split (default 2)")
+    parser.add_argument("--eval-episodes", type=int, default=100,
+                        help="test episodes both rounds' policies are also evaluated on (default 100, the paper's; "
+                        "the pipeline's evaluate stage runs the first 20; 0: skip)")
     parser.add_argument("--collect-only", action="store_true", help="copy, log and merge, train nothing")
     args = parser.parse_args(argv)
 
@@ -184,15 +215,24 @@ def main(argv: list[str] | None = None) -> int:
     parallel.schedule(dest, args.jobs, "logs", [f"evaluate@{args.method}"])
     pair = params["env"]["target"]
     before, after = returns_of(workdir, args.method), returns_of(dest, args.method)
+    both = evaluate_both(dest, params, args.method, args.eval_episodes) if args.eval_episodes > 0 else None
     commit = (dest / "COMMIT").read_text().strip() if (dest / "COMMIT").is_file() else "unknown"
     merge_record({"pair": pair, "seed": int(params["seed"]), "preset": params.get("preset", "?"),
                   "method": args.method, "expert_episodes": expert_episodes, "policy_episodes": args.policy_episodes,
                   "logged_return_mean": logged_stats.get("return_mean"), "round0": before, "round1": after,
+                  **({f"eval{both['episodes']}": {k: {m: both[k][m] for m in ("return_mean", "return_ci_low",
+                                                                             "return_ci_high", "episodes")}
+                                                   for k in ("round0", "round1", "difference")}} if both else {}),
                   "commit": commit})
     print(f"{pair} seed {params['seed']} {args.method}: round 0 {before['return_mean']:.1f} "
           f"[{before['return_ci_low']:.1f}, {before['return_ci_high']:.1f}], round 1 ({expert_episodes} expert + "
           f"{args.policy_episodes} logged episodes) {after['return_mean']:.1f} "
           f"[{after['return_ci_low']:.1f}, {after['return_ci_high']:.1f}] on the same {after['episodes']} test episodes")
+    if both:
+        d = both["difference"]
+        print(f"  on {both['episodes']} test episodes: round 0 {both['round0']['return_mean']:.1f}, round 1 "
+              f"{both['round1']['return_mean']:.1f}, difference {d['return_mean']:.1f} "
+              f"[{d['return_ci_low']:.1f}, {d['return_ci_high']:.1f}]")
     return 0
 
 

@@ -2,6 +2,7 @@
 work-dir checks and its results file."""
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -73,3 +74,51 @@ def test_a_record_replaces_the_one_with_its_key_and_keeps_the_others(tmp_path):
     onpolicy_round.merge_record({**base, "round1": {"return_mean": 3.0}}, path)
     records = json.loads(path.read_text())["records"]
     assert [(r["seed"], r["round1"]["return_mean"]) for r in records] == [(1, 3.0), (2, 2.0)]
+
+
+def test_both_rounds_are_evaluated_on_the_same_test_episodes_and_the_logged_ones_are_their_own(tmp_path):
+    """The logged episodes come from the round-0 policy on a stream of their own; both rounds'
+    policies are evaluated on the final evaluation's episodes (the stage's first N are the first N
+    here), and the result is kept so that a rerun does not act again."""
+    import shutil
+
+    import torch
+    import yaml
+    from test_agent import agent
+    from test_protocol import save_agent
+
+    from redraw.data.episodes import dataset_stats
+    from redraw.stages import env_settings
+    from redraw.stages.evaluate import policy_returns
+
+    dest = tmp_path / "cpu-seed3-onpolicy-redraw"
+    torch.manual_seed(0)
+    save_agent(agent(), dest / "models/policy/redraw/agent.pt")
+    shutil.copy(ROOT / "envs.yaml", dest)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update(seed=3)
+    params["env"].update(target="pendulum-swingup-reversed", obs_mode="proprio", episode_steps=12)
+    logged = onpolicy_round.collect_logged(dest, params, "redraw", 2, workers=1)
+    assert (dest / "models/round0/redraw/agent.pt").is_file()
+    meta = read_metadata(logged)
+    assert meta.behaviour.startswith("policy:") and meta.behaviour.endswith("models/round0/redraw/agent.pt")
+    assert dataset_stats(logged)["transitions"] == 24
+    torch.manual_seed(1)
+    save_agent(agent(), dest / "models/policy/redraw/agent.pt")  # round 1's policy: another one
+    both = onpolicy_round.evaluate_both(dest, params, "redraw", 3)
+    assert both["episodes"] == 3 and len(both["round0"]["returns"]) == len(both["round1"]["returns"]) == 3
+    diff = np.subtract(both["round1"]["returns"], both["round0"]["returns"])
+    assert both["difference"]["return_mean"] == pytest.approx(diff.mean())
+    cwd = os.getcwd()
+    os.chdir(dest)
+    try:  # the stage's evaluation of 2 episodes is the first 2 of these
+        first, actions = policy_returns("models/round0/redraw/agent.pt", "pendulum-swingup-reversed",
+                                        env_settings(params), 2, 3, progress=False)
+        logged_actions = [float(np.abs(load_episode(f)["action"][1:].astype(np.float64)).sum())
+                          for f in list_episodes(logged)]
+    finally:
+        os.chdir(cwd)
+    assert first == both["round0"]["returns"][:2]
+    assert all(a != b for a, b in zip(logged_actions, actions))  # a stream of their own, not the test episodes
+    (dest / "models/policy/redraw/agent.pt").unlink()
+    assert onpolicy_round.evaluate_both(dest, params, "redraw", 3) == both  # kept: not run again
