@@ -51,6 +51,13 @@ def test_report_averages_valid_seeds_only_and_judges_claims_by_their_intervals(t
     assert text.split("of the oracle:")[1].split("\n")[0].endswith("**yes**")
     assert (tmp_path / "docs/figures/results/returns-0-pendulum-swingup-reversed.png").stat().st_size > 0
     assert "lacks 48 of 60 valid points (1 of them run but void)" in text  # three pairs missing
+    assert "Test episodes per evaluation differ" not in text
+
+
+def test_evaluations_over_different_numbers_of_test_episodes_are_said_so(tmp_path):
+    recs = [record(m, s, 100.0 + s, episodes=20 if s == 0 else 100) for m in ("redraw", "oracle") for s in range(3)]
+    text = build_report(write(tmp_path / "r.json", recs), tmp_path / "docs/results.md").read_text()
+    assert "Test episodes per evaluation differ: 20 for seed 0; 100 for seeds 1, 2" in text
 
 
 def test_data_sizes_make_a_curve_and_stopped_trainings_are_not_judged(tmp_path):

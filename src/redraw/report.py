@@ -175,6 +175,13 @@ def _pair_section(pair: str, recs: list[dict], figures: Path, rel: str, tag: str
             h = half if math.isfinite(half) else 0.0
             bars.append({"method": method, "mean": mean, "ci_low": mean - h, "ci_high": mean + h,
                          "reference": method == "oracle"})
+    counts = defaultdict(set)  # test episodes per evaluation -> the seeds evaluated on that many
+    for r in recs:
+        counts[r["episodes"]].add(r["seed"])
+    if len(counts) > 1:
+        lines += ["", "Test episodes per evaluation differ: " + "; ".join(
+            f"{n} for seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))}"
+            for n, seeds in sorted(counts.items())) + " (the first 20 are the same episodes for every count)."]
     lines += ["", *_claims(by_method, oracle)]
     if bars:
         from redraw.plots import results_bars
