@@ -12,8 +12,8 @@ directory, at the same target-data budget:
 2. keep the expert's first episodes so that expert + logged episodes hold as many transitions as
    the expert's data did (``--expert-episodes`` to choose otherwise);
 3. calibrate again and train a fresh policy on that data (the pipeline's own stages, the work
-   dir's code), and evaluate it on the same 20 test episodes as round 0; then both rounds' policies
-   on ``--eval-episodes`` (100, the paper's number) test episodes, with the paired difference.
+   dir's code); evaluate round 0's and round 1's policies on the same ``--eval-episodes`` (100, the
+   paper's number) test episodes, with the paired difference.
 
 It works in a copy of the work dir (``WORKDIR-onpolicy-METHOD``; the quality benchmark never
 harvests a copy), resumes where it stopped (DVC skips what is done) and merges one record per
@@ -128,13 +128,6 @@ def set_params(dest: Path, data: Path) -> None:
         yaml.dump(params, f)
 
 
-def returns_of(workdir: Path, method: str) -> dict:
-    from redraw.stats import summarise
-
-    rec = json.loads((workdir / f"reports/evaluate/{method}.json").read_text())
-    return summarise([float(r) for r in rec["returns"]])
-
-
 def evaluate_both(dest: Path, params: dict, method: str, episodes: int) -> dict:
     """Round 0's and round 1's policies on the first ``episodes`` test episodes (the final evaluation's
     stream: its 20 are the first 20 here), kept in reports/onpolicy_round/ of the copy."""
@@ -181,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="expert episodes kept (default: as many fewer than the expert's as are logged)")
     parser.add_argument("--jobs", type=int, default=2, help="stages side by side; the cores are split (default 2)")
     parser.add_argument("--eval-episodes", type=int, default=100,
-                        help="test episodes both rounds' policies are also evaluated on (default 100, the paper's; "
-                        "the pipeline's evaluate stage runs the first 20; 0: skip)")
+                        help="test episodes both rounds' policies are evaluated on, the same for both (default 100, "
+                        "the paper's; the work dir's evaluate stage ran its first evaluate.episodes)")
     parser.add_argument("--collect-only", action="store_true", help="copy, log and merge, train nothing")
     args = parser.parse_args(argv)
 
@@ -195,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         check_workdir(workdir, args.method)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.policy_episodes < 1:
-        parser.error("--policy-episodes must be at least 1")
+    if args.policy_episodes < 1 or args.eval_episodes < 2:
+        parser.error("--policy-episodes must be at least 1 and --eval-episodes at least 2")
     dest = round_dir(workdir, args.method)
     copy_workdir(workdir, dest)
     params = load_params(str(workdir / "params.yaml"))
@@ -213,26 +206,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.collect_only:
         return 0
     parallel.schedule(dest, args.jobs, "logs", [f"evaluate@{args.method}"])
+    both = evaluate_both(dest, params, args.method, args.eval_episodes)
+    keep = ("return_mean", "return_ci_low", "return_ci_high", "episodes")
     pair = params["env"]["target"]
-    before, after = returns_of(workdir, args.method), returns_of(dest, args.method)
-    both = evaluate_both(dest, params, args.method, args.eval_episodes) if args.eval_episodes > 0 else None
     commit = (dest / "COMMIT").read_text().strip() if (dest / "COMMIT").is_file() else "unknown"
     merge_record({"pair": pair, "seed": int(params["seed"]), "preset": params.get("preset", "?"),
                   "method": args.method, "expert_episodes": expert_episodes, "policy_episodes": args.policy_episodes,
-                  "logged_return_mean": logged_stats.get("return_mean"), "round0": before, "round1": after,
-                  **({f"eval{both['episodes']}": {k: {m: both[k][m] for m in ("return_mean", "return_ci_low",
-                                                                             "return_ci_high", "episodes")}
-                                                   for k in ("round0", "round1", "difference")}} if both else {}),
+                  "logged_return_mean": logged_stats.get("return_mean"),
+                  **{k: {m: both[k][m] for m in keep} for k in ("round0", "round1", "difference")},
                   "commit": commit})
-    print(f"{pair} seed {params['seed']} {args.method}: round 0 {before['return_mean']:.1f} "
-          f"[{before['return_ci_low']:.1f}, {before['return_ci_high']:.1f}], round 1 ({expert_episodes} expert + "
-          f"{args.policy_episodes} logged episodes) {after['return_mean']:.1f} "
-          f"[{after['return_ci_low']:.1f}, {after['return_ci_high']:.1f}] on the same {after['episodes']} test episodes")
-    if both:
-        d = both["difference"]
-        print(f"  on {both['episodes']} test episodes: round 0 {both['round0']['return_mean']:.1f}, round 1 "
-              f"{both['round1']['return_mean']:.1f}, difference {d['return_mean']:.1f} "
-              f"[{d['return_ci_low']:.1f}, {d['return_ci_high']:.1f}]")
+    r0, r1, d = both["round0"], both["round1"], both["difference"]
+    print(f"{pair} seed {params['seed']} {args.method} on {both['episodes']} test episodes: round 0 "
+          f"{r0['return_mean']:.1f} [{r0['return_ci_low']:.1f}, {r0['return_ci_high']:.1f}], round 1 "
+          f"({expert_episodes} expert + {args.policy_episodes} logged episodes) {r1['return_mean']:.1f} "
+          f"[{r1['return_ci_low']:.1f}, {r1['return_ci_high']:.1f}], difference {d['return_mean']:.1f} "
+          f"[{d['return_ci_low']:.1f}, {d['return_ci_high']:.1f}]")
     return 0
 
 
