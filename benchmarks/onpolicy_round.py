@@ -22,6 +22,10 @@ harvests a copy), resumes where it stopped (DVC skips what is done) and merges o
     python benchmarks/onpolicy_round.py --workdir WORKDIR --method redraw [--policy-episodes 20]
     python benchmarks/onpolicy_round.py --workdir WORKDIR --method redraw --collect-only
 
+``--logged-by expert`` is the control: the same budget and stages, but the logged episodes are new
+ones of the expert's, so a difference from round 0 there is the pipeline's own spread (other
+episodes, other random draws), not data from where the policy goes.
+
 This goes beyond the paper, whose target data are fixed before adaptation.
 """
 
@@ -42,12 +46,14 @@ RESULTS = ROOT / "benchmarks/results/onpolicy_round.json"
 #: the logged episodes' seed stream: apart from the data sets' (0-2), the final evaluation's (4242)
 #: and the learning curve's (4343)
 STREAM = 4444
-KEY = ("pair", "seed", "preset", "method", "expert_episodes", "policy_episodes")
+KEY = ("pair", "seed", "preset", "method", "logged_by", "expert_episodes", "policy_episodes")
+#: who acts in the logged episodes -> (the checkpoint in the work dir, the name of the copy and its data)
+LOGGERS = {"policy": ("models/round0/{method}/agent.pt", "onpolicy"), "expert": ("models/oracle/agent.pt", "expertlog")}
 SKIP = ("adaptation_length", "logs", "*.log", ".*.partial")
 
 
-def round_dir(workdir: Path, method: str) -> Path:
-    return workdir.with_name(f"{workdir.name}-onpolicy-{method}")
+def round_dir(workdir: Path, method: str, logged_by: str = "policy") -> Path:
+    return workdir.with_name(f"{workdir.name}-{LOGGERS[logged_by][1]}-{method}")
 
 
 def check_workdir(workdir: Path, method: str) -> None:
@@ -68,19 +74,23 @@ def copy_workdir(workdir: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def collect_logged(dest: Path, params: dict, method: str, episodes: int, workers: int) -> Path:
-    """METHOD's round-0 policy deployed on env.target: ``episodes`` episodes in data/onpolicy-METHOD."""
+def collect_logged(dest: Path, params: dict, method: str, episodes: int, workers: int,
+                   logged_by: str = "policy") -> Path:
+    """``episodes`` episodes on env.target of METHOD's round-0 policy (kept as models/round0/METHOD)
+    or of the expert, in data/onpolicy-METHOD or data/expertlog-METHOD."""
     from redraw.data.behaviours import BehaviourConfig
     from redraw.data.collect import CollectConfig, collect
     from redraw.stages import env_settings
 
-    out = dest / f"data/onpolicy-{method}"
+    round0 = dest / f"models/round0/{method}/agent.pt"
+    if not round0.is_file():
+        round0.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(dest / f"models/policy/{method}/agent.pt", round0)
+    ckpt, tag = LOGGERS[logged_by]
+    out = dest / f"data/{tag}-{method}"
     if (out / "metadata.json").is_file():
         return out
-    policy = dest / f"models/round0/{method}/agent.pt"
-    if not policy.is_file():
-        policy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(dest / f"models/policy/{method}/agent.pt", policy)
+    policy = dest / ckpt.format(method=method)
     settings = env_settings(params)
     settings["pairs"] = str(dest / (settings["pairs"] or "envs.yaml"))
     collect(CollectConfig(env=params["env"]["target"], out_dir=str(out), episodes=episodes, seed=int(params["seed"]),
@@ -89,13 +99,13 @@ def collect_logged(dest: Path, params: dict, method: str, episodes: int, workers
     return out
 
 
-def merge_data(dest: Path, method: str, logged: Path, expert_episodes: int) -> Path:
+def merge_data(dest: Path, method: str, logged: Path, expert_episodes: int, logged_by: str = "policy") -> Path:
     """data/target-onpolicy-METHOD: the expert's first ``expert_episodes`` episodes, then the logged
     ones, renumbered (hard links), with the expert's metadata and a behaviour naming both."""
     from redraw.data.episodes import episode_name, list_episodes
     from redraw.data.schema import read_metadata, write_metadata
 
-    out = dest / f"data/target-onpolicy-{method}"
+    out = dest / f"data/target-{logged.name}"
     if (out / "metadata.json").is_file():
         return out
     expert = list_episodes(dest / "data/target")
@@ -108,7 +118,8 @@ def merge_data(dest: Path, method: str, logged: Path, expert_episodes: int) -> P
     for i, src in enumerate([*expert[:expert_episodes], *logged_eps]):
         os.link(src, tmp / episode_name(i))
     meta = read_metadata(dest / "data/target")
-    meta.behaviour = (f"{meta.behaviour} ({expert_episodes} episodes), then policy:models/round0/{method}/agent.pt "
+    meta.behaviour = (f"{meta.behaviour} ({expert_episodes} episodes), then "
+                      f"policy:{LOGGERS[logged_by][0].format(method=method)} "
                       f"({len(logged_eps)} episodes, stream {STREAM})")
     write_metadata(tmp, meta)
     os.replace(tmp, out)
@@ -176,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-episodes", type=int, default=100,
                         help="test episodes both rounds' policies are evaluated on, the same for both (default 100, "
                         "the paper's; the work dir's evaluate stage ran its first evaluate.episodes)")
+    parser.add_argument("--logged-by", choices=sorted(LOGGERS), default="policy",
+                        help="who acts in the logged episodes: METHOD's round-0 policy (default), or the expert "
+                        "(the control: the same budget and pipeline, new episodes of the expert's, no data from "
+                        "where the policy goes; in WORKDIR-expertlog-METHOD)")
     parser.add_argument("--collect-only", action="store_true", help="copy, log and merge, train nothing")
     args = parser.parse_args(argv)
 
@@ -190,18 +205,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.policy_episodes < 1 or args.eval_episodes < 2:
         parser.error("--policy-episodes must be at least 1 and --eval-episodes at least 2")
-    dest = round_dir(workdir, args.method)
+    dest = round_dir(workdir, args.method, args.logged_by)
     copy_workdir(workdir, dest)
     params = load_params(str(workdir / "params.yaml"))
     n_expert = len(list_episodes(workdir / "data/target"))
     expert_episodes = n_expert - args.policy_episodes if args.expert_episodes is None else args.expert_episodes
     if not 0 <= expert_episodes <= n_expert:
         parser.error(f"--expert-episodes: {expert_episodes} is not within the {n_expert} expert episodes")
-    logged = collect_logged(dest, params, args.method, args.policy_episodes, workers=args.jobs)
-    data = merge_data(dest, args.method, logged, expert_episodes)
+    logged = collect_logged(dest, params, args.method, args.policy_episodes, args.jobs, args.logged_by)
+    data = merge_data(dest, args.method, logged, expert_episodes, args.logged_by)
     set_params(dest, data)
     logged_stats = dataset_stats(logged)
-    print(f"{args.method}'s round-0 policy on the target: {args.policy_episodes} episodes, return mean "
+    who = f"{args.method}'s round-0 policy" if args.logged_by == "policy" else "the expert (control)"
+    print(f"{who} on the target: {args.policy_episodes} episodes, return mean "
           f"{logged_stats.get('return_mean', float('nan')):.1f}; data {data.relative_to(dest)}", flush=True)
     if args.collect_only:
         return 0
@@ -211,14 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     pair = params["env"]["target"]
     commit = (dest / "COMMIT").read_text().strip() if (dest / "COMMIT").is_file() else "unknown"
     merge_record({"pair": pair, "seed": int(params["seed"]), "preset": params.get("preset", "?"),
-                  "method": args.method, "expert_episodes": expert_episodes, "policy_episodes": args.policy_episodes,
+                  "method": args.method, "logged_by": args.logged_by, "expert_episodes": expert_episodes, "policy_episodes": args.policy_episodes,
                   "logged_return_mean": logged_stats.get("return_mean"),
                   **{k: {m: both[k][m] for m in keep} for k in ("round0", "round1", "difference")},
                   "commit": commit})
     r0, r1, d = both["round0"], both["round1"], both["difference"]
     print(f"{pair} seed {params['seed']} {args.method} on {both['episodes']} test episodes: round 0 "
           f"{r0['return_mean']:.1f} [{r0['return_ci_low']:.1f}, {r0['return_ci_high']:.1f}], round 1 "
-          f"({expert_episodes} expert + {args.policy_episodes} logged episodes) {r1['return_mean']:.1f} "
+          f"({expert_episodes} expert + {args.policy_episodes} episodes logged by the {args.logged_by}) {r1['return_mean']:.1f} "
           f"[{r1['return_ci_low']:.1f}, {r1['return_ci_high']:.1f}], difference {d['return_mean']:.1f} "
           f"[{d['return_ci_low']:.1f}, {d['return_ci_high']:.1f}]")
     return 0

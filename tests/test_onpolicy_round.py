@@ -67,7 +67,7 @@ def test_the_copys_params_point_at_the_merged_data_and_keep_their_comments(tmp_p
 
 def test_a_record_replaces_the_one_with_its_key_and_keeps_the_others(tmp_path):
     path = tmp_path / "onpolicy_round.json"
-    base = {"pair": "reacher-easy-reversed", "seed": 1, "preset": "cpu", "method": "redraw",
+    base = {"pair": "reacher-easy-reversed", "seed": 1, "preset": "cpu", "method": "redraw", "logged_by": "policy",
             "expert_episodes": 60, "policy_episodes": 20}
     onpolicy_round.merge_record({**base, "round1": {"return_mean": 1.0}}, path)
     onpolicy_round.merge_record({**base, "seed": 2, "round1": {"return_mean": 2.0}}, path)
@@ -103,6 +103,10 @@ def test_both_rounds_are_evaluated_on_the_same_test_episodes_and_the_logged_ones
     meta = read_metadata(logged)
     assert meta.behaviour.startswith("policy:") and meta.behaviour.endswith("models/round0/redraw/agent.pt")
     assert dataset_stats(logged)["transitions"] == 24
+    save_agent(agent(), dest / "models/oracle/agent.pt")  # the control: the expert logs instead
+    control = onpolicy_round.collect_logged(dest, params, "redraw", 2, workers=1, logged_by="expert")
+    assert control.name == "expertlog-redraw" and read_metadata(control).behaviour.endswith("models/oracle/agent.pt")
+    assert onpolicy_round.round_dir(tmp_path / "cpu-seed3", "redraw", "expert").name == "cpu-seed3-expertlog-redraw"
     torch.manual_seed(1)
     save_agent(agent(), dest / "models/policy/redraw/agent.pt")  # round 1's policy: another one
     both = onpolicy_round.evaluate_both(dest, params, "redraw", 3)
