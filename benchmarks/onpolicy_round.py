@@ -65,7 +65,7 @@ def check_workdir(workdir: Path, method: str) -> None:
 
 
 def copy_workdir(workdir: Path, dest: Path) -> None:
-    """``workdir`` copied to ``dest`` whole or not at all; the round-0 policy kept under models/round0."""
+    """``workdir`` copied to ``dest`` whole or not at all (its long-adaptation runs and logs left out)."""
     if dest.exists():
         return
     tmp = dest.with_name(f".{dest.name}.partial")
@@ -100,8 +100,8 @@ def collect_logged(dest: Path, params: dict, method: str, episodes: int, workers
 
 
 def merge_data(dest: Path, method: str, logged: Path, expert_episodes: int, logged_by: str = "policy") -> Path:
-    """data/target-onpolicy-METHOD: the expert's first ``expert_episodes`` episodes, then the logged
-    ones, renumbered (hard links), with the expert's metadata and a behaviour naming both."""
+    """data/target-LOGGED: the expert's first ``expert_episodes`` episodes, then the logged ones,
+    renumbered (hard links), with the expert's metadata and a behaviour naming both."""
     from redraw.data.episodes import episode_name, list_episodes
     from redraw.data.schema import read_metadata, write_metadata
 
@@ -141,7 +141,7 @@ def set_params(dest: Path, data: Path) -> None:
 
 def evaluate_both(dest: Path, params: dict, method: str, episodes: int) -> dict:
     """Round 0's and round 1's policies on the first ``episodes`` test episodes (the final evaluation's
-    stream: its 20 are the first 20 here), kept in reports/onpolicy_round/ of the copy."""
+    stream: the stage's evaluate.episodes are the first ones here), kept in reports/onpolicy_round/."""
     from redraw.stages import env_settings
     from redraw.stages.evaluate import policy_returns
     from redraw.stats import summarise
