@@ -49,6 +49,7 @@ STREAM = 4444
 KEY = ("pair", "seed", "preset", "method", "logged_by", "expert_episodes", "policy_episodes")
 #: who acts in the logged episodes -> (the checkpoint in the work dir, the name of the copy and its data)
 LOGGERS = {"policy": ("models/round0/{method}/agent.pt", "onpolicy"), "expert": ("models/oracle/agent.pt", "expertlog")}
+ADAPTED = ("redraw", "redraw_pessimistic", "draw_finetune", "dreamer_finetune")  #: methods that adapt to target data
 SKIP = ("adaptation_length", "logs", "*.log", ".*.partial")
 
 
@@ -177,9 +178,11 @@ def merge_record(record: dict, path: Path = RESULTS) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See the module docstring.")
-    parser.add_argument("--workdir", type=Path, required=True, help="a finished quality-benchmark work dir (PRESET-seedN)")
-    parser.add_argument("--method", default="redraw", help="whose policy is deployed and re-adapted (default: redraw)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, required=True,
+                        help="a finished quality-benchmark work dir (PRESET-seedN)")
+    parser.add_argument("--method", default="redraw", choices=ADAPTED,
+                        help="whose policy is deployed and re-adapted (default: redraw)")
     parser.add_argument("--policy-episodes", type=int, default=20, help="episodes of the policy logged (default 20)")
     parser.add_argument("--expert-episodes", type=int, default=None,
                         help="expert episodes kept (default: as many fewer than the expert's as are logged)")
@@ -193,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                         "where the policy goes; in WORKDIR-expertlog-METHOD)")
     parser.add_argument("--collect-only", action="store_true", help="copy, log and merge, train nothing")
     args = parser.parse_args(argv)
+
+    from transfer_quality import workdir_commit
 
     from redraw import parallel
     from redraw.config import load_params
@@ -225,17 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     both = evaluate_both(dest, params, args.method, args.eval_episodes)
     keep = ("return_mean", "return_ci_low", "return_ci_high", "episodes")
     pair = params["env"]["target"]
-    commit = (dest / "COMMIT").read_text().strip() if (dest / "COMMIT").is_file() else "unknown"
     merge_record({"pair": pair, "seed": int(params["seed"]), "preset": params.get("preset", "?"),
-                  "method": args.method, "logged_by": args.logged_by, "expert_episodes": expert_episodes, "policy_episodes": args.policy_episodes,
-                  "logged_return_mean": logged_stats.get("return_mean"),
+                  "method": args.method, "logged_by": args.logged_by, "expert_episodes": expert_episodes,
+                  "policy_episodes": args.policy_episodes, "logged_return_mean": logged_stats.get("return_mean"),
                   **{k: {m: both[k][m] for m in keep} for k in ("round0", "round1", "difference")},
-                  "commit": commit})
+                  "commit": workdir_commit(dest)})
     r0, r1, d = both["round0"], both["round1"], both["difference"]
     print(f"{pair} seed {params['seed']} {args.method} on {both['episodes']} test episodes: round 0 "
           f"{r0['return_mean']:.1f} [{r0['return_ci_low']:.1f}, {r0['return_ci_high']:.1f}], round 1 "
-          f"({expert_episodes} expert + {args.policy_episodes} episodes logged by the {args.logged_by}) {r1['return_mean']:.1f} "
-          f"[{r1['return_ci_low']:.1f}, {r1['return_ci_high']:.1f}], difference {d['return_mean']:.1f} "
+          f"({expert_episodes} expert + {args.policy_episodes} episodes logged by the {args.logged_by}) "
+          f"{r1['return_mean']:.1f} [{r1['return_ci_low']:.1f}, {r1['return_ci_high']:.1f}], "
+          f"difference {d['return_mean']:.1f} "
           f"[{d['return_ci_low']:.1f}, {d['return_ci_high']:.1f}]")
     return 0
 

@@ -181,7 +181,7 @@ def _pair_section(pair: str, recs: list[dict], figures: Path, rel: str, tag: str
     if len(counts) > 1:
         lines += ["", "Test episodes per evaluation differ: " + "; ".join(
             f"{n} for seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))}"
-            for n, seeds in sorted(counts.items())) + " (the first 20 are the same episodes for every count)."]
+            for n, seeds in sorted(counts.items())) + f" (the first {min(counts)} are the same episodes for every count)."]
     lines += ["", *_claims(by_method, oracle)]
     if bars:
         from redraw.plots import results_bars
