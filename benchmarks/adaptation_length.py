@@ -30,12 +30,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+from redraw.records import merge_keyed  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/adaptation_length.json"
 REPORT = ROOT / "docs/adaptation_length.md"
@@ -44,7 +44,6 @@ FIGURES = ROOT / "docs/figures/adaptation_length"
 PRETRAINED = {"redraw": "models/pretrain", "draw_finetune": "models/pretrain", "dreamer_finetune": "models/pretrain_rssm"}
 COLORS = {"redraw": "C1", "draw_finetune": "C0", "dreamer_finetune": "C2"}  #: the same in every panel
 KEY = ("pair", "seed", "preset", "method", "requested_transitions", "updates")
-_MERGING = threading.Lock()  # runs finishing at once merge one after the other
 
 
 def commit() -> str:
@@ -151,16 +150,8 @@ def record(run: Path, workdir: Path, params: dict, method: str, transitions: int
 
 
 def merge(path: Path, records: list[dict]) -> None:
-    """Add ``records`` to the results file (a record of the same key replaces the old one)."""
-    with _MERGING:
-        old = json.loads(path.read_text()) if path.is_file() else []
-        new = {tuple(r[k] for k in KEY): r for r in old}
-        new.update({tuple(r[k] for k in KEY): r for r in records})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        rows = sorted(new.values(), key=lambda r: tuple(str(r[k]) for k in KEY))
-        tmp.write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")  # one run a line
-        os.replace(tmp, path)
+    """Add ``records`` to the results file (a record of the same key replaces the old one; one run a line)."""
+    merge_keyed(path, {None: (KEY, records)})
 
 
 def summary_row(r: dict) -> str:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+from redraw.records import merge_keyed  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/onpolicy_round.json"
 #: the logged episodes' seed stream: apart from the data sets' (0-2), the final evaluation's (4242)
@@ -168,13 +169,8 @@ def evaluate_both(dest: Path, params: dict, method: str, episodes: int) -> dict:
 
 
 def merge_record(record: dict, path: Path = RESULTS) -> None:
-    records = json.loads(path.read_text())["records"] if path.is_file() else []
-    records = [r for r in records if tuple(r.get(k) for k in KEY) != tuple(record[k] for k in KEY)] + [record]
-    records.sort(key=lambda r: tuple(str(r.get(k)) for k in KEY))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps({"records": records}, indent=1) + "\n")
-    os.replace(tmp, path)
+    """Add ``record`` to the results file (the record of the same key is replaced)."""
+    merge_keyed(path, {"records": (KEY, [record])})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ whose starting training did not learn its task is recorded ``"valid": false``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 #: the return (out of ~500: action repeat 2, the last sub-step's reward) a training's last
@@ -246,19 +247,38 @@ def workdir_records(workdir: Path, commit: str, methods=METHODS) -> tuple[list[d
     return records, trainings
 
 
-def merge_results(path: Path, records: list[dict], trainings: list[dict]) -> None:
-    """Merge into the results file (a record replaces the one with its key); written atomically,
-    one record per line."""
+def merge_keyed(path: Path, sections: dict[str | None, tuple[tuple[str, ...], list[dict]]]) -> None:
+    """Merge rows into a JSON results file: ``sections`` maps a section of the file (``None``: the
+    file is one list) to the key fields of its rows and the new rows; a row replaces the one with
+    its key, the others are kept, each section sorted by key. Benchmarks finishing at once (two
+    processes, or threads of one) merge one after the other under a lock file beside ``path``; the
+    file is replaced atomically, one row per line, so a reader never sees half of it."""
+    from filelock import FileLock
+
     path = Path(path)
-    old = json.loads(path.read_text()) if path.is_file() else {"records": [], "trainings": []}
-    merged = {}
-    for section, key, new in (("records", RECORD_KEY, records), ("trainings", TRAINING_KEY, trainings)):
-        rows = {tuple(r.get(k) for k in key): r for r in old.get(section, [])}
-        rows.update({tuple(r.get(k) for k in key): r for r in new})
-        merged[section] = sorted(rows.values(), key=lambda r: tuple(str(r.get(k)) for k in key))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    body = ",\n".join(f'"{section}": [' + ",".join(f"\n  {json.dumps(r)}" for r in rows) + ("\n]" if rows else "]")
-                      for section, rows in merged.items())
-    tmp.write_text("{" + body + "}\n")
-    tmp.replace(path)
+    with FileLock(path.with_name(f".{path.name}.lock"), timeout=600):
+        old = json.loads(path.read_text()) if path.is_file() else None
+        merged = {}
+        for section, (key, new) in sections.items():
+            before = old if section is None else (old or {}).get(section, [])
+            rows = {tuple(r.get(k) for k in key): r for r in before or []}
+            rows.update({tuple(r.get(k) for k in key): r for r in new})
+            merged[section] = sorted(rows.values(), key=lambda r: tuple(str(r.get(k)) for k in key))
+        if None in merged:
+            if len(merged) > 1:
+                raise ValueError(f"{path}: a file is either one list or sections, not both")
+            body = "[" + ",".join(f"\n{json.dumps(r)}" for r in merged[None]) + "\n]\n"
+        else:
+            if isinstance(old, dict):  # sections this merge does not touch are kept as they are
+                merged = {**{k: v for k, v in old.items() if k not in merged}, **merged}
+            body = "{" + ",\n".join(f'"{section}": [' + ",".join(f"\n  {json.dumps(r)}" for r in rows)
+                                    + ("\n]" if rows else "]") for section, rows in merged.items()) + "}\n"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(body)
+        tmp.replace(path)
+
+
+def merge_results(path: Path, records: list[dict], trainings: list[dict]) -> None:
+    """Merge evaluations and trainings into the quality benchmark's results file (``merge_keyed``)."""
+    merge_keyed(path, {"records": (RECORD_KEY, records), "trainings": (TRAINING_KEY, trainings)})
