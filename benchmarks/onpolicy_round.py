@@ -102,29 +102,19 @@ def collect_logged(dest: Path, params: dict, method: str, episodes: int, workers
 
 
 def merge_data(dest: Path, method: str, logged: Path, expert_episodes: int, logged_by: str = "policy") -> Path:
-    """data/target-LOGGED: the expert's first ``expert_episodes`` episodes, then the logged ones,
-    renumbered (hard links), with the expert's metadata and a behaviour naming both."""
-    from redraw.data.episodes import episode_name, list_episodes
-    from redraw.data.schema import read_metadata, write_metadata
+    """data/target-LOGGED: the expert's first ``expert_episodes`` episodes, then the logged ones
+    (``redraw data merge``; the copy's validate stage checks them), with a behaviour naming both."""
+    from redraw.data.importer import merge_datasets
+    from redraw.data.schema import read_metadata
 
     out = dest / f"data/target-{logged.name}"
     if (out / "metadata.json").is_file():
         return out
-    expert = list_episodes(dest / "data/target")
-    if expert_episodes > len(expert):
-        raise ValueError(f"{dest / 'data/target'}: {len(expert)} expert episodes, {expert_episodes} asked for")
-    logged_eps = list_episodes(logged)
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for i, src in enumerate([*expert[:expert_episodes], *logged_eps]):
-        os.link(src, tmp / episode_name(i))
-    meta = read_metadata(dest / "data/target")
-    meta.behaviour = (f"{meta.behaviour} ({expert_episodes} episodes), then "
-                      f"policy:{LOGGERS[logged_by][0].format(method=method)} "
-                      f"({len(logged_eps)} episodes, stream {STREAM})")
-    write_metadata(tmp, meta)
-    os.replace(tmp, out)
+    expert = read_metadata(dest / "data/target").behaviour
+    logged_eps = len(list(logged.glob("episode-*.npz")))
+    merge_datasets([(dest / "data/target", expert_episodes), (logged, None)], out, behaviour=(
+        f"{expert} ({expert_episodes} episodes), then policy:{LOGGERS[logged_by][0].format(method=method)} "
+        f"({logged_eps} episodes, stream {STREAM})"))
     return out
 
 

@@ -9,7 +9,7 @@ import pytest
 from redraw.cli import build_parser, main
 
 SUBCOMMANDS = [[], ["envs"], ["collect"], ["validate"], ["preset"], ["regime"], ["stage"], ["data"], ["data", "validate"],
-               ["data", "import"], ["data", "stats"]]
+               ["data", "import"], ["data", "stats"], ["data", "merge"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w) or "redraw")
@@ -99,6 +99,71 @@ def test_import_refuses_to_overwrite_without_replace(tmp_path, capsys):
     assert _files(tmp_path / "dest") == _files(tmp_path / "a")
     assert _import(tmp_path / "b", tmp_path / "dest", "--replace") == 0
     assert _files(tmp_path / "dest") == _files(tmp_path / "b")
+
+
+def _merge(dest, *parts_and_flags):
+    return main(["data", "merge", *map(str, parts_and_flags), "--dest", str(dest), "--params", "/nonexistent/params.yaml",
+                 "--env", "pendulum-swingup-reversed", "--obs-mode", "proprio", "--min-transitions", "100"])
+
+
+def test_merge_puts_the_first_episodes_of_one_set_then_another_in_one_validated_set(tmp_path, capsys):
+    """What an engineer does after deploying an adapted policy: the expert's data and the
+    deployed policy's logs in one data set to calibrate again on."""
+    from redraw.data.episodes import list_episodes
+    from redraw.data.schema import read_metadata
+    from synthetic import make_dataset
+
+    make_dataset(tmp_path / "expert", episodes=4, steps=80, seed=1)
+    make_dataset(tmp_path / "deployed", episodes=2, steps=80, seed=2)
+    assert _merge(tmp_path / "data/merged", f"{tmp_path / 'expert'}:3", tmp_path / "deployed") == 0
+    want = [*list_episodes(tmp_path / "expert")[:3], *list_episodes(tmp_path / "deployed")]
+    got = list_episodes(tmp_path / "data/merged")
+    assert [p.read_bytes() for p in got] == [p.read_bytes() for p in want]
+    assert [p.name for p in got] == [f"episode-{i:06d}.npz" for i in range(5)]
+    meta = read_metadata(tmp_path / "data/merged")
+    assert [(m["episodes"], Path(m["path"]).name) for m in meta.extra["merged_from"]] == [(3, "expert"), (2, "deployed")]
+    assert "(3 episodes of" in meta.behaviour and "(2 episodes of" in meta.behaviour
+    assert "5 episodes now in" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["merged"]  # no temp dirs left
+
+
+def test_merge_refuses_parts_that_do_not_match_naming_the_file_and_field(tmp_path, capsys):
+    from redraw.data.schema import read_metadata, write_metadata
+    from synthetic import make_dataset
+
+    make_dataset(tmp_path / "a", episodes=2, steps=80, seed=1)
+    make_dataset(tmp_path / "b", episodes=2, steps=80, seed=2)
+    meta = read_metadata(tmp_path / "b")
+    meta.control_hz = 2 * meta.control_hz
+    write_metadata(tmp_path / "b", meta)
+    assert _merge(tmp_path / "dest", tmp_path / "a", tmp_path / "b") == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'b' / 'metadata.json'} [control_hz]" in err and "nothing was written" in err
+    assert _merge(tmp_path / "dest", f"{tmp_path / 'a'}:5") == 2  # more episodes than there are
+    assert "2 episodes, the first 5 asked for" in capsys.readouterr().err
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_rejected_merge_writes_nothing_and_an_existing_one_needs_replace(tmp_path, capsys):
+    from redraw.data.episodes import list_episodes, load_episode, save_episode
+    from synthetic import make_dataset
+
+    make_dataset(tmp_path / "a", episodes=2, steps=80, seed=1)
+    make_dataset(tmp_path / "b", episodes=2, steps=80, seed=2)
+    assert _merge(tmp_path / "dest", tmp_path / "a") == 0
+    before = _files(tmp_path / "dest")
+    assert _merge(tmp_path / "dest", tmp_path / "a", tmp_path / "b") == 2
+    assert "pass --replace" in capsys.readouterr().err
+    victim = list_episodes(tmp_path / "b")[1]
+    episode = load_episode(victim)
+    episode["action"][10, 0] = 3.0
+    save_episode(victim, episode)
+    assert main(["data", "merge", str(tmp_path / "a"), str(tmp_path / "b"), "--dest", str(tmp_path / "dest"),
+                 "--replace", "--params", "/nonexistent/params.yaml", "--env", "", "--obs-mode", "",
+                 "--min-transitions", "100"]) == 1
+    assert f"{victim} [action]: action_bounds" in capsys.readouterr().err  # the part's file, not the merge's
+    assert _files(tmp_path / "dest") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "dest"]
 
 
 def test_stages_run_the_code_of_the_repository_they_run_in(tmp_path):

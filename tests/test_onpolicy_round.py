@@ -43,7 +43,7 @@ def test_merged_data_hold_the_first_expert_episodes_then_the_logged_ones(tmp_pat
 def test_more_expert_episodes_than_there_are_is_refused_naming_the_data(tmp_path):
     make_dataset(tmp_path / "data/target", episodes=2, steps=70)
     make_dataset(tmp_path / "logged", episodes=1, steps=70)
-    with pytest.raises(ValueError, match=r"data/target: 2 expert episodes, 3 asked for"):
+    with pytest.raises(ValueError, match=r"data/target: 2 episodes, the first 3 asked for"):
         onpolicy_round.merge_data(tmp_path, "redraw", tmp_path / "logged", 3)
     assert not (tmp_path / "data/target-onpolicy-redraw").exists()
 

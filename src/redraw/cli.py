@@ -217,6 +217,29 @@ def _cmd_data_import(args) -> int:
     return 0
 
 
+def _cmd_data_merge(args) -> int:
+    from redraw.data.importer import ImportRejected, merge_datasets, parse_part
+    from redraw.data.schema import DataError
+    from redraw.stages.validate import report
+
+    try:
+        parts = [parse_part(text) for text in args.parts]
+        result = merge_datasets(parts, args.dest, _contract(args), replace=args.replace)
+    except ImportRejected as exc:
+        report(exc.result, out=sys.stderr)
+        print(f"merge: nothing was written to {args.dest}", file=sys.stderr)
+        return 1
+    except (DataError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"merge: error: {exc}", file=sys.stderr)
+        print(f"merge: nothing was written to {args.dest}", file=sys.stderr)
+        return 2
+    report(result)
+    print(f"merge: {result.stats.get('episodes')} episodes now in {args.dest}. To calibrate on them, set "
+          f"`target_data: {args.dest}` and `target_transitions: 0` in params.yaml and track the data with "
+          f"`dvc add {args.dest}`.")
+    return 0
+
+
 def _cmd_data_inspect(args) -> int:
     import yaml
 
@@ -501,6 +524,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     contract_flags(q)
     q.set_defaults(func=_cmd_data_import)
+
+    q = dsub.add_parser("merge", help="combine episode data sets, e.g. the expert's and a deployed policy's logs",
+                        description="Put the episodes of every PART into one data set at DEST, in order and "
+                        "renumbered: e.g. the target data a policy was calibrated on and the logged episodes of that "
+                        "policy deployed on the robot, to calibrate again where the policy goes "
+                        "(docs/residual.md). The parts must share env, observations, action space and rates; the "
+                        "merged data are validated with the same contract as `data import` and written only if "
+                        "they pass. Episodes are hard links where the file system allows.")
+    q.add_argument("parts", nargs="+", metavar="PART",
+                   help="a data set directory, or DIR:N for its first N episodes")
+    q.add_argument("--dest", required=True, help="destination directory")
+    q.add_argument("--replace", action="store_true", help="replace DEST if it already holds data")
+    contract_flags(q)
+    q.set_defaults(func=_cmd_data_merge)
 
     q = dsub.add_parser("inspect", help="list a robot log's streams (rates, shapes, gaps) and draft a config",
                         description="List the topics (ROS bag), features (LeRobot) or datasets (HDF5) of SRC with "

@@ -78,6 +78,94 @@ def import_logs(mapping, dest: str | os.PathLike, config, replace: bool = False,
     return box["result"], box["record"]
 
 
+#: metadata fields every part of a merge must share: the episodes must mean the same thing
+MERGE_FIELDS = ("env", "obs_mode", "control_hz", "action_size", "action_low", "action_high", "observations",
+                "action_repeat")
+
+
+def parse_part(text: str) -> tuple[Path, int | None]:
+    """``DIR`` (all of its episodes) or ``DIR:N`` (its first N) -> (directory, N or None)."""
+    head, sep, tail = str(text).rpartition(":")
+    if sep and tail.isdigit() and head:
+        if int(tail) < 1:
+            raise ValueError(f"{text}: the episode count after ':' must be at least 1")
+        return Path(head), int(tail)
+    return Path(text), None
+
+
+def merge_datasets(parts: list[tuple[str | os.PathLike, int | None]], dest: str | os.PathLike, config=None,
+                   replace: bool = False, behaviour: str | None = None):
+    """One data set at ``dest`` from the episodes of ``parts`` (directory, first N episodes or None
+    for all), in order and renumbered: e.g. the expert's data and the logged episodes of a policy
+    deployed on the robot, to calibrate again on both. The parts must share ``MERGE_FIELDS`` of
+    their metadata (DataError names the part's metadata.json and the field). The result's metadata
+    is the first part's, its behaviour naming every part (or ``behaviour``) and ``extra.merged_from``
+    listing them. With ``config`` (a ValidationConfig) the merged data are validated before they
+    reach ``dest`` (ImportRejected: nothing written). Episodes are hard links where the file system
+    allows, copies otherwise. Returns the ValidationResult (None without ``config``)."""
+    from dataclasses import asdict
+
+    from redraw.data.episodes import episode_name
+    from redraw.data.schema import DataError, read_metadata, write_metadata
+    from redraw.validation import validate_dataset
+
+    dest = Path(dest)
+    if not parts:
+        raise ValueError("merge: no data sets given")
+    if dest.exists() and any(dest.iterdir()) and not replace:
+        raise FileExistsError(f"{dest}: destination holds data; pass --replace to swap it for the merge")
+    metas, episodes = [], []
+    for directory, count in parts:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory}: no such directory")
+        if directory.resolve() == dest.resolve():
+            raise ValueError(f"{directory}: a part of the merge is its destination")
+        meta = read_metadata(directory)
+        found = list_episodes(directory)
+        if count is not None and count > len(found):
+            raise DataError(directory, None, f"{len(found)} episodes, the first {count} asked for")
+        if not found:
+            raise DataError(directory, None, "no episode files (episode-*.npz)")
+        if metas:
+            first, mine = asdict(metas[0]), asdict(meta)
+            for key in MERGE_FIELDS:
+                if first[key] != mine[key]:
+                    raise DataError(directory / METADATA_FILE, key, f"{mine[key]!r} where {Path(parts[0][0])} has "
+                                    f"{first[key]!r}: the parts of a merge must share it")
+        metas.append(meta)
+        episodes.append(found[:count] if count is not None else found)
+    merged = metas[0]
+    merged.behaviour = behaviour or " + ".join(f"{m.behaviour} ({len(e)} episodes of {Path(d)})"
+                                               for m, e, (d, _) in zip(metas, episodes, parts))
+    merged.extra = {**merged.extra, "merged_from": [
+        {"path": str(Path(d)), "episodes": len(e), "behaviour": m.behaviour, "source": m.source}
+        for m, e, (d, _) in zip(metas, episodes, parts)]}
+    if any(m.source != merged.source for m in metas):
+        merged.source = "+".join(dict.fromkeys(m.source for m in metas))
+    box: dict = {}
+
+    def fill(tmp: Path) -> None:
+        origin = {}  # a merged episode's file -> the part's file it came from, for the failures
+        for i, src in enumerate(ep for part in episodes for ep in part):
+            origin[str(tmp / episode_name(i))] = str(src)
+            try:
+                os.link(src, tmp / episode_name(i))
+            except OSError:  # another file system: copy
+                shutil.copy2(src, tmp / episode_name(i))
+        write_metadata(tmp, merged)
+        if config is not None:
+            box["result"] = result = validate_dataset(tmp, config)
+            result.directory = str(dest)
+            if not result.success:
+                for failure in result.failures:
+                    failure.file = origin.get(failure.file, failure.file.replace(str(tmp), str(dest)))
+                raise ImportRejected(result)
+
+    _stage(dest, fill)
+    return box.get("result")
+
+
 def _stage(dest: Path, fill) -> None:
     """Build the data set with ``fill(tmp)`` in a temporary sibling, then swap it in for ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
