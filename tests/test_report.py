@@ -135,6 +135,38 @@ def test_a_bad_record_is_refused_naming_it_and_the_old_report_is_kept(tmp_path, 
     assert proc.returncode == 2 and "records[1]" in proc.stderr and message in proc.stderr
 
 
+def round_record(seed, diff, logged_by="policy", **extra):
+    part = lambda m: {"return_mean": m, "return_ci_low": m - 10.0, "return_ci_high": m + 10.0, "episodes": 100}  # noqa: E731
+    return {"pair": PAIR, "seed": seed, "preset": "cpu", "method": "redraw", "logged_by": logged_by,
+            "expert_episodes": 60, "policy_episodes": 20, "logged_return_mean": 70.0, "round0": part(100.0),
+            "round1": part(100.0 + diff), "difference": part(diff), "commit": "abc1234", **extra}
+
+
+def test_deploy_log_calibrate_rounds_beside_the_results_are_reported_with_their_mean_over_seeds(tmp_path):
+    results = write(tmp_path / "transfer_quality.json", [record("redraw", 0, 300.0)])
+    rounds = tmp_path / "onpolicy_round.json"
+    rounds.write_text(json.dumps({"records": [round_record(1, 130.0), round_record(2, 150.0),
+                                              round_record(1, -70.0, "expert")]}))
+    text = build_report(results, tmp_path / "results.md").read_text()
+    section = text[text.index("## Deploy, log, calibrate again"):]
+    assert f"| {PAIR} | 2 | redraw | policy | 60 + 20 | 70.0 | 100.0 [90.0, 110.0] | 250.0 [240.0, 260.0] " \
+           "| 150.0 [140.0, 160.0] |" in section
+    half = mean_ci([130.0, 150.0])[1]
+    assert f"| {PAIR} | redraw | policy | 2 | 140.0 ± {half:.1f} |" in section
+    assert f"| {PAIR} | redraw | expert | 1 | -70.0 |" in section  # one seed: no interval
+    rounds.unlink()
+    assert "## Deploy, log" not in build_report(results, tmp_path / "results.md").read_text()
+
+
+def test_a_bad_round_record_is_refused_naming_it(tmp_path):
+    results = write(tmp_path / "transfer_quality.json", [record("redraw", 0, 300.0)])
+    bad = round_record(1, 130.0)
+    del bad["round1"]["return_ci_high"]
+    (tmp_path / "onpolicy_round.json").write_text(json.dumps({"records": [round_record(2, 1.0), bad]}))
+    with pytest.raises(ResultsError, match=r"onpolicy_round\.json: records\[1\]\.round1.*missing field 'return_ci_high'"):
+        build_report(results, tmp_path / "results.md")
+
+
 @pytest.mark.slow  # it needs the smoke pipeline's outputs (smoke_repo)
 def test_the_smoke_pipelines_records_merge_into_the_results_file_and_make_a_report(smoke_repo, tmp_path):
     """What the benchmark (and the sweep) record from a finished pipeline directory, and from a

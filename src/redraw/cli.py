@@ -359,7 +359,7 @@ def _cmd_report(args) -> int:
     from redraw.report import ResultsError, build_report
 
     try:
-        out = build_report(args.results, args.out, args.figures)
+        out = build_report(args.results, args.out, args.figures, rounds=args.rounds)
     except ResultsError as exc:
         print(f"redraw report: {exc}", file=sys.stderr)
         return 2
@@ -399,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results file (default: benchmarks/results/transfer_quality.json)")
     p.add_argument("--out", default="docs/results.md", help="report to write (default: docs/results.md)")
     p.add_argument("--figures", default=None, help="figure directory (default: docs/figures/results)")
+    p.add_argument("--rounds", default=None,
+                   help="deploy-log-calibrate rounds to report (benchmarks/onpolicy_round.py's file; default: "
+                   "onpolicy_round.json beside --results, if there is one)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("envs", help="list the source and target envs of the env-pair file",
