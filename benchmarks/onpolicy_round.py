@@ -51,11 +51,19 @@ KEY = ("pair", "seed", "preset", "method", "logged_by", "expert_episodes", "poli
 #: who acts in the logged episodes -> (the checkpoint in the work dir, the name of the copy and its data)
 LOGGERS = {"policy": ("models/round0/{method}/agent.pt", "onpolicy"), "expert": ("models/oracle/agent.pt", "expertlog")}
 ADAPTED = ("redraw", "redraw_pessimistic", "draw_finetune", "dreamer_finetune")  #: methods that adapt to target data
+POLICY_EPISODES = 20  #: logged episodes of a round unless told
 SKIP = ("adaptation_length", "logs", "*.log", ".*.partial")
 
 
-def round_dir(workdir: Path, method: str, logged_by: str = "policy") -> Path:
-    return workdir.with_name(f"{workdir.name}-{LOGGERS[logged_by][1]}-{method}")
+def round_dir(workdir: Path, method: str, logged_by: str = "policy", expert_episodes: int | None = None,
+              policy_episodes: int = POLICY_EPISODES) -> Path:
+    """The round's copy of ``workdir``: ``WORKDIR-onpolicy-METHOD`` (or ``-expertlog-``) for the
+    default episode counts (``POLICY_EPISODES`` logged, as many fewer expert ones: ``expert_episodes``
+    None), ``...-pP`` or ``...-pP-eE`` for others, so rounds of other sizes never share a copy."""
+    name = f"{workdir.name}-{LOGGERS[logged_by][1]}-{method}"
+    if expert_episodes is not None or policy_episodes != POLICY_EPISODES:
+        name += f"-p{policy_episodes}" + (f"-e{expert_episodes}" if expert_episodes is not None else "")
+    return workdir.with_name(name)
 
 
 def check_workdir(workdir: Path, method: str) -> None:
@@ -91,6 +99,9 @@ def collect_logged(dest: Path, params: dict, method: str, episodes: int, workers
     ckpt, tag = LOGGERS[logged_by]
     out = dest / f"data/{tag}-{method}"
     if (out / "metadata.json").is_file():
+        found = len(list(out.glob("episode-*.npz")))
+        if found != episodes:
+            raise ValueError(f"{out}: holds {found} logged episodes, this round asks for {episodes}")
         return out
     policy = dest / ckpt.format(method=method)
     settings = env_settings(params)
@@ -169,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a finished quality-benchmark work dir (PRESET-seedN)")
     parser.add_argument("--method", default="redraw", choices=ADAPTED,
                         help="whose policy is deployed and re-adapted (default: redraw)")
-    parser.add_argument("--policy-episodes", type=int, default=20, help="episodes of the policy logged (default 20)")
+    parser.add_argument("--policy-episodes", type=int, default=POLICY_EPISODES,
+                        help=f"episodes of the policy logged (default {POLICY_EPISODES}; other counts get a copy of "
+                        "their own, WORKDIR-onpolicy-METHOD-pP)")
     parser.add_argument("--expert-episodes", type=int, default=None,
                         help="expert episodes kept (default: as many fewer than the expert's as are logged)")
     parser.add_argument("--jobs", type=int, default=2, help="stages side by side; the cores are split (default 2)")
@@ -196,13 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.policy_episodes < 1 or args.eval_episodes < 2:
         parser.error("--policy-episodes must be at least 1 and --eval-episodes at least 2")
-    dest = round_dir(workdir, args.method, args.logged_by)
-    copy_workdir(workdir, dest)
     params = load_params(str(workdir / "params.yaml"))
     n_expert = len(list_episodes(workdir / "data/target"))
     expert_episodes = n_expert - args.policy_episodes if args.expert_episodes is None else args.expert_episodes
     if not 0 <= expert_episodes <= n_expert:
         parser.error(f"--expert-episodes: {expert_episodes} is not within the {n_expert} expert episodes")
+    dest = round_dir(workdir, args.method, args.logged_by, args.expert_episodes, args.policy_episodes)
+    copy_workdir(workdir, dest)
     logged = collect_logged(dest, params, args.method, args.policy_episodes, args.jobs, args.logged_by)
     data = merge_data(dest, args.method, logged, expert_episodes, args.logged_by)
     set_params(dest, data)

@@ -57,6 +57,18 @@ def test_a_work_dir_without_the_methods_policy_is_refused_naming_the_file(tmp_pa
     assert onpolicy_round.round_dir(tmp_path / "cpu-seed1", "redraw").name == "cpu-seed1-onpolicy-redraw"
 
 
+def test_rounds_of_other_sizes_get_their_own_copy_and_never_reuse_other_logged_data(tmp_path):
+    assert onpolicy_round.round_dir(tmp_path / "cpu-seed1", "redraw", "policy", None, 5).name == \
+        "cpu-seed1-onpolicy-redraw-p5"
+    assert onpolicy_round.round_dir(tmp_path / "cpu-seed1", "redraw", "policy", 75, 5).name == \
+        "cpu-seed1-onpolicy-redraw-p5-e75"
+    make_dataset(tmp_path / "data/onpolicy-redraw", env="reacher-easy-reversed", episodes=2, steps=70)
+    (tmp_path / "models/round0/redraw").mkdir(parents=True)
+    (tmp_path / "models/round0/redraw/agent.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"data/onpolicy-redraw: holds 2 logged episodes, this round asks for 5"):
+        onpolicy_round.collect_logged(tmp_path, {}, "redraw", 5, 1)
+
+
 def test_the_copys_params_point_at_the_merged_data_and_keep_their_comments(tmp_path):
     (tmp_path / "params.yaml").write_text("seed: 1\ntarget_data: data/target   # where\ntarget_transitions: 40000\n")
     onpolicy_round.set_params(tmp_path, tmp_path / "data/target-onpolicy-redraw")
