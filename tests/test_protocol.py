@@ -446,6 +446,74 @@ def test_imag_unimix_mixes_the_corrected_prior_of_the_policy_stage_only(tmp_path
         train_policy.run("draw_finetune", params, progress=False)
 
 
+def test_behaviour_cloning_adds_its_weighted_gradient_to_the_actor_alone():
+    """ActorCritic.update's clone term: the actor's gradient grows by exactly weight x the gradient
+    of the masked negative log-likelihood of the recorded actions; the critic's is unchanged."""
+    import copy
+
+    a = agent()
+    g = torch.Generator().manual_seed(3)
+    H, N, F = a.cfg.ac.horizon, 6, a.wm.feat_dim
+    traj = {"feat": torch.randn(H + 1, N, F, generator=g), "action": torch.rand(H, N, 1, generator=g) * 2 - 1,
+            "reward": torch.randn(H, N, generator=g), "cont": torch.ones(H, N)}
+    feat, act = torch.randn(2, 5, F, generator=g), torch.rand(2, 5, 1, generator=g) * 2 - 1
+    mask = torch.tensor([[False, True, True, True, True], [True, True, False, True, True]])
+    grads = {}
+    for name, clone in (("rl", None), ("bc", (0.5, feat, act, mask))):
+        ac = copy.deepcopy(a.ac)
+        ac.actor_opt.step = ac.critic_opt.step = lambda: None  # keep the gradients, change nothing
+        metrics = ac.update(traj, clone)
+        grads[name] = {k: p.grad.clone() for k, p in ac.named_parameters() if p.grad is not None}
+        if clone is not None:
+            nll = -(ac.actor.dist(feat[mask]).log_prob(act[mask]).sum(-1)).mean()
+            assert torch.allclose(metrics["loss/bc"], nll)
+            ac.zero_grad()
+            nll.backward()
+            bc_grad = {k: p.grad.clone() for k, p in ac.actor.named_parameters()}
+    assert grads["bc"].keys() == grads["rl"].keys()
+    for k, v in grads["rl"].items():
+        if k.startswith("critic."):
+            assert torch.equal(v, grads["bc"][k]), k
+    clipped = max(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v) for k, v in grads[n].items()
+                                                               if k.startswith("actor.")]))) for n in grads)
+    assert clipped < a.cfg.ac.grad_clip  # so the comparison is not hidden by the clip
+    for k, v in bc_grad.items():
+        assert torch.allclose(grads["bc"][f"actor.{k}"], grads["rl"][f"actor.{k}"] + 0.5 * v, atol=1e-6), k
+
+
+def test_the_policy_stage_clones_the_data_actions_from_their_own_posterior_states(tmp_path, monkeypatch):
+    """train_policy.bc_weight: the actor is fitted to the action taken *from* each posterior state
+    (recorded one row later), never across a chunk's start; a negative weight is refused naming
+    the key."""
+    from redraw.agent.actor_critic import ActorCritic
+    from redraw.config import ConfigError
+    from redraw.stages import train_policy
+
+    import json
+
+    params, _ = policy_stage_setup(tmp_path, monkeypatch, "redraw")
+    seen, batches = [], []
+    real = ActorCritic.bc_loss
+    monkeypatch.setattr(ActorCritic, "bc_loss", lambda self, f, act, m: seen.append((f, act, m)) or real(self, f, act, m))
+    sample = train_policy.Replay.sample
+    monkeypatch.setattr(train_policy.Replay, "sample", lambda self, *a, **k: batches.append(sample(self, *a, **k))
+                        or batches[-1])
+    params["train_policy"].update(bc_weight=2.0, updates=2)
+    train_policy.run("redraw", params, progress=False)
+    assert len(seen) == len(batches) == 2
+    for (feat, act, mask), batch in zip(seen, batches):
+        B, T = params["train_policy"]["batch_size"], params["train_policy"]["batch_length"]
+        assert feat.shape[:2] == (B, T - 1) and not feat.requires_grad
+        assert torch.equal(act, torch.as_tensor(batch["action"])[:, 1:])
+        assert torch.equal(mask, ~torch.as_tensor(batch["is_first"])[:, 1:].bool())
+    history = json.loads(open("reports/train_policy/redraw_history.json").read())
+    assert all(np.isfinite(h["loss/bc"]) for h in history)
+
+    params["train_policy"]["bc_weight"] = -1.0
+    with pytest.raises(ConfigError, match=r"params.yaml: train_policy.bc_weight must be >= 0"):
+        train_policy.run("redraw", params, progress=False)
+
+
 @pytest.mark.parametrize("method, expected", [("redraw", 5), ("draw_finetune", 8)])
 def test_residual_methods_imagine_from_their_own_number_of_starts(tmp_path, monkeypatch, method, expected):
     """train_policy.residual_imag_starts (the reference: ReDRAW from a third of the batch's

@@ -134,8 +134,11 @@ class ActorCritic(CompiledRegions, nn.Module):
     def value(self, z: torch.Tensor, slow: bool = False) -> torch.Tensor:
         return twohot_mean((self.slow_critic if slow else self.critic)(z), self.bins)
 
-    def update(self, traj: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One actor and one critic step on an imagined trajectory (from ``DRAW.imagine``)."""
+    def update(self, traj: dict[str, torch.Tensor], clone: tuple | None = None) -> dict[str, torch.Tensor]:
+        """One actor and one critic step on an imagined trajectory (from ``DRAW.imagine``). With
+        ``clone`` = (weight, features [..., F], actions [..., A], mask [...]) the actor also
+        minimises ``weight`` times the negative log-likelihood of the recorded actions at those
+        features (behaviour cloning of the data's actor, beyond the paper; ``bc_loss``)."""
         cfg = self.cfg
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
@@ -152,6 +155,10 @@ class ActorCritic(CompiledRegions, nn.Module):
             entropy = ent.mean()
             # one backward pass for both: the two losses share no parameters (z and the targets are constants)
             (actor_loss + critic_loss).backward()
+        bc = None
+        if clone is not None:
+            bc = self.bc_loss(*clone[1:])
+            (clone[0] * bc).backward()  # into the actor's gradients, before they are clipped
         actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
         self.actor_opt.step()
         critic_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
@@ -168,7 +175,15 @@ class ActorCritic(CompiledRegions, nn.Module):
             "ac/imag_reward": traj["reward"].detach().mean(),
             "grad/actor": actor_norm.detach(),
             "grad/critic": critic_norm.detach(),
+            **({"loss/bc": bc.detach()} if bc is not None else {}),
         }
+
+    def bc_loss(self, feat: torch.Tensor, action: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood under the actor of ``action`` [..., A] at ``feat`` [..., F]
+        over the rows where ``mask`` holds (the data's actions; features without a graph)."""
+        logp = self.actor.dist(feat.detach()).log_prob(action.float()).sum(-1)
+        mask = mask.float()
+        return -(logp * mask).sum() / mask.sum().clamp(min=1.0)
 
     def losses(self, z, action, reward, cont):
         """The critic loss and what the REINFORCE actor loss is made of, from one critic forward on

@@ -65,6 +65,9 @@ class Agent(nn.Module):
         #: ``agent.pessimism.PessimismConfig``: penalise imagination where the residual ensemble
         #: disagrees (the policy stage of redraw_pessimistic sets it; not saved with the agent)
         self.pessimism = None
+        #: weight of behaviour cloning of the data's actions in the policy stage (train_policy.bc_weight;
+        #: 0: none, the paper's); not saved with the agent
+        self.bc_weight = 0.0
         self.fused_adam = False  #: Adam's fused kernel (perf.fused_adam, set by use_perf)
         self.use_compile(cfg.compile)
 
@@ -136,11 +139,18 @@ class Agent(nn.Module):
             out = self.wm.observe({k: batch[k] for k in self.obs_spec}, batch["action"], batch["is_first"],
                                   generator=self.generator)
         metrics: dict[str, torch.Tensor] = {}
-        self._behaviour_update(out, batch, metrics, explore=False)
+        clone = None
+        if self.bc_weight:
+            # the posterior state at t and the action taken from it (recorded at t + 1; the action of a
+            # step that starts an episode is a placeholder)
+            clone = (self.bc_weight, out["feat"][:, :-1].detach(), batch["action"][:, 1:],
+                     ~batch["is_first"][:, 1:].bool())
+        self._behaviour_update(out, batch, metrics, explore=False, clone=clone)
         self.updates += 1
         return {k: float(v) for k, v in metrics.items()}
 
-    def _behaviour_update(self, out: dict, batch: dict, metrics: dict, explore: bool = True) -> None:
+    def _behaviour_update(self, out: dict, batch: dict, metrics: dict, explore: bool = True,
+                          clone: tuple | None = None) -> None:
         # imagination from every posterior state of the batch (or a random subset)
         states = type(out["states"])(*(x.detach().flatten(0, 1) for x in out["states"]))
         if self.cfg.imag_starts and self.cfg.imag_starts < len(states[0]):
@@ -154,7 +164,7 @@ class Agent(nn.Module):
 
                 traj, extra = pessimistic(traj, self.wm, self.pessimism, start=states, generator=self.generator)
                 metrics.update(extra)
-            metrics.update(self.ac.update(traj))
+            metrics.update(self.ac.update(traj, clone))
             if explore and self.explorer is not None:
                 # Plan2Explore: the ensemble learns feat_t, a_{t+1} -> embed_{t+1}; the explorer is
                 # rewarded by its disagreement alone (extrinsic weight 0)
