@@ -149,11 +149,18 @@ def test_deploy_log_calibrate_rounds_beside_the_results_are_reported_with_their_
                                               round_record(1, -70.0, "expert")]}))
     text = build_report(results, tmp_path / "results.md").read_text()
     section = text[text.index("## Deploy, log, calibrate again"):]
-    assert f"| {PAIR} | 2 | redraw | policy | 60 + 20 | 70.0 | 100.0 [90.0, 110.0] | 250.0 [240.0, 260.0] " \
+    assert f"| {PAIR} | 2 | redraw | policy | 60 | 20 | 100.0 [90.0, 110.0] | 250.0 [240.0, 260.0] " \
            "| 150.0 [140.0, 160.0] |" in section
     half = mean_ci([130.0, 150.0])[1]
-    assert f"| {PAIR} | redraw | policy | 2 | 140.0 ± {half:.1f} |" in section
-    assert f"| {PAIR} | redraw | expert | 1 | -70.0 |" in section  # one seed: no interval
+    assert f"| {PAIR} | redraw | policy | 60 | 20 | 2 | 140.0 ± {half:.1f} |" in section
+    assert f"| {PAIR} | redraw | expert | 60 | 20 | 1 | -70.0 |" in section  # one seed: no interval
+    assert "## Policy-stage variants" not in text
+    variant = {**round_record(1, 30.0), "variant": "bc_weight=1"}
+    variant["base"], variant["changed"] = variant.pop("round0"), variant.pop("round1")
+    (tmp_path / "policy_variants.json").write_text(json.dumps({"records": [variant]}))
+    text = build_report(results, tmp_path / "results.md").read_text()
+    assert f"| {PAIR} | 1 | redraw | bc_weight=1 | 100.0 [90.0, 110.0] | 130.0 [120.0, 140.0] | 30.0 [20.0, 40.0] |" \
+        in text[text.index("## Policy-stage variants"):]
     rounds.unlink()
     assert "## Deploy, log" not in build_report(results, tmp_path / "results.md").read_text()
 

@@ -359,7 +359,7 @@ def _cmd_report(args) -> int:
     from redraw.report import ResultsError, build_report
 
     try:
-        out = build_report(args.results, args.out, args.figures, rounds=args.rounds)
+        out = build_report(args.results, args.out, args.figures)
     except ResultsError as exc:
         print(f"redraw report: {exc}", file=sys.stderr)
         return 2
@@ -394,14 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "benchmarks/transfer_quality.py merges into its results file: per setting and pair, each "
                        "method's mean return with a 95%% interval over seeds, its share of the oracle, and the "
                        "paper's two claims checked on the per-seed differences. Void points (a training that did "
-                       "not learn its task) are listed, never averaged in. A bad record is refused by name.")
+                       "not learn its task) are listed, never averaged in. The paired comparisons beside it "
+                       "(onpolicy_round.json, policy_variants.json) get a section each. A bad record is refused "
+                       "by name.")
     p.add_argument("--results", default="benchmarks/results/transfer_quality.json",
                    help="results file (default: benchmarks/results/transfer_quality.json)")
     p.add_argument("--out", default="docs/results.md", help="report to write (default: docs/results.md)")
     p.add_argument("--figures", default=None, help="figure directory (default: docs/figures/results)")
-    p.add_argument("--rounds", default=None,
-                   help="deploy-log-calibrate rounds to report (benchmarks/onpolicy_round.py's file; default: "
-                   "onpolicy_round.json beside --results, if there is one)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("envs", help="list the source and target envs of the env-pair file",

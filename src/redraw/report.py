@@ -373,10 +373,6 @@ def _adaptation_section(records: list[dict], figures: Path, rel: str) -> list[st
     return lines
 
 
-ROUND_FIELDS = {"pair": str, "seed": int, "method": str, "logged_by": str, "expert_episodes": int,
-                "policy_episodes": int, "round0": dict, "round1": dict, "difference": dict}
-
-
 SUMMARY_FIELDS = ("return_mean", "return_ci_low", "return_ci_high")
 
 
@@ -384,49 +380,66 @@ def _interval(d: dict) -> str:
     return f"{d['return_mean']:.1f} [{d['return_ci_low']:.1f}, {d['return_ci_high']:.1f}]"
 
 
-def _rounds_section(path: Path) -> list[str]:
-    """Deploy-log-calibrate rounds (``benchmarks/onpolicy_round.py``'s records): each round and,
-    per (pair, method, who logged), the paired difference's mean over seeds with its interval."""
+#: the paired comparisons beside the results file: file name -> (title, what it compares, the
+#: fields that tell its records apart (seed aside) and their column names, the two runs compared)
+PAIRED = {
+    "onpolicy_round.json": (
+        "Deploy, log, calibrate again (beyond the paper)",
+        "`python benchmarks/onpolicy_round.py`: METHOD's policy deployed on the target and logged (`policy`), or "
+        "new expert episodes (`expert`, the control), replace that many of the expert's episodes at the same "
+        "budget; calibration and a policy training again; both rounds' policies on the same test episodes.",
+        {"method": "method", "logged_by": "logged by", "expert_episodes": "expert episodes",
+         "policy_episodes": "logged episodes"},
+        ("round0", "round1")),
+    "policy_variants.json": (
+        "Policy-stage variants",
+        "`python benchmarks/policy_variant.py`: the same calibrated model and target data, the policy stage "
+        "trained again with other settings (`variant`); both policies on the same test episodes.",
+        {"method": "method", "variant": "variant"},
+        ("base", "changed")),
+}
+
+
+def _paired_section(path: Path) -> list[str]:
+    """One of the ``PAIRED`` files: each comparison and, per setting, the paired difference's mean
+    over seeds with its interval."""
+    title, intro, labels, (before, after) = PAIRED[path.name]
     try:
-        rounds = json.loads(path.read_text())["records"]
+        recs = json.loads(path.read_text())["records"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ResultsError(f"{path}: not an onpolicy_round results file ({exc})") from None
-    for i, rec in enumerate(rounds):
-        _check(path, "records", i, rec, ROUND_FIELDS)
-        for part in ("round0", "round1", "difference"):
+        raise ResultsError(f"{path}: not a {path.name} results file ({exc})") from None
+    fields = {"pair": str, "seed": int, **{k: (int if k.endswith("episodes") else str) for k in labels},
+              before: dict, after: dict, "difference": dict}
+    for i, rec in enumerate(recs):
+        _check(path, "records", i, rec, fields)
+        for part in (before, after, "difference"):
             _check(path, f"records[{i}].{part}", 0, rec[part], {k: float for k in SUMMARY_FIELDS})
-    lines = ["## Deploy, log, calibrate again (beyond the paper)", "",
-             f"From `{path.as_posix()}` (`python benchmarks/onpolicy_round.py`): METHOD's policy deployed on the "
-             "target and logged (`policy`), or new expert episodes (`expert`, the control), replace that many of "
-             "the expert's episodes at the same budget; calibration and a policy training again; both rounds' "
-             "policies on the same test episodes. Intervals per round are over test episodes (95%), the "
-             "difference is paired per episode.", "",
-             "| pair | seed | method | logged by | expert + logged episodes | logged return | round 0 | round 1 "
-             "| round 1 - round 0 |", "|---|---:|---|---|---:|---:|---:|---:|---:|"]
-    key = lambda r: (r["pair"], r["method"], r["logged_by"], r["seed"])  # noqa: E731
-    for r in sorted(rounds, key=key):
-        logged = r.get("logged_return_mean")
-        lines.append(f"| {r['pair']} | {r['seed']} | {r['method']} | {r['logged_by']} | {r['expert_episodes']} + "
-                     f"{r['policy_episodes']} | {'–' if logged is None else f'{logged:.1f}'} | "
-                     f"{_interval(r['round0'])} | {_interval(r['round1'])} | {_interval(r['difference'])} |")
+    cols = list(labels)
+    lines = [f"## {title}", "", f"From `{path.as_posix()}` ({intro} Intervals are 95%: over test episodes for each "
+             "run, paired per episode for the difference.)", "",
+             "| pair | seed | " + " | ".join(labels.values()) + f" | {before} | {after} | {after} - {before} |",
+             "|---|---:|" + "---|" * len(cols) + "---:|---:|---:|"]
+    for r in sorted(recs, key=lambda r: (r["pair"], *(str(r[c]) for c in cols), r["seed"])):
+        lines.append(f"| {r['pair']} | {r['seed']} | " + " | ".join(str(r[c]) for c in cols)
+                     + f" | {_interval(r[before])} | {_interval(r[after])} | {_interval(r['difference'])} |")
     groups = defaultdict(list)
-    for r in rounds:
-        groups[(r["pair"], r["method"], r["logged_by"])].append(r["difference"]["return_mean"])
+    for r in recs:
+        groups[(r["pair"], *(str(r[c]) for c in cols))].append(r["difference"]["return_mean"])
     lines += ["", "Over seeds (95% t interval of the per-seed paired differences):", "",
-              "| pair | method | logged by | seeds | round 1 - round 0 |", "|---|---|---|---:|---:|"]
-    for (pair, method, who), diffs in sorted(groups.items()):
-        lines.append(f"| {pair} | {method} | {who} | {len(diffs)} | {_fmt(*mean_ci(diffs))} |")
+              "| pair | " + " | ".join(labels.values()) + f" | seeds | {after} - {before} |",
+              "|---|" + "---|" * len(cols) + "---:|---:|"]
+    for key, diffs in sorted(groups.items()):
+        lines.append("| " + " | ".join(key) + f" | {len(diffs)} | {_fmt(*mean_ci(diffs))} |")
     return [*lines, ""]
 
 
 def build_report(results: str | os.PathLike, out: str | os.PathLike, figures: str | os.PathLike | None = None,
-                 command: str = "redraw report", rounds: str | os.PathLike | None = None) -> Path:
-    """Write the report ``out`` (markdown) and its figures (default: ``<out dir>/figures/results``);
-    with ``rounds`` (an onpolicy_round results file; default: ``onpolicy_round.json`` beside
-    ``results`` if there is one) a section on the deploy-log-calibrate rounds."""
+                 command: str = "redraw report") -> Path:
+    """Write the report ``out`` (markdown) and its figures (default: ``<out dir>/figures/results``),
+    with a section for each of the ``PAIRED`` comparison files found beside ``results``."""
     records, trainings = load_results(results)
-    rounds = Path(rounds) if rounds else Path(results).with_name("onpolicy_round.json")
-    rounds_lines = _rounds_section(rounds) if rounds.is_file() else []
+    paired_lines = [line for name in PAIRED if Path(results).with_name(name).is_file()
+                    for line in _paired_section(Path(results).with_name(name))]
     out = Path(out)
     figures = Path(figures) if figures else out.parent / "figures" / "results"
     figures.mkdir(parents=True, exist_ok=True)
@@ -451,7 +464,7 @@ def build_report(results: str | os.PathLike, out: str | os.PathLike, figures: st
             lines += _pair_section(pair, pairs[pair], figures, rel, f"returns-{k}")
     lines += _data_size_section(records, figures, rel)
     lines += _adaptation_section(records, figures, rel)
-    lines += rounds_lines
+    lines += paired_lines
     lines += _trainings_section(trainings, figures, rel) if trainings else ["## Trainings", "", "None recorded.", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

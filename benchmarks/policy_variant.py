@@ -1,0 +1,160 @@
+"""A policy-stage variant on a finished quality-benchmark work dir: the same calibrated model and
+target data, the policy stage trained again with other settings, both policies on the same test
+episodes.
+
+Copies the work dir to ``WORKDIR-variant-NAME`` (the quality benchmark never harvests a copy),
+brings in this checkout's code (an option newer than the work dir is then there), sets the
+``--set`` keys in the copy's params.yaml and runs only ``train_policy@METHOD`` and
+``evaluate@METHOD`` there (``dvc repro -s``: the calibration and everything before it are the work
+dir's, not run again). The variant's evaluation runs the same test episodes as the work dir's
+(the final evaluation's seed stream), so the difference is paired per episode. Resumable: a
+stopped run continues from the policy stage's checkpoint when the same command runs again.
+
+    python benchmarks/policy_variant.py --workdir WORKDIR --method redraw --set train_policy.bc_weight=1
+
+One record per (pair, seed, preset, method, variant) is merged into
+``benchmarks/results/policy_variants.json``; ``redraw report`` tabulates them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from onpolicy_round import copy_workdir  # noqa: E402
+
+from redraw.records import merge_keyed  # noqa: E402
+
+RESULTS = ROOT / "benchmarks/results/policy_variants.json"
+KEY = ("pair", "seed", "preset", "method", "variant")
+CODE = ("src", "dvc.yaml", "scripts")  #: what the copy takes from this checkout
+
+
+def variant_name(overrides: dict) -> str:
+    """``train_policy.bc_weight=1`` -> ``bc_weight=1`` (the last part of each key), joined by ``,``."""
+    return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sorted(overrides.items()))
+
+
+def variant_dir(workdir: Path, name: str) -> Path:
+    return workdir.with_name(f"{workdir.name}-variant-{re.sub(r'[^A-Za-z0-9_.=,-]', '_', name)}")
+
+
+def set_variant_params(dest: Path, overrides: dict) -> None:
+    """The copy's params.yaml with ``overrides`` set (comments kept). A key the copy's file lacks
+    but this checkout's params.yaml has (an option newer than the work dir) is added under its
+    section; any other unknown key is refused (ConfigError naming it)."""
+    from redraw.config import ConfigError, _yaml, load_params, set_params
+
+    path = dest / "params.yaml"
+    current = load_params(ROOT / "params.yaml")
+    params = load_params(path, round_trip=True)
+    added = False
+    for dotted in overrides:
+        *parents, last = dotted.split(".")
+        node, known = params, current
+        for part in parents:
+            node, known = node.get(part) if isinstance(node, dict) else None, known.get(part, {})
+        if isinstance(node, dict) and last not in node and isinstance(known, dict) and last in known:
+            node[last] = known[last]
+            added = True
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set: key '{dotted}' does not exist in {path}")
+    if added:
+        tmp = path.with_name(".params.yaml.tmp")
+        with tmp.open("w") as fh:
+            _yaml().dump(params, fh)
+        os.replace(tmp, path)
+    set_params(overrides, path, source="--set")
+
+
+def paired(base: list[float], variant: list[float]) -> dict:
+    """Summaries of the base's and the variant's (``changed``) returns and of their per-episode
+    difference, over the test episodes both ran (the same episodes)."""
+    from redraw.stats import summarise
+
+    n = min(len(base), len(variant))
+    keep = ("return_mean", "return_ci_low", "return_ci_high")
+    out = {name: {**{k: summarise(v[:n])[k] for k in keep}, "episodes": n}
+           for name, v in (("base", base), ("changed", variant))}
+    out["difference"] = {**{k: summarise([b - a for a, b in zip(base[:n], variant[:n])])[k] for k in keep},
+                         "episodes": n}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, required=True, help="a finished quality-benchmark work dir (PRESET-seedN)")
+    parser.add_argument("--method", default="redraw", choices=["redraw", "redraw_pessimistic", "draw_finetune",
+                                                               "dreamer_finetune"],
+                        help="whose policy stage runs again (default: redraw)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", required=True,
+                        help="a params.yaml key of the policy stage and its value, e.g. train_policy.bc_weight=1; "
+                        "repeatable")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the stages (default 1)")
+    args = parser.parse_args(argv)
+
+    from transfer_quality import parse_set, workdir_commit
+
+    from redraw.config import ConfigError, load_params
+
+    workdir = args.workdir.resolve()
+    base_eval = workdir / f"reports/evaluate/{args.method}.json"
+    if not base_eval.is_file():
+        parser.error(f"{base_eval}: missing; run the quality benchmark for {args.method} in this work dir first")
+    try:
+        overrides = parse_set(args.overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
+    bad = [k for k in overrides if not k.startswith("train_policy.")]
+    if bad:
+        parser.error(f"--set {bad[0]}: only train_policy keys change the policy stage alone")
+    name = variant_name(overrides)
+    dest = variant_dir(workdir, name)
+    copy_workdir(workdir, dest)
+    for item in CODE:
+        src, dst = ROOT / item, dest / item
+        if src.is_dir():
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    from transfer_quality import commit
+
+    (dest / "COMMIT").write_text(commit() + "\n")
+    try:
+        set_variant_params(dest, overrides)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), VIRTUAL_ENV=sys.prefix,
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    for stage in (f"train_policy@{args.method}", f"evaluate@{args.method}"):
+        print(f"== {dest.name}: {stage}", flush=True)
+        subprocess.run([sys.executable, "-m", "dvc", "repro", "-s", stage], cwd=dest, env=env, check=True)
+    params = load_params(dest / "params.yaml")
+    base = json.loads(base_eval.read_text())["returns"]
+    variant = json.loads((dest / f"reports/evaluate/{args.method}.json").read_text())["returns"]
+    result = paired(base, variant)
+    oracle = workdir / "reports/evaluate/oracle.json"
+    record = {"pair": params["env"]["target"], "seed": int(params["seed"]), "preset": params.get("preset", "?"),
+              "method": args.method, "variant": name, **result,
+              "oracle_return_mean": json.loads(oracle.read_text())["return_mean"] if oracle.is_file() else None,
+              "commit": workdir_commit(dest), "base_commit": workdir_commit(workdir)}
+    merge_keyed(RESULTS, {"records": (KEY, [record])})
+    b, v, d = result["base"], result["changed"], result["difference"]
+    print(f"{record['pair']} seed {record['seed']} {args.method}, {name}, on {d['episodes']} test episodes: "
+          f"{b['return_mean']:.1f} -> {v['return_mean']:.1f} [{v['return_ci_low']:.1f}, {v['return_ci_high']:.1f}], "
+          f"paired difference {d['return_mean']:.1f} [{d['return_ci_low']:.1f}, {d['return_ci_high']:.1f}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
