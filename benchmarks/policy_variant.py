@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a params.yaml key of the policy stage and its value, e.g. train_policy.bc_weight=1; "
                         "repeatable")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the stages (default 1)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default: {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args(argv)
 
     from transfer_quality import parse_set, workdir_commit
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
               "method": args.method, "variant": name, **result,
               "oracle_return_mean": json.loads(oracle.read_text())["return_mean"] if oracle.is_file() else None,
               "commit": workdir_commit(dest), "base_commit": workdir_commit(workdir)}
-    merge_keyed(RESULTS, {"records": (KEY, [record])})
+    merge_keyed(args.results, {"records": (KEY, [record])})
     b, v, d = result["base"], result["changed"], result["difference"]
     print(f"{record['pair']} seed {record['seed']} {args.method}, {name}, on {d['episodes']} test episodes: "
           f"{b['return_mean']:.1f} -> {v['return_mean']:.1f} [{v['return_ci_low']:.1f}, {v['return_ci_high']:.1f}], "
