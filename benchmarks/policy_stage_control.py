@@ -78,7 +78,7 @@ def main() -> int:
     curve: list[dict] = []
 
     def evaluate(update: int, metrics: dict) -> None:
-        returns = evaluate_in_target(agent, env, args.episodes, args.seed)
+        returns = evaluate_in_target(agent, env, args.episodes, args.seed, point=len(curve))
         curve.append({"update": update, "return_mean": float(np.mean(returns)), "returns": returns,
                       **{k: metrics[k] for k in ("ac/return", "ac/imag_reward", "ac/entropy") if k in metrics}})
         print(f"update {update}: {env_name} return {np.mean(returns):.1f} ({', '.join(f'{r:.0f}' for r in returns)})",

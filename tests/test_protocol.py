@@ -40,6 +40,9 @@ def test_the_learning_curve_never_runs_the_final_evaluations_episodes():
     again = RecordingEnv()
     evaluate_in_target(a, again, 20, seed=0)
     assert again.seeds == curve.seeds  # its own seeds, and still seeded
+    later = RecordingEnv()
+    evaluate_in_target(a, later, 20, seed=0, point=1)  # the curve's next point: episodes of its own
+    assert len(set(later.seeds)) == 20 and not set(later.seeds) & (set(curve.seeds) | set(final.seeds))
 
 
 def save_agent(a, path, **identity):

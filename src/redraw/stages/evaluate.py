@@ -69,15 +69,15 @@ def evaluate_config(params: dict, path: str = "params.yaml") -> EvaluateConfig:
 
 
 def run_policy(env, behaviour, episodes: int, seed: int, progress: bool = True, desc: str = "evaluate",
-               stream: int = EVAL_STREAM):
-    """Episodes of ``behaviour`` in ``env``; episode i is seeded by (seed, stream, i) whatever the
-    policy (``stream``: the final evaluation's unless told).
+               stream: int = EVAL_STREAM, first: int = 0):
+    """Episodes ``first`` .. ``first + episodes - 1`` of ``behaviour`` in ``env``; episode i is seeded
+    by (seed, stream, i) whatever the policy (``stream``: the final evaluation's unless told).
     Returns the undiscounted returns and each episode's sum of |actions| (a fingerprint of
     the trajectory: a deployed policy must reproduce both)."""
     from redraw.data.collect import run_episode
 
     returns, action_sums = [], []
-    for i in tqdm(range(episodes), desc=desc, unit="episode", disable=None if progress else True):
+    for i in tqdm(range(first, first + episodes), desc=desc, unit="episode", disable=None if progress else True):
         ep = run_episode(env, behaviour, np.random.SeedSequence([seed, stream, i]))
         returns.append(float(ep["reward"][1:].sum()))
         action_sums.append(float(np.abs(ep["action"][1:].astype(np.float64)).sum()))

@@ -113,10 +113,12 @@ def train_actor_critic(agent) -> None:
     agent.ac.slow_critic.requires_grad_(False)
 
 
-def evaluate_in_target(agent, env, episodes: int, seed: int) -> list[float]:
+def evaluate_in_target(agent, env, episodes: int, seed: int, point: int = 0) -> list[float]:
     """Returns of ``agent`` acting in ``env`` (actions sampled) on episodes of their own: not the
-    evaluate stage's (its test episodes are never used to watch or pick a policy). The agent's
-    random stream is restored afterwards, so training goes on unchanged."""
+    evaluate stage's (its test episodes are never used to watch or pick a policy). Each ``point``
+    of a learning curve runs new episodes (its own initial states, e.g. reacher's targets): a few
+    episodes, the same at every point, made a curve that followed how the policy did on those few
+    alone. The agent's random stream is restored afterwards, so training goes on unchanged."""
     from redraw.agent.dreamer import AgentPolicy
     from redraw.stages.evaluate import CURVE_STREAM, run_policy
 
@@ -124,7 +126,7 @@ def evaluate_in_target(agent, env, episodes: int, seed: int) -> list[float]:
     agent.seed(seed)
     try:
         returns, _ = run_policy(env, AgentPolicy(agent, sample=True), episodes, seed, progress=False,
-                                stream=CURVE_STREAM)
+                                stream=CURVE_STREAM, first=point * episodes)
     finally:
         agent.generator.set_state(state)
     return returns
@@ -258,7 +260,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
                 tracker.log_metrics(metrics, step=update + 1)
                 bar.set_postfix(ret=f"{metrics['ac/return']:.2f}")
             if env is not None and ((update + 1) % cfg.eval_every == 0 or update + 1 == cfg.updates):
-                returns = evaluate_in_target(agent, env, cfg.eval_episodes, seed)
+                returns = evaluate_in_target(agent, env, cfg.eval_episodes, seed, point=len(curve))
                 curve.append({"update": update + 1, "eval_return": float(np.mean(returns))})
                 tracker.log_metrics({"eval/return": curve[-1]["eval_return"]}, step=update + 1)
                 bar.write(f"train_policy {method}: update {update + 1}, {target_env} return "
