@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default: {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args(argv)
 
-    from transfer_quality import parse_set, workdir_commit
+    from transfer_quality import bring_code, parse_set, workdir_commit
 
     from redraw.config import ConfigError, load_params
 
@@ -121,16 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     name = variant_name(overrides)
     dest = variant_dir(workdir, name)
     copy_workdir(workdir, dest)
-    for item in CODE:
-        src, dst = ROOT / item, dest / item
-        if src.is_dir():
-            shutil.rmtree(dst, ignore_errors=True)
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, dst)
-    from transfer_quality import commit
-
-    (dest / "COMMIT").write_text(commit() + "\n")
+    bring_code(dest, CODE)
     try:
         set_variant_params(dest, overrides)
     except ConfigError as exc:

@@ -99,14 +99,7 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
     benchmark's settings): on a kept work directory DVC then re-runs exactly what changed."""
     fresh = not (workdir / "dvc.yaml").is_file()
     workdir.mkdir(parents=True, exist_ok=True)
-    for item in ("dvc.yaml", "params.yaml", "envs.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"):
-        src, dst = ROOT / item, workdir / item
-        if src.is_dir():
-            shutil.rmtree(dst, ignore_errors=True)
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, dst)
-    (workdir / "COMMIT").write_text(commit() + "\n")
+    bring_code(workdir, ("dvc.yaml", "params.yaml", "envs.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"))
     if fresh:
         sh(["git", "init", "-q"], workdir)
         sh([sys.executable, "-m", "dvc", "init", "-q"], workdir)
@@ -135,6 +128,19 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
         set_params(overrides, workdir / "params.yaml", source="--set")
         variant.write_text("".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}\n"
                                    for k, v in sorted(overrides.items())))
+
+
+def bring_code(workdir: Path, items) -> None:
+    """``items`` (files and folders of this checkout) copied over ``workdir``'s, and its COMMIT file
+    naming this checkout's commit."""
+    for item in items:
+        src, dst = ROOT / item, workdir / item
+        if src.is_dir():
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    (workdir / "COMMIT").write_text(commit() + "\n")
 
 
 def registry():
