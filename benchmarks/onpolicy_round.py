@@ -90,6 +90,7 @@ def collect_logged(dest: Path, params: dict, method: str, episodes: int, workers
     or of the expert, in data/onpolicy-METHOD or data/expertlog-METHOD."""
     from redraw.data.behaviours import BehaviourConfig
     from redraw.data.collect import CollectConfig, collect
+    from redraw.data.episodes import list_episodes
     from redraw.stages import env_settings
 
     round0 = dest / f"models/round0/{method}/agent.pt"
@@ -99,7 +100,7 @@ def collect_logged(dest: Path, params: dict, method: str, episodes: int, workers
     ckpt, tag = LOGGERS[logged_by]
     out = dest / f"data/{tag}-{method}"
     if (out / "metadata.json").is_file():
-        found = len(list(out.glob("episode-*.npz")))
+        found = len(list_episodes(out))
         if found != episodes:
             raise ValueError(f"{out}: holds {found} logged episodes, this round asks for {episodes}")
         return out
@@ -115,6 +116,7 @@ def collect_logged(dest: Path, params: dict, method: str, episodes: int, workers
 def merge_data(dest: Path, method: str, logged: Path, expert_episodes: int, logged_by: str = "policy") -> Path:
     """data/target-LOGGED: the expert's first ``expert_episodes`` episodes, then the logged ones
     (``redraw data merge``; the copy's validate stage checks them), with a behaviour naming both."""
+    from redraw.data.episodes import list_episodes
     from redraw.data.importer import merge_datasets
     from redraw.data.schema import read_metadata
 
@@ -122,7 +124,7 @@ def merge_data(dest: Path, method: str, logged: Path, expert_episodes: int, logg
     if (out / "metadata.json").is_file():
         return out
     expert = read_metadata(dest / "data/target").behaviour
-    logged_eps = len(list(logged.glob("episode-*.npz")))
+    logged_eps = len(list_episodes(logged))
     merge_datasets([(dest / "data/target", expert_episodes), (logged, None)], out, behaviour=(
         f"{expert} ({expert_episodes} episodes), then policy:{LOGGERS[logged_by][0].format(method=method)} "
         f"({logged_eps} episodes, stream {STREAM})"))
@@ -147,7 +149,7 @@ def evaluate_both(dest: Path, params: dict, method: str, episodes: int) -> dict:
     stream: the stage's evaluate.episodes are the first ones here), kept in reports/onpolicy_round/."""
     from redraw.stages import env_settings
     from redraw.stages.evaluate import policy_returns
-    from redraw.stats import summarise
+    from redraw.stats import paired
 
     out = dest / f"reports/onpolicy_round/{method}-{episodes}.json"
     if out.is_file():
@@ -161,9 +163,9 @@ def evaluate_both(dest: Path, params: dict, method: str, episodes: int) -> dict:
                                       ("round1", f"models/policy/{method}/agent.pt"))}
     finally:
         os.chdir(cwd)
-    diff = [b - a for a, b in zip(returns["round0"], returns["round1"])]
-    result = {"episodes": episodes, **{k: {**summarise(v), "returns": v} for k, v in returns.items()},
-              "difference": summarise(diff)}
+    result = {"episodes": episodes, **paired(returns["round0"], returns["round1"], ("round0", "round1"))}
+    for name, values in returns.items():
+        result[name]["returns"] = values
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     return result

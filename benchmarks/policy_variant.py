@@ -29,8 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from onpolicy_round import copy_workdir  # noqa: E402
+from onpolicy_round import ADAPTED, copy_workdir  # noqa: E402
 
+from redraw.parallel import venv_env  # noqa: E402
 from redraw.records import merge_keyed  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/policy_variants.json"
@@ -78,22 +79,16 @@ def set_variant_params(dest: Path, overrides: dict) -> None:
 def paired(base: list[float], variant: list[float]) -> dict:
     """Summaries of the base's and the variant's (``changed``) returns and of their per-episode
     difference, over the test episodes both ran (the same episodes)."""
-    from redraw.stats import summarise
+    from redraw.stats import paired as summaries
 
-    n = min(len(base), len(variant))
-    keep = ("return_mean", "return_ci_low", "return_ci_high")
-    out = {name: {**{k: summarise(v[:n])[k] for k in keep}, "episodes": n}
-           for name, v in (("base", base), ("changed", variant))}
-    out["difference"] = {**{k: summarise([b - a for a, b in zip(base[:n], variant[:n])])[k] for k in keep},
-                         "episodes": n}
-    return out
+    keep = ("return_mean", "return_ci_low", "return_ci_high", "episodes")
+    return {name: {k: d[k] for k in keep} for name, d in summaries(base, variant, ("base", "changed")).items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True, help="a finished quality-benchmark work dir (PRESET-seedN)")
-    parser.add_argument("--method", default="redraw", choices=["redraw", "redraw_pessimistic", "draw_finetune",
-                                                               "dreamer_finetune"],
+    parser.add_argument("--method", default="redraw", choices=ADAPTED,
                         help="whose policy stage runs again (default: redraw)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", required=True,
                         help="a params.yaml key of the policy stage and its value, e.g. train_policy.bc_weight=1; "
@@ -125,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         set_variant_params(dest, overrides)
     except ConfigError as exc:
         parser.error(str(exc))
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), VIRTUAL_ENV=sys.prefix,
-               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env = venv_env(OMP_NUM_THREADS=str(args.threads))
     for stage in (f"train_policy@{args.method}", f"evaluate@{args.method}"):
         print(f"== {dest.name}: {stage}", flush=True)
         subprocess.run([sys.executable, "-m", "dvc", "repro", "-s", stage], cwd=dest, env=env, check=True)
