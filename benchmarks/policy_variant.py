@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -52,28 +51,9 @@ def set_variant_params(dest: Path, overrides: dict) -> None:
     """The copy's params.yaml with ``overrides`` set (comments kept). A key the copy's file lacks
     but this checkout's params.yaml has (an option newer than the work dir) is added under its
     section; any other unknown key is refused (ConfigError naming it)."""
-    from redraw.config import ConfigError, _yaml, load_params, set_params
+    from redraw.config import load_params, set_params
 
-    path = dest / "params.yaml"
-    current = load_params(ROOT / "params.yaml")
-    params = load_params(path, round_trip=True)
-    added = False
-    for dotted in overrides:
-        *parents, last = dotted.split(".")
-        node, known = params, current
-        for part in parents:
-            node, known = node.get(part) if isinstance(node, dict) else None, known.get(part, {})
-        if isinstance(node, dict) and last not in node and isinstance(known, dict) and last in known:
-            node[last] = known[last]
-            added = True
-        elif not isinstance(node, dict):
-            raise ConfigError(f"--set: key '{dotted}' does not exist in {path}")
-    if added:
-        tmp = path.with_name(".params.yaml.tmp")
-        with tmp.open("w") as fh:
-            _yaml().dump(params, fh)
-        os.replace(tmp, path)
-    set_params(overrides, path, source="--set")
+    set_params(overrides, dest / "params.yaml", source="--set", known=load_params(ROOT / "params.yaml"))
 
 
 def paired(base: list[float], variant: list[float]) -> dict:

@@ -92,22 +92,26 @@ def apply_preset(name: str, params_path: str | os.PathLike = DEFAULT_PARAMS, roo
 
 
 def set_params(overrides: dict[str, Any], params_path: str | os.PathLike = DEFAULT_PARAMS,
-               source: str | os.PathLike = "overrides") -> list[str]:
+               source: str | os.PathLike = "overrides", known: dict | None = None) -> list[str]:
     """Set dotted keys that already exist in params.yaml (its comments kept; the file replaced
     atomically, or left untouched when a key is unknown); returns the keys that changed.
-    A key missing from params.yaml is refused naming ``source`` (where it came from)."""
+    A key missing from params.yaml is refused naming ``source`` (where it came from), unless
+    ``known`` (another params mapping, e.g. a newer checkout's) has it under an existing section:
+    then it is added there (an option newer than the file)."""
     yaml = _yaml()
     params_path = Path(params_path)
     params = load_params(params_path, round_trip=True)
     changed = []
     for dotted, value in overrides.items():
-        node = params
+        node, ref = params, known
         parts = dotted.split(".")
         for part in parts[:-1]:
             if part not in node or not isinstance(node[part], dict):
                 raise ConfigError(f"{source}: key '{dotted}' does not exist in {params_path}")
             node = node[part]
-        if parts[-1] not in node and dotted != "preset":
+            ref = ref.get(part) if isinstance(ref, dict) else None
+        newer = isinstance(ref, dict) and parts[-1] in ref
+        if parts[-1] not in node and dotted != "preset" and not newer:
             raise ConfigError(f"{source}: key '{dotted}' does not exist in {params_path}")
         if node.get(parts[-1]) != value:
             changed.append(dotted)
