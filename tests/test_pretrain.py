@@ -21,7 +21,7 @@ from redraw.data.episodes import iter_episodes
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_workdir(path: Path, steps: int = 300) -> Path:
+def make_workdir(path: Path, steps: int = 300, final_eval_episodes: int = 0) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "presets", path / "presets")
     shutil.copy(ROOT / "params.yaml", path / "params.yaml")
@@ -29,6 +29,7 @@ def make_workdir(path: Path, steps: int = 300) -> Path:
     apply_preset("smoke", path / "params.yaml", root=path)
     params = load_params(path / "params.yaml", round_trip=True)
     params["pretrain"]["steps"] = steps
+    params["pretrain"]["final_eval_episodes"] = final_eval_episodes
     with open(path / "params.yaml", "w") as fh:
         _yaml().dump(params, fh)
     for which in ("source", "oracle"):  # each training's start: data/source, and data/oracle for the oracle
@@ -44,12 +45,16 @@ def pretrain(path: Path, **kw):
 
 @pytest.mark.slow
 def test_sigkilled_run_resumes_with_same_updates_and_replay(tmp_path):
-    ref_dir = make_workdir(tmp_path / "ref")
+    ref_dir = make_workdir(tmp_path / "ref", final_eval_episodes=2)
     ref = pretrain(ref_dir)
     out, _ = ref.communicate(timeout=600)
     assert ref.returncode == 0, out
     reference = json.loads((ref_dir / "reports/pretrain.json").read_text())
     assert reference["train/updates"] == 150 and reference["train/steps"] == 300
+    # evaluations every 50 steps on 1 episode each, the last (the learnt verdict's) on 2
+    curve = json.loads((ref_dir / "reports/pretrain_curve.json").read_text())
+    assert [c["step"] for c in curve] == list(range(50, 301, 50))
+    assert [c["episodes"] for c in curve] == [1] * 5 + [2]
     assert (ref_dir / "models/pretrain/agent.pt").is_file()
     # the world model's observation scale is the source data's, and ships with the weights
     states = np.concatenate([ep["state"] for _, ep in iter_episodes(ref_dir / "data/source")])
@@ -57,7 +62,7 @@ def test_sigkilled_run_resumes_with_same_updates_and_replay(tmp_path):
     assert np.allclose(wm.vec_mean.numpy(), states.mean(0), atol=1e-4)
     assert np.allclose(wm.vec_std.numpy(), np.maximum(states.std(0, ddof=1), 1e-2), rtol=1e-3)
 
-    run_dir = make_workdir(tmp_path / "killed")
+    run_dir = make_workdir(tmp_path / "killed", final_eval_episodes=2)
     proc = pretrain(run_dir)
     deadline = time.time() + 300
     ckpts = []

@@ -45,6 +45,28 @@ def test_the_learning_curve_never_runs_the_final_evaluations_episodes():
     assert len(set(later.seeds)) == 20 and not set(later.seeds) & (set(curve.seeds) | set(final.seeds))
 
 
+def test_pretrainings_curve_runs_new_episodes_at_each_point_and_leaves_the_training_stream_alone():
+    """The pretraining's evaluations (the learnt-its-task verdict reads the last) run episodes of
+    their own stream, new ones at each point, never the test episodes; the agent's random stream,
+    which the training draws from, is the same after an evaluation as before it."""
+    from redraw.agent.dreamer import AgentPolicy
+    from redraw.stages.evaluate import run_policy
+    from redraw.stages.pretrain import evaluate
+
+    final, first, second = RecordingEnv(), RecordingEnv(), RecordingEnv()
+    a = agent()
+    run_policy(final, AgentPolicy(a), 10, seed=0, progress=False)
+    state = a.generator.get_state()
+    out = evaluate(a, first, 5, seed=0)
+    assert torch.equal(a.generator.get_state(), state) and out["episodes"] == 5
+    evaluate(a, second, 10, seed=0, first=5)
+    assert len(set(first.seeds)) == 5 and len(set(second.seeds)) == 10
+    assert not set(first.seeds) & set(second.seeds) and not (set(first.seeds) | set(second.seeds)) & set(final.seeds)
+    again = RecordingEnv()
+    evaluate(a, again, 5, seed=0)
+    assert again.seeds == first.seeds
+
+
 def save_agent(a, path, **identity):
     """Save agent ``a`` (for pendulum's proprio observations) as the training stages do."""
     from dataclasses import asdict

@@ -184,6 +184,7 @@ def test_the_smoke_pipelines_records_merge_into_the_results_file_and_make_a_repo
     records, trainings = workdir_records(work, "abc1234")
     assert {t["training"] for t in trainings} == {"pretrain", "oracle", "pretrain_rssm"}
     assert all(t["finished"] and t["learned"] is False and t["threshold"] == 300.0 for t in trainings)
+    assert all(t["final_episodes"] == 1 for t in trainings)  # how many episodes the verdict read
     evaluated = {p.stem for p in (work / "reports/evaluate").glob("*.json")} - {"source"}
     assert {r["method"] for r in records} == evaluated and "redraw" in evaluated
     assert all(r["valid"] is False for r in records)  # smoke trainings learn nothing: every point void
@@ -200,6 +201,7 @@ def test_the_smoke_pipelines_records_merge_into_the_results_file_and_make_a_repo
     assert len(got_records) == len(records) and len(got_trainings) == 3
     text = build_report(results, tmp_path / "results.md").read_text()
     assert "| redraw | 0 (+1 void) |" in text and "| pretrain_rssm | smoke |" in text
+    assert "| last eval return (episodes) |" in text and " (1) | 300 | **no** |" in text
 
     # a training stopped before its end: its curve comes from the stage checkpoint, not judged yet
     stopped = tmp_path / "stopped"

@@ -83,10 +83,14 @@ def training_records(workdir: Path, pair: str, source: str, seed: int, preset: s
         if not curve:
             continue
         final = float(curve[-1]["eval_return"])
+        # how many episodes the last evaluation ran (curves older than the key: pretrain.eval_episodes)
+        episodes = curve[-1].get("episodes") or (load_yaml(workdir / "params.yaml").get("pretrain") or {}).get(
+            "eval_episodes")
         records.append({
             "pair": pair, "seed": seed, "training": name, "preset": preset,
             "env": pair if name == "oracle" else source, "finished": finished,
-            "steps": int(curve[-1]["step"]), "final_return": final, "threshold": threshold,
+            "steps": int(curve[-1]["step"]), "final_return": final,
+            **({"final_episodes": int(episodes)} if episodes else {}), "threshold": threshold,
             "learned": None if threshold is None or not finished else bool(final >= threshold),
             "curve": [[int(c["step"]), round(float(c["eval_return"]), 2)] for c in curve],
             "commit": commit,

@@ -223,7 +223,7 @@ def _trainings_section(trainings: list[dict], figures: Path, rel: str) -> list[s
              "A training has learnt its task when its last evaluation reaches the threshold (returns out of "
              "~500: action repeat 2, the last sub-step's reward). Methods that start from a training that did "
              "not are void.", "",
-             "| pair | seed | training | preset | steps | last eval return | threshold | learnt | finished |",
+             "| pair | seed | training | preset | steps | last eval return (episodes) | threshold | learnt | finished |",
              "|---|---:|---|---|---:|---:|---:|---|---|"]
     for t in sorted(trainings, key=lambda t: (t["pair"], t["preset"], t["seed"], TRAININGS.index(t["training"]),
                                               t.get("variant") or "")):
@@ -231,8 +231,9 @@ def _trainings_section(trainings: list[dict], figures: Path, rel: str) -> list[s
         learnt = {True: "yes", False: "**no**", None: "–"}[t.get("learned")] if t["finished"] else \
             f"not yet ({'above' if thr is not None and t['final_return'] >= thr else 'below'} so far)"
         name = t["training"] + (f" (variant `{t['variant']}`)" if t.get("variant") else "")
+        last = f"{t['final_return']:.1f}" + (f" ({t['final_episodes']})" if t.get("final_episodes") else "")
         lines.append(f"| {t['pair']} | {t['seed']} | {name} | {t['preset']} | {t['steps']:,} | "
-                     f"{t['final_return']:.1f} | {'–' if thr is None else f'{thr:.0f}'} | {learnt} | "
+                     f"{last} | {'–' if thr is None else f'{thr:.0f}'} | {learnt} | "
                      f"{'yes' if t['finished'] else 'no (stopped)'} |")
     by_pair = defaultdict(list)
     for t in trainings:

@@ -37,7 +37,7 @@ from redraw.agent.dreamer import Agent, AgentConfig, AgentPolicy
 from redraw.checkpoint import checkpoint_root as default_checkpoint_root
 from redraw.checkpoint import hold_lock, identity_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, load_params, section
-from redraw.data.collect import run_episode, run_episodes
+from redraw.data.collect import run_episodes
 from redraw.data.episodes import dataset_fingerprint, episode_name, iter_episodes, load_episode, save_episode
 from redraw.data.replay import Replay, batch_keys
 from redraw.data.schema import DataError, read_metadata
@@ -112,7 +112,9 @@ class PretrainConfig:
     #: bf16 products: AMX / AVX512-BF16 CPUs, bf16 GPUs; ``perf.native_bf16``)
     bf16: bool | str = "auto"
     eval_every: int = 5000  #: agent steps between evaluations on the source task
-    eval_episodes: int = 5
+    eval_episodes: int = 5  #: episodes per evaluation, new ones at each point
+    #: episodes of the last evaluation, the one the "learnt its task" verdict reads (0: eval_episodes)
+    final_eval_episodes: int = 0
     checkpoint_every: int = 500  #: updates between checkpoints
     log_every: int = 100  #: updates between metric records
     #: stage pretrain_rssm (the DreamerV3 baseline) takes DreamerV3's settings in place of DRAW's:
@@ -149,14 +151,19 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def evaluate(agent: Agent, env, episodes: int, seed: int) -> dict[str, float]:
-    """Mean undiscounted return of the actor (sampled actions) over ``episodes`` episodes."""
-    policy = AgentPolicy(agent, sample=True)
-    returns = []
-    for i in range(episodes):
-        ep = run_episode(env, policy, np.random.SeedSequence([seed, 99, i]))
-        returns.append(float(ep["reward"][1:].sum()))
-    return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns))}
+#: seed stream of the training's evaluation episodes (never the evaluate stage's test episodes)
+EVAL_STREAM = 99
+
+
+def evaluate(agent: Agent, env, episodes: int, seed: int, first: int = 0) -> dict[str, float]:
+    """Mean undiscounted return of the actor (sampled actions) over episodes ``first`` ..
+    ``first + episodes - 1`` of the training's evaluation stream. Each episode acts with its own
+    generator, so the training's random stream is untouched."""
+    from redraw.stages.evaluate import run_policy
+
+    returns, _ = run_policy(env, AgentPolicy(agent, sample=True), episodes, seed, progress=False,
+                            stream=EVAL_STREAM, first=first)
+    return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)), "episodes": episodes}
 
 
 def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", out_dir: Path = OUT_DIR,
@@ -188,6 +195,9 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
     device = pick_device()
     if pre.envs < 1:
         raise ConfigError(f"{path}: pretrain.envs must be at least 1, got {pre.envs}")
+    if pre.eval_episodes < 1 or pre.final_eval_episodes < 0:
+        raise ConfigError(f"{path}: pretrain.eval_episodes must be at least 1 and pretrain.final_eval_episodes "
+                          f"at least 0, got {pre.eval_episodes} and {pre.final_eval_episodes}")
     envs = [make_env(env_name, seed=seed + 1, **env_kwargs) for _ in range(pre.envs)]
     env = envs[0]
     eval_env = make_env(env_name, seed=seed + 2, **env_kwargs)
@@ -290,9 +300,12 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
             # 2. evaluation on the source task when due, and always at the end
             done = step >= pre.steps
             if step >= next_eval or (done and (not curve or curve[-1]["step"] != step)):
-                result = evaluate(agent, eval_env, pre.eval_episodes, seed)
+                # new episodes at each point (a few episodes, the same at every point, made a curve of
+                # how the actor did on those few); the last point, the verdict's, may run more
+                n = pre.final_eval_episodes if done and pre.final_eval_episodes else pre.eval_episodes
+                result = evaluate(agent, eval_env, n, seed, first=len(curve) * pre.eval_episodes)
                 curve.append({"step": step, "update": agent.updates, "eval_return": result["return_mean"],
-                              "train_return": last_return})
+                              "train_return": last_return, "episodes": n})
                 next_eval = (step // pre.eval_every + 1) * pre.eval_every
                 tracker.log_metrics({"eval/return": result["return_mean"], "train/steps": step}, step=agent.updates)
                 bar.write(f"{out_dir.name}: step {step} update {agent.updates}: eval return {result['return_mean']:.1f}")
