@@ -398,6 +398,13 @@ PAIRED = {
         "trained again with other settings (`variant`); both policies on the same test episodes.",
         {"method": "method", "variant": "variant"},
         ("base", "changed")),
+    "bc_reference.json": (
+        "Behaviour cloning without a world model (a reference)",
+        "`python benchmarks/bc_reference.py`: the agent's actor fit to the target data's own actions from the "
+        "observations, no world model; each method's policy (`policy`) and the cloned one (`cloned`) on the "
+        "same test episodes.",
+        {"method": "method"},
+        ("policy", "cloned")),
 }
 
 

@@ -1,0 +1,160 @@
+"""Behaviour cloning without a world model, on a finished quality-benchmark work dir: the target
+data's own actions copied by the agent's actor from the observations (``redraw.agent.cloning``),
+evaluated on the same test episodes as every method the work dir evaluated, paired per episode.
+
+The target data of the paper's protocol are an expert's, so copying its actions is a policy an
+engineer could deploy without any world model; a method that learns from the same data should do
+better. The cloned policy trains on the episodes the methods calibrated on (the same held-out
+episodes left out, the same transition budget), for a fixed number of steps set before any
+evaluation (its held-out NLL is recorded, never used to choose anything); it takes about a minute.
+
+    python benchmarks/bc_reference.py --workdir WORKDIR [--steps 20000]
+
+The cloned policy's test returns and NLL curve are kept in ``WORKDIR/reports/bc_reference.json``
+(a second run with the same settings reuses them). One record per (pair, seed, preset, method)
+compared is merged into ``benchmarks/results/bc_reference.json``; ``redraw report`` tabulates them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from redraw.records import merge_keyed  # noqa: E402
+
+RESULTS = ROOT / "benchmarks/results/bc_reference.json"
+KEY = ("pair", "seed", "preset", "method")
+SKIP = ("source",)  #: evaluations not on the target (the source policy runs in the source env)
+
+
+def check_workdir(workdir: Path) -> list[Path]:
+    """The work dir's target-env evaluations (ValueError names what is missing)."""
+    for rel in ("params.yaml", "models/pretrain/agent.pt", "data/target/metadata.json"):
+        if not (workdir / rel).exists():
+            raise ValueError(f"{workdir / rel}: missing; run the quality benchmark in this work dir first")
+    evaluations = sorted(p for p in (workdir / "reports/evaluate").glob("*.json") if p.stem not in SKIP)
+    if not evaluations:
+        raise ValueError(f"{workdir / 'reports/evaluate'}: no method evaluated yet; nothing to compare against")
+    return evaluations
+
+
+def clone_and_evaluate(workdir: Path, cfg, episodes: int, progress: bool = True) -> dict:
+    """Fit the cloned policy on the work dir's target data and run it on the first ``episodes`` test
+    episodes; kept in reports/bc_reference.json and reused when the settings are the same."""
+    from redraw.agent.actor_critic import ActorCriticConfig
+    from redraw.agent.cloning import fit
+    from redraw.checkpoint import load_checkpoint
+    from redraw.config import get, load_params, section
+    from redraw.data.target import load_target
+    from redraw.envs import make_env
+    from redraw.stages import env_settings
+    from redraw.stages.evaluate import run_policy
+
+    out = workdir / "reports/bc_reference.json"
+    settings = {"cloning": asdict(cfg), "episodes": episodes}
+    if out.is_file():
+        kept = json.loads(out.read_text())
+        if {k: kept.get(k) for k in settings} == settings:
+            return kept
+    cwd = os.getcwd()
+    os.chdir(workdir)  # the data, the env-pair file and the validation report are the work dir's
+    try:
+        params = load_params("params.yaml")
+        seed, target = int(get(params, "seed")), get(params, "env.target")
+        identity = load_checkpoint("models/pretrain/agent.pt", map_location="cpu")["identity"]
+        _, train, held, fingerprint = load_target(str(get(params, "target_data")), identity, "models/pretrain/agent.pt",
+                                                  target, int(get(params, "target_transitions")),
+                                                  int(get(params, "calibrate.holdout_episodes")))
+        policy, curve = fit(train, held, identity["action_size"], section(params, "actor_critic", ActorCriticConfig),
+                            cfg, seed, progress)
+        env = make_env(target, seed=seed + 3, **env_settings(params))  # as the evaluate stage builds it
+        try:
+            returns, _ = run_policy(env, policy, episodes, seed, progress, desc="evaluate cloned")
+        finally:
+            env.close()
+    finally:
+        os.chdir(cwd)
+    data_returns = [float(ep["reward"][1:].sum()) for ep in train]
+    result = {**settings, "target_data": fingerprint, "train_episodes": len(train), "heldout_episodes": len(held),
+              "data_return_mean": sum(data_returns) / len(data_returns), "curve": curve, "returns": returns}
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, out)
+    return result
+
+
+def records(workdir: Path, result: dict, evaluations: list[Path], commit: str) -> list[dict]:
+    """One record per method evaluated in the work dir: its returns and the cloned policy's on the
+    test episodes both ran, and their paired difference (cloned - policy)."""
+    from redraw.config import load_params
+    from redraw.stats import paired
+
+    params = load_params(workdir / "params.yaml")
+    last = result["curve"][-1]
+    rows = []
+    for path in evaluations:
+        ev = json.loads(path.read_text())
+        if "returns" not in ev:
+            raise ValueError(f"{path}: no per-episode returns to pair with")
+        summary = paired(ev["returns"], result["returns"], ("policy", "cloned"))
+        keep = ("return_mean", "return_ci_low", "return_ci_high", "episodes")
+        rows.append({"pair": params["env"]["target"], "seed": int(params["seed"]), "preset": params.get("preset"),
+                     "method": path.stem, **{k: {f: v[f] for f in keep} for k, v in summary.items()},
+                     "data_return_mean": round(result["data_return_mean"], 2),
+                     "heldout_nll": last.get("heldout_nll"), "train_nll": last["train_nll"],
+                     "cloning": result["cloning"], "commit": commit})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from redraw.agent.cloning import CloningConfig
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, required=True, help="a finished quality-benchmark work dir (PRESET-seedN)")
+    parser.add_argument("--steps", type=int, default=CloningConfig.steps, help="gradient steps (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=CloningConfig.batch_size, help="default %(default)s")
+    parser.add_argument("--lr", type=float, default=CloningConfig.lr, help="Adam learning rate (default %(default)s)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="test episodes (default: the work dir's evaluate.episodes; at most as many as it ran)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results file (default %(default)s)")
+    args = parser.parse_args(argv)
+    workdir = args.workdir.resolve()
+    try:
+        evaluations = check_workdir(workdir)
+        cfg = CloningConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+        if cfg.steps < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
+            raise ValueError(f"--steps, --batch-size and --lr must be above 0, got {cfg.steps}, {cfg.batch_size}, "
+                             f"{cfg.lr}")
+        ran = min(json.loads(p.read_text()).get("episodes", 0) for p in evaluations)
+        episodes = args.episodes or ran
+        if not 0 < episodes <= ran:
+            raise ValueError(f"--episodes {episodes}: the work dir's evaluations ran {ran} test episodes")
+    except ValueError as exc:
+        parser.error(str(exc))
+    from transfer_quality import commit
+
+    result = clone_and_evaluate(workdir, cfg, episodes)
+    rows = records(workdir, result, evaluations, commit())
+    merge_keyed(args.results, {"records": (KEY, rows)})
+    last = result["curve"][-1]
+    print(f"{workdir.name}: cloned policy, {result['train_episodes']} episodes of target data (their return "
+          f"{result['data_return_mean']:.1f}), NLL train {last['train_nll']:.2f}, held out "
+          f"{last.get('heldout_nll', float('nan')):.2f}; on {episodes} test episodes:")
+    for r in rows:
+        p, c, d = r["policy"], r["cloned"], r["difference"]
+        print(f"  {r['method']:>20}: {p['return_mean']:7.1f}   cloned {c['return_mean']:7.1f} "
+              f"[{c['return_ci_low']:.1f}, {c['return_ci_high']:.1f}]   cloned - {r['method']}: "
+              f"{d['return_mean']:+.1f} [{d['return_ci_low']:.1f}, {d['return_ci_high']:.1f}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
