@@ -11,8 +11,8 @@ evaluation (its held-out NLL is recorded, never used to choose anything); it tak
     python benchmarks/bc_reference.py --workdir WORKDIR [--steps 20000]
 
 The cloned policy's test returns and NLL curve are kept in ``WORKDIR/reports/bc_reference.json``
-(a second run with the same settings reuses them). One record per (pair, seed, preset, method)
-compared is merged into ``benchmarks/results/bc_reference.json``; ``redraw report`` tabulates them.
+(a second run with the same settings reuses them). One record per (pair, seed, preset, target data,
+method) compared is merged into ``benchmarks/results/bc_reference.json``; ``redraw report`` tabulates them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from redraw.records import merge_keyed  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/bc_reference.json"
-KEY = ("pair", "seed", "preset", "method")
+KEY = ("pair", "seed", "preset", "target_data", "method")
 SKIP = ("source",)  #: evaluations not on the target (the source policy runs in the source env)
 
 
@@ -95,6 +95,7 @@ def records(workdir: Path, result: dict, evaluations: list[Path], commit: str) -
     """One record per method evaluated in the work dir: its returns and the cloned policy's on the
     test episodes both ran, and their paired difference (cloned - policy)."""
     from redraw.config import load_params
+    from redraw.records import target_data
     from redraw.stats import paired
 
     params = load_params(workdir / "params.yaml")
@@ -107,7 +108,7 @@ def records(workdir: Path, result: dict, evaluations: list[Path], commit: str) -
         summary = paired(ev["returns"], result["returns"], ("policy", "cloned"))
         keep = ("return_mean", "return_ci_low", "return_ci_high", "episodes")
         rows.append({"pair": params["env"]["target"], "seed": int(params["seed"]), "preset": params.get("preset"),
-                     "method": path.stem, **{k: {f: v[f] for f in keep} for k, v in summary.items()},
+                     "target_data": target_data(params), "method": path.stem, **{k: {f: v[f] for f in keep} for k, v in summary.items()},
                      "data_return_mean": round(result["data_return_mean"], 2),
                      "heldout_nll": last.get("heldout_nll"), "train_nll": last["train_nll"],
                      "cloning": result["cloning"], "commit": commit})

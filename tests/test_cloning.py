@@ -87,6 +87,7 @@ def test_the_cloned_policy_runs_each_methods_test_episodes_and_is_recorded_per_m
     recs = json.loads(results.read_text())["records"]
     evaluated = {p.stem for p in (work / "reports/evaluate").glob("*.json")} - {"source"}
     assert {r["method"] for r in recs} == evaluated and "redraw" in evaluated
+    assert {r["target_data"] for r in recs} == {"correlated"}  # the smoke preset's: its key, beside the expert's
     for r in recs:  # each method's own returns on the first 2 test episodes, beside the same cloned policy's
         ev = json.loads((work / f"reports/evaluate/{r['method']}.json").read_text())
         assert r["policy"]["return_mean"] == pytest.approx(np.mean(ev["returns"][:2]))

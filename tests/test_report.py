@@ -161,11 +161,11 @@ def test_deploy_log_calibrate_rounds_beside_the_results_are_reported_with_their_
     text = build_report(results, tmp_path / "results.md").read_text()
     assert f"| {PAIR} | 1 | redraw | bc_weight=1 | 100.0 [90.0, 110.0] | 130.0 [120.0, 140.0] | 30.0 [20.0, 40.0] |" \
         in text[text.index("## Policy-stage variants"):]
-    cloned = {**round_record(1, 120.0), "method": "no_adapt"}
+    cloned = {**round_record(1, 120.0), "method": "no_adapt", "target_data": "expert"}
     cloned["policy"], cloned["cloned"] = cloned.pop("round0"), cloned.pop("round1")
     (tmp_path / "bc_reference.json").write_text(json.dumps({"records": [cloned]}))
     text = build_report(results, tmp_path / "results.md").read_text()
-    assert f"| {PAIR} | 1 | no_adapt | 100.0 [90.0, 110.0] | 220.0 [210.0, 230.0] | 120.0 [110.0, 130.0] |" \
+    assert f"| {PAIR} | 1 | expert | no_adapt | 100.0 [90.0, 110.0] | 220.0 [210.0, 230.0] | 120.0 [110.0, 130.0] |" \
         in text[text.index("## Behaviour cloning without"):]
     rounds.unlink()
     assert "## Deploy, log" not in build_report(results, tmp_path / "results.md").read_text()

@@ -403,7 +403,7 @@ PAIRED = {
         "`python benchmarks/bc_reference.py`: the agent's actor fit to the target data's own actions from the "
         "observations, no world model; each method's policy (`policy`) and the cloned one (`cloned`) on the "
         "same test episodes.",
-        {"method": "method"},
+        {"target_data": "target data", "method": "method"},
         ("policy", "cloned")),
 }
 
