@@ -91,9 +91,22 @@ def clone_and_evaluate(workdir: Path, cfg, episodes: int, progress: bool = True)
     return result
 
 
+def trained_on(workdir: Path, evaluation: dict) -> str | None:
+    """The fingerprint of the target data the evaluated policy was trained on (None: a policy that
+    never saw target data, the source policy or the oracle)."""
+    from redraw.checkpoint import load_checkpoint
+
+    policy = workdir / evaluation.get("policy", "")
+    if not policy.is_file():
+        return None
+    return load_checkpoint(policy, map_location="cpu")["identity"].get("target_data")
+
+
 def records(workdir: Path, result: dict, evaluations: list[Path], commit: str) -> list[dict]:
     """One record per method evaluated in the work dir: its returns and the cloned policy's on the
-    test episodes both ran, and their paired difference (cloned - policy)."""
+    test episodes both ran, and their paired difference (cloned - policy). An evaluation of a
+    policy trained on other target data than the work dir's now (a stage not run again after the
+    data changed) is left out, and said so."""
     from redraw.config import load_params
     from redraw.records import target_data
     from redraw.stats import paired
@@ -105,6 +118,10 @@ def records(workdir: Path, result: dict, evaluations: list[Path], commit: str) -
         ev = json.loads(path.read_text())
         if "returns" not in ev:
             raise ValueError(f"{path}: no per-episode returns to pair with")
+        if trained_on(workdir, ev) not in (None, result["target_data"]):
+            print(f"{path}: its policy ({ev['policy']}) was trained on other target data than "
+                  f"{params.get('target_data', 'data/target')} holds now; left out (re-run its stages first)")
+            continue
         summary = paired(ev["returns"], result["returns"], ("policy", "cloned"))
         keep = ("return_mean", "return_ci_low", "return_ci_high", "episodes")
         rows.append({"pair": params["env"]["target"], "seed": int(params["seed"]), "preset": params.get("preset"),
