@@ -109,7 +109,7 @@ def records(workdir: Path, result: dict, evaluations: list[Path], commit: str) -
     data changed) is left out, and said so."""
     from redraw.config import load_params
     from redraw.records import target_data
-    from redraw.stats import paired
+    from redraw.stats import RECORDED, paired
 
     params = load_params(workdir / "params.yaml")
     last = result["curve"][-1]
@@ -122,10 +122,9 @@ def records(workdir: Path, result: dict, evaluations: list[Path], commit: str) -
             print(f"{path}: its policy ({ev['policy']}) was trained on other target data than "
                   f"{params.get('target_data', 'data/target')} holds now; left out (re-run its stages first)")
             continue
-        summary = paired(ev["returns"], result["returns"], ("policy", "cloned"))
-        keep = ("return_mean", "return_ci_low", "return_ci_high", "episodes")
+        summary = paired(ev["returns"], result["returns"], ("policy", "cloned"), RECORDED)
         rows.append({"pair": params["env"]["target"], "seed": int(params["seed"]), "preset": params.get("preset"),
-                     "target_data": target_data(params), "method": path.stem, **{k: {f: v[f] for f in keep} for k, v in summary.items()},
+                     "target_data": target_data(params), "method": path.stem, **summary,
                      "data_return_mean": round(result["data_return_mean"], 2),
                      "heldout_nll": last.get("heldout_nll"), "train_nll": last["train_nll"],
                      "cloning": result["cloning"], "commit": commit})
@@ -166,11 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{workdir.name}: cloned policy, {result['train_episodes']} episodes of target data (their return "
           f"{result['data_return_mean']:.1f}), NLL train {last['train_nll']:.2f}, held out "
           f"{last.get('heldout_nll', float('nan')):.2f}; on {episodes} test episodes:")
+    from redraw.stats import interval
+
     for r in rows:
-        p, c, d = r["policy"], r["cloned"], r["difference"]
-        print(f"  {r['method']:>20}: {p['return_mean']:7.1f}   cloned {c['return_mean']:7.1f} "
-              f"[{c['return_ci_low']:.1f}, {c['return_ci_high']:.1f}]   cloned - {r['method']}: "
-              f"{d['return_mean']:+.1f} [{d['return_ci_low']:.1f}, {d['return_ci_high']:.1f}]")
+        print(f"  {r['method']:>20}: {r['policy']['return_mean']:7.1f}   cloned {interval(r['cloned'])}   "
+              f"cloned - {r['method']}: {interval(r['difference'], signed=True)}")
     return 0
 
 

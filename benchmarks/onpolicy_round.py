@@ -229,20 +229,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parallel.schedule(dest, args.jobs, "logs", [f"evaluate@{args.method}"])
     both = evaluate_both(dest, params, args.method, args.eval_episodes)
-    keep = ("return_mean", "return_ci_low", "return_ci_high", "episodes")
+    from redraw.stats import RECORDED, interval
+
     pair = params["env"]["target"]
     merge_record({"pair": pair, "seed": int(params["seed"]), "preset": params.get("preset", "?"),
                   "method": args.method, "logged_by": args.logged_by, "expert_episodes": expert_episodes,
                   "policy_episodes": args.policy_episodes, "logged_return_mean": logged_stats.get("return_mean"),
-                  **{k: {m: both[k][m] for m in keep} for k in ("round0", "round1", "difference")},
+                  **{k: {m: both[k][m] for m in RECORDED} for k in ("round0", "round1", "difference")},
                   "commit": workdir_commit(dest)})
     r0, r1, d = both["round0"], both["round1"], both["difference"]
     print(f"{pair} seed {params['seed']} {args.method} on {both['episodes']} test episodes: round 0 "
-          f"{r0['return_mean']:.1f} [{r0['return_ci_low']:.1f}, {r0['return_ci_high']:.1f}], round 1 "
-          f"({expert_episodes} expert + {args.policy_episodes} episodes logged by the {args.logged_by}) "
-          f"{r1['return_mean']:.1f} [{r1['return_ci_low']:.1f}, {r1['return_ci_high']:.1f}], "
-          f"difference {d['return_mean']:.1f} "
-          f"[{d['return_ci_low']:.1f}, {d['return_ci_high']:.1f}]")
+          f"{interval(r0)}, round 1 ({expert_episodes} expert + {args.policy_episodes} episodes logged by the "
+          f"{args.logged_by}) {interval(r1)}, difference {interval(d)}")
     return 0
 
 

@@ -59,10 +59,9 @@ def set_variant_params(dest: Path, overrides: dict) -> None:
 def paired(base: list[float], variant: list[float]) -> dict:
     """Summaries of the base's and the variant's (``changed``) returns and of their per-episode
     difference, over the test episodes both ran (the same episodes)."""
-    from redraw.stats import paired as summaries
+    from redraw.stats import RECORDED, paired as summaries
 
-    keep = ("return_mean", "return_ci_low", "return_ci_high", "episodes")
-    return {name: {k: d[k] for k in keep} for name, d in summaries(base, variant, ("base", "changed")).items()}
+    return summaries(base, variant, ("base", "changed"), RECORDED)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
               "oracle_return_mean": json.loads(oracle.read_text())["return_mean"] if oracle.is_file() else None,
               "commit": workdir_commit(dest), "base_commit": workdir_commit(workdir)}
     merge_keyed(args.results, {"records": (KEY, [record])})
+    from redraw.stats import interval
+
     b, v, d = result["base"], result["changed"], result["difference"]
     print(f"{record['pair']} seed {record['seed']} {args.method}, {name}, on {d['episodes']} test episodes: "
-          f"{b['return_mean']:.1f} -> {v['return_mean']:.1f} [{v['return_ci_low']:.1f}, {v['return_ci_high']:.1f}], "
-          f"paired difference {d['return_mean']:.1f} [{d['return_ci_low']:.1f}, {d['return_ci_high']:.1f}]")
+          f"{b['return_mean']:.1f} -> {interval(v)}, paired difference {interval(d)}")
     return 0
 
 

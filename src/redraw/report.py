@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from redraw.records import METHODS, TRAININGS
+from redraw.stats import interval
 
 __all__ = ["ResultsError", "load_results", "mean_ci", "build_report"]
 
@@ -377,8 +378,6 @@ def _adaptation_section(records: list[dict], figures: Path, rel: str) -> list[st
 SUMMARY_FIELDS = ("return_mean", "return_ci_low", "return_ci_high")
 
 
-def _interval(d: dict) -> str:
-    return f"{d['return_mean']:.1f} [{d['return_ci_low']:.1f}, {d['return_ci_high']:.1f}]"
 
 
 #: the paired comparisons beside the results file: file name -> (title, what it compares, the
@@ -429,7 +428,7 @@ def _paired_section(path: Path) -> list[str]:
              "|---|---:|" + "---|" * len(cols) + "---:|---:|---:|"]
     for r in sorted(recs, key=lambda r: (r["pair"], *(str(r[c]) for c in cols), r["seed"])):
         lines.append(f"| {r['pair']} | {r['seed']} | " + " | ".join(str(r[c]) for c in cols)
-                     + f" | {_interval(r[before])} | {_interval(r[after])} | {_interval(r['difference'])} |")
+                     + f" | {interval(r[before])} | {interval(r[after])} | {interval(r['difference'])} |")
     groups = defaultdict(list)
     for r in recs:
         groups[(r["pair"], *(str(r[c]) for c in cols))].append(r["difference"]["return_mean"])
