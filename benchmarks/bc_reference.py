@@ -146,10 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir.resolve()
     try:
         evaluations = check_workdir(workdir)
-        cfg = CloningConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
-        if cfg.steps < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
-            raise ValueError(f"--steps, --batch-size and --lr must be above 0, got {cfg.steps}, {cfg.batch_size}, "
-                             f"{cfg.lr}")
+        cfg = CloningConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)  # refuses non-positive ones
         ran = min(json.loads(p.read_text()).get("episodes", 0) for p in evaluations)
         episodes = args.episodes or ran
         if not 0 < episodes <= ran:

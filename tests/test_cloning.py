@@ -63,10 +63,12 @@ def test_the_cloned_policy_recovers_the_experts_actions_and_acts_the_same_for_an
     assert all(torch.equal(a, b) for a, b in zip(policy.actor.parameters(), again.actor.parameters()))
 
 
-def test_a_work_dir_without_its_evaluations_is_refused_naming_the_file(tmp_path, capsys):
+def test_a_work_dir_without_its_evaluations_or_a_bad_setting_is_refused_naming_it(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bc_reference.main(["--workdir", str(tmp_path / "cpu-seed1")])
     assert "cpu-seed1/params.yaml: missing" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="lr and eval_every above 0, got 10, 256, 0.0"):
+        CloningConfig(steps=10, lr=0.0)
 
 
 def test_an_evaluation_of_a_policy_trained_on_other_target_data_is_left_out(tmp_path, capsys):

@@ -28,6 +28,11 @@ class CloningConfig:
     lr: float = 3e-4
     eval_every: int = 1000  #: steps between NLL records (train batch and held-out episodes)
 
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or not self.lr > 0 or self.eval_every < 1:
+            raise ValueError(f"cloning needs steps, batch size, lr and eval_every above 0, got {self.steps}, "
+                             f"{self.batch_size}, {self.lr}, {self.eval_every}")
+
 
 def observation_keys(episode: dict) -> list[str]:
     """The vector observations of an episode (an image cannot be cloned from by an MLP)."""
@@ -77,8 +82,6 @@ def fit(train: list[dict], held_out: list[dict], action_size: int, ac: ActorCrit
     choose anything)."""
     from tqdm import tqdm
 
-    if cfg.steps < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
-        raise ValueError(f"cloning needs steps, batch size and lr above 0, got {cfg.steps}, {cfg.batch_size}, {cfg.lr}")
     keys = observation_keys(train[0])
     obs, act = pairs(train, keys)
     mean, std = obs.mean(0), np.maximum(obs.std(0), 1e-2)
