@@ -378,8 +378,6 @@ def _adaptation_section(records: list[dict], figures: Path, rel: str) -> list[st
 SUMMARY_FIELDS = ("return_mean", "return_ci_low", "return_ci_high")
 
 
-
-
 #: the paired comparisons beside the results file: file name -> (title, what it compares, the
 #: fields that tell its records apart (seed aside) and their column names, the two runs compared)
 PAIRED = {
