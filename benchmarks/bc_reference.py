@@ -70,7 +70,8 @@ def clone_and_evaluate(workdir: Path, cfg, episodes: int, progress: bool = True)
         params = load_params("params.yaml")
         seed, target = int(get(params, "seed")), get(params, "env.target")
         identity = load_checkpoint("models/pretrain/agent.pt", map_location="cpu")["identity"]
-        _, train, held, fingerprint = load_target(str(get(params, "target_data")), identity, "models/pretrain/agent.pt",
+        _, train, held, fingerprint = load_target(str(workdir / get(params, "target_data")), identity,
+                                                  str(workdir / "models/pretrain/agent.pt"),
                                                   target, int(get(params, "target_transitions")),
                                                   int(get(params, "calibrate.holdout_episodes")))
         policy, curve = fit(train, held, identity["action_size"], section(params, "actor_critic", ActorCriticConfig),
@@ -131,6 +132,38 @@ def records(workdir: Path, result: dict, evaluations: list[Path], commit: str) -
     return rows
 
 
+def run(workdir: Path, results: Path = RESULTS, cfg=None, episodes: int | None = None,
+        progress: bool = True) -> tuple[dict, list[dict]]:
+    """Clone, evaluate (or reuse what the work dir keeps) and merge the records into ``results``;
+    returns the cloned policy's result and the records. ValueError names what is missing or wrong."""
+    from redraw.agent.cloning import CloningConfig
+    from transfer_quality import commit
+
+    evaluations = check_workdir(workdir)
+    ran = min(json.loads(p.read_text()).get("episodes", 0) for p in evaluations)
+    episodes = episodes or ran
+    if not 0 < episodes <= ran:
+        raise ValueError(f"--episodes {episodes}: the work dir's evaluations ran {ran} test episodes")
+    result = clone_and_evaluate(workdir, cfg or CloningConfig(), episodes, progress)
+    rows = records(workdir, result, evaluations, commit())
+    merge_keyed(results, {"records": (KEY, rows)})
+    return result, rows
+
+
+def summary(workdir: Path, result: dict, rows: list[dict]) -> str:
+    """What the cloned policy scored against each method, for the terminal."""
+    from redraw.stats import interval
+
+    last = result["curve"][-1]
+    lines = [f"{workdir.name}: cloned policy, {result['train_episodes']} episodes of target data (their return "
+             f"{result['data_return_mean']:.1f}), NLL train {last['train_nll']:.2f}, held out "
+             f"{last.get('heldout_nll', float('nan')):.2f}; on {result['episodes']} test episodes:"]
+    for r in rows:
+        lines.append(f"  {r['method']:>20}: {r['policy']['return_mean']:7.1f}   cloned {interval(r['cloned'])}   "
+                     f"cloned - {r['method']}: {interval(r['difference'], signed=True)}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from redraw.agent.cloning import CloningConfig
 
@@ -145,28 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = args.workdir.resolve()
     try:
-        evaluations = check_workdir(workdir)
         cfg = CloningConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)  # refuses non-positive ones
-        ran = min(json.loads(p.read_text()).get("episodes", 0) for p in evaluations)
-        episodes = args.episodes or ran
-        if not 0 < episodes <= ran:
-            raise ValueError(f"--episodes {episodes}: the work dir's evaluations ran {ran} test episodes")
+        result, rows = run(workdir, args.results, cfg, args.episodes)
     except ValueError as exc:
         parser.error(str(exc))
-    from transfer_quality import commit
-
-    result = clone_and_evaluate(workdir, cfg, episodes)
-    rows = records(workdir, result, evaluations, commit())
-    merge_keyed(args.results, {"records": (KEY, rows)})
-    last = result["curve"][-1]
-    print(f"{workdir.name}: cloned policy, {result['train_episodes']} episodes of target data (their return "
-          f"{result['data_return_mean']:.1f}), NLL train {last['train_nll']:.2f}, held out "
-          f"{last.get('heldout_nll', float('nan')):.2f}; on {episodes} test episodes:")
-    from redraw.stats import interval
-
-    for r in rows:
-        print(f"  {r['method']:>20}: {r['policy']['return_mean']:7.1f}   cloned {interval(r['cloned'])}   "
-              f"cloned - {r['method']}: {interval(r['difference'], signed=True)}")
+    print(summary(workdir, result, rows))
     return 0
 
 

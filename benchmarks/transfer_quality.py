@@ -231,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: results)")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help=f"results file the records are merged into (default: {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--clone-steps", type=int, default=20000,
+                        help="after a work dir's results, the reference without a world model "
+                        "(benchmarks/bc_reference.py: the target data's actions cloned, on the same test episodes; "
+                        "about 90 s at the cpu preset) with this many gradient steps, its records in "
+                        "bc_reference.json beside --results (default %(default)s; 0: skip it)")
     parser.add_argument("--harvest", action="store_true",
                         help="only record what the work dirs under --workdir hold so far (finished or stopped "
                         "trainings, finished evaluations) in --results")
@@ -301,6 +306,8 @@ def main() -> int:
     args = parser.parse_args()
     if not 0.0 <= args.noise_fraction <= 1.0:  # refused now, not at collect_target after the trainings
         parser.error(f"--noise-fraction must be in [0, 1], got {args.noise_fraction}")
+    if args.clone_steps < 0:
+        parser.error(f"--clone-steps must be 0 (skip the cloned reference) or more, got {args.clone_steps}")
     try:
         overrides = parse_set(args.overrides)
         pairs = pair_names(args.pairs)
@@ -355,6 +362,14 @@ def run_pair(args, parser, pair: str, methods: tuple[str, ...], overrides: dict)
         for m in methods:
             returns[m].append(results[f"{m}/return_mean"])
         print((workdir / "reports/results.md").read_text(), flush=True)
+        if args.clone_steps:
+            import bc_reference
+
+            from redraw.agent.cloning import CloningConfig
+
+            result, rows = bc_reference.run(workdir, args.results.with_name("bc_reference.json"),
+                                            CloningConfig(steps=args.clone_steps))
+            print(bc_reference.summary(workdir, result, rows), flush=True)
     return returns if args.until == "results" else None
 
 

@@ -43,6 +43,9 @@ def test_overrides_win_over_the_preset_and_unknown_keys_are_refused(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/transfer_quality.py"), "--preset", "smoke",
                            "--workdir", str(tmp_path), "--set", "seed"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--set 'seed': expected KEY=VALUE" in proc.stderr
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/transfer_quality.py"), "--preset", "smoke",
+                           "--workdir", str(tmp_path), "--clone-steps", "-1"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--clone-steps must be 0" in proc.stderr
 
 
 def test_the_primary_target_data_are_the_papers_expert_episodes_and_half_noise_is_a_named_variant(tmp_path):
