@@ -109,7 +109,7 @@ def records(workdir: Path, result: dict, evaluations: list[Path], commit: str) -
     policy trained on other target data than the work dir's now (a stage not run again after the
     data changed) is left out, and said so."""
     from redraw.config import load_params
-    from redraw.records import target_data
+    from redraw.records import target_data, target_size
     from redraw.stats import RECORDED, paired
 
     params = load_params(workdir / "params.yaml")
@@ -125,7 +125,8 @@ def records(workdir: Path, result: dict, evaluations: list[Path], commit: str) -
             continue
         summary = paired(ev["returns"], result["returns"], ("policy", "cloned"), RECORDED)
         rows.append({"pair": params["env"]["target"], "seed": int(params["seed"]), "preset": params.get("preset"),
-                     "target_data": target_data(params), "method": path.stem, **summary,
+                     "target_data": target_data(params), "target_transitions": target_size(params),
+                     "method": path.stem, **summary,
                      "data_return_mean": round(result["data_return_mean"], 2),
                      "heldout_nll": last.get("heldout_nll"), "train_nll": last["train_nll"],
                      "cloning": result["cloning"], "commit": commit})

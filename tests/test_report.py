@@ -161,14 +161,40 @@ def test_deploy_log_calibrate_rounds_beside_the_results_are_reported_with_their_
     text = build_report(results, tmp_path / "results.md").read_text()
     assert f"| {PAIR} | 1 | redraw | bc_weight=1 | 100.0 [90.0, 110.0] | 130.0 [120.0, 140.0] | 30.0 [20.0, 40.0] |" \
         in text[text.index("## Policy-stage variants"):]
-    cloned = {**round_record(1, 120.0), "method": "no_adapt", "target_data": "expert"}
+    cloned = {**round_record(1, 120.0), "method": "no_adapt", "target_data": "expert", "target_transitions": 40000}
     cloned["policy"], cloned["cloned"] = cloned.pop("round0"), cloned.pop("round1")
     (tmp_path / "bc_reference.json").write_text(json.dumps({"records": [cloned]}))
     text = build_report(results, tmp_path / "results.md").read_text()
-    assert f"| {PAIR} | 1 | expert | no_adapt | 100.0 [90.0, 110.0] | 220.0 [210.0, 230.0] | 120.0 [110.0, 130.0] |" \
+    assert f"| {PAIR} | 1 | cpu | expert | 40000 | no_adapt | 100.0 [90.0, 110.0] | 220.0 [210.0, 230.0] | 120.0 [110.0, 130.0] |" \
         in text[text.index("## Behaviour cloning without"):]
     rounds.unlink()
     assert "## Deploy, log" not in build_report(results, tmp_path / "results.md").read_text()
+
+
+def test_the_cloned_reference_joins_its_pairs_table_and_redraw_is_judged_against_it(tmp_path):
+    results = write(tmp_path / "transfer_quality.json",
+                    [record("redraw", 1, 120.0), record("redraw", 2, 40.0), record("oracle", 1, 300.0),
+                     record("oracle", 2, 250.0), record("redraw", 1, 99.0, target_transitions=10000)])
+    part = lambda m: {"return_mean": m, "return_ci_low": m - 10.0, "return_ci_high": m + 10.0, "episodes": 100}  # noqa: E731
+    cloned = [{"pair": PAIR, "seed": seed, "preset": "cpu", "target_data": "expert", "target_transitions": 40000,
+               "method": "redraw", "policy": part(pol), "cloned": part(clo), "difference": part(clo - pol)}
+              for seed, pol, clo in ((1, 120.0, 270.0), (2, 40.0, 220.0))]
+    (tmp_path / "bc_reference.json").write_text(json.dumps({"records": cloned}))
+    text = build_report(results, tmp_path / "results.md").read_text()
+    heading = "### preset `cpu`, target data `expert`, protocol `sequential`, "
+    main = text[text.index(heading + "40,000"):]
+    main = main[:main.index("## Return vs target-data size")]
+    half = mean_ci([270.0, 220.0])[1]
+    assert f"| cloned, no world model (reference) | 2 | 245.0 ± {half:.1f} | 1: 270.0, 2: 220.0 | 89% |" in main
+    diff_half = mean_ci([-150.0, -180.0])[1]
+    assert f"- ReDRAW above the cloned reference (not a claim of the paper): difference -165.0 ± {diff_half:.1f} " \
+           "over seeds [1, 2] → **" in main
+    other = text[text.index(heading + "10,000"):text.index(heading + "40,000")]  # no reference measured there
+    assert "| redraw | 1 | 99.0 |" in other and "cloned, no world model" not in other
+    del cloned[1]["target_transitions"]  # a record without its key is refused by name, not guessed
+    (tmp_path / "bc_reference.json").write_text(json.dumps({"records": cloned}))
+    with pytest.raises(ResultsError, match=r"bc_reference\.json: records\[1\].*target_transitions"):
+        build_report(results, tmp_path / "results.md")
 
 
 def test_a_bad_round_record_is_refused_naming_it(tmp_path):

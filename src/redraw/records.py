@@ -200,6 +200,11 @@ def method_curves(workdir: Path, method: str) -> dict[str, list[list]]:
     return out
 
 
+def target_size(params: dict) -> int:
+    """The target transitions the methods train on: ``target_transitions``, or all collected."""
+    return int(params.get("target_transitions") or 0) or int(params["collect_target"]["transitions"])
+
+
 def method_records(workdir: Path, pair: str, seed: int, preset: str, trainings: list[dict], commit: str,
                    methods=METHODS) -> list[dict]:
     """One record per evaluated method of ``workdir`` (``reports/evaluate/<method>.json``) with its
@@ -207,7 +212,7 @@ def method_records(workdir: Path, pair: str, seed: int, preset: str, trainings: 
     workdir = Path(workdir)
     params = load_yaml(workdir / "params.yaml")
     learned = {t["training"]: t["learned"] for t in trainings if t["finished"]}
-    used = int(params.get("target_transitions") or 0) or int(params["collect_target"]["transitions"])
+    used = target_size(params)
     records = []
     for method in methods:
         file = workdir / "reports/evaluate" / f"{method}.json"

@@ -148,7 +148,24 @@ def _setting(r: dict) -> tuple:
     return r["preset"], r.get("target_data", "?"), r["protocol"], r["target_transitions"], r.get("variant") or ""
 
 
-def _pair_section(pair: str, recs: list[dict], figures: Path, rel: str, tag: str) -> list[str]:
+#: the reference without a world model (benchmarks/bc_reference.py), as its row is named
+CLONED = "cloned, no world model (reference)"
+
+
+def _cloned_returns(path: Path) -> dict[tuple, dict[int, float]]:
+    """The cloned reference's return per seed, by (pair, preset, target data, target transitions),
+    from the bc_reference.json beside the results (every record of a seed holds the same one; the
+    file's records are checked by its own section first)."""
+    if not path.is_file():
+        return {}
+    out: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for r in json.loads(path.read_text())["records"]:
+        out[(r["pair"], r["preset"], r["target_data"], r["target_transitions"])][r["seed"]] = r["cloned"]["return_mean"]
+    return out
+
+
+def _pair_section(pair: str, recs: list[dict], figures: Path, rel: str, tag: str,
+                  cloned: dict[int, float] | None = None) -> list[str]:
     by_method: dict[str, dict[int, dict]] = defaultdict(dict)
     for r in recs:
         by_method[r["method"]][r["seed"]] = r
@@ -176,6 +193,14 @@ def _pair_section(pair: str, recs: list[dict], figures: Path, rel: str, tag: str
             h = half if math.isfinite(half) else 0.0
             bars.append({"method": method, "mean": mean, "ci_low": mean - h, "ci_high": mean + h,
                          "reference": method == "oracle"})
+    if cloned:
+        mean, half = mean_ci(list(cloned.values()))
+        shared = [s for s in cloned if s in oracle and oracle[s] > 0]
+        pct = f"{100 * np.mean([cloned[s] / oracle[s] for s in shared]):.0f}%" if shared else "–"
+        lines.append(f"| {CLONED} | {len(cloned)} | {_fmt(mean, half)} | "
+                     + ", ".join(f"{s}: {v:.1f}" for s, v in sorted(cloned.items())) + f" | {pct} |")
+        h = half if math.isfinite(half) else 0.0
+        bars.append({"method": "cloned", "mean": mean, "ci_low": mean - h, "ci_high": mean + h, "reference": True})
     counts = defaultdict(set)  # test episodes per evaluation -> the seeds evaluated on that many
     for r in recs:
         counts[r["episodes"]].add(r["seed"])
@@ -183,7 +208,7 @@ def _pair_section(pair: str, recs: list[dict], figures: Path, rel: str, tag: str
         lines += ["", "Test episodes per evaluation differ: " + "; ".join(
             f"{n} for seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))}"
             for n, seeds in sorted(counts.items())) + f" (the first {min(counts)} are the same episodes for every count)."]
-    lines += ["", *_claims(by_method, oracle)]
+    lines += ["", *_claims(by_method, oracle, cloned or {})]
     if bars:
         from redraw.plots import results_bars
 
@@ -193,7 +218,7 @@ def _pair_section(pair: str, recs: list[dict], figures: Path, rel: str, tag: str
     return lines + [""]
 
 
-def _claims(by_method: dict, oracle: dict) -> list[str]:
+def _claims(by_method: dict, oracle: dict, cloned: dict[int, float]) -> list[str]:
     redraw = {s: r["return_mean"] for s, r in by_method.get("redraw", {}).items() if r.get("valid") is not False}
     if not redraw:
         return ["Claims: no valid ReDRAW evaluation."]
@@ -208,6 +233,11 @@ def _claims(by_method: dict, oracle: dict) -> list[str]:
         mean, half = mean_ci([redraw[s] - other[s] for s in seeds])
         out.append(f"- ReDRAW above {base}: difference {_fmt(mean, half)} over seeds {seeds} → "
                    f"**{_verdict(mean, half, 0.0, len(seeds))}**")
+    seeds = sorted(set(redraw) & set(cloned))
+    if seeds:  # not one of the paper's claims: the reference a method learning from the data should beat
+        mean, half = mean_ci([redraw[s] - cloned[s] for s in seeds])
+        out.append(f"- ReDRAW above the cloned reference (not a claim of the paper): difference {_fmt(mean, half)} "
+                   f"over seeds {seeds} → **{_verdict(mean, half, 0.0, len(seeds))}**")
     seeds = sorted(s for s in redraw if s in oracle and oracle[s] > 0)
     if seeds:
         mean, half = mean_ci([redraw[s] / oracle[s] for s in seeds])
@@ -400,7 +430,8 @@ PAIRED = {
         "`python benchmarks/bc_reference.py`: the agent's actor fit to the target data's own actions from the "
         "observations, no world model; each method's policy (`policy`) and the cloned one (`cloned`) on the "
         "same test episodes.",
-        {"target_data": "target data", "method": "method"},
+        {"preset": "preset", "target_data": "target data", "target_transitions": "target transitions",
+         "method": "method"},
         ("policy", "cloned")),
 }
 
@@ -413,7 +444,8 @@ def _paired_section(path: Path) -> list[str]:
         recs = json.loads(path.read_text())["records"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ResultsError(f"{path}: not a {path.name} results file ({exc})") from None
-    fields = {"pair": str, "seed": int, **{k: (int if k.endswith("episodes") else str) for k in labels},
+    counts = ("episodes", "transitions")  # integer labels; the others are names
+    fields = {"pair": str, "seed": int, **{k: (int if k.endswith(counts) else str) for k in labels},
               before: dict, after: dict, "difference": dict}
     for i, rec in enumerate(recs):
         _check(path, "records", i, rec, fields)
@@ -463,10 +495,13 @@ def build_report(results: str | os.PathLike, out: str | os.PathLike, figures: st
         settings[_setting(r)][r["pair"]].append(r)
     if not settings:
         lines += ["No evaluation has finished yet.", ""]
+    cloned = _cloned_returns(Path(results).with_name("bc_reference.json"))
     for k, (key, pairs) in enumerate(sorted(settings.items(), key=lambda kv: tuple(map(str, kv[0])))):
         lines += [f"### {_setting_name(key)}", ""]
+        preset, data, _, transitions, _ = key
         for pair in sorted(pairs):
-            lines += _pair_section(pair, pairs[pair], figures, rel, f"returns-{k}")
+            lines += _pair_section(pair, pairs[pair], figures, rel, f"returns-{k}",
+                                   cloned.get((pair, preset, data, transitions)))
     lines += _data_size_section(records, figures, rel)
     lines += _adaptation_section(records, figures, rel)
     lines += paired_lines
