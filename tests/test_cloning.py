@@ -75,7 +75,7 @@ def test_an_evaluation_of_a_policy_trained_on_other_target_data_is_left_out(tmp_
     from redraw.checkpoint import save_checkpoint
 
     (tmp_path / "params.yaml").write_text("seed: 1\npreset: cpu\nenv: {target: t}\ntarget_data: data/target\n"
-                                          "collect_target: {behaviour: {kind: policy, checkpoint: models/oracle/agent.pt}}\n")
+                                          "collect_target: {transitions: 40000, behaviour: {kind: policy, checkpoint: models/oracle/agent.pt}}\n")
     (tmp_path / "reports/evaluate").mkdir(parents=True)
     for method, data in (("redraw", "abc"), ("draw_finetune", "old"), ("oracle", None)):
         save_checkpoint(tmp_path / f"models/{method}.pt", {"agent": {}}, {"target_data": data} if data else {})
@@ -84,7 +84,8 @@ def test_an_evaluation_of_a_policy_trained_on_other_target_data_is_left_out(tmp_
     result = {"target_data": "abc", "returns": [3.0, 5.0], "data_return_mean": 4.0, "cloning": {},
               "curve": [{"step": 1, "train_nll": 0.5}]}
     rows = bc_reference.records(tmp_path, result, sorted((tmp_path / "reports/evaluate").glob("*.json")), "c")
-    assert [r["method"] for r in rows] == ["oracle", "redraw"] and rows[0]["target_data"] == "expert"
+    assert [r["method"] for r in rows] == ["oracle", "redraw"]
+    assert rows[0]["target_data"] == "expert" and rows[0]["target_transitions"] == 40000
     assert rows[1]["difference"]["return_mean"] == 2.5
     assert "draw_finetune.json: its policy (models/draw_finetune.pt) was trained on other target data" in \
         capsys.readouterr().out
