@@ -10,9 +10,11 @@ evaluation (its held-out NLL is recorded, never used to choose anything); it tak
 
     python benchmarks/bc_reference.py --workdir WORKDIR [--steps 20000]
 
+``--top-fraction 0.5`` clones only the half of the episodes with the highest returns
+("filtered" cloning, reference ``bc_top50``), for data that mix an expert with weaker behaviour.
 The cloned policy's test returns and NLL curve are kept in ``WORKDIR/reports/bc_reference.json``
-(a second run with the same settings reuses them). One record per (pair, seed, preset, target data,
-method) compared is merged into ``benchmarks/results/bc_reference.json``; ``redraw report`` tabulates them.
+(``bc_reference_top50.json``; a second run with the same settings reuses them). One record per (pair, seed, preset, target data,
+reference, method) compared is merged into ``benchmarks/results/bc_reference.json``; ``redraw report`` tabulates them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from redraw.records import merge_keyed  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/bc_reference.json"
-KEY = ("pair", "seed", "preset", "target_data", "method")
+KEY = ("pair", "seed", "preset", "target_data", "reference", "method")
 SKIP = ("source",)  #: evaluations not on the target (the source policy runs in the source env)
 
 
@@ -58,8 +60,8 @@ def clone_and_evaluate(workdir: Path, cfg, episodes: int, progress: bool = True)
     from redraw.stages import env_settings
     from redraw.stages.evaluate import run_policy
 
-    out = workdir / "reports/bc_reference.json"
-    settings = {"cloning": asdict(cfg), "episodes": episodes}
+    out = workdir / f"reports/{cfg.name.replace('bc', 'bc_reference', 1)}.json"
+    settings = {"cloning": asdict(cfg), "reference": cfg.name, "episodes": episodes}
     if out.is_file():
         kept = json.loads(out.read_text())
         if {k: kept.get(k) for k in settings} == settings:
@@ -83,8 +85,10 @@ def clone_and_evaluate(workdir: Path, cfg, episodes: int, progress: bool = True)
             env.close()
     finally:
         os.chdir(cwd)
-    data_returns = [float(ep["reward"][1:].sum()) for ep in train]
-    result = {**settings, "target_data": fingerprint, "train_episodes": len(train), "heldout_episodes": len(held),
+    from redraw.agent.cloning import select
+
+    data_returns = [float(ep["reward"][1:].sum()) for ep in select(train, cfg.top_fraction)]
+    result = {**settings, "target_data": fingerprint, "train_episodes": len(data_returns), "heldout_episodes": len(held),
               "data_return_mean": sum(data_returns) / len(data_returns), "curve": curve, "returns": returns}
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
@@ -126,7 +130,7 @@ def records(workdir: Path, result: dict, evaluations: list[Path], commit: str) -
         summary = paired(ev["returns"], result["returns"], ("policy", "cloned"), RECORDED)
         rows.append({"pair": params["env"]["target"], "seed": int(params["seed"]), "preset": params.get("preset"),
                      "target_data": target_data(params), "target_transitions": target_size(params),
-                     "method": path.stem, **summary,
+                     "reference": result["reference"], "method": path.stem, **summary,
                      "data_return_mean": round(result["data_return_mean"], 2),
                      "heldout_nll": last.get("heldout_nll"), "train_nll": last["train_nll"],
                      "cloning": result["cloning"], "commit": commit})
@@ -156,7 +160,8 @@ def summary(workdir: Path, result: dict, rows: list[dict]) -> str:
     from redraw.stats import interval
 
     last = result["curve"][-1]
-    lines = [f"{workdir.name}: cloned policy, {result['train_episodes']} episodes of target data (their return "
+    lines = [f"{workdir.name}: cloned policy ({result['reference']}), {result['train_episodes']} episodes of target "
+             f"data (their return "
              f"{result['data_return_mean']:.1f}), NLL train {last['train_nll']:.2f}, held out "
              f"{last.get('heldout_nll', float('nan')):.2f}; on {result['episodes']} test episodes:"]
     for r in rows:
@@ -173,13 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=CloningConfig.steps, help="gradient steps (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=CloningConfig.batch_size, help="default %(default)s")
     parser.add_argument("--lr", type=float, default=CloningConfig.lr, help="Adam learning rate (default %(default)s)")
+    parser.add_argument("--top-fraction", type=float, default=1.0,
+                        help="clone only the episodes of the highest returns, this share of them (e.g. 0.5: "
+                        "filtered cloning, for data that mix an expert with weaker behaviour; default 1: all)")
     parser.add_argument("--episodes", type=int, default=None,
                         help="test episodes (default: the work dir's evaluate.episodes; at most as many as it ran)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results file (default %(default)s)")
     args = parser.parse_args(argv)
     workdir = args.workdir.resolve()
     try:
-        cfg = CloningConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)  # refuses non-positive ones
+        cfg = CloningConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,  # refuses bad ones
+                            top_fraction=args.top_fraction)
         result, rows = run(workdir, args.results, cfg, args.episodes)
     except ValueError as exc:
         parser.error(str(exc))

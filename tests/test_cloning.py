@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from redraw.agent.actor_critic import ActorCriticConfig
-from redraw.agent.cloning import CloningConfig, fit, observation_keys, pairs
+from redraw.agent.cloning import CloningConfig, fit, observation_keys, pairs, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -38,6 +38,15 @@ def test_each_recorded_action_is_paired_with_the_observation_it_was_taken_from()
     assert obs.tolist() == [[0, 1], [2, 3], [4, 5]] * 2 and act[:, 0].tolist() == [1, 2, 3] * 2
     with pytest.raises(ValueError, match="no vector observation"):
         observation_keys({"image": np.zeros((4, 8, 8, 3)), "action": np.zeros((4, 1))})
+
+
+def test_filtered_cloning_keeps_the_episodes_of_the_highest_returns_in_their_order():
+    eps = [{"reward": np.array([9.0, r])} for r in (5.0, 1.0, 7.0, 3.0)]  # the first reward is not the episode's
+    assert [ep["reward"][1] for ep in select(eps, 0.5)] == [5.0, 7.0]
+    assert select(eps, 1.0) == eps and len(select(eps, 0.01)) == 1
+    assert CloningConfig().name == "bc" and CloningConfig(top_fraction=0.5).name == "bc_top50"
+    with pytest.raises(ValueError, match="top fraction must be in"):
+        CloningConfig(top_fraction=0.0)
 
 
 def test_the_cloned_policy_recovers_the_experts_actions_and_acts_the_same_for_an_episodes_seed():
@@ -81,7 +90,7 @@ def test_an_evaluation_of_a_policy_trained_on_other_target_data_is_left_out(tmp_
         save_checkpoint(tmp_path / f"models/{method}.pt", {"agent": {}}, {"target_data": data} if data else {})
         (tmp_path / f"reports/evaluate/{method}.json").write_text(
             json.dumps({"policy": f"models/{method}.pt", "returns": [1.0, 2.0]}))
-    result = {"target_data": "abc", "returns": [3.0, 5.0], "data_return_mean": 4.0, "cloning": {},
+    result = {"target_data": "abc", "returns": [3.0, 5.0], "data_return_mean": 4.0, "cloning": {}, "reference": "bc",
               "curve": [{"step": 1, "train_nll": 0.5}]}
     rows = bc_reference.records(tmp_path, result, sorted((tmp_path / "reports/evaluate").glob("*.json")), "c")
     assert [r["method"] for r in rows] == ["oracle", "redraw"]
@@ -114,6 +123,11 @@ def test_the_cloned_policy_runs_each_methods_test_episodes_and_is_recorded_per_m
         ev = json.loads((work / f"reports/evaluate/{r['method']}.json").read_text())
         assert r["policy"]["return_mean"] == pytest.approx(np.mean(ev["returns"][:2]))
         assert r["cloned"] == recs[0]["cloned"] and r["cloned"]["episodes"] == 2
+    assert bc_reference.main([*args, "--top-fraction", "0.5"]) == 0  # filtered cloning: records of its own
+    both = json.loads(results.read_text())["records"]
+    assert sorted((r["reference"], r["method"]) for r in both) == sorted(
+        (ref, m) for ref in ("bc", "bc_top50") for m in evaluated)
+    assert (work / "reports/bc_reference_top50.json").is_file()
     kept = json.loads((work / "reports/bc_reference.json").read_text())
     (work / "reports/bc_reference.json").unlink()  # the same seed: the same policy, the same returns
     assert bc_reference.main(args) == 0

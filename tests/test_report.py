@@ -161,11 +161,12 @@ def test_deploy_log_calibrate_rounds_beside_the_results_are_reported_with_their_
     text = build_report(results, tmp_path / "results.md").read_text()
     assert f"| {PAIR} | 1 | redraw | bc_weight=1 | 100.0 [90.0, 110.0] | 130.0 [120.0, 140.0] | 30.0 [20.0, 40.0] |" \
         in text[text.index("## Policy-stage variants"):]
-    cloned = {**round_record(1, 120.0), "method": "no_adapt", "target_data": "expert", "target_transitions": 40000}
+    cloned = {**round_record(1, 120.0), "method": "no_adapt", "target_data": "expert", "target_transitions": 40000,
+              "reference": "bc"}
     cloned["policy"], cloned["cloned"] = cloned.pop("round0"), cloned.pop("round1")
     (tmp_path / "bc_reference.json").write_text(json.dumps({"records": [cloned]}))
     text = build_report(results, tmp_path / "results.md").read_text()
-    assert f"| {PAIR} | 1 | cpu | expert | 40000 | no_adapt | 100.0 [90.0, 110.0] | 220.0 [210.0, 230.0] | 120.0 [110.0, 130.0] |" \
+    assert f"| {PAIR} | 1 | cpu | expert | 40000 | bc | no_adapt | 100.0 [90.0, 110.0] | 220.0 [210.0, 230.0] | 120.0 [110.0, 130.0] |" \
         in text[text.index("## Behaviour cloning without"):]
     rounds.unlink()
     assert "## Deploy, log" not in build_report(results, tmp_path / "results.md").read_text()
@@ -177,8 +178,9 @@ def test_the_cloned_reference_joins_its_pairs_table_and_redraw_is_judged_against
                      record("oracle", 2, 250.0), record("redraw", 1, 99.0, target_transitions=10000)])
     part = lambda m: {"return_mean": m, "return_ci_low": m - 10.0, "return_ci_high": m + 10.0, "episodes": 100}  # noqa: E731
     cloned = [{"pair": PAIR, "seed": seed, "preset": "cpu", "target_data": "expert", "target_transitions": 40000,
-               "method": "redraw", "policy": part(pol), "cloned": part(clo), "difference": part(clo - pol)}
-              for seed, pol, clo in ((1, 120.0, 270.0), (2, 40.0, 220.0))]
+               "reference": ref, "method": "redraw", "policy": part(pol), "cloned": part(clo),
+               "difference": part(clo - pol)}
+              for seed, pol, clo, ref in ((1, 120.0, 270.0, "bc"), (2, 40.0, 220.0, "bc"), (2, 40.0, 500.0, "bc_top50"))]
     (tmp_path / "bc_reference.json").write_text(json.dumps({"records": cloned}))
     text = build_report(results, tmp_path / "results.md").read_text()
     heading = "### preset `cpu`, target data `expert`, protocol `sequential`, "

@@ -160,7 +160,9 @@ def _cloned_returns(path: Path) -> dict[tuple, dict[int, float]]:
         return {}
     out: dict[tuple, dict[int, float]] = defaultdict(dict)
     for r in json.loads(path.read_text())["records"]:
-        out[(r["pair"], r["preset"], r["target_data"], r["target_transitions"])][r["seed"]] = r["cloned"]["return_mean"]
+        if r["reference"] == "bc":  # every episode cloned (not a filtered variant)
+            out[(r["pair"], r["preset"], r["target_data"], r["target_transitions"])][r["seed"]] = \
+                r["cloned"]["return_mean"]
     return out
 
 
@@ -431,7 +433,7 @@ PAIRED = {
         "observations, no world model; each method's policy (`policy`) and the cloned one (`cloned`) on the "
         "same test episodes.",
         {"preset": "preset", "target_data": "target data", "target_transitions": "target transitions",
-         "method": "method"},
+         "reference": "reference", "method": "method"},
         ("policy", "cloned")),
 }
 

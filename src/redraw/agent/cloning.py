@@ -12,6 +12,7 @@ the episode's own generator, clipped to [-1, 1].
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,11 +28,30 @@ class CloningConfig:
     batch_size: int = 256
     lr: float = 3e-4
     eval_every: int = 1000  #: steps between NLL records (train batch and held-out episodes)
+    #: clone only this share of the episodes, those of the highest returns ("filtered" cloning, e.g.
+    #: 0.5; 1: all of them): where the data mix an expert with weaker behaviour
+    top_fraction: float = 1.0
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or not self.lr > 0 or self.eval_every < 1:
             raise ValueError(f"cloning needs steps, batch size, lr and eval_every above 0, got {self.steps}, "
                              f"{self.batch_size}, {self.lr}, {self.eval_every}")
+        if not 0 < self.top_fraction <= 1:
+            raise ValueError(f"cloning's top fraction must be in (0, 1], got {self.top_fraction}")
+
+    @property
+    def name(self) -> str:
+        """``bc`` (every episode), or ``bc_topP`` (the best P% of them)."""
+        return "bc" if self.top_fraction == 1 else f"bc_top{round(100 * self.top_fraction)}"
+
+
+def select(episodes: list[dict], fraction: float) -> list[dict]:
+    """The ``fraction`` of ``episodes`` with the highest returns (at least one; ties keep their
+    order), in their original order."""
+    n = max(1, math.ceil(fraction * len(episodes) - 1e-9))
+    returns = [float(np.sum(ep["reward"][1:])) for ep in episodes]
+    keep = set(sorted(range(len(episodes)), key=lambda i: -returns[i])[:n])
+    return [ep for i, ep in enumerate(episodes) if i in keep]
 
 
 def observation_keys(episode: dict) -> list[str]:
@@ -82,6 +102,7 @@ def fit(train: list[dict], held_out: list[dict], action_size: int, ac: ActorCrit
     choose anything)."""
     from tqdm import tqdm
 
+    train = select(train, cfg.top_fraction)
     keys = observation_keys(train[0])
     obs, act = pairs(train, keys)
     mean, std = obs.mean(0), np.maximum(obs.std(0), 1e-2)
