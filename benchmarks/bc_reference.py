@@ -50,7 +50,7 @@ def check_workdir(workdir: Path) -> list[Path]:
 
 def clone_and_evaluate(workdir: Path, cfg, episodes: int, progress: bool = True) -> dict:
     """Fit the cloned policy on the work dir's target data and run it on the first ``episodes`` test
-    episodes; kept in reports/bc_reference.json and reused when the settings are the same."""
+    episodes; kept in reports/bc_reference.json and reused for the same settings and target data."""
     from redraw.agent.actor_critic import ActorCriticConfig
     from redraw.agent.cloning import fit
     from redraw.checkpoint import load_checkpoint
@@ -62,10 +62,6 @@ def clone_and_evaluate(workdir: Path, cfg, episodes: int, progress: bool = True)
 
     out = workdir / f"reports/{cfg.name.replace('bc', 'bc_reference', 1)}.json"
     settings = {"cloning": asdict(cfg), "reference": cfg.name, "episodes": episodes}
-    if out.is_file():
-        kept = json.loads(out.read_text())
-        if {k: kept.get(k) for k in settings} == settings:
-            return kept
     cwd = os.getcwd()
     os.chdir(workdir)  # the data, the env-pair file and the validation report are the work dir's
     try:
@@ -76,6 +72,10 @@ def clone_and_evaluate(workdir: Path, cfg, episodes: int, progress: bool = True)
                                                   str(workdir / "models/pretrain/agent.pt"),
                                                   target, int(get(params, "target_transitions")),
                                                   int(get(params, "calibrate.holdout_episodes")))
+        if out.is_file():  # reused only for the same settings on the same (validated) data
+            kept = json.loads(out.read_text())
+            if {k: kept.get(k) for k in settings} == settings and kept.get("target_data") == fingerprint:
+                return kept
         policy, curve = fit(train, held, identity["action_size"], section(params, "actor_critic", ActorCriticConfig),
                             cfg, seed, progress)
         env = make_env(target, seed=seed + 3, **env_settings(params))  # as the evaluate stage builds it

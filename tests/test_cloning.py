@@ -129,6 +129,10 @@ def test_the_cloned_policy_runs_each_methods_test_episodes_and_is_recorded_per_m
         (ref, m) for ref in ("bc", "bc_top50") for m in evaluated)
     assert (work / "reports/bc_reference_top50.json").is_file()
     kept = json.loads((work / "reports/bc_reference.json").read_text())
+    # a kept result of other target data (a copied work dir whose data were replaced) is not reused
+    (work / "reports/bc_reference.json").write_text(json.dumps({**kept, "target_data": "other", "returns": [-1.0] * 2}))
+    assert bc_reference.main(args) == 0
+    assert json.loads((work / "reports/bc_reference.json").read_text())["returns"] == kept["returns"]
     (work / "reports/bc_reference.json").unlink()  # the same seed: the same policy, the same returns
     assert bc_reference.main(args) == 0
     assert json.loads((work / "reports/bc_reference.json").read_text())["returns"] == kept["returns"]
