@@ -37,15 +37,15 @@ KEY = ("pair", "seed", "preset", "target_data", "reference", "method")
 SKIP = ("source",)  #: evaluations not on the target (the source policy runs in the source env)
 
 
-def check_workdir(workdir: Path) -> list[Path]:
-    """The work dir's target-env evaluations (ValueError names what is missing)."""
+def check_workdir(workdir: Path) -> dict[Path, dict]:
+    """The work dir's target-env evaluations, read (ValueError names what is missing)."""
     for rel in ("params.yaml", "models/pretrain/agent.pt", "data/target/metadata.json"):
         if not (workdir / rel).exists():
             raise ValueError(f"{workdir / rel}: missing; run the quality benchmark in this work dir first")
-    evaluations = sorted(p for p in (workdir / "reports/evaluate").glob("*.json") if p.stem not in SKIP)
-    if not evaluations:
+    paths = sorted(p for p in (workdir / "reports/evaluate").glob("*.json") if p.stem not in SKIP)
+    if not paths:
         raise ValueError(f"{workdir / 'reports/evaluate'}: no method evaluated yet; nothing to compare against")
-    return evaluations
+    return {p: json.loads(p.read_text()) for p in paths}
 
 
 def clone_and_evaluate(workdir: Path, cfg, episodes: int, progress: bool = True) -> dict:
@@ -107,7 +107,7 @@ def trained_on(workdir: Path, evaluation: dict) -> str | None:
     return load_checkpoint(policy, map_location="cpu")["identity"].get("target_data")
 
 
-def records(workdir: Path, result: dict, evaluations: list[Path], commit: str) -> list[dict]:
+def records(workdir: Path, result: dict, evaluations: dict[Path, dict], commit: str) -> list[dict]:
     """One record per method evaluated in the work dir: its returns and the cloned policy's on the
     test episodes both ran, and their paired difference (cloned - policy). An evaluation of a
     policy trained on other target data than the work dir's now (a stage not run again after the
@@ -119,8 +119,7 @@ def records(workdir: Path, result: dict, evaluations: list[Path], commit: str) -
     params = load_params(workdir / "params.yaml")
     last = result["curve"][-1]
     rows = []
-    for path in evaluations:
-        ev = json.loads(path.read_text())
+    for path, ev in evaluations.items():
         if "returns" not in ev:
             raise ValueError(f"{path}: no per-episode returns to pair with")
         if trained_on(workdir, ev) not in (None, result["target_data"]):
@@ -145,7 +144,7 @@ def run(workdir: Path, results: Path = RESULTS, cfg=None, episodes: int | None =
     from transfer_quality import commit
 
     evaluations = check_workdir(workdir)
-    ran = min(json.loads(p.read_text()).get("episodes", 0) for p in evaluations)
+    ran = min(ev.get("episodes", 0) for ev in evaluations.values())
     episodes = episodes or ran
     if not 0 < episodes <= ran:
         raise ValueError(f"--episodes {episodes}: the work dir's evaluations ran {ran} test episodes")
@@ -160,9 +159,8 @@ def summary(workdir: Path, result: dict, rows: list[dict]) -> str:
     from redraw.stats import interval
 
     last = result["curve"][-1]
-    lines = [f"{workdir.name}: cloned policy ({result['reference']}), {result['train_episodes']} episodes of target "
-             f"data (their return "
-             f"{result['data_return_mean']:.1f}), NLL train {last['train_nll']:.2f}, held out "
+    lines = [f"{workdir.name}: cloned policy ({result['reference']}) from {result['train_episodes']} target episodes "
+             f"(their return {result['data_return_mean']:.1f}), NLL train {last['train_nll']:.2f}, held out "
              f"{last.get('heldout_nll', float('nan')):.2f}; on {result['episodes']} test episodes:"]
     for r in rows:
         lines.append(f"  {r['method']:>20}: {r['policy']['return_mean']:7.1f}   cloned {interval(r['cloned'])}   "

@@ -92,7 +92,8 @@ def test_an_evaluation_of_a_policy_trained_on_other_target_data_is_left_out(tmp_
             json.dumps({"policy": f"models/{method}.pt", "returns": [1.0, 2.0]}))
     result = {"target_data": "abc", "returns": [3.0, 5.0], "data_return_mean": 4.0, "cloning": {}, "reference": "bc",
               "curve": [{"step": 1, "train_nll": 0.5}]}
-    rows = bc_reference.records(tmp_path, result, sorted((tmp_path / "reports/evaluate").glob("*.json")), "c")
+    evaluations = {f: json.loads(f.read_text()) for f in sorted((tmp_path / "reports/evaluate").glob("*.json"))}
+    rows = bc_reference.records(tmp_path, result, evaluations, "c")
     assert [r["method"] for r in rows] == ["oracle", "redraw"]
     assert rows[0]["target_data"] == "expert" and rows[0]["target_transitions"] == 40000
     assert rows[1]["difference"]["return_mean"] == 2.5

@@ -70,6 +70,10 @@ def training_records(workdir: Path, pair: str, source: str, seed: int, preset: s
 
     workdir = Path(workdir)
     threshold = LEARNED.get(source)
+    # how many episodes a last evaluation ran, for curves older than their "episodes" key
+    params_file = workdir / "params.yaml"
+    default_episodes = ((load_yaml(params_file).get("pretrain") or {}).get("eval_episodes")
+                        if params_file.is_file() else None)
     records = []
     for name in TRAININGS:
         curve_file = workdir / f"reports/{name}_curve.json"
@@ -83,9 +87,7 @@ def training_records(workdir: Path, pair: str, source: str, seed: int, preset: s
         if not curve:
             continue
         final = float(curve[-1]["eval_return"])
-        # how many episodes the last evaluation ran (curves older than the key: pretrain.eval_episodes)
-        episodes = curve[-1].get("episodes") or (load_yaml(workdir / "params.yaml").get("pretrain") or {}).get(
-            "eval_episodes")
+        episodes = curve[-1].get("episodes") or default_episodes
         records.append({
             "pair": pair, "seed": seed, "training": name, "preset": preset,
             "env": pair if name == "oracle" else source, "finished": finished,
