@@ -32,7 +32,7 @@ def run(a, n=2):
 
 def no_fallback(a):
     """Every compiled region compiled as one graph (fullgraph: a graph break is a failure)."""
-    parts = [a.wm, a.ac] + ([a.explorer] if a.explorer is not None else [])
+    parts = [a.wm, a.ac] + ([a.explorer, a.disagreement] if a.explorer is not None else [])
     regions = [fn for p in parts for fn in p._compiled.values()]
     assert regions and all(isinstance(fn, perf.Compiled) for fn in regions)
     assert not [fn.name for fn in regions if fn.failed]
@@ -40,11 +40,13 @@ def no_fallback(a):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("world_model", ["draw", "rssm"])
-def test_compiled_and_eager_updates_agree_and_a_seed_fixes_the_compiled_numbers(world_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("world_model,exploration", [("draw", "task"), ("rssm", "task"), ("draw", "plan2explore")])
+def test_compiled_and_eager_updates_agree_and_a_seed_fixes_the_compiled_numbers(world_model, exploration, tmp_path,
+                                                                                monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    eager = run(agent(world_model=world_model))
-    compiled_agent = agent(compile=True, world_model=world_model)
+    kw = {"world_model": world_model, "exploration": exploration, "disagreement_heads": 3}
+    eager = run(agent(**kw))
+    compiled_agent = agent(compile=True, **kw)
     compiled = run(compiled_agent)
     no_fallback(compiled_agent)
     for e, c in zip(eager, compiled):
@@ -52,13 +54,13 @@ def test_compiled_and_eager_updates_agree_and_a_seed_fixes_the_compiled_numbers(
         for k in e:
             if k.startswith("loss/"):
                 assert c[k] == pytest.approx(e[k], rel=1e-3, abs=1e-4), k
-    assert run(agent(compile=True, world_model=world_model)) == compiled  # same seed, same numbers
+    assert run(agent(compile=True, **kw)) == compiled  # same seed, same numbers
     # a compiled agent's checkpoint is an eager agent's, and back
-    eager_agent = agent(world_model=world_model)
+    eager_agent = agent(**kw)
     eager_agent.load_checkpoint_state(copy.deepcopy(compiled_agent.checkpoint_state()))
     for k, v in compiled_agent.state_dict().items():
         assert torch.equal(v, eager_agent.state_dict()[k]), k
-    back = agent(compile=True, world_model=world_model)
+    back = agent(compile=True, **kw)
     back.load_checkpoint_state(eager_agent.checkpoint_state())
     assert run(back, 1)[0]["loss/wm"] == pytest.approx(run(eager_agent, 1)[0]["loss/wm"], rel=1e-3)
 

@@ -75,7 +75,7 @@ class Agent(nn.Module):
         """Run the update's hot paths compiled (torch.compile) or eagerly; the same numbers up to
         float rounding, and the same random stream either way."""
         self.cfg.compile = enabled
-        for part in (self.wm, self.ac, self.explorer):
+        for part in (self.wm, self.ac, self.explorer, getattr(self, "disagreement", None)):
             if part is not None:
                 part.use_compile(enabled)
 
