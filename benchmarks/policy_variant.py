@@ -5,12 +5,14 @@ episodes.
 Copies the work dir to ``WORKDIR-variant-NAME`` (the quality benchmark never harvests a copy),
 brings in this checkout's code (an option newer than the work dir is then there), sets the
 ``--set`` keys in the copy's params.yaml and runs only ``train_policy@METHOD`` and
-``evaluate@METHOD`` there (``dvc repro -s``: the calibration and everything before it are the work
-dir's, not run again). The variant's evaluation runs the same test episodes as the work dir's
+``evaluate@METHOD`` there (as ``dvc repro --single-item``: the calibration and everything before
+it are the work dir's, not run again); with several methods their stages run side by side,
+``--jobs`` at a time (``redraw.parallel.schedule``). The variant's evaluation runs the same test episodes as the work dir's
 (the final evaluation's seed stream), so the difference is paired per episode. Resumable: a
 stopped run continues from the policy stage's checkpoint when the same command runs again.
 
     python benchmarks/policy_variant.py --workdir WORKDIR --method redraw --set train_policy.bc_weight=1
+    python benchmarks/policy_variant.py --workdir WORKDIR --method redraw draw_finetune --set train_policy.adapt=true
 
 One record per (pair, seed, preset, method, variant) is merged into
 ``benchmarks/results/policy_variants.json``; ``redraw report`` tabulates them.
@@ -20,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,7 +32,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from onpolicy_round import ADAPTED, copy_workdir  # noqa: E402
 
-from redraw.parallel import venv_env  # noqa: E402
+from redraw.parallel import schedule  # noqa: E402
 from redraw.records import merge_keyed  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/policy_variants.json"
@@ -67,12 +69,14 @@ def paired(base: list[float], variant: list[float]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True, help="a finished quality-benchmark work dir (PRESET-seedN)")
-    parser.add_argument("--method", default="redraw", choices=ADAPTED,
-                        help="whose policy stage runs again (default: redraw)")
+    parser.add_argument("--method", nargs="+", default=["redraw"], choices=ADAPTED,
+                        help="whose policy stage runs again; several run side by side (default: redraw)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", required=True,
                         help="a params.yaml key of the policy stage and its value, e.g. train_policy.bc_weight=1; "
                         "repeatable")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the stages (default 1)")
+    parser.add_argument("--jobs", type=int, default=0,
+                        help="stages at a time, the cores split between them (default: one per method, at most "
+                             "the cores)")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default: {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args(argv)
 
@@ -81,9 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     from redraw.config import ConfigError, load_params
 
     workdir = args.workdir.resolve()
-    base_eval = workdir / f"reports/evaluate/{args.method}.json"
-    if not base_eval.is_file():
-        parser.error(f"{base_eval}: missing; run the quality benchmark for {args.method} in this work dir first")
+    methods = list(dict.fromkeys(args.method))
+    for method in methods:
+        base_eval = workdir / f"reports/evaluate/{method}.json"
+        if not base_eval.is_file():
+            parser.error(f"{base_eval}: missing; run the quality benchmark for {method} in this work dir first")
+    if args.jobs < 0:
+        parser.error(f"--jobs must be at least 1 (0: one per method), got {args.jobs}")
     try:
         overrides = parse_set(args.overrides)
     except ValueError as exc:
@@ -99,25 +107,25 @@ def main(argv: list[str] | None = None) -> int:
         set_variant_params(dest, overrides)
     except ConfigError as exc:
         parser.error(str(exc))
-    env = venv_env(OMP_NUM_THREADS=str(args.threads))
-    for stage in (f"train_policy@{args.method}", f"evaluate@{args.method}"):
-        print(f"== {dest.name}: {stage}", flush=True)
-        subprocess.run([sys.executable, "-m", "dvc", "repro", "-s", stage], cwd=dest, env=env, check=True)
+    stages = [f"{stage}@{m}" for m in methods for stage in ("train_policy", "evaluate")]
+    print(f"== {dest.name}: {', '.join(stages)}", flush=True)
+    schedule(dest, args.jobs or min(len(methods), os.cpu_count() or 1), "logs", stages, single=True)
     params = load_params(dest / "params.yaml")
-    base = json.loads(base_eval.read_text())["returns"]
-    variant = json.loads((dest / f"reports/evaluate/{args.method}.json").read_text())["returns"]
-    result = paired(base, variant)
     oracle = workdir / "reports/evaluate/oracle.json"
-    record = {"pair": params["env"]["target"], "seed": int(params["seed"]), "preset": params.get("preset", "?"),
-              "method": args.method, "variant": name, **result,
-              "oracle_return_mean": json.loads(oracle.read_text())["return_mean"] if oracle.is_file() else None,
-              "commit": workdir_commit(dest), "base_commit": workdir_commit(workdir)}
-    merge_keyed(args.results, {"records": (KEY, [record])})
     from redraw.stats import interval
 
-    b, v, d = result["base"], result["changed"], result["difference"]
-    print(f"{record['pair']} seed {record['seed']} {args.method}, {name}, on {d['episodes']} test episodes: "
-          f"{b['return_mean']:.1f} -> {interval(v)}, paired difference {interval(d)}")
+    for method in methods:
+        base = json.loads((workdir / f"reports/evaluate/{method}.json").read_text())["returns"]
+        variant = json.loads((dest / f"reports/evaluate/{method}.json").read_text())["returns"]
+        result = paired(base, variant)
+        record = {"pair": params["env"]["target"], "seed": int(params["seed"]), "preset": params.get("preset", "?"),
+                  "method": method, "variant": name, **result,
+                  "oracle_return_mean": json.loads(oracle.read_text())["return_mean"] if oracle.is_file() else None,
+                  "commit": workdir_commit(dest), "base_commit": workdir_commit(workdir)}
+        merge_keyed(args.results, {"records": (KEY, [record])})
+        b, v, d = result["base"], result["changed"], result["difference"]
+        print(f"{record['pair']} seed {record['seed']} {method}, {name}, on {d['episodes']} test episodes: "
+              f"{b['return_mean']:.1f} -> {interval(v)}, paired difference {interval(d)}")
     return 0
 
 

@@ -48,3 +48,25 @@ def test_a_work_dir_without_the_methods_evaluation_is_refused_naming_the_file(tm
         policy_variant.main(["--workdir", str(tmp_path / "cpu-seed1"), "--set", "calibrate.updates=5"])
     assert "only train_policy keys" in capsys.readouterr().err
     assert not (tmp_path / "cpu-seed1-variant-updates=5").exists()
+
+
+@pytest.mark.slow  # it needs the smoke pipeline's outputs (smoke_repo)
+def test_two_methods_policy_stages_run_side_by_side_in_one_copy_and_only_they_run(smoke_repo, tmp_path):
+    import json
+    import shutil
+
+    work = tmp_path / "smoke-seed0"
+    shutil.copytree(smoke_repo.path, work, symlinks=True)
+    lock = (work / "dvc.lock").read_text()
+    results = tmp_path / "variants.json"
+    assert policy_variant.main(["--workdir", str(work), "--method", "redraw", "draw_finetune",
+                                "--set", "train_policy.updates=7", "--results", str(results)]) == 0
+    dest = policy_variant.variant_dir(work, "updates=7")
+    assert (work / "dvc.lock").read_text() == lock  # the work dir itself is untouched
+    logs = {p.name for p in (dest / "logs").glob("*.log")}
+    assert logs == {f"{stage}-{m}.log" for m in ("redraw", "draw_finetune") for stage in ("train_policy", "evaluate")}
+    for m in ("redraw", "draw_finetune"):  # each policy stage ran with the variant's setting
+        assert json.loads((dest / f"reports/train_policy/{m}.json").read_text())["policy/updates"] == 7
+    recs = json.loads(results.read_text())["records"]
+    assert sorted(r["method"] for r in recs) == ["draw_finetune", "redraw"]
+    assert {r["variant"] for r in recs} == {"updates=7"} and all(r["difference"]["episodes"] > 0 for r in recs)

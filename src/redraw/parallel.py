@@ -104,7 +104,8 @@ def upstream(needs: dict[str, set[str]], names) -> set[str]:
     return seen
 
 
-def schedule(root: str | Path, jobs: int, log_dir: str | Path, targets=None, launch=None, first_done=None) -> list[str]:
+def schedule(root: str | Path, jobs: int, log_dir: str | Path, targets=None, launch=None, first_done=None,
+             single: bool = False) -> list[str]:
     """Bring the stages of ``root``'s dvc.yaml (or ``targets`` and what they need) up to date,
     each stage started as soon as the stages it needs are done, ``jobs`` at a time (the longest
     known first when more are ready than there are free jobs), the cores split between the jobs.
@@ -115,7 +116,10 @@ def schedule(root: str | Path, jobs: int, log_dir: str | Path, targets=None, lau
     records it in dvc.lock as soon as it finishes, so a stopped run resumes with what finished.
     Only this function talks to DVC, so its lock is never contended. On a failure no new stage
     starts, the running ones finish (and are recorded), and the failure is raised naming its log.
-    Returns the stages that ran, in the order they finished.
+    Returns the stages that ran, in the order they finished. With ``single`` only ``targets``
+    themselves are brought up to date, as ``dvc repro --single-item`` does: the stages they need
+    that are not targets count as done whatever their state (a target still waits for another
+    target it needs).
 
     ``launch(name, argv, threads)`` starts a stage and returns a future (``.result()`` raises its
     failure), ``first_done(futures)`` waits for at least one of them and returns those done:
@@ -127,6 +131,9 @@ def schedule(root: str | Path, jobs: int, log_dir: str | Path, targets=None, lau
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(unknown)} in {root / 'dvc.yaml'}")
     wanted = upstream(needs, targets or needs)
+    if single and targets:
+        wanted = set(targets)
+        needs = {name: deps & wanted for name, deps in needs.items()}
     jobs = max(1, jobs)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     pool = None
