@@ -7,9 +7,10 @@ brings in this checkout's code (an option newer than the work dir is then there)
 ``--set`` keys in the copy's params.yaml and runs only ``train_policy@METHOD`` and
 ``evaluate@METHOD`` there (as ``dvc repro --single-item``: the calibration and everything before
 it are the work dir's, not run again); with several methods their stages run side by side,
-``--jobs`` at a time (``redraw.parallel.schedule``). The variant's evaluation runs the same test episodes as the work dir's
-(the final evaluation's seed stream), so the difference is paired per episode. Resumable: a
-stopped run continues from the policy stage's checkpoint when the same command runs again.
+``--jobs`` at a time (``redraw.parallel.schedule``). The variant's evaluation runs the same test
+episodes as the work dir's (the final evaluation's seed stream), so the difference is paired per
+episode. Resumable: a stopped run continues from the policy stage's checkpoint when the same
+command runs again.
 
     python benchmarks/policy_variant.py --workdir WORKDIR --method redraw --set train_policy.bc_weight=1
     python benchmarks/policy_variant.py --workdir WORKDIR --method redraw draw_finetune --set train_policy.adapt=true
