@@ -1,6 +1,8 @@
 """Policy-stage variants on a finished work dir (benchmarks/policy_variant.py): the copy's params,
 the paired comparison and the record."""
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -53,9 +55,6 @@ def test_a_work_dir_without_the_methods_evaluation_is_refused_naming_the_file(tm
 
 @pytest.mark.slow  # it needs the smoke pipeline's outputs (smoke_repo)
 def test_two_methods_policy_stages_run_side_by_side_in_one_copy_and_only_they_run(smoke_repo, tmp_path):
-    import json
-    import shutil
-
     work = tmp_path / "smoke-seed0"
     shutil.copytree(smoke_repo.path, work, symlinks=True)
     # the shared smoke repo may hold another test's verdict on other data: validate the copy's own
