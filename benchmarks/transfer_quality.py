@@ -31,7 +31,8 @@ A method whose source pretraining did not learn is recorded with ``"valid": fals
 
 Work directories are kept (``--workdir``, default ``$XDG_STATE_HOME/redraw/transfer-quality``, else
 ``~/.local/state/...``), so a run that is stopped resumes where DVC left it and its trainings from
-their last checkpoint; ``--status`` says where each stands and how long its trainings have left.
+their last checkpoint, on the code the work dir started with (``--update-code``: this checkout's);
+``--status`` says where each stands and how long its trainings have left.
 
 Stages that do not depend on each other run side by side, ``--jobs`` at a time with the cores
 shared between them (``dvc repro`` runs stages one after another): each stage starts as soon as
@@ -42,11 +43,13 @@ first, and is recorded in dvc.lock with ``dvc commit`` when it finishes (see ``r
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +66,13 @@ RESULTS = ROOT / "benchmarks/results/transfer_quality.json"
 DEFAULT_PAIR = "pendulum-swingup-reversed"
 #: the work dirs' root: a run takes days on a CPU and resumes from them, so not /tmp (wiped at a
 #: reboot on many systems) but the user's state directory (XDG_STATE_HOME, else ~/.local/state)
+#: what a work dir takes from the checkout: its code, pipeline and base params
+CODE_ITEMS = ("dvc.yaml", "params.yaml", "envs.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore")
 DEFAULT_WORKDIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local/state") / "redraw/transfer-quality"
+
+
+class WorkdirError(RuntimeError):
+    """A kept work dir that cannot be brought to what was asked (its message names it and says what to do)."""
 
 
 def sh(cmd: list[str], cwd: Path) -> None:
@@ -94,12 +103,30 @@ def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHOD
 
 def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expert: bool,
             methods: tuple[str, ...] = METHODS, noise_fraction: float = 0.0,
-            overrides: dict[str, object] | None = None, pair: str = DEFAULT_PAIR) -> None:
+            overrides: dict[str, object] | None = None, pair: str = DEFAULT_PAIR,
+            update_code: bool = False) -> None:
     """Bring ``workdir`` to this checkout's code, pipeline and params (then the preset and the
-    benchmark's settings): on a kept work directory DVC then re-runs exactly what changed."""
+    benchmark's settings): on a kept work directory DVC then re-runs exactly what changed.
+
+    A kept work directory whose code is of another commit keeps that code (its files restored from
+    that commit, so a training stopped midway resumes on the code it started with, never on a mix)
+    unless ``update_code``: then it takes this checkout's, and DVC re-runs every stage the change
+    touches, a stopped training resuming its checkpoint under the new code. Raises WorkdirError
+    where the kept code cannot be restored (it was uncommitted, or its commit is not in this
+    repository) and ``update_code`` is not set."""
     fresh = not (workdir / "dvc.yaml").is_file()
+    kept = None if fresh or update_code else workdir_commit(workdir)
+    if kept == commit():
+        kept = None
+    elif kept is not None:
+        if not restorable(kept):
+            raise WorkdirError(f"{workdir}: its code is of {kept}, which cannot be restored from this repository "
+                               "(uncommitted or unknown); --update-code brings this checkout's code in (a stopped "
+                               "training then resumes under it), or choose another --workdir")
+        print(f"{workdir}: resuming on its own code of {kept} (this checkout: {commit()}); --update-code brings "
+              "this checkout's code in", flush=True)
     workdir.mkdir(parents=True, exist_ok=True)
-    bring_code(workdir, ("dvc.yaml", "params.yaml", "envs.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore"))
+    bring_code(workdir, CODE_ITEMS, at=kept)
     if fresh:
         sh(["git", "init", "-q"], workdir)
         sh([sys.executable, "-m", "dvc", "init", "-q"], workdir)
@@ -130,17 +157,34 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
                                    for k, v in sorted(overrides.items())))
 
 
-def bring_code(workdir: Path, items) -> None:
-    """``items`` (files and folders of this checkout) copied over ``workdir``'s, and its COMMIT file
-    naming this checkout's commit."""
+def bring_code(workdir: Path, items, at: str | None = None) -> None:
+    """``items`` (files and folders of this checkout, or as they are in commit ``at`` of this
+    repository) copied over ``workdir``'s, and its COMMIT file naming that commit."""
     for item in items:
-        src, dst = ROOT / item, workdir / item
-        if src.is_dir():
+        dst = workdir / item
+        if (ROOT / item).is_dir() or dst.is_dir():
             shutil.rmtree(dst, ignore_errors=True)
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, dst)
-    (workdir / "COMMIT").write_text(commit() + "\n")
+    if at is not None:
+        archive = subprocess.run(["git", "archive", "--format=tar", at, *items], cwd=ROOT, capture_output=True)
+        if archive.returncode:
+            raise WorkdirError(f"{workdir}: cannot restore its code of {at}: {archive.stderr.decode().strip()}")
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(workdir, filter="data")
+    else:
+        for item in items:
+            src, dst = ROOT / item, workdir / item
+            if src.is_dir():
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(src, dst)
+    (workdir / "COMMIT").write_text((at or commit()) + "\n")
+
+
+def restorable(rev: str) -> bool:
+    """Whether this repository holds commit ``rev`` (a ``+dirty`` one never: its changes were not kept)."""
+    if rev.endswith("+dirty") or rev == "unknown":
+        return False
+    return subprocess.run(["git", "cat-file", "-e", f"{rev}^{{commit}}"], cwd=ROOT, capture_output=True).returncode == 0
 
 
 def registry():
@@ -236,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(benchmarks/bc_reference.py: the target data's actions cloned, on the same test episodes; "
                         "about 90 s at the cpu preset) with this many gradient steps, its records in "
                         "bc_reference.json beside --results (default %(default)s; 0: skip it)")
+    parser.add_argument("--update-code", action="store_true",
+                        help="bring this checkout's code into kept work dirs of another commit (default: a kept "
+                        "work dir resumes on the code it started with, restored from its commit; with this, DVC "
+                        "re-runs the stages the change touches and a stopped training resumes its checkpoint "
+                        "under the new code)")
     parser.add_argument("--harvest", action="store_true",
                         help="only record what the work dirs under --workdir hold so far (finished or stopped "
                         "trainings, finished evaluations) in --results")
@@ -335,8 +384,8 @@ def run_pair(args, parser, pair: str, methods: tuple[str, ...], overrides: dict)
         workdir = args.workdir / pair / f"{args.preset}-seed{seed}"
         try:
             prepare(workdir, args.preset, seed, args.target_transitions, args.target_behaviour == "expert", methods,
-                    args.noise_fraction, overrides, pair)
-        except ConfigError as exc:  # e.g. a --set key that params.yaml does not have
+                    args.noise_fraction, overrides, pair, args.update_code)
+        except (ConfigError, WorkdirError) as exc:  # e.g. a --set key that params.yaml does not have
             parser.error(str(exc))
         if args.until == "pretrain":
             print(f"== {pair} seed {seed}: source pretraining in {workdir}", flush=True)

@@ -151,3 +151,50 @@ def test_a_copied_work_dir_is_not_the_benchmarks(tmp_path):
     assert transfer_quality.work_dirs(root) == [root / "reacher-easy-reversed" / "cpu-seed1"]
     assert transfer_quality.work_dirs(root, "cpu") == [root / "reacher-easy-reversed" / "cpu-seed1"]
     assert transfer_quality.work_dirs(root, "smoke") == []
+
+
+def test_a_kept_work_dir_resumes_on_its_own_code_unless_asked_to_take_the_checkouts(tmp_path, monkeypatch, capsys):
+    """A training stopped midway must not resume on code of a later commit (a mix of two codes):
+    the work dir's files are restored from the commit it started at; ``--update-code`` takes the
+    checkout's; code that was never committed cannot be restored and is refused, naming the dir."""
+    import shutil
+
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for item in transfer_quality.CODE_ITEMS:
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, checkout / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, checkout / item)
+
+    def git(*cmd):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *cmd], cwd=checkout, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "first")
+    first = git("rev-parse", "--short", "HEAD")
+    monkeypatch.setattr(transfer_quality, "ROOT", checkout)
+    work = tmp_path / "work" / "smoke-seed4"
+    transfer_quality.prepare(work, "smoke", 4, None, True)
+    assert transfer_quality.workdir_commit(work) == first
+    marker = checkout / "src/redraw/stages/pretrain.py"
+    marker.write_text(marker.read_text() + "\n# changed\n")
+    git("commit", "-q", "-am", "second")
+    second = git("rev-parse", "--short", "HEAD")
+
+    transfer_quality.prepare(work, "smoke", 4, None, True)  # resumed: its own code, its params redone
+    assert "# changed" not in (work / "src/redraw/stages/pretrain.py").read_text()
+    assert transfer_quality.workdir_commit(work) == first and load_params(work / "params.yaml")["seed"] == 4
+    assert f"resuming on its own code of {first}" in capsys.readouterr().out
+
+    transfer_quality.prepare(work, "smoke", 4, None, True, update_code=True)
+    assert "# changed" in (work / "src/redraw/stages/pretrain.py").read_text()
+    assert transfer_quality.workdir_commit(work) == second
+
+    (work / "COMMIT").write_text(f"{first}+dirty\n")
+    with pytest.raises(transfer_quality.WorkdirError, match=f"{work}: its code is of {first}\\+dirty"):
+        transfer_quality.prepare(work, "smoke", 4, None, True)
+    assert "# changed" in (work / "src/redraw/stages/pretrain.py").read_text()  # refused: nothing touched
