@@ -31,6 +31,13 @@ def _cmd_envs(args) -> int:
             for name in registry.envs:
                 make_env(name, "proprio", pairs=registry).close()
             print(f"checked: all {len(registry.envs)} envs build")
+        if args.floor:
+            from redraw.envs.floor import floor_table
+
+            names = args.env or list(registry.envs)
+            for name in names:
+                registry.get(name)  # KeyError: not an env of the file, naming those there are
+            print(floor_table(names, registry, args.floor))
     except (ConfigError, EnvFileError, KeyError) as exc:
         print(f"envs: error: {exc}", file=sys.stderr)
         return 2
@@ -410,6 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml", help="params file naming the env-pair file (default: params.yaml)")
     p.add_argument("--check", action="store_true",
                    help="also build every env once, so that a bad body/geom/joint/actuator name is refused now")
+    p.add_argument("--floor", type=int, default=0, metavar="EPISODES",
+                   help="also run each env for EPISODES episodes (seeds 0..EPISODES-1) with zero actions and with "
+                   "uniform random ones: the return a policy gets without any skill, beside the return a "
+                   "pretraining must reach to count as learnt")
+    p.add_argument("--env", nargs="+", default=None, metavar="NAME", help="with --floor: only these envs")
     p.set_defaults(func=_cmd_envs)
 
     p = sub.add_parser("collect", help="collect simulator episodes (DVC stages collect_source/_target/_oracle)",
