@@ -18,7 +18,8 @@ Each run is the ``calibrate`` stage of this checkout (a copy of its ``src``, tak
 starts) in ``WORKDIR/adaptation_length/<run>/`` (the work dir's models and data linked, its params
 with the run's settings), one thread per run,
 ``--jobs`` at a time. A stopped run resumes from its checkpoint when the same command runs
-again; a finished one is not run again. Every finished run is merged into
+again, on the code it started with (``--update-code``: this checkout's); a finished one is not
+run again. Every finished run is merged into
 ``benchmarks/results/adaptation_length.json`` (one record per pair, seed, preset, method,
 target size and number of updates, with its held-out curve).
 """
@@ -105,6 +106,23 @@ def snapshot_code(workdir: Path, code: str) -> Path:
         shutil.copytree(ROOT / "src", tmp, ignore=shutil.ignore_patterns("__pycache__"))
         os.replace(tmp, dest)
     return dest
+
+
+def code_of(run: Path, method: str, code: str, src: Path, update_code: bool = False) -> tuple[str, Path]:
+    """The code ``run`` goes on with, and its ``src``: a run stopped midway resumes on the code it
+    started with (its CODE file, the work dir's snapshot of that commit), so that no curve mixes
+    two codes; a run not started yet, or ``update_code``, takes ``code`` (``src``). ValueError
+    where a stopped run's snapshot is gone."""
+    from redraw.records import latest_checkpoint
+
+    own = (run / "CODE").read_text().strip() if (run / "CODE").is_file() else None
+    if update_code or own in (None, code) or latest_checkpoint(run, f"calibrate-{method}") is None:
+        return code, src
+    own_src = src.parent / f"src-{own}"
+    if not own_src.is_dir():
+        raise ValueError(f"{run}: stopped on the code of {own}, whose snapshot {own_src} is gone; --update-code "
+                         f"resumes it on this checkout's code ({code}), its record then naming that")
+    return own, own_src
 
 
 def run_calibration(run: Path, method: str, src: Path) -> int:
@@ -291,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--harvest", action="store_true", help="record every run of --workdir so far (stopped ones "
                         "from their checkpoints) in the results file, run nothing")
     parser.add_argument("--status", action="store_true", help="print where each run of --workdir stands, run nothing")
+    parser.add_argument("--update-code", action="store_true",
+                        help="resume stopped runs on this checkout's code (default: each on the code it started "
+                        "with, from the work dir's snapshot of it)")
     parser.add_argument("--report", action="store_true", help="write docs/adaptation_length.md and its figures "
                         "from the results file, run nothing")
     return parser
@@ -322,9 +343,15 @@ def main() -> int:
         method, transitions = item
         run = prepare_run(args.workdir, params, method, transitions, args.updates, args.gap_every)
         if not finished(run, method, args.updates):
-            print(f"{method} on {transitions:,} transitions: {args.updates:,} updates in {run}", flush=True)
-            (run / "CODE").write_text(code + "\n")
-            rc = run_calibration(run, method, src)
+            try:
+                run_code, run_src = code_of(run, method, code, src, args.update_code)
+            except ValueError as exc:
+                print(exc, flush=True)
+                return None
+            print(f"{method} on {transitions:,} transitions: {args.updates:,} updates in {run}"
+                  f"{'' if run_code == code else f', resuming on its own code of {run_code}'}", flush=True)
+            (run / "CODE").write_text(run_code + "\n")
+            rc = run_calibration(run, method, run_src)
             if rc != 0:
                 print(f"{method} on {transitions:,} transitions failed (exit {rc}); see {run / 'calibrate.log'}",
                       flush=True)

@@ -80,6 +80,7 @@ def test_long_calibrations_are_recorded_per_method_and_size_and_not_run_twice(tm
     assert [(r["finished"], r["updates_done"], [p[0] for p in r["heldout"]]) for r in stopped] == [(False, 6, [0, 3, 6])]
     assert all(r["finished"] for r in json.loads(results.read_text()) if r["updates"] == 6)
 
+
     report = subprocess.run([sys.executable, "-c", (
         "import sys; sys.path.insert(0, 'benchmarks'); import adaptation_length as a; from pathlib import Path; "
         f"a.report(Path({str(results)!r}), Path({str(tmp_path / 'report.md')!r}), Path({str(tmp_path / 'fig')!r}))")],
@@ -89,6 +90,21 @@ def test_long_calibrations_are_recorded_per_method_and_size_and_not_run_twice(tm
     assert "## pendulum-swingup-reversed, seed 3, `tiny` preset" in text and text.count("| redraw |") == 2
     assert "| redraw (stopped at 6 of 20) | ~100 |" in text
     assert (tmp_path / "fig/pendulum-swingup-reversed-seed3-tiny.png").stat().st_size > 0
+
+    # a stopped run goes on with the code it started with (the work dir's snapshot of it), not the
+    # checkout's, so no curve mixes two codes; where that snapshot is gone it is refused
+    stopped_run = work / "adaptation_length/redraw-100-20"
+    (stopped_run / "CODE").write_text("old1234\n")
+    resume = ["--workdir", work, "--methods", "redraw", "--transitions", 100, "--updates", 20, "--gap-every", 3,
+              "--jobs", 1, "--results", results]
+    gone = run(*resume)
+    assert gone.returncode == 1 and "stopped on the code of old1234, whose snapshot" in gone.stdout
+    (snapshot,) = work.glob("adaptation_length/src-*")
+    shutil.copytree(snapshot, work / "adaptation_length/src-old1234")
+    resumed = run(*resume)
+    assert resumed.returncode == 0 and "resuming on its own code of old1234" in resumed.stdout, resumed.stdout
+    (r,) = [r for r in json.loads(results.read_text()) if r["updates"] == 20]
+    assert (r["commit"], r["finished"], r["heldout"][-1][0]) == ("old1234", True, 20)
 
 
 def test_a_directory_without_its_pretraining_is_refused_naming_the_file(tmp_path):
