@@ -166,9 +166,10 @@ class NoTracking:
         pass
 
 
-def policy_stage_setup(tmp_path, monkeypatch, method):
+def policy_stage_setup(tmp_path, monkeypatch, method, exploration="task"):
     """A working directory with validated target data and a calibrated ``method`` model whose
-    actor-critic is recognisable; returns the params and the calibrated model's state."""
+    actor-critic is recognisable (pretrained with ``exploration``); returns the params and the
+    calibrated model's state."""
     import json
     from pathlib import Path
 
@@ -185,7 +186,7 @@ def policy_stage_setup(tmp_path, monkeypatch, method):
     Path("reports/validation").mkdir(parents=True)
     Path("reports/validation/result.json").write_text(json.dumps(
         {"data_dir": "data/target", "success": True, "data_fingerprint": fingerprint}))
-    a = agent(world_model="rssm" if method == "dreamer_finetune" else "draw")
+    a = agent(world_model="rssm" if method == "dreamer_finetune" else "draw", exploration=exploration)
     residual = None
     if method == "redraw":
         residual = ResidualConfig(hidden=16)
@@ -211,12 +212,17 @@ def model_state(path):
     return torch.load(path, weights_only=True)["state"]["agent"]["model"]
 
 
-@pytest.mark.parametrize("method", ["redraw", "draw_finetune", "dreamer_finetune"])
+@pytest.mark.parametrize("method, exploration", [("redraw", "task"), ("draw_finetune", "task"),
+                                                 ("dreamer_finetune", "task"), ("redraw", "plan2explore"),
+                                                 ("draw_finetune", "plan2explore")])
 def test_the_policy_stage_trains_only_the_actor_critic_reinitialised_for_redraw_alone(tmp_path, monkeypatch,
-                                                                                    method):
+                                                                                    method, exploration):
+    """Also from a Plan2Explore pretraining (the paper's): the task actor-critic trains, the
+    explorer and its ensemble leave the stage as they came."""
     from redraw.stages import train_policy
 
-    params, calibrated = policy_stage_setup(tmp_path, monkeypatch, method)
+    params, calibrated = policy_stage_setup(tmp_path, monkeypatch, method, exploration)
+    assert any(k.startswith("explorer.") for k in calibrated) == (exploration == "plan2explore")
     made = {}
     real = train_policy.policy_stage_agent
 
