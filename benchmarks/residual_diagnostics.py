@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     from redraw.config import ConfigError, get, load_params
     from redraw.data.episodes import list_episodes, load_episode
     from redraw.data.schema import DataError, read_metadata
-    from redraw.perf import eager
+    from redraw.perf import apply as apply_perf
+    from redraw.perf import eager, perf_config
     from redraw.stages import env_settings
 
     if min(args.episodes, args.starts, args.warmup, args.context, args.horizon) < 1:
@@ -380,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         if env_kwargs.get("pairs") and not Path(env_kwargs["pairs"]).is_absolute():  # relative to WORKDIR
             env_kwargs["pairs"] = str(work / env_kwargs["pairs"])
         meta = read_metadata(data_dir)
+        apply_perf(perf_config(params, str(work / "params.yaml")))  # its torch threads, as the stages'
     except (ConfigError, DataError, FileNotFoundError) as exc:
         parser.error(str(exc))
     paths = {name: work / p for name, p in MODELS.items() if (work / p).is_file()}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACKING_ENV = ("MLFLOW_",)
@@ -16,6 +17,10 @@ TRACKING_ENV = ("MLFLOW_",)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+# one torch thread in the test process, as every stage of the CPU presets runs (perf.threads): the
+# tests' tensors are small, and with a thread per core each operation waits for a core that any
+# other process may hold (a cloning test took 264 s instead of 6 beside one training)
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
