@@ -121,7 +121,9 @@ def test_exported_program_acts_like_the_pyfunc(repo):
 
     registry(repo)
     uri = f"models:/{NAME}@challenger"
+    torch.set_num_threads(2)
     model = mlflow.pyfunc.load_model(uri)
+    assert torch.get_num_threads() == 1  # the policy's process acts at batch 1 with one thread
     local = mlflow.artifacts.download_artifacts(uri)
     program = torch.export.load(str(next(Path(local).rglob("policy.pt2")))).module()
     inputs = {spec.name: spec for spec in model.metadata.get_input_schema().inputs}

@@ -165,6 +165,12 @@ class NoTracking:
     def end(self, *args, **kwargs):
         pass
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
 
 def policy_stage_setup(tmp_path, monkeypatch, method, exploration="task"):
     """A working directory with validated target data and a calibrated ``method`` model whose
@@ -676,3 +682,31 @@ def test_a_stopped_calibration_resumes_from_its_checkpoint_to_the_same_model(tmp
     assert state.keys() == ref_state.keys() and all(torch.equal(state[k], ref_state[k]) for k in state)
     assert {k: v for k, v in resumed.items() if k != "calib/seconds"} == \
         {k: v for k, v in reference.items() if k != "calib/seconds"}
+
+
+def test_the_evaluation_acts_with_the_params_torch_threads(tmp_path, monkeypatch):
+    """perf.threads, as in the training stages: at batch 1 a second thread only waits for a core."""
+    from pathlib import Path
+
+    from redraw.config import load_params
+    from redraw.stages import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(evaluate, "StageRun", NoTracking)
+    Path("models/pretrain").mkdir(parents=True)
+    Path("models/pretrain/agent.pt").write_bytes(b"")
+    seen = []
+
+    def returns(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return [1.0, 3.0], [0.0, 0.0]
+
+    monkeypatch.setattr(evaluate, "policy_returns", returns)
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params["perf"]["threads"] = 1
+    torch.set_num_threads(2)
+    try:
+        assert evaluate.run("source", params, progress=False)["return_mean"] == 2.0
+    finally:
+        torch.set_num_threads(1)
+    assert seen == [1]
