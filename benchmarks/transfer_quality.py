@@ -64,10 +64,10 @@ from redraw.records import hours as _hours  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/transfer_quality.json"
 DEFAULT_PAIR = "pendulum-swingup-reversed"
-#: the work dirs' root: a run takes days on a CPU and resumes from them, so not /tmp (wiped at a
-#: reboot on many systems) but the user's state directory (XDG_STATE_HOME, else ~/.local/state)
 #: what a work dir takes from the checkout: its code, pipeline and base params
 CODE_ITEMS = ("dvc.yaml", "params.yaml", "envs.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore")
+#: the work dirs' root: a run takes days on a CPU and resumes from them, so not /tmp (wiped at a
+#: reboot on many systems) but the user's state directory (XDG_STATE_HOME, else ~/.local/state)
 DEFAULT_WORKDIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local/state") / "redraw/transfer-quality"
 
 
@@ -105,8 +105,9 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
             methods: tuple[str, ...] = METHODS, noise_fraction: float = 0.0,
             overrides: dict[str, object] | None = None, pair: str = DEFAULT_PAIR,
             update_code: bool = False) -> None:
-    """Bring ``workdir`` to this checkout's code, pipeline and params (then the preset and the
-    benchmark's settings): on a kept work directory DVC then re-runs exactly what changed.
+    """Bring ``workdir`` to its code, pipeline and params (a new one: this checkout's), then the
+    preset and the benchmark's settings: on a kept work directory DVC then re-runs exactly what
+    changed.
 
     A kept work directory whose code is of another commit keeps that code (its files restored from
     that commit, so a training stopped midway resumes on the code it started with, never on a mix)

@@ -277,3 +277,5 @@ def test_envs_floor_shows_what_an_env_pays_without_skill(capsys):
     assert len(rows) == 2 and all("| 2 of 2 | 200 |" in row for row in rows)
     assert main(["envs", "--floor", "1", "--env", "finger-turn_easy"]) == 2
     assert "unknown env 'finger-turn_easy'" in capsys.readouterr().err
+    assert main(["envs", "--floor", "-3"]) == 2
+    assert "--floor -3: the number of episodes must be at least 1" in capsys.readouterr().err

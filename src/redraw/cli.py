@@ -31,6 +31,8 @@ def _cmd_envs(args) -> int:
             for name in registry.envs:
                 make_env(name, "proprio", pairs=registry).close()
             print(f"checked: all {len(registry.envs)} envs build")
+        if args.floor < 0:
+            raise ConfigError(f"--floor {args.floor}: the number of episodes must be at least 1 (0: no floor)")
         if args.floor:
             from redraw.envs.floor import floor_table
 
