@@ -115,16 +115,16 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
     touches, a stopped training resuming its checkpoint under the new code. Raises WorkdirError
     where the kept code cannot be restored (it was uncommitted, or its commit is not in this
     repository) and ``update_code`` is not set."""
-    fresh = not (workdir / "dvc.yaml").is_file()
+    fresh, current = not (workdir / "dvc.yaml").is_file(), commit()
     kept = None if fresh or update_code else workdir_commit(workdir)
-    if kept == commit():
+    if kept == current:
         kept = None
     elif kept is not None:
         if not restorable(kept):
             raise WorkdirError(f"{workdir}: its code is of {kept}, which cannot be restored from this repository "
                                "(uncommitted or unknown); --update-code brings this checkout's code in (a stopped "
                                "training then resumes under it), or choose another --workdir")
-        print(f"{workdir}: resuming on its own code of {kept} (this checkout: {commit()}); --update-code brings "
+        print(f"{workdir}: resuming on its own code of {kept} (this checkout: {current}); --update-code brings "
               "this checkout's code in", flush=True)
     workdir.mkdir(parents=True, exist_ok=True)
     bring_code(workdir, CODE_ITEMS, at=kept)
