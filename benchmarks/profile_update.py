@@ -3,6 +3,7 @@
     python benchmarks/profile_update.py                       # cpu preset, the default path
     python benchmarks/profile_update.py --eager --fp32        # the reference path
     python benchmarks/profile_update.py --case "paper size + Plan2Explore" --iters 1
+    python benchmarks/profile_update.py --case "quick preset" --set pretrain.imag_starts=64   # another size
 
 Phases: the world-model loss (forward), its backward and optimiser step, imagination (the task
 actor's rollout in the latent dynamics) and the actor-critic update (and, with Plan2Explore, the
@@ -20,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import CASES, build  # noqa: E402
+from transfer_quality import parse_set  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--iters", type=int, default=5, help="timed and profiled updates (default: 5)")
     parser.add_argument("--top", type=int, default=20, help="operators listed (default: 20)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a params.yaml key on top of the case's preset, e.g. pretrain.imag_starts=64 (repeatable)")
     args = parser.parse_args(argv)
+    try:
+        overrides = parse_set(args.overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.imagine_chunk < 0:
         parser.error(f"--imagine-chunk must be at least 1, got {args.imagine_chunk}")
 
@@ -50,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         import torch._inductor.config
 
         torch._inductor.config.cpp.enable_kernel_profile = True
-    agent, env, batch, pre = build(args.case, not args.eager, False if args.fp32 else None, args.threads,
-                                   fused_chain=False if args.no_fused_chain else None,
-                                   fused_adam=False if args.no_fused_adam else None)
+    try:
+        agent, env, batch, pre = build(args.case, not args.eager, False if args.fp32 else None, args.threads,
+                                       fused_chain=False if args.no_fused_chain else None,
+                                       fused_adam=False if args.no_fused_adam else None, overrides=overrides)
+    except KeyError as exc:
+        parser.error(exc.args[0])
     agent_cfg = agent.cfg
     if args.imagine_chunk:
         agent.wm.IMAGINE_CHUNK = args.imagine_chunk

@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 CASES = {  # name -> (preset, obs_mode, exploration, world model)
     "cpu preset": ("cpu", "proprio", "task", "draw"),
     "cpu preset RSSM": ("cpu", "proprio", "task", "rssm"),  # pretrain_rssm: the dreamer_finetune baseline's
+    "quick preset": ("quick", "proprio", "task", "draw"),  # make repro's pretrain and oracle
     "quick preset RSSM": ("quick", "proprio", "task", "rssm"),  # make repro's longest stage
     "cpu preset + Plan2Explore": ("cpu", "proprio", "plan2explore", "draw"),  # the paper's pretraining, cpu sizes
     "paper size": ("paper", "pixels", "task", "draw"),
@@ -101,10 +102,11 @@ def make_case_env(case: str):
 
 
 def build(case: str, compile: bool | None = None, bf16: bool | None = None, threads: int = 0, device: str = "cpu",
-          fused_chain: bool | None = None, fused_adam: bool | None = None):
+          fused_chain: bool | None = None, fused_adam: bool | None = None, overrides: dict | None = None):
     """A freshly seeded agent for ``case`` as the pretraining stage makes it (the preset's
     ``perf.compile``, ``perf.fused_chain``, ``perf.fused_adam`` and ``pretrain.bf16`` unless given), its env and a
-    synthetic batch."""
+    synthetic batch. ``overrides``: dotted params keys set on the preset's params first (KeyError names
+    one that does not exist)."""
     import torch
 
     from redraw import perf
@@ -115,6 +117,14 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
 
     preset, obs_mode, exploration, world_model = CASES[case]
     params = preset_params(preset, obs_mode)
+    for dotted, value in (overrides or {}).items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            raise KeyError(f"--set {dotted}: no such key in params.yaml")
+        node[leaf] = value
     params["pretrain"]["exploration"] = exploration
     params["perf"] = {**params.get("perf", {}), "threads": threads}
     if compile is not None:
