@@ -136,6 +136,25 @@ def test_redraw_envs_lists_every_pair_with_its_perturbations(tmp_path, capsys):
     assert "checked: all 2 envs build" in out
 
 
+def test_redraw_envs_env_narrows_the_listing_and_the_check(tmp_path, capsys):
+    """``--env`` names the envs to show and build: a named target shows under its source, a
+    named source with all its targets; one not in the file is refused before anything runs."""
+    path = target_with(tmp_path, "{kind: body_mass, body: pole, scale: 2.0}")
+    with open(path, "a") as fh:
+        fh.write("  pend-y: {source: pend, perturbations: [{kind: gravity, vector: [0, 0, -5]}]}\n")
+    assert main(["envs", "--pairs", str(path), "--env", "pend-y", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^pend +dm_control pendulum/swingup$", out, re.M)
+    assert re.search(r"^  -> pend-y ", out, re.M) and "pend-x" not in out
+    assert "checked: pend-y build" in out
+    assert main(["envs", "--pairs", str(path), "--env", "pend"]) == 0
+    out = capsys.readouterr().out
+    assert "-> pend-x" in out and "-> pend-y" in out
+    assert main(["envs", "--pairs", str(path), "--env", "pend-z", "--check"]) == 2
+    captured = capsys.readouterr()
+    assert "unknown env 'pend-z'" in captured.err and "pend-x" not in captured.out
+
+
 def test_redraw_envs_check_refuses_a_bad_name(tmp_path, capsys):
     path = target_with(tmp_path, "{kind: body_mass, body: pol, scale: 2}")
     assert main(["envs", "--pairs", str(path)]) == 0  # listing reads the form only

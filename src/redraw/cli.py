@@ -18,27 +18,30 @@ def _cmd_envs(args) -> int:
         if pairs is None and Path(args.params).is_file():
             pairs = (load_params(args.params).get("env") or {}).get("pairs")
         registry = load_pairs(pairs)
+        if args.floor < 0:
+            raise ConfigError(f"--floor {args.floor}: the number of episodes must be at least 1 (0: no floor)")
+        names = args.env or list(registry.envs)
+        for name in names:
+            registry.get(name)  # KeyError: not an env of the file, naming those there are
         print(f"env pairs from {registry.file}: each source, then its targets and their perturbations")
         for name, spec in registry.envs.items():
-            if spec.is_target:
+            targets = registry.targets_of(name)
+            if spec.is_target or not {name, *targets} & set(names):
                 continue
             print(f"{name:32s} {spec.simulator} {spec.id}")
-            for target in registry.targets_of(name):
+            for target in targets:
+                if target not in names and name not in names:
+                    continue
                 t = registry.get(target)
                 own = f" [{t.simulator} {t.id}]" if (t.simulator, t.id) != (spec.simulator, spec.id) else ""
                 print(f"  -> {target:27s} {t.describe()}{own}")
-        if args.check:  # build every env once: model names, spaces, the simulator's own checks
-            for name in registry.envs:
+        if args.check:  # build each env once: model names, spaces, the simulator's own checks
+            for name in names:
                 make_env(name, "proprio", pairs=registry).close()
-            print(f"checked: all {len(registry.envs)} envs build")
-        if args.floor < 0:
-            raise ConfigError(f"--floor {args.floor}: the number of episodes must be at least 1 (0: no floor)")
+            print(f"checked: all {len(names)} envs build" if not args.env else f"checked: {', '.join(names)} build")
         if args.floor:
             from redraw.envs.floor import floor_table
 
-            names = args.env or list(registry.envs)
-            for name in names:
-                registry.get(name)  # KeyError: not an env of the file, naming those there are
             print(floor_table(names, registry, args.floor))
     except (ConfigError, EnvFileError, KeyError) as exc:
         print(f"envs: error: {exc}", file=sys.stderr)
@@ -423,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run each env for EPISODES episodes (seeds 0..EPISODES-1) with zero actions and with "
                    "uniform random ones: the return a policy gets without any skill, beside the return a "
                    "pretraining must reach to count as learnt")
-    p.add_argument("--env", nargs="+", default=None, metavar="NAME", help="with --floor: only these envs")
+    p.add_argument("--env", nargs="+", default=None, metavar="NAME",
+                   help="only these envs: the listing (a source with its targets named), --check and --floor")
     p.set_defaults(func=_cmd_envs)
 
     p = sub.add_parser("collect", help="collect simulator episodes (DVC stages collect_source/_target/_oracle)",
