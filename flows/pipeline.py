@@ -135,6 +135,8 @@ def _side_by_side(order: list[str], root: str, jobs: int) -> dict[str, str]:
 
     from redraw import parallel
 
+    root = str(Path(root).resolve())  # the scheduler's DVC calls chdir the process while tasks start stages
+
     def launch(name: str, cmd: list[str], threads: int):
         return run_stage_command.submit(name, cmd, root, threads)
 

@@ -1,6 +1,7 @@
 """redraw repro: the stage levels come from DVC's graph, and a failing stage names its log."""
 
 import contextlib
+import re
 import subprocess
 import sys
 
@@ -72,6 +73,18 @@ def test_a_stage_starts_as_soon_as_the_stages_it_needs_are_done(tmp_path):
     (repo / "stamp.py").write_text("import os, sys; assert not os.path.exists(f'out/{sys.argv[1]}'), 'output left in place'\n"
                                    + (repo / "stamp.py").read_text())
     assert sorted(parallel.schedule(repo, 2, "logs")) == ["after_quick", "last", "quick", "slow"]
+
+
+def test_a_relative_root_runs_every_stage_in_that_repository(tmp_path, monkeypatch, capsys):
+    """The scheduler's DVC calls change the process's directory while stage threads start their
+    commands: a root given relative to the caller's directory still finds every stage's command
+    (it used to resolve against wherever DVC had left the process). Each stage says how long it took."""
+    toy_repo(tmp_path / "r", {"a": ([], 0.5, 0), "b": ([], 0.5, 0), "c": (["a"], 0, 0), "d": (["b", "c"], 0, 0)})
+    monkeypatch.chdir(tmp_path)
+    assert sorted(parallel.schedule("r", 2, "logs")) == ["a", "b", "c", "d"]
+    assert all((tmp_path / "r/out" / name).exists() for name in "abcd")
+    assert (tmp_path / "r/logs/d.log").is_file() and not (tmp_path / "logs").exists()
+    assert re.search(r"^   d: done in \d+ s$", capsys.readouterr().out, re.M)
 
 
 def test_targets_bring_only_themselves_and_what_they_need_up_to_date(tmp_path):

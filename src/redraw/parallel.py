@@ -136,7 +136,9 @@ def schedule(root: str | Path, jobs: int, log_dir: str | Path, targets=None, lau
     ``launch(name, argv, threads)`` starts a stage and returns a future (``.result()`` raises its
     failure), ``first_done(futures)`` waits for at least one of them and returns those done:
     by default threads of this process (the Prefect flow passes its tasks instead)."""
-    root, log_dir = Path(root), Path(root) / log_dir
+    # absolute: the DVC calls below chdir this process into root while stage threads start processes there
+    root = Path(root).resolve()
+    log_dir = root / log_dir
     needs = stage_graph(root)
     if targets:
         unknown = sorted(set(targets) - set(needs))
