@@ -13,8 +13,8 @@ evaluation (its held-out NLL is recorded, never used to choose anything); it tak
 ``--top-fraction 0.5`` clones only the half of the episodes with the highest returns
 ("filtered" cloning, reference ``bc_top50``), for data that mix an expert with weaker behaviour.
 The cloned policy's test returns and NLL curve are kept in ``WORKDIR/reports/bc_reference.json``
-(``bc_reference_top50.json``; a second run with the same settings reuses them). One record per (pair, seed, preset, target data,
-reference, method) compared is merged into ``benchmarks/results/bc_reference.json``; ``redraw report`` tabulates them.
+(``bc_reference_top50.json``; a second run with the same settings reuses them). One record per (pair, seed, preset, target data and
+its size, reference, method) compared is merged into ``benchmarks/results/bc_reference.json``; ``redraw report`` tabulates them.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from redraw.records import merge_keyed  # noqa: E402
+from redraw.records import CLONE_KEY, merge_keyed  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/bc_reference.json"
-KEY = ("pair", "seed", "preset", "target_data", "reference", "method")
 SKIP = ("source",)  #: evaluations not on the target (the source policy runs in the source env)
 
 
@@ -155,7 +154,7 @@ def run(workdir: Path, results: Path = RESULTS, cfg=None, episodes: int | None =
         raise ValueError(f"--episodes {episodes}: the work dir's evaluations ran {ran} test episodes")
     result = clone_and_evaluate(workdir, cfg or CloningConfig(), episodes, progress)
     rows = records(workdir, result, evaluations, commit())
-    merge_keyed(results, {"records": (KEY, rows)})
+    merge_keyed(results, {"records": (CLONE_KEY, rows)})
     return result, rows
 
 

@@ -59,6 +59,8 @@ def _sh(cmd: list[str], cwd: str | Path, env: dict | None = None, check: bool = 
 
 
 RECORDS_ARTIFACT = "records.json"  #: a point's results records, on its MLflow record run
+CLONE_ARTIFACT = "bc_reference.json"  #: a point's cloned-reference records (sweep file's clone_steps)
+CLONE_NEEDS = ("models/pretrain/agent.pt", "data/target/metadata.json")  #: what a point needs to clone
 
 
 def _stage_env(workdir: Path, tracking_uri: str, tags: dict[str, str]) -> dict[str, str]:
@@ -113,6 +115,21 @@ def _point_runs(client, name: str, commit: str, status: str | None = None, kind:
     return client.search_runs(experiments, filter_string=query, max_results=1000) if experiments else []
 
 
+def clone_reference(workdir: Path, steps: int, env: dict | None = None, script: Path | None = None) -> list[dict]:
+    """The target data's actions cloned without a world model (``benchmarks/bc_reference.py`` of
+    the point's own checkout, ``steps`` gradient steps) and paired with the methods the point
+    evaluated: its records, or [] where the point has no target data or no source pretraining
+    (no_adapt, the oracle, dreamer_finetune)."""
+    missing = [rel for rel in CLONE_NEEDS if not (workdir / rel).exists()]
+    if missing:
+        print(f"{workdir.name}: no cloned reference here (no {missing[0]})")
+        return []
+    out = workdir / "reports" / "bc_reference_records.json"
+    _sh([sys.executable, str(script or workdir / "benchmarks" / "bc_reference.py"), "--workdir", str(workdir),
+         "--steps", str(steps), "--results", str(out)], workdir, env)
+    return json.loads(out.read_text())["records"]
+
+
 @flow(name=POINT_FLOW, log_prints=True, retries=1, retry_delay_seconds=10)
 def sweep_point(point: dict, repo: str, commit: str, tracking_uri: str, workspace: str,
                 dvc_remote: str | None = None) -> dict:
@@ -157,6 +174,7 @@ def sweep_point(point: dict, repo: str, commit: str, tracking_uri: str, workspac
     # attempt's copy of the same experiment, never another point's
     _sh([*dvc, "exp", "push", "--force", "origin", p.name, *(["--run-cache"] if dvc_remote else ["--no-cache"])],
         workdir, env)
+    cloned = clone_reference(workdir, p.clone_steps, env) if p.clone_steps else []
     result = json.loads((workdir / "reports" / "evaluate" / f"{p.method}.json").read_text())
     metrics = {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
     import mlflow
@@ -173,6 +191,8 @@ def sweep_point(point: dict, repo: str, commit: str, tracking_uri: str, workspac
 
     records, trainings = workdir_records(workdir, commit[:10], methods=(p.method,))
     client.log_text(run.info.run_id, json.dumps({"records": records, "trainings": trainings}), RECORDS_ARTIFACT)
+    if cloned:
+        client.log_text(run.info.run_id, json.dumps({"records": cloned}), CLONE_ARTIFACT)
     client.set_terminated(run.info.run_id, "FINISHED")
     shutil.rmtree(workdir, ignore_errors=True)
     log.info(f"{p.name}: return {metrics.get('return_mean', float('nan')):.1f}")
@@ -271,20 +291,25 @@ def summarise_sweep(name: str, commit: str, tracking_uri: str, out_dir: Path) ->
     # every point's records in one results file, and the report `redraw report` makes of it
     from mlflow.artifacts import load_text
 
-    from redraw.records import merge_results
+    from redraw.records import CLONE_KEY, merge_keyed, merge_results
     from redraw.report import build_report
 
     records_file = out_dir / "transfer_quality.json"
+    clone_file = out_dir / "bc_reference.json"  # beside it: the report's cloned-reference section
     records_file.unlink(missing_ok=True)
+    clone_file.unlink(missing_ok=True)
     found = 0
     for r in runs:
+        uri = r.info.artifact_uri.rstrip("/")
         try:
-            blob = json.loads(load_text(f"{r.info.artifact_uri.rstrip('/')}/{RECORDS_ARTIFACT}"))
+            blob = json.loads(load_text(f"{uri}/{RECORDS_ARTIFACT}"))
         except Exception as exc:  # a point recorded by an older commit's flow: no records artifact
             print(f"{r.data.tags['redraw.sweep_point']}: no {RECORDS_ARTIFACT} on its record run ({exc})")
             continue
         merge_results(records_file, blob["records"], blob["trainings"])
         found += 1
+        if CLONE_ARTIFACT in {a.path for a in client.list_artifacts(r.info.run_id)}:
+            merge_keyed(clone_file, {"records": (CLONE_KEY, json.loads(load_text(f"{uri}/{CLONE_ARTIFACT}"))["records"])})
     if found:
         build_report(records_file, out_dir / "report.md", out_dir / "report_figures",
                      command=f"redraw report --results {records_file} --out {out_dir / 'report.md'}")

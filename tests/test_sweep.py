@@ -4,6 +4,7 @@ worker killed mid-run."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,6 +83,12 @@ def test_a_sweep_expands_to_every_combination_with_unique_experiment_names(tmp_p
                            "env.target": "pendulum-swingup-reversed", "seed": 0, "target_transitions": 5000}
     proc = check(tmp_path, GOOD)
     assert proc.returncode == 0 and "8 point(s)" in proc.stdout
+    assert p.clone_steps == 0  # no cloned reference unless the file asks for one
+    path.write_text(GOOD)
+    plain = load_sweep(path, ROOT).points
+    path.write_text(GOOD + "clone_steps: 300\n")
+    cloned = load_sweep(path, ROOT).points
+    assert {q.clone_steps for q in cloned} == {300} and [q.name for q in cloned] == [q.name for q in plain]
 
 
 @pytest.mark.parametrize("text, named", [
@@ -93,6 +100,8 @@ def test_a_sweep_expands_to_every_combination_with_unique_experiment_names(tmp_p
     (GOOD + "colour: blue\n", "colour"),
     (GOOD.replace("seeds: [0, 1]", "seeds: [0, zero]"), "zero"),
     (GOOD.replace("[5000, 10000]", "[5000, 99999999]"), "99999999"),
+    (GOOD + "clone_steps: -5\n", "clone_steps"),
+    (GOOD + "clone_steps: yes\n", "clone_steps"),
 ])
 def test_a_bad_sweep_is_refused_before_anything_is_scheduled_naming_the_entry(tmp_path, text, named):
     proc = check(tmp_path, text)
@@ -262,7 +271,15 @@ def test_four_points_on_two_workers_survive_a_killed_worker(tmp_path):
             ("no_adapt", 100), ("no_adapt", 200), ("redraw", 100), ("redraw", 200)]
         assert {(r["pair"], r["seed"], r["preset"], r["protocol"]) for r in records} == {
             ("pendulum-swingup-reversed", 0, "smoke", "sequential")}
-        assert "#### pendulum-swingup-reversed" in (repo / "reports/sweeps/smoke/report.md").read_text()
+        report = (repo / "reports/sweeps/smoke/report.md").read_text()
+        assert "#### pendulum-swingup-reversed" in report
+        # the cloned reference (clone_steps): in the points with target data and the source
+        # pretraining (redraw's, not no_adapt's), paired with that point's method, in the report
+        cloned = json.loads((repo / "reports/sweeps/smoke/bc_reference.json").read_text())["records"]
+        assert sorted((r["method"], r["target_transitions"], r["reference"]) for r in cloned) == [
+            ("redraw", 100, "bc"), ("redraw", 200, "bc")]
+        assert all(r["cloning"]["steps"] == 50 for r in cloned)
+        assert "## Behaviour cloning without a world model (a reference)" in report
     finally:
         for name, proc in procs.items():
             if proc.poll() is None:
@@ -272,3 +289,24 @@ def test_four_points_on_two_workers_survive_a_killed_worker(tmp_path):
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow  # it needs the smoke pipeline's outputs (smoke_repo)
+def test_a_point_clones_the_target_data_only_where_it_has_them(smoke_repo, tmp_path, capsys):
+    """A sweep point's cloned reference: bc_reference.py run on the point's work dir, its records
+    returned for the point's record run; a point without target data (no_adapt, the oracle) or
+    without the source pretraining (dreamer_finetune) has none, and says why."""
+    from flows.sweep import clone_reference
+    from test_cloning import workdir_copy
+
+    for sub in ("models", "reports", "data"):
+        (tmp_path / "w" / sub).mkdir(parents=True)
+    work = workdir_copy(smoke_repo.path, tmp_path / "w")
+    script = ROOT / "benchmarks" / "bc_reference.py"
+    rows = clone_reference(work, 40, script=script)
+    evaluated = {p.stem for p in (work / "reports/evaluate").glob("*.json")} - {"source"}
+    assert {r["method"] for r in rows} == evaluated and {r["cloning"]["steps"] for r in rows} == {40}
+    assert all(r["target_transitions"] == rows[0]["target_transitions"] > 0 for r in rows)
+    shutil.rmtree(work / "data/target")
+    assert clone_reference(work, 40, script=script) == []
+    assert "no cloned reference here (no data/target/metadata.json)" in capsys.readouterr().out

@@ -258,6 +258,11 @@ def workdir_records(workdir: Path, commit: str, methods=METHODS) -> tuple[list[d
     return records, trainings
 
 
+#: a cloned-reference record's key (benchmarks/bc_reference.py, the sweep's clone_steps, whose
+#: points of one pair and seed differ in their target data's size)
+CLONE_KEY = ("pair", "seed", "preset", "target_data", "target_transitions", "reference", "method")
+
+
 def merge_keyed(path: Path, sections: dict[str | None, tuple[tuple[str, ...], list[dict]]]) -> None:
     """Merge rows into a JSON results file: ``sections`` maps a section of the file (``None``: the
     file is one list) to the key fields of its rows and the new rows; a row replaces the one with

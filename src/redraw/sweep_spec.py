@@ -12,6 +12,9 @@ A sweep file (see ``flows/sweeps/``)::
     params:                        # optional: other params.yaml keys, the same for every point
       calibrate.updates: 500
     retries: 2                     # optional: re-runs of a point whose worker died (default 2)
+    clone_steps: 20000             # optional: also clone the target data's actions without a world model
+                                   #   (benchmarks/bc_reference.py, this many steps) in each point that
+                                   #   has target data and the source pretraining, paired with its method
 
 Every entry is checked against the env-pair file's envs (params.yaml's ``env.pairs``), dvc.yaml's methods, params.yaml's keys and
 the presets before a single point is scheduled; the error names the file and the entry.
@@ -31,7 +34,7 @@ from typing import Any
 from redraw.config import ConfigError, flatten, load_params, preset_names
 
 AXES = ("env.source", "env.target", "seed", "target_transitions")  #: keys the sweep's axes set
-KNOWN = {"name", "preset", "pairs", "methods", "seeds", "target_transitions", "params", "retries"}
+KNOWN = {"name", "preset", "pairs", "methods", "seeds", "target_transitions", "params", "retries", "clone_steps"}
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,40}$")
 
 
@@ -47,6 +50,7 @@ class Point:
     size: int
     preset: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    clone_steps: int = 0  #: the cloned reference's gradient steps in this point (0: none)
 
     @property
     def overrides(self) -> dict[str, Any]:
@@ -67,7 +71,8 @@ class Point:
 
     def as_dict(self) -> dict[str, Any]:
         return {"sweep": self.sweep, "source": self.source, "target": self.target, "method": self.method,
-                "seed": self.seed, "size": self.size, "preset": self.preset, "params": dict(self.params)}
+                "seed": self.seed, "size": self.size, "preset": self.preset, "params": dict(self.params),
+                "clone_steps": self.clone_steps}
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,10 @@ def load_sweep(path: str | Path, root: str | Path = ".") -> Sweep:
     retries = raw.get("retries", 2)
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ConfigError(f"{where}: 'retries' must be a non-negative integer, got {retries!r}")
-    points = tuple(Point(name, s, t, m, seed, size, preset, extra)
+    clone_steps = raw.get("clone_steps", 0)
+    if not isinstance(clone_steps, int) or isinstance(clone_steps, bool) or clone_steps < 0:
+        raise ConfigError(f"{where}: 'clone_steps' must be a non-negative integer (0: no cloned reference), "
+                          f"got {clone_steps!r}")
+    points = tuple(Point(name, s, t, m, seed, size, preset, extra, clone_steps)
                    for (s, t), m, seed, size in itertools.product(pairs, methods, seeds, sizes))
     return Sweep(name, points, retries, where)
