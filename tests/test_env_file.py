@@ -152,7 +152,7 @@ def test_redraw_envs_env_narrows_the_listing_and_the_check(tmp_path, capsys):
     assert "-> pend-x" in out and "-> pend-y" in out
     assert main(["envs", "--pairs", str(path), "--env", "pend-z", "--check"]) == 2
     captured = capsys.readouterr()
-    assert "unknown env 'pend-z'" in captured.err and "pend-x" not in captured.out
+    assert captured.err.startswith("envs: error: unknown env 'pend-z'") and "pend-x" not in captured.out
 
 
 def test_redraw_envs_check_refuses_a_bad_name(tmp_path, capsys):

@@ -44,7 +44,7 @@ def _cmd_envs(args) -> int:
 
             print(floor_table(names, registry, args.floor))
     except (ConfigError, EnvFileError, KeyError) as exc:
-        print(f"envs: error: {exc}", file=sys.stderr)
+        print(f"envs: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
     return 0
 
