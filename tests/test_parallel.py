@@ -78,7 +78,8 @@ def test_a_stage_starts_as_soon_as_the_stages_it_needs_are_done(tmp_path):
 def test_a_relative_root_runs_every_stage_in_that_repository(tmp_path, monkeypatch, capsys):
     """The scheduler's DVC calls change the process's directory while stage threads start their
     commands: a root given relative to the caller's directory still finds every stage's command
-    (it used to resolve against wherever DVC had left the process). Each stage says how long it took."""
+    (resolved against wherever DVC left the process, it would name the repository twice). Each
+    stage says how long it took."""
     toy_repo(tmp_path / "r", {"a": ([], 0.5, 0), "b": ([], 0.5, 0), "c": (["a"], 0, 0), "d": (["b", "c"], 0, 0)})
     monkeypatch.chdir(tmp_path)
     assert sorted(parallel.schedule("r", 2, "logs")) == ["a", "b", "c", "d"]
