@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from redraw.config import ConfigError
+
     if args.kernel_profile:
         import torch._inductor.config
 
@@ -62,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         agent, env, batch, pre = build(args.case, not args.eager, False if args.fp32 else None, args.threads,
                                        fused_chain=False if args.no_fused_chain else None,
                                        fused_adam=False if args.no_fused_adam else None, overrides=overrides)
-    except KeyError as exc:
-        parser.error(exc.args[0])
+    except ConfigError as exc:
+        parser.error(str(exc))
     agent_cfg = agent.cfg
     if args.imagine_chunk:
         agent.wm.IMAGINE_CHUNK = args.imagine_chunk

@@ -105,12 +105,13 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
           fused_chain: bool | None = None, fused_adam: bool | None = None, overrides: dict | None = None):
     """A freshly seeded agent for ``case`` as the pretraining stage makes it (the preset's
     ``perf.compile``, ``perf.fused_chain``, ``perf.fused_adam`` and ``pretrain.bf16`` unless given), its env and a
-    synthetic batch. ``overrides``: dotted params keys set on the preset's params first (KeyError names
-    one that does not exist)."""
+    synthetic batch. ``overrides``: dotted params keys set on the preset's params first (a key they do
+    not have: ConfigError naming it)."""
     import torch
 
     from redraw import perf
     from redraw.agent.dreamer import Agent
+    from redraw.config import get
     from redraw.envs import make_env
     from redraw.stages import env_settings
     from redraw.stages.pretrain import configs_from_params
@@ -118,13 +119,9 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
     preset, obs_mode, exploration, world_model = CASES[case]
     params = preset_params(preset, obs_mode)
     for dotted, value in (overrides or {}).items():
-        *parents, leaf = dotted.split(".")
-        node = params
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
-            raise KeyError(f"--set {dotted}: no such key in params.yaml")
-        node[leaf] = value
+        get(params, dotted, "--set")  # ConfigError naming a key the params do not have
+        parent, _, leaf = dotted.rpartition(".")
+        (get(params, parent) if parent else params)[leaf] = value
     params["pretrain"]["exploration"] = exploration
     params["perf"] = {**params.get("perf", {}), "threads": threads}
     if compile is not None:

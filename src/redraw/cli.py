@@ -23,14 +23,15 @@ def _cmd_envs(args) -> int:
         names = args.env or list(registry.envs)
         for name in names:
             registry.get(name)  # KeyError: not an env of the file, naming those there are
+        shown = set(names)
         print(f"env pairs from {registry.file}: each source, then its targets and their perturbations")
         for name, spec in registry.envs.items():
             targets = registry.targets_of(name)
-            if spec.is_target or not {name, *targets} & set(names):
+            if spec.is_target or not {name, *targets} & shown:
                 continue
             print(f"{name:32s} {spec.simulator} {spec.id}")
             for target in targets:
-                if target not in names and name not in names:
+                if target not in shown and name not in shown:
                     continue
                 t = registry.get(target)
                 own = f" [{t.simulator} {t.id}]" if (t.simulator, t.id) != (spec.simulator, spec.id) else ""
