@@ -268,6 +268,40 @@ def test_the_fused_rssm_chain_computes_what_the_step_by_step_chain_does():
     torch.testing.assert_close(outs[1]["states"].deter, outs[0]["states"].deter, **tol)
 
 
+def test_an_agent_that_only_acts_makes_no_optimizer_and_keeps_the_loaded_states(tmp_path):
+    """Loading a policy to act (an evaluation, a deployed policy on a robot) builds no optimizer,
+    so it never imports torch._dynamo (~1.7 s); its checkpoint still carries the optimizer states
+    it loaded, and an agent that goes on training from it steps as one that loaded them at once."""
+    import subprocess
+    import sys
+
+    from redraw.agent.dreamer import load_agent
+    from redraw.checkpoint import save_checkpoint
+
+    trained = agent(exploration="plan2explore")  # load_agent builds the default 8 heads
+    run(trained, 2)
+    path = tmp_path / "agent.pt"
+    save_checkpoint(path, {"agent": trained.checkpoint_state()}, {
+        "world_model": "draw", "exploration": "plan2explore", "model": vars(trained.cfg.wm),
+        "actor_critic": vars(trained.cfg.ac), "obs_spec": {k: list(v[0]) for k, v in SPEC.items()}, "action_size": 1})
+    code = (f"import sys, numpy as np; from redraw.agent.dreamer import load_agent; a = load_agent({str(path)!r}); "
+            "a.act({k: np.zeros(v[0], np.float32) for k, v in a.obs_spec.items()}); "
+            "print('torch._dynamo' in sys.modules, any(x.made for x in a._adams().values()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"], "acting built an optimizer or imported torch._dynamo"
+
+    acting = load_agent(path)
+    assert not any(x.made for x in acting._adams().values())
+    saved, again = trained.checkpoint_state(), acting.checkpoint_state()  # e.g. calibration's saved agent
+    for key in ("wm_opt", "actor_opt", "critic_opt", "explorer_actor_opt", "disagreement_opt"):
+        assert saved[key]["state"].keys() == again[key]["state"].keys() and saved[key]["state"], key
+        for i, st in saved[key]["state"].items():
+            assert all(torch.equal(v, again[key]["state"][i][k]) for k, v in st.items()), key
+    resumed = load_agent(path)
+    assert run(resumed, 1) == run(trained, 1)  # the waiting states were applied when training began
+
+
 @pytest.mark.parametrize("exploration", ["task", "plan2explore"])
 def test_fused_adam_updates_as_torchs_default_and_off_is_torchs_default(exploration):
     """perf.fused_adam: every optimizer of the agent takes the fused kernel and updates the

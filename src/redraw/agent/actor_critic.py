@@ -18,7 +18,7 @@ from torch import nn
 from redraw.agent.returns import PercentileNormalizer, lambda_returns
 from redraw.models.dists import twohot_bins, twohot_loss, twohot_mean
 from redraw.models.networks import mlp, uniform_init_, zero_init_
-from redraw.perf import CompiledRegions
+from redraw.perf import CompiledRegions, LazyAdam
 
 
 @dataclass
@@ -128,8 +128,16 @@ class ActorCritic(CompiledRegions, nn.Module):
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.register_buffer("bins", twohot_bins(cfg.bins), persistent=False)
         self.retnorm = PercentileNormalizer(cfg.retnorm_decay, floor=cfg.retnorm_floor)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), cfg.lr, eps=cfg.eps)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), cfg.lr, eps=cfg.eps)
+        # made on first use (perf.LazyAdam): an agent that only acts never builds them
+        self.actor_adam, self.critic_adam = LazyAdam(self.actor, cfg.lr, cfg.eps), LazyAdam(self.critic, cfg.lr, cfg.eps)
+
+    @property
+    def actor_opt(self) -> torch.optim.Optimizer:
+        return self.actor_adam.get()
+
+    @property
+    def critic_opt(self) -> torch.optim.Optimizer:
+        return self.critic_adam.get()
 
     def value(self, z: torch.Tensor, slow: bool = False) -> torch.Tensor:
         return twohot_mean((self.slow_critic if slow else self.critic)(z), self.bins)

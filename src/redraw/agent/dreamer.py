@@ -11,6 +11,7 @@ from torch import nn
 from redraw.agent.actor_critic import ActorCritic, ActorCriticConfig, ImaginationPolicy
 from redraw.models.draw import DRAW, WorldModelConfig
 from redraw.models.rssm import RSSM
+from redraw.perf import LazyAdam
 
 WORLD_MODELS = {"draw": DRAW, "rssm": RSSM}
 
@@ -59,7 +60,7 @@ class Agent(nn.Module):
         from redraw.perf import native_bf16
 
         self.bf16 = native_bf16(self.device) if cfg.bf16 is None else bool(cfg.bf16)  #: autocast on or off
-        self.wm_opt = torch.optim.Adam(self.wm.parameters(), cfg.wm.lr, eps=cfg.wm.eps)
+        self.wm_adam = LazyAdam(self.wm, cfg.wm.lr, cfg.wm.eps)  # made on first use: acting needs none
         self.generator = torch.Generator(device=self.device)
         self.updates = 0
         #: ``agent.pessimism.PessimismConfig``: penalise imagination where the residual ensemble
@@ -88,19 +89,25 @@ class Agent(nn.Module):
         self.fused_adam = perf.fused_adam
         self._apply_fused_adam()
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Every optimizer of the agent by name: the world model's, the actor-critic's, Plan2Explore's."""
-        opts = {"world model": self.wm_opt, "actor": self.ac.actor_opt, "critic": self.ac.critic_opt}
+    @property
+    def wm_opt(self) -> torch.optim.Optimizer:
+        return self.wm_adam.get()
+
+    def _adams(self) -> dict[str, LazyAdam]:
+        adams = {"world model": self.wm_adam, "actor": self.ac.actor_adam, "critic": self.ac.critic_adam}
         if self.explorer is not None:
-            opts.update({"explorer actor": self.explorer.actor_opt, "explorer critic": self.explorer.critic_opt,
-                         "disagreement": self.disagreement.opt})
-        return opts
+            adams.update({"explorer actor": self.explorer.actor_adam, "explorer critic": self.explorer.critic_adam,
+                          "disagreement": self.disagreement.adam})
+        return adams
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimizer of the agent by name: the world model's, the actor-critic's, Plan2Explore's
+        (made here if they were not yet)."""
+        return {name: adam.get() for name, adam in self._adams().items()}
 
     def _apply_fused_adam(self) -> None:
-        from redraw.perf import set_fused_adam
-
-        for opt in self.optimizers().values():
-            set_fused_adam(opt, self.fused_adam)
+        for adam in self._adams().values():
+            adam.set_fused(self.fused_adam)
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
@@ -230,24 +237,25 @@ class Agent(nn.Module):
     def checkpoint_state(self) -> dict:
         return {
             "model": self.state_dict(),
-            "wm_opt": self.wm_opt.state_dict(),
-            "actor_opt": self.ac.actor_opt.state_dict(),
-            "critic_opt": self.ac.critic_opt.state_dict(),
+            "wm_opt": self.wm_adam.state_dict(),
+            "actor_opt": self.ac.actor_adam.state_dict(),
+            "critic_opt": self.ac.critic_adam.state_dict(),
             "retnorm": self.ac.retnorm.state_dict(),
             "generator": self.generator.get_state(),
             "generator_device": self.device.type,
             "updates": self.updates,
-            **({"explorer_actor_opt": self.explorer.actor_opt.state_dict(),
-                "explorer_critic_opt": self.explorer.critic_opt.state_dict(),
+            **({"explorer_actor_opt": self.explorer.actor_adam.state_dict(),
+                "explorer_critic_opt": self.explorer.critic_adam.state_dict(),
                 "explorer_retnorm": self.explorer.retnorm.state_dict(),
-                "disagreement_opt": self.disagreement.opt.state_dict()} if self.explorer is not None else {}),
+                "disagreement_opt": self.disagreement.adam.state_dict()} if self.explorer is not None else {}),
         }
 
     def load_checkpoint_state(self, state: dict) -> None:
         self.load_state_dict(state["model"])
-        self.wm_opt.load_state_dict(state["wm_opt"])
-        self.ac.actor_opt.load_state_dict(state["actor_opt"])
-        self.ac.critic_opt.load_state_dict(state["critic_opt"])
+        # optimizer states wait for their optimizers, which an agent that only acts never makes
+        self.wm_adam.load_state_dict(state["wm_opt"])
+        self.ac.actor_adam.load_state_dict(state["actor_opt"])
+        self.ac.critic_adam.load_state_dict(state["critic_opt"])
         self.ac.retnorm.load_state_dict(state["retnorm"])
         # a generator's state is device-specific (a CUDA one is a seed and an offset): it resumes on
         # the kind of device that saved it; elsewhere (a GPU-trained policy deployed on a CPU) the
@@ -257,11 +265,10 @@ class Agent(nn.Module):
             self.generator.set_state(state["generator"].cpu())
         self.updates = int(state["updates"])
         if self.explorer is not None and "explorer_actor_opt" in state:
-            self.explorer.actor_opt.load_state_dict(state["explorer_actor_opt"])
-            self.explorer.critic_opt.load_state_dict(state["explorer_critic_opt"])
+            self.explorer.actor_adam.load_state_dict(state["explorer_actor_opt"])
+            self.explorer.critic_adam.load_state_dict(state["explorer_critic_opt"])
             self.explorer.retnorm.load_state_dict(state["explorer_retnorm"])
-            self.disagreement.opt.load_state_dict(state["disagreement_opt"])
-        self._apply_fused_adam()  # this process's setting, not the one the checkpoint was saved with
+            self.disagreement.adam.load_state_dict(state["disagreement_opt"])
 
 
 class AgentPolicy:

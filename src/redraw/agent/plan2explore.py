@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from redraw.models.networks import mlp, uniform_init_
-from redraw.perf import CompiledRegions
+from redraw.perf import CompiledRegions, LazyAdam
 
 
 class Disagreement(CompiledRegions, nn.Module):
@@ -24,7 +24,11 @@ class Disagreement(CompiledRegions, nn.Module):
         self.heads = nn.ModuleList(mlp(feat_dim + action_size, units, layers, target_dim) for _ in range(heads))
         uniform_init_(self)
         self.grad_clip = grad_clip
-        self.opt = torch.optim.Adam(self.parameters(), lr, eps=eps)
+        self.adam = LazyAdam(self, lr, eps)  # made on first use
+
+    @property
+    def opt(self) -> torch.optim.Optimizer:
+        return self.adam.get()
 
     def predict(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         x = torch.cat([feat, action], -1)
