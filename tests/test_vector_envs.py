@@ -78,6 +78,45 @@ def test_one_env_is_exactly_run_episode():
     assert all(np.array_equal(batched[k], single[k]) for k in single)
 
 
+class Pixels(Drift):
+    """Drift with a 64x64 camera image (drawn from the state) beside a velocity vector."""
+
+    def reset(self, seed: int):
+        super().reset(seed)
+        return self._obs()
+
+    def step(self, action):
+        _, reward, done, terminal = super().step(action)
+        return self._obs(), reward, done, terminal
+
+    def _obs(self):
+        image = np.random.default_rng(abs(hash(self.x.tobytes())) % 2**32).integers(0, 256, (64, 64, 3), np.uint8)
+        return {"image": image, "velocity": self.x[:2].copy()}
+
+
+@pytest.mark.parametrize("kind", ["draw", "rssm", "draw pixels"])
+def test_an_evaluation_acted_together_is_bit_for_bit_the_one_acted_episode_by_episode(kind):
+    """evaluate.envs only changes the speed: episodes acted N at a time (one batched policy call
+    per step) give exactly the returns and actions of the episodes acted one by one, although a
+    matrix product over N rows can round differently from N products of one row."""
+    import torch
+
+    from redraw.agent.actor_critic import ActorCriticConfig
+    from redraw.agent.dreamer import Agent, AgentConfig
+    from redraw.stages.evaluate import run_policy
+    from test_models import PIX, SPEC, tiny
+
+    pixels = kind.endswith("pixels")
+    torch.manual_seed(0)
+    a = Agent(PIX if pixels else SPEC, 1, AgentConfig(world_model=kind.split()[0], wm=tiny(),
+                                                      ac=ActorCriticConfig(units=16, horizon=4), bf16=False))
+    env = (lambda: Pixels(7)) if pixels else (lambda: Drift(15))
+    alone = run_policy(env(), AgentPolicy(a, sample=True), 5, seed=3, progress=False)
+    together = run_policy([env() for _ in range(3)], AgentPolicy(a, sample=True), 5, seed=3, progress=False)
+    assert together == alone  # floats compared exactly: returns and each episode's sum of |actions|
+    assert len(alone[0]) == 5 and len(set(alone[1])) == 5
+
+
 def test_more_episodes_than_envs_is_refused():
     with pytest.raises(ValueError, match="2 episodes at once need 2 envs, got 1"):
         run_episodes([Drift(3)], AgentPolicy(agent()), [np.random.SeedSequence(i) for i in range(2)])

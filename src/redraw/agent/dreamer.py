@@ -213,8 +213,11 @@ class Agent(nn.Module):
                   generators: list[torch.Generator] | None = None):
         """One action each for N observations (arrays [N, ...]) in one policy call: ``act`` for N
         episodes at once. Row i's randomness comes from ``generators[i]``, drawn as ``act`` draws
-        it, so each row's actions are those it would get acting alone."""
-        from redraw.agent.policy import PolicyStep
+        it, and its products are computed as a batch of one computes them (``policy.RowByRow``),
+        so each row's actions are, bit for bit, those it would get acting alone."""
+        import contextlib
+
+        from redraw.agent.policy import PolicyStep, RowByRow
 
         step = PolicyStep(self, explore=explore)  # cheap: it only refers to the agent's modules
         x = [torch.as_tensor(np.asarray(obs[k]), device=self.device) for k in self.obs_spec]
@@ -231,7 +234,8 @@ class Agent(nn.Module):
         uniform, noise = torch.cat([u for u, _ in draws]), torch.cat([e for _, e in draws])
         if not sample:
             noise = torch.zeros_like(noise)
-        action, latent = step(*x, latent, prev_action, first, uniform, noise)
+        with RowByRow() if n > 1 else contextlib.nullcontext():
+            action, latent = step(*x, latent, prev_action, first, uniform, noise)
         return action.cpu().numpy(), (latent, action)
 
     def checkpoint_state(self) -> dict:

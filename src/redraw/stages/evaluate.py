@@ -56,6 +56,9 @@ class EvaluateConfig:
     """Section ``evaluate`` of params.yaml."""
 
     episodes: int = 10  #: per method (paper: 100)
+    #: episodes acted together, one batched policy call per step: only the speed changes, each
+    #: episode is the one acted alone, bit for bit (``Agent.act_batch``)
+    envs: int = 10
     methods: tuple = ("source", *METHODS, "oracle")  #: rows of the results table, in order
 
 
@@ -65,8 +68,10 @@ def evaluate_config(params: dict, path: str = "params.yaml") -> EvaluateConfig:
     if unknown:
         raise ConfigError(f"{path}: evaluate.methods names unknown method {unknown[0]!r} "
                           f"(known: {', '.join(POLICIES)})")
-    if cfg.episodes < 1:
-        raise ConfigError(f"{path}: evaluate.episodes must be at least 1, got {cfg.episodes}")
+    for key in ("episodes", "envs"):
+        value = getattr(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{path}: evaluate.{key} must be a whole number of at least 1, got {value!r}")
     return cfg
 
 
@@ -74,34 +79,45 @@ def run_policy(env, behaviour, episodes: int, seed: int, progress: bool = True, 
                stream: int = EVAL_STREAM, first: int = 0):
     """Episodes ``first`` .. ``first + episodes - 1`` of ``behaviour`` in ``env``; episode i is seeded
     by (seed, stream, i) whatever the policy (``stream``: the final evaluation's unless told).
+    ``env`` may be a list of envs: then as many episodes run together, one batched policy call
+    per step (``behaviour.act_batch``, e.g. ``AgentPolicy``), each the episode it is alone.
     Returns the undiscounted returns and each episode's sum of |actions| (a fingerprint of
     the trajectory: a deployed policy must reproduce both)."""
-    from redraw.data.collect import run_episode
+    from redraw.data.collect import run_episode, run_episodes
 
+    envs = list(env) if isinstance(env, (list, tuple)) else [env]
     returns, action_sums = [], []
-    for i in tqdm(range(first, first + episodes), desc=desc, unit="episode", disable=None if progress else True):
-        ep = run_episode(env, behaviour, np.random.SeedSequence([seed, stream, i]))
-        returns.append(float(ep["reward"][1:].sum()))
-        action_sums.append(float(np.abs(ep["action"][1:].astype(np.float64)).sum()))
+    with tqdm(total=episodes, desc=desc, unit="episode", disable=None if progress else True) as bar:
+        for start in range(first, first + episodes, len(envs)):
+            seeds = [np.random.SeedSequence([seed, stream, i]) for i in range(start, min(start + len(envs), first + episodes))]
+            eps = run_episodes(envs, behaviour, seeds) if len(envs) > 1 else [run_episode(envs[0], behaviour, seeds[0])]
+            for ep in eps:
+                returns.append(float(ep["reward"][1:].sum()))
+                action_sums.append(float(np.abs(ep["action"][1:].astype(np.float64)).sum()))
+            bar.update(len(eps))
     return returns, action_sums
 
 
 def policy_returns(policy_path: str, env_name: str, env_kwargs: dict, episodes: int, seed: int,
-                   progress: bool = True, desc: str = "evaluate") -> tuple[list[float], list[float]]:
-    """``run_policy`` for the agent checkpoint at ``policy_path`` (sampled actions)."""
+                   progress: bool = True, desc: str = "evaluate", envs: int = 1) -> tuple[list[float], list[float]]:
+    """``run_policy`` for the agent checkpoint at ``policy_path`` (sampled actions), ``envs``
+    episodes at a time (the same episodes whatever the number)."""
     from redraw.agent.dreamer import AgentPolicy, load_agent
     from redraw.envs import make_env
     from redraw.stages.pretrain import pick_device
 
-    env = make_env(env_name, seed=seed + 3, **env_kwargs)
-    obs_spec = {k: list(v[0]) for k, v in env.observation_spec().items()}
-    agent = load_agent(policy_path, expect={"obs_spec": obs_spec, "action_size": env.action_size},
-                       device=pick_device())
-    agent.seed(seed)
+    made = []
     try:
-        return run_policy(env, AgentPolicy(agent, sample=True), episodes, seed, progress, desc)
+        for _ in range(max(1, min(envs, episodes))):
+            made.append(make_env(env_name, seed=seed + 3, **env_kwargs))
+        obs_spec = {k: list(v[0]) for k, v in made[0].observation_spec().items()}
+        agent = load_agent(policy_path, expect={"obs_spec": obs_spec, "action_size": made[0].action_size},
+                           device=pick_device())
+        agent.seed(seed)
+        return run_policy(made, AgentPolicy(agent, sample=True), episodes, seed, progress, desc)
     finally:
-        env.close()
+        for env in made:
+            env.close()
 
 
 def run(method: str, params: dict, path: str = "params.yaml", progress: bool = True) -> dict:
@@ -117,7 +133,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         raise FileNotFoundError(f"{policy_path}: no policy for {method}; run `dvc repro evaluate@{method}`")
     env_name = get(params, env_key, path)
     returns, action_sums = policy_returns(policy_path, env_name, env_settings(params, path), cfg.episodes, seed,
-                                          progress, desc=f"evaluate {method}")
+                                          progress, desc=f"evaluate {method}", envs=cfg.envs)
     metrics = summarise(returns)
     write_json(REPORTS / f"{method}.json", {**metrics, "method": method, "env": env_name, "policy": policy_path,
                                             "returns": returns, "action_sums": action_sums, "seed": seed})
