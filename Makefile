@@ -28,11 +28,15 @@ $(STAMP): pyproject.toml
 repro: setup            ## run the pipeline on params.yaml (default: the quick preset), independent stages side by side
 	$(VENV)/bin/redraw repro --jobs 2
 
-test: setup             ## the whole test suite (what CI runs)
-	$(VENV)/bin/python -m pytest -q --durations=15
+# Two test processes (pytest-xdist): most tests keep one core busy. A file's tests run together in
+# one of them, and the files that share the smoke pipeline in one (tests/conftest.py's groups).
+TEST_WORKERS ?= 2
+
+test: setup             ## the whole test suite (what CI runs); TEST_WORKERS=0 runs it in one process
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 test-fast: setup        ## skip the slow end-to-end tests
-	$(VENV)/bin/python -m pytest -q -m "not slow"
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 bench: setup            ## collection throughput vs a plain dm_control loop
 	$(VENV)/bin/python benchmarks/collect_throughput.py

@@ -21,6 +21,16 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 # tests' tensors are small, and with a thread per core each operation waits for a core that any
 # other process may hold (a cloning test took 264 s instead of 6 beside one training)
 torch.set_num_threads(1)
+# every test process (one per pytest-xdist worker) its own Prefect home: the temporary Prefect
+# server a flow starts keeps its sqlite database there, and two servers on one database lock each
+# other out; nor does the suite write into the user's ~/.prefect
+if "PREFECT_HOME" not in os.environ:
+    import tempfile
+
+    import atexit
+
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="redraw-tests-prefect-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +55,16 @@ def sh(cmd, cwd, check=True, env=None, timeout=1800):
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist (``make test``: ``--dist loadgroup``): a file's tests run together,
+    in order, in one worker, and every file that uses ``smoke_repo`` (a whole smoke pipeline, ~2 min
+    to build once per worker) in the same worker, so that it is built once."""
+    smoke_files = {item.path for item in items if "smoke_repo" in getattr(item, "fixturenames", ())}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("smoke_repo" if item.path in smoke_files else item.path.name))
 
 
 class SmokeRepo:

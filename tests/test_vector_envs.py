@@ -49,7 +49,7 @@ class Counting:
 
 
 def same(a, b):
-    return a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-5) for k in a)
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_each_episode_of_a_batch_is_the_episode_acted_alone_and_one_policy_call_serves_every_env():
