@@ -1,10 +1,12 @@
 """Shared fixtures: one smoke-preset `dvc repro` of the whole pipeline in a scratch repository,
 run once per pytest run and used by the pipeline and deployment tests."""
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,10 +27,6 @@ torch.set_num_threads(1)
 # server a flow starts keeps its sqlite database there, and two servers on one database lock each
 # other out; nor does the suite write into the user's ~/.prefect
 if "PREFECT_HOME" not in os.environ:
-    import tempfile
-
-    import atexit
-
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="redraw-tests-prefect-")
     atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 

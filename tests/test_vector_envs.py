@@ -117,6 +117,16 @@ def test_an_evaluation_acted_together_is_bit_for_bit_the_one_acted_episode_by_ep
     assert len(alone[0]) == 5 and len(set(alone[1])) == 5
 
 
+@pytest.mark.parametrize("value", [0, 2.5, True])
+def test_a_bad_evaluate_envs_is_refused_naming_params_yaml_and_the_key(value):
+    from redraw.config import ConfigError
+    from redraw.stages.evaluate import evaluate_config
+
+    with pytest.raises(ConfigError, match=rf"params.yaml: evaluate.envs must be a whole number of at least 1, got {value!r}"):
+        evaluate_config({"evaluate": {"episodes": 10, "envs": value}})
+    assert evaluate_config({"evaluate": {"episodes": 3, "envs": 1}}).envs == 1
+
+
 def test_more_episodes_than_envs_is_refused():
     with pytest.raises(ValueError, match="2 episodes at once need 2 envs, got 1"):
         run_episodes([Drift(3)], AgentPolicy(agent()), [np.random.SeedSequence(i) for i in range(2)])
