@@ -44,6 +44,11 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS, round_trip: bool = Fal
     return data
 
 
+def is_count(value: Any, least: int = 0) -> bool:
+    """Whether ``value`` is a whole number (an int, not a bool: YAML's ``true`` is one) >= ``least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def get(params: dict[str, Any], dotted: str, path: str | os.PathLike = DEFAULT_PARAMS) -> Any:
     """``get(params, "env.obs_mode")`` with an error naming the missing key and file."""
     node: Any = params

@@ -92,10 +92,12 @@ class PerfConfig:
     fused_adam: bool = True
 
     def __post_init__(self):
+        from redraw.config import is_count
+
         for key in ("compile", "fused_chain", "fused_adam"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"perf.{key} must be true or false, got {getattr(self, key)!r}")
-        if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 0:
+        if not is_count(self.threads):
             raise ValueError(f"perf.threads must be a whole number >= 0, got {self.threads!r}")
 
 

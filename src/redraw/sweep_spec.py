@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redraw.config import ConfigError, flatten, load_params, preset_names
+from redraw.config import ConfigError, flatten, is_count, load_params, preset_names
 
 AXES = ("env.source", "env.target", "seed", "target_transitions")  #: keys the sweep's axes set
 KNOWN = {"name", "preset", "pairs", "methods", "seeds", "target_transitions", "params", "retries", "clone_steps"}
@@ -176,10 +176,10 @@ def load_sweep(path: str | Path, root: str | Path = ".") -> Sweep:
             raise ConfigError(f"{where}: target_transitions {too_big[0]} exceeds the {available} transitions "
                               "collect_target collects (collect_target.transitions)")
     retries = raw.get("retries", 2)
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+    if not is_count(retries):
         raise ConfigError(f"{where}: 'retries' must be a non-negative integer, got {retries!r}")
     clone_steps = raw.get("clone_steps", 0)
-    if not isinstance(clone_steps, int) or isinstance(clone_steps, bool) or clone_steps < 0:
+    if not is_count(clone_steps):
         raise ConfigError(f"{where}: 'clone_steps' must be a non-negative integer (0: no cloned reference), "
                           f"got {clone_steps!r}")
     points = tuple(Point(name, s, t, m, seed, size, preset, extra, clone_steps)

@@ -56,10 +56,10 @@ class PessimismConfig:
 
 def pessimism_config(params: dict, path: str = "params.yaml") -> PessimismConfig:
     """``PessimismConfig`` from params.yaml, refused naming the file and key where it is wrong."""
-    from redraw.config import ConfigError, section
+    from redraw.config import ConfigError, is_count, section
 
     cfg = section(params, "pessimism", PessimismConfig, path)
-    if not isinstance(cfg.members, int) or isinstance(cfg.members, bool) or cfg.members < 1:
+    if not is_count(cfg.members, 1):
         raise ConfigError(f"{path}: pessimism.members must be a whole number >= 1, got {cfg.members!r}")
     if not isinstance(cfg.bootstrap, bool):
         raise ConfigError(f"{path}: pessimism.bootstrap must be true or false, got {cfg.bootstrap!r}")

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from redraw.config import is_count
+
 
 class EnvFileError(ValueError):
     """An env-pair file is wrong; the message names the file, the env and the key."""
@@ -52,7 +54,7 @@ def _scale(value: Any, where: str) -> float:
 
 
 def _steps(value: Any, where: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not is_count(value):
         raise EnvFileError(f"{where}: must be a non-negative whole number of agent steps, got {value!r}")
     return value
 

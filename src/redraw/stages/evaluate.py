@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from redraw.agent.adapt import METHODS
-from redraw.config import ConfigError, get, load_params, section
+from redraw.config import ConfigError, get, is_count, load_params, section
 from redraw.perf import apply as apply_perf
 from redraw.perf import perf_config
 from redraw.stages import env_settings, report_run
@@ -70,7 +70,7 @@ def evaluate_config(params: dict, path: str = "params.yaml") -> EvaluateConfig:
                           f"(known: {', '.join(POLICIES)})")
     for key in ("episodes", "envs"):
         value = getattr(cfg, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_count(value, 1):
             raise ConfigError(f"{path}: evaluate.{key} must be a whole number of at least 1, got {value!r}")
     return cfg
 
