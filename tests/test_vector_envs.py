@@ -94,6 +94,29 @@ class Pixels(Drift):
         return {"image": image, "velocity": self.x[:2].copy()}
 
 
+def test_row_by_row_computes_each_row_of_the_batch_as_a_batch_of_one_does():
+    """policy.RowByRow: products and the transcendental elementwise functions of a batch give, row
+    for row, what the same call on that row alone gives (PyTorch's CPU kernels compute the
+    elements past the last pair of SIMD vectors with a scalar formula, and which those are
+    depends on the tensor's size); tensors that are not the batch's, and functions of two
+    tensors, are computed whole."""
+    import torch
+    from torch.nn import functional as F
+
+    from redraw.agent.policy import RowByRow
+
+    torch.manual_seed(0)
+    x, w, other = torch.randn(5, 40), torch.randn(24, 40), torch.randn(3, 40)
+    for f in (lambda t: F.linear(t, w), F.silu, torch.sigmoid, torch.tanh, torch.exp, F.softplus, torch.Tensor.exp):
+        alone = torch.cat([f(x[i : i + 1]) for i in range(5)])
+        with RowByRow(5):
+            together, not_batch = f(x), f(other)
+        assert torch.equal(together, alone)
+        assert torch.equal(not_batch, f(other))  # 3 rows: not the batch's tensor
+    with RowByRow(5):
+        assert torch.equal(torch.pow(x.abs(), x), torch.pow(x.abs(), x))
+
+
 @pytest.mark.parametrize("kind", ["draw", "rssm", "draw pixels"])
 def test_an_evaluation_acted_together_is_bit_for_bit_the_one_acted_episode_by_episode(kind):
     """evaluate.envs only changes the speed: episodes acted N at a time (one batched policy call

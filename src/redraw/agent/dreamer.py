@@ -234,7 +234,7 @@ class Agent(nn.Module):
         uniform, noise = torch.cat([u for u, _ in draws]), torch.cat([e for _, e in draws])
         if not sample:
             noise = torch.zeros_like(noise)
-        with RowByRow() if n > 1 else contextlib.nullcontext():
+        with RowByRow(n) if n > 1 else contextlib.nullcontext():
             action, latent = step(*x, latent, prev_action, first, uniform, noise)
         return action.cpu().numpy(), (latent, action)
 

@@ -29,21 +29,35 @@ from redraw.models.rssm import RSSMState
 
 
 class RowByRow(TorchFunctionMode):
-    """Inside it, the matrix products and convolutions of a batch run one row at a time, each the
-    very call a batch of one makes: N episodes acted together (``Agent.act_batch``) then get, bit
-    for bit, the actions each gets acted alone, whatever the machine. A product over N rows can
-    round differently from N products of one row (the BLAS library picks its kernels by shape:
-    ~1e-7 apart here, enough to flip a latent sample now and then and so change an episode). The
-    rest of a policy step (LayerNorm, softmax, sampling) works row by row anyway. N such calls
-    still cost far less than N policy steps (an evaluation's 10 episodes: ~2.6x faster together)."""
+    """Inside it, the matrix products, convolutions and transcendental elementwise functions of a
+    batch run one row at a time, each the very call a batch of one makes: N episodes acted
+    together (``Agent.act_batch``) then get, bit for bit, the actions each gets acted alone.
+    A product over N rows can round differently from N products of one row (the BLAS library
+    picks its kernels by shape: ~1e-7 apart, enough to flip a latent sample now and then and so
+    change an episode). PyTorch's CPU kernels for exp, tanh, SiLU and the like run SIMD vectors
+    two at a time and the remaining elements through a scalar formula that rounds differently,
+    and which elements remain depends on the tensor's size: with AVX512, a [1, 16] tensor went
+    all scalar and a [3, 16] one mostly vectorised. The rest of a policy step (LayerNorm,
+    softmax, sums along a row, exact arithmetic) works row by row anyway. N such calls still cost
+    far less than N policy steps (an evaluation's 10 episodes: ~2.6x faster together)."""
 
     ROWWISE = (F.linear, F.conv2d)
+    #: unary elementwise functions whose vectorised and scalar formulas round differently (by name:
+    #: the torch function, the Tensor method and the functional form share it)
+    ELEMENTWISE = frozenset({"exp", "expm1", "exp2", "log", "log1p", "log2", "sigmoid", "logsigmoid", "tanh",
+                             "silu", "softplus", "elu", "gelu", "mish", "erf"})
+
+    def __init__(self, rows: int):
+        super().__init__()
+        self.rows = rows  #: the batch's size: only tensors of that many rows (the batch's own) are split
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in self.ROWWISE and args[0].dim() > 1 and args[0].shape[0] > 1:
-            x = args[0]
-            return torch.cat([func(x[i : i + 1], *args[1:], **kwargs) for i in range(x.shape[0])])
+        x = args[0] if args else None
+        if (isinstance(x, torch.Tensor) and x.dim() > 1 and x.shape[0] == self.rows > 1
+                and (func in self.ROWWISE or (getattr(func, "__name__", None) in self.ELEMENTWISE
+                                              and not any(isinstance(a, torch.Tensor) for a in args[1:])))):
+            return torch.cat([func(x[i : i + 1], *args[1:], **kwargs) for i in range(self.rows)])
         return func(*args, **kwargs)
 
 
