@@ -710,3 +710,34 @@ def test_the_evaluation_acts_with_the_params_torch_threads(tmp_path, monkeypatch
     finally:
         torch.set_num_threads(1)
     assert seen == [1]
+
+
+@pytest.mark.parametrize("setting", [False, "auto"])
+def test_calibration_and_policy_training_take_the_precision_pretrain_bf16_sets(tmp_path, monkeypatch, setting):
+    """``pretrain.bf16: false`` forces fp32 in the stages that go on from a checkpoint too, on a
+    machine that multiplies bf16 natively (where ``auto`` chooses bf16), so a forced precision
+    is the precision of the whole pipeline."""
+    from pathlib import Path
+
+    from redraw import perf
+    from redraw.stages import calibrate as cal_stage
+    from redraw.stages import train_policy
+
+    monkeypatch.setattr(perf, "native_bf16", lambda device="cpu": True)
+    loaded = []
+    for module in (cal_stage, train_policy):
+        def capture(*args, _real=module.load_agent, **kwargs):
+            loaded.append(_real(*args, **kwargs))
+            return loaded[-1]
+
+        monkeypatch.setattr(module, "load_agent", capture)
+    params = calibrate_setup(tmp_path, monkeypatch)
+    params["calibrate"]["updates"] = 2
+    params["pretrain"]["bf16"] = setting
+    cal_stage.run("redraw", params, progress=False)
+    monkeypatch.setattr(train_policy, "StageRun", NoTracking)
+    params["train_policy"].update(updates=1, batch_size=2, batch_length=16, imag_starts=8, log_every=1, eval_every=0)
+    train_policy.run("redraw", params, progress=False)
+    assert Path("models/policy/redraw/agent.pt").is_file()
+    assert len(loaded) == 3  # the calibration's two agents (source and adapted), the policy stage's
+    assert [a.bf16 for a in loaded] == [setting == "auto"] * 3

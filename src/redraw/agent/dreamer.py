@@ -316,9 +316,11 @@ class AgentPolicy:
         return list(actions)
 
 
-def load_agent(path, expect: dict | None = None, device: str | torch.device = "cpu") -> Agent:
+def load_agent(path, expect: dict | None = None, device: str | torch.device = "cpu",
+               bf16: bool | None = None) -> Agent:
     """Rebuild an agent from a training stage's ``agent.pt``; ``expect`` (e.g. the obs spec of
-    the env it will act in) must match the stored identity on the keys it names."""
+    the env it will act in) must match the stored identity on the keys it names. ``bf16``: its
+    training precision (None: bf16 autocast where ``device`` multiplies bf16 natively)."""
     from redraw.checkpoint import load_checkpoint
     from redraw.config import section
 
@@ -326,7 +328,7 @@ def load_agent(path, expect: dict | None = None, device: str | torch.device = "c
     ident = blob["identity"]
     cfg = AgentConfig(world_model=ident["world_model"], exploration=ident.get("exploration", "task"),
                       wm=section(ident, "model", WorldModelConfig, path),
-                      ac=section(ident, "actor_critic", ActorCriticConfig, path))
+                      ac=section(ident, "actor_critic", ActorCriticConfig, path), bf16=bf16)
     obs_spec = {k: (tuple(shape), "uint8" if len(shape) == 3 else "float32") for k, shape in ident["obs_spec"].items()}
     agent = Agent(obs_spec, int(ident["action_size"]), cfg, device=device)
     if ident.get("residual") is not None:

@@ -45,7 +45,7 @@ from redraw.models.residual import ResidualConfig
 from redraw.perf import apply as apply_perf
 from redraw.perf import perf_config
 from redraw.stages import method_run_tags, method_stage_main
-from redraw.stages.pretrain import pick_device
+from redraw.stages.pretrain import pick_device, stage_bf16
 from redraw.tracking import StageRun, write_json, write_metrics
 
 PRETRAINED = {"draw": "models/pretrain/agent.pt", "rssm": "models/pretrain_rssm/agent.pt"}
@@ -119,8 +119,9 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
                                                         cfg.holdout_episodes)
 
     torch.manual_seed(seed)
-    source = load_agent(model_path, device=device)  # the unadapted model, for the "before" report
-    agent = load_agent(model_path, device=device)
+    bf16 = stage_bf16(params, path)
+    source = load_agent(model_path, device=device, bf16=bf16)  # the unadapted model, for the "before" report
+    agent = load_agent(model_path, device=device, bf16=bf16)
     agent.seed(seed)
     keys = batch_keys(agent.obs_spec)
     replay = Replay(keys, cfg.batch_length, seed=seed)

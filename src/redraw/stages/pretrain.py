@@ -147,6 +147,15 @@ def configs_from_params(params: dict, path: str = "params.yaml", world_model: st
     return agent, pre
 
 
+def stage_bf16(params: dict, path: str = "params.yaml") -> bool:
+    """The precision of a training stage that goes on from a checkpoint (calibration, policy
+    training): ``pretrain.bf16`` resolved on this machine, so ``true`` / ``false`` force it for
+    every stage, not only the pretraining."""
+    from redraw.config import get
+
+    return resolve_bf16(get(params, "pretrain.bf16", path), pick_device(), f"{path}: pretrain.bf16")
+
+
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -50,7 +50,7 @@ from redraw.perf import perf_config
 from redraw.stages import method_run_tags, method_stage_main
 from redraw.stages.calibrate import OUT_ROOT as CALIBRATED_ROOT
 from redraw.stages.calibrate import calibrate_configs, heldout_point, holdout_batch, schedule
-from redraw.stages.pretrain import pick_device
+from redraw.stages.pretrain import pick_device, stage_bf16
 from redraw.tracking import StageRun, write_json, write_metrics
 
 OUT_ROOT = Path("models/policy")
@@ -89,11 +89,12 @@ class TrainPolicyConfig:
     bc_weight: float = 0.0
 
 
-def policy_stage_agent(path, reinit: bool, lr: float, imag_starts: int, seed: int):
+def policy_stage_agent(path, reinit: bool, lr: float, imag_starts: int, seed: int, bf16: bool | None = None):
     """The agent at ``path`` set up for the policy stage: everything frozen but the actor-critic
-    (re-initialised if ``reinit``; Adam at ``lr`` unless 0), ``imag_starts`` starts per update."""
+    (re-initialised if ``reinit``; Adam at ``lr`` unless 0), ``imag_starts`` starts per update;
+    ``bf16``: its precision (None: the machine's, as ``load_agent``)."""
     torch.manual_seed(seed)
-    agent = load_agent(path, device=pick_device())
+    agent = load_agent(path, device=pick_device(), bf16=bf16)
     agent.requires_grad_(False)
     if reinit:
         agent.reset_actor_critic()
@@ -171,7 +172,8 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     perf = perf_config(params, path)
     apply_perf(perf)
     starts = cfg.residual_imag_starts if method in RESIDUAL_METHODS and cfg.residual_imag_starts else cfg.imag_starts
-    agent = policy_stage_agent(model_path, method in REINIT_ACTOR_CRITIC, cfg.lr, starts, seed)
+    agent = policy_stage_agent(model_path, method in REINIT_ACTOR_CRITIC, cfg.lr, starts, seed,
+                               stage_bf16(params, path))
     if method == "redraw_pessimistic":
         agent.pessimism = pessimism_config(params, path)
         if agent.wm.residual.cfg.members != agent.pessimism.members:
