@@ -71,7 +71,8 @@ class PerfConfig:
     """Speed settings of the training stages (section ``perf`` of params.yaml)."""
 
     #: torch.compile (Inductor) the update's hot paths: the imagination steps (8 per graph), the reward and
-    #: continue heads and the actor-critic losses. false: the eager path. Compiled and eager
+    #: continue heads, the actor-critic losses and the world-model loss's terms after ``observe``.
+    #: false: the eager path. Compiled and eager
     #: agree within float tolerance; randomness is drawn outside the compiled code either way
     compile: bool = True
     #: torch threads per training process (0: torch's default). A thread count changes float

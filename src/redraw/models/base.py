@@ -154,10 +154,18 @@ class LatentWorldModel(CompiledRegions, nn.Module):
         ``free_bits`` and masked at episode starts. Terms named in ``skip`` (e.g. ``reward``, as
         the DreamerV3-finetune baseline does) are reported but left out of the total.
         """
-        cfg = self.cfg
         obs = {k: batch[k] for k in self.obs_spec}
         out = self.observe(obs, batch["action"], batch["is_first"], generator=generator)
-        feat = out["feat"]
+        total, metrics = self._compiled.get("loss_terms", self.loss_terms)(out["feat"], out["post_logp"],
+                                                                         out["prior_logp"], batch, skip)
+        return total, metrics, out
+
+    def loss_terms(self, feat: torch.Tensor, post: torch.Tensor, prior: torch.Tensor,
+                   batch: dict[str, torch.Tensor], skip: tuple[str, ...] = ()):
+        """``loss`` from ``observe``'s features and posterior / prior log-probabilities on: the
+        decoders, heads and KL terms, which ``use_compile`` runs as one compiled graph (forward
+        and backward). Returns (total loss, metrics)."""
+        cfg = self.cfg
         losses = {}
         if self.image_keys:
             target = batch[self.image_keys[0]].float() / 255.0 - 0.5
@@ -170,7 +178,6 @@ class LatentWorldModel(CompiledRegions, nn.Module):
             self.cont_head(feat).squeeze(-1).float(), 1.0 - batch["is_terminal"].float(), reduction="none"
         )
         mask = (~batch["is_first"].bool()).float()
-        post, prior = out["post_logp"], out["prior_logp"]
         dyn = categorical_kl(post.detach(), prior)
         rep = categorical_kl(post, prior.detach())
         denom = mask.sum().clamp(min=1.0)
@@ -184,7 +191,7 @@ class LatentWorldModel(CompiledRegions, nn.Module):
             "wm/kl": ((dyn * mask).sum() / denom).detach(),
             "wm/post_entropy": -(post.exp() * post).sum((-1, -2)).mean().detach(),
         })
-        return total, metrics, out
+        return total, metrics
 
     IMAGINE_GRAD = False  #: True: ``imagine`` keeps the graph (the RSSM's backpropagated actor gradients)
 
@@ -274,7 +281,7 @@ class LatentWorldModel(CompiledRegions, nn.Module):
     #: what ``use_compile`` compiles. ``observe``'s prior chain stays eager: compiled, its 64 small
     #: steps at batch 16 ran no faster (docs/performance.md) and cost two more compilations; it runs
     #: in fp32 instead (``chain_precision``)
-    COMPILED = ("imagine_steps", "heads")
+    COMPILED = ("imagine_steps", "heads", "loss_terms")
 
     @torch.no_grad()
     def open_loop(self, obs, action, is_first, context: int, generator: torch.Generator | None = None):
