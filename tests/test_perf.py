@@ -298,8 +298,7 @@ def test_an_agent_that_only_acts_makes_no_optimizer_and_keeps_the_loaded_states(
         assert saved[key]["state"].keys() == again[key]["state"].keys() and saved[key]["state"], key
         for i, st in saved[key]["state"].items():
             assert all(torch.equal(v, again[key]["state"][i][k]) for k, v in st.items()), key
-    resumed = load_agent(path)
-    resumed.bf16 = trained.bf16  # load_agent takes the machine's precision (bf16 where AMX has it); compare like with like
+    resumed = load_agent(path, bf16=trained.bf16)  # by default the machine's precision (bf16 where AMX has it)
     assert run(resumed, 1) == run(trained, 1)  # the waiting states were applied when training began
 
 

@@ -720,6 +720,7 @@ def test_calibration_and_policy_training_take_the_precision_pretrain_bf16_sets(t
     from pathlib import Path
 
     from redraw import perf
+    from redraw.checkpoint import RunCheckpoint
     from redraw.stages import calibrate as cal_stage
     from redraw.stages import train_policy
 
@@ -731,6 +732,15 @@ def test_calibration_and_policy_training_take_the_precision_pretrain_bf16_sets(t
             return loaded[-1]
 
         monkeypatch.setattr(module, "load_agent", capture)
+    identities = []
+
+    class Recorded(RunCheckpoint):
+        def __init__(self, name, identity, who):
+            identities.append(identity)
+            super().__init__(name, identity, who)
+
+    for module in (cal_stage, train_policy):
+        monkeypatch.setattr(module, "RunCheckpoint", Recorded)
     params = calibrate_setup(tmp_path, monkeypatch)
     params["calibrate"]["updates"] = 2
     params["pretrain"]["bf16"] = setting
@@ -741,3 +751,5 @@ def test_calibration_and_policy_training_take_the_precision_pretrain_bf16_sets(t
     assert Path("models/policy/redraw/agent.pt").is_file()
     assert len(loaded) == 3  # the calibration's two agents (source and adapted), the policy stage's
     assert [a.bf16 for a in loaded] == [setting == "auto"] * 3
+    # a run is never resumed in the other precision: it is part of what names its checkpoint
+    assert [i["precision"] for i in identities] == ["bf16 autocast" if setting == "auto" else "fp32"] * 2

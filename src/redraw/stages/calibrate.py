@@ -135,7 +135,8 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     # everything that shapes this run; its checkpoint is resumed only by the same run
     run_identity = {"method": method, "seed": seed, "pretrained_model": file_hash(model_path), "target_env": target_env,
                     "target_data": fingerprint, "target_transitions": transitions, "calibrate": schedule(cfg),
-                    "residual": asdict(res_cfg) if method in RESIDUAL_METHODS else None, "perf": asdict(perf)}
+                    "residual": asdict(res_cfg) if method in RESIDUAL_METHODS else None, "perf": asdict(perf),
+                    "precision": agent.precision}  # never resumed in the other precision
     ckpt = RunCheckpoint(f"calibrate-{method}", run_identity, f"calibrate@{method}")  # locked until closed
     history, heldout, best, done, seconds_before = [], None, None, 0, 0.0
     try:

@@ -210,7 +210,8 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
                     # without behaviour cloning a run is the one it was before the option existed
                     "train_policy": {k: v for k, v in schedule(cfg).items() if k != "bc_weight" or v},
                     "calibrate": schedule(cal_cfg) if cfg.adapt else None, "perf": asdict(perf),
-                    "pessimism": asdict(agent.pessimism) if agent.pessimism is not None else None, **env_identity}
+                    "pessimism": asdict(agent.pessimism) if agent.pessimism is not None else None,
+                    "precision": agent.precision, **env_identity}  # never resumed in the other precision
     history, curve, heldout, done, seconds_before = [], [], [], 0, 0.0
     gap_batch = None
     if calibrator is not None and cal_cfg.gap_every:
