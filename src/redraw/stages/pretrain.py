@@ -151,8 +151,6 @@ def stage_bf16(params: dict, path: str = "params.yaml") -> bool:
     """The precision of a training stage that goes on from a checkpoint (calibration, policy
     training): ``pretrain.bf16`` resolved on this machine, so ``true`` / ``false`` force it for
     every stage, not only the pretraining."""
-    from redraw.config import get
-
     return resolve_bf16(get(params, "pretrain.bf16", path), pick_device(), f"{path}: pretrain.bf16")
 
 
