@@ -53,6 +53,15 @@ class Disagreement(CompiledRegions, nn.Module):
 
     def spread(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """The heads' unbiased variance, averaged over the target's dimensions."""
+        if torch.compiler.is_compiling():
+            # the heads' outputs as they come, never stacked: the stack's fp32 copy of every
+            # prediction ([heads, rows, target]) was written and read back in full; summed head by
+            # head, Inductor reads each head's output in one fused pass (~30% less time per chunk
+            # at the paper's size, docs/performance.md)
+            x = torch.cat([feat, action], -1)
+            preds = [head(x).float() for head in self.heads]
+            mean = sum(preds) / len(preds)
+            return (sum((p - mean).square() for p in preds) / (len(preds) - 1)).mean(-1)
         pred = self.predict(feat, action)
         centred = pred - pred.mean(0)
         return centred.square().sum(0).div(len(self.heads) - 1).mean(-1)
