@@ -30,9 +30,13 @@ class Disagreement(CompiledRegions, nn.Module):
     def opt(self) -> torch.optim.Optimizer:
         return self.adam.get()
 
-    def predict(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def outputs(self, feat: torch.Tensor, action: torch.Tensor) -> list[torch.Tensor]:
+        """Each head's prediction [..., target] in fp32."""
         x = torch.cat([feat, action], -1)
-        return torch.stack([head(x).float() for head in self.heads])  # [heads, ..., target]
+        return [head(x).float() for head in self.heads]
+
+    def predict(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.stack(self.outputs(feat, action))  # [heads, ..., target]
 
     def reward(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Ensemble variance (unbiased) averaged over the target's dimensions, differentiable in
@@ -58,8 +62,7 @@ class Disagreement(CompiledRegions, nn.Module):
             # prediction ([heads, rows, target]) was written and read back in full; summed head by
             # head, Inductor reads each head's output in one fused pass (~30% less time per chunk
             # at the paper's size, docs/performance.md)
-            x = torch.cat([feat, action], -1)
-            preds = [head(x).float() for head in self.heads]
+            preds = self.outputs(feat, action)
             mean = sum(preds) / len(preds)
             return (sum((p - mean).square() for p in preds) / (len(preds) - 1)).mean(-1)
         pred = self.predict(feat, action)
@@ -70,6 +73,10 @@ class Disagreement(CompiledRegions, nn.Module):
 
     def loss(self, feat: torch.Tensor, action: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Every head's squared error on the next embedding, averaged."""
+        if torch.compiler.is_compiling():  # head by head, never stacked, as in ``spread``
+            target = target.float()
+            errors = [((p - target) ** 2).mean() for p in self.outputs(feat, action)]
+            return sum(errors) / len(errors)
         return ((self.predict(feat, action) - target.float()) ** 2).mean()
 
     def update(self, feat: torch.Tensor, action: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
