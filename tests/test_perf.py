@@ -125,6 +125,33 @@ def test_plan2explore_reward_in_row_chunks_is_the_whole_batchs():
     torch.testing.assert_close(chunked, whole)
 
 
+def test_plan2explore_compiled_reward_and_loss_are_the_eager_ones():
+    """Compiled, the reward and the ensemble's loss sum the heads one by one instead of stacking
+    them: the same unbiased variance and mean squared error, and the same gradients."""
+    from redraw.agent.plan2explore import Disagreement
+
+    torch.manual_seed(0)
+    d = Disagreement(16, 2, 24, heads=4, units=32, layers=1)
+    d.use_compile(True)
+    feat, action, target = torch.randn(3, 10, 16), torch.randn(3, 10, 2), torch.randn(3, 10, 24)
+    with torch.no_grad():
+        eager = d.spread(feat, action)
+        compiled = d._compiled["spread"](feat, action)
+        stacked = d.predict(feat, action)  # the definition: unbiased variance over the heads
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(compiled, stacked.var(0).mean(-1), rtol=1e-5, atol=1e-7)
+    grads = []
+    for fn in (d.loss, d._compiled["loss"]):
+        d.zero_grad()
+        loss = fn(feat, action, target)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in d.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-5, atol=1e-7)
+    for compiled_grad, eager_grad in zip(grads[1][1], grads[0][1]):
+        torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-4, atol=1e-7)
+    assert all(fn.calls and not fn.failed for fn in d._compiled.values())  # compiled, not the eager fallback
+
+
 @pytest.mark.parametrize("world_model", ["draw", "rssm"])
 def test_the_observe_chain_runs_in_fp32_under_bf16_autocast_on_a_cpu(world_model):
     """observe's sequential chain (batch-row products, where this CPU's fp32 beats bf16) keeps
