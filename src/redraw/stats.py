@@ -9,11 +9,13 @@ import numpy as np
 
 def summarise(returns: list[float]) -> dict[str, float]:
     """Mean, std and a 95% Student-t confidence interval of the mean."""
-    from scipy import stats
+    # the t quantile as scipy.stats.t.ppf computes it (stdtrit), without importing scipy.stats
+    # (~0.7 s of every evaluation process's start)
+    from scipy.special import stdtrit
 
     r = np.asarray(returns, np.float64)
     mean, std = float(r.mean()), float(r.std(ddof=1)) if len(r) > 1 else 0.0
-    half = float(stats.t.ppf(0.975, len(r) - 1) * std / math.sqrt(len(r))) if len(r) > 1 else 0.0
+    half = float(stdtrit(len(r) - 1, 0.975) * std / math.sqrt(len(r))) if len(r) > 1 else 0.0
     return {"return_mean": mean, "return_std": std, "return_ci_low": mean - half, "return_ci_high": mean + half,
             "episodes": len(r)}
 
