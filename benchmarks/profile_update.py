@@ -24,6 +24,11 @@ from train_speed import CASES, build  # noqa: E402
 from transfer_quality import parse_set  # noqa: E402
 
 
+#: params keys that the script's flags set, refused in --set
+FLAG_KEYS = {"perf.compile": "--eager", "pretrain.bf16": "--fp32", "perf.fused_chain": "--no-fused-chain",
+             "perf.fused_adam": "--no-fused-adam", "perf.threads": "--threads"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/profile_update.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", choices=list(CASES), default="cpu preset", help="sizes (default: cpu preset)")
@@ -50,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.imagine_chunk < 0:
         parser.error(f"--imagine-chunk must be at least 1, got {args.imagine_chunk}")
+    # these keys are this script's own flags' (a --set of them would be overwritten by the flag's default)
+    for key, flag in FLAG_KEYS.items():
+        if key in overrides:
+            parser.error(f"--set {key}: use {flag} (this script sets {key} from it)")
 
     import torch
     from torch.profiler import ProfilerActivity, profile

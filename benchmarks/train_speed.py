@@ -103,11 +103,12 @@ def make_case_env(case: str):
 
 
 def build(case: str, compile: bool | None = None, bf16: bool | None = None, threads: int = 0, device: str = "cpu",
-          fused_chain: bool | None = None, fused_adam: bool | None = None, overrides: dict | None = None):
+          fused_chain: bool | None = None, fused_adam: bool | None = None, overrides: dict | None = None,
+          flag: str = "--set"):
     """A freshly seeded agent for ``case`` as the pretraining stage makes it (the preset's
     ``perf.compile``, ``perf.fused_chain``, ``perf.fused_adam`` and ``pretrain.bf16`` unless given), its env and a
     synthetic batch. ``overrides``: dotted params keys set on the preset's params first (a key they do
-    not have: ConfigError naming it)."""
+    not have: ConfigError naming it and ``flag``, the option it came with)."""
     import torch
 
     from redraw import perf
@@ -120,7 +121,7 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
     preset, obs_mode, exploration, world_model = CASES[case]
     params = preset_params(preset, obs_mode)
     for dotted, value in (overrides or {}).items():
-        get(params, dotted, "--set")  # ConfigError naming a key the params do not have
+        get(params, dotted, flag)  # ConfigError naming a key the params do not have
         parent, _, leaf = dotted.rpartition(".")
         (get(params, parent) if parent else params)[leaf] = value
     params["pretrain"]["exploration"] = exploration
@@ -133,9 +134,10 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
         params["perf"]["fused_adam"] = fused_adam
     if bf16 is not None:
         params["pretrain"]["bf16"] = bf16
-    cfg = perf.perf_config(params)
+    where = f"the {preset} preset + {flag}" if overrides else f"the {preset} preset"  # what a bad value's error names
+    cfg = perf.perf_config(params, where)
     perf.apply(cfg)
-    agent_cfg, pre = configs_from_params(params, world_model=world_model)
+    agent_cfg, pre = configs_from_params(params, where, world_model=world_model)
     agent_cfg.compile = cfg.compile
     env = make_env(params["env"]["source"], seed=1, **env_settings(params))
     torch.manual_seed(0)

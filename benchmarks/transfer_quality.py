@@ -222,15 +222,16 @@ def workdir_commit(workdir: Path) -> str:
     return file.read_text().strip() if file.is_file() else "unknown"
 
 
-def parse_set(items: list[str]) -> dict[str, object]:
-    """``KEY=VALUE`` strings (dotted params.yaml keys, YAML values) as a dict; ValueError names a bad one."""
+def parse_set(items: list[str], flag: str = "--set") -> dict[str, object]:
+    """``KEY=VALUE`` strings (dotted params.yaml keys, YAML values) as a dict; ValueError names a bad
+    one and the option (``flag``) it came with."""
     import yaml
 
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. pretrain.imag_clip=true")
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE, e.g. pretrain.imag_clip=true")
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides
 

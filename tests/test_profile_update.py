@@ -36,3 +36,7 @@ def test_bad_arguments_are_refused_naming_them(capsys):
     with pytest.raises(SystemExit):
         profile_update.main(["--case", "quick preset", "--set", "pretrain.imag_startz=16"])
     assert "pretrain.imag_startz" in capsys.readouterr().err
+    # a key that one of the script's flags sets is refused, not silently overwritten by the flag's default
+    with pytest.raises(SystemExit):
+        profile_update.main(["--case", "quick preset", "--set", "perf.compile=false"])
+    assert "--set perf.compile: use --eager" in capsys.readouterr().err
