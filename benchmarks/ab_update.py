@@ -4,7 +4,8 @@ This machine's speed drifts by a third or more within minutes, so two settings t
 other (or in two processes) differ by as much as most changes do. Here two agents of the same case,
 each built with its own ``params.yaml`` overrides (``--a``, ``--b``), take turns: every pair of
 updates runs A then B or B then A (alternating), and what is reported is the per-pair difference
-B - A, its mean with a 95% Student-t interval and its median. Drift cancels in the pairs.
+B - A: its mean with a 95% Student-t interval, and its median with a 95% interval from order
+statistics (which one slow outlier hardly moves). Drift cancels in the pairs.
 
     python benchmarks/ab_update.py --b perf.compile=false                     # what compiling buys
     python benchmarks/ab_update.py --b perf.fused_chain=false --pairs 60
@@ -29,6 +30,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import CASES, build  # noqa: E402
 from transfer_quality import parse_set  # noqa: E402
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median of ``values``: the order statistics k and n+1-k
+    with k the largest such that P(Binomial(n, 1/2) < k) <= (1 - level) / 2 (one slow outlier,
+    which moves the mean's interval, moves it by one rank at most)."""
+    from math import comb
+
+    v, n = sorted(values), len(values)
+    k, below = 0, 0.0  # below: P(X < k + 1) as k grows
+    while k < n // 2:
+        below += comb(n, k) / 2**n
+        if below > (1 - level) / 2:
+            break
+        k += 1
+    if k == 0:  # too few values for the level: the whole range
+        return v[0], v[-1]
+    return v[k - 1], v[n - k]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,14 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.pairs):
         for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
             times[name].append(update(name))
-    diff = summarise([b - a for a, b in zip(times["A"], times["B"])])
+    diffs = [b - a for a, b in zip(times["A"], times["B"])]
+    diff = summarise(diffs)
     median = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "case": args.case, "pairs": args.pairs, "a": overrides["A"], "b": overrides["B"],
         "threads": {k: v[2] for k, v in sides.items()},
         "a_median_ms": median["A"], "b_median_ms": median["B"],
         "difference_mean_ms": diff["return_mean"], "difference_ci_ms": [diff["return_ci_low"], diff["return_ci_high"]],
-        "difference_median_ms": statistics.median(b - a for a, b in zip(times["A"], times["B"])),
+        "difference_median_ms": statistics.median(diffs), "difference_median_ci_ms": list(median_interval(diffs)),
         "a_over_b": median["A"] / median["B"],
     }
     for name in ("A", "B"):
@@ -98,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         what = ", ".join(f"{k}={v}" for k, v in sets.items()) or "the preset"
         print(f"{name}: {what} ({sides[name][2]} thread(s)): median {median[name]:.1f} ms per update "
               f"(range {min(times[name]):.1f}-{max(times[name]):.1f})")
-    print(f"{args.case}, {args.pairs} pairs, median difference {result['difference_median_ms']:+.1f} ms")
+    low, high = result["difference_median_ci_ms"]
+    print(f"{args.case}, {args.pairs} pairs: median difference {result['difference_median_ms']:+.1f} ms "
+          f"[{low:+.1f}, {high:+.1f}] (95%, order statistics)")
     if args.json:
         print(json.dumps(result))
     else:

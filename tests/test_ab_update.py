@@ -45,6 +45,8 @@ def test_each_side_trains_with_its_own_settings_and_the_pairs_are_summarised(cap
     assert result["threads"] == {"A": 1, "B": 2}
     low, high = result["difference_ci_ms"]
     assert low <= result["difference_mean_ms"] <= high
+    low, high = result["difference_median_ci_ms"]
+    assert low <= result["difference_median_ms"] <= high
     assert result["a_over_b"] == pytest.approx(result["a_median_ms"] / result["b_median_ms"])
     assert out[0].startswith("A: actor_critic.horizon=3 (1 thread(s)): median ")
 
@@ -58,3 +60,12 @@ def test_bad_settings_are_refused_naming_the_side(capsys):
         with pytest.raises(SystemExit):
             ab_update.main(argv)
         assert said in capsys.readouterr().err, argv
+
+
+def test_the_medians_interval_is_the_binomial_order_statistics():
+    # the tables' ranks for a 95% interval of a median: 14 and 27 of 40, 2 and 9 of 10
+    assert ab_update.median_interval([float(i) for i in range(40, 0, -1)]) == (14.0, 27.0)
+    assert ab_update.median_interval(list(range(1, 11))) == (2, 9)
+    # one outlier moves it by at most a rank; five values cannot reach 95%: the whole range
+    assert ab_update.median_interval(list(range(1, 40)) + [10_000]) == (14, 27)
+    assert ab_update.median_interval([3, 1, 2, 5, 4]) == (1, 5)
