@@ -95,13 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         agent.train_step(batch)
         return (time.perf_counter() - start) * 1e3
 
-    for name in sides:
-        for _ in range(args.warmup):
-            update(name)
-    times: dict[str, list[float]] = {"A": [], "B": []}
-    for i in range(args.pairs):
-        for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
-            times[name].append(update(name))
+    from tqdm.auto import tqdm
+
+    # on a terminal only (disable=None), on stderr: the warm-up compiles, which can take a minute
+    with tqdm(total=2 * (args.warmup + args.pairs), desc=f"ab_update {args.case}", unit="update",
+              disable=None) as bar:
+        for name in sides:
+            for _ in range(args.warmup):
+                update(name)
+                bar.update()
+        times: dict[str, list[float]] = {"A": [], "B": []}
+        for i in range(args.pairs):
+            for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
+                times[name].append(update(name))
+                bar.update()
     diffs = [b - a for a, b in zip(times["A"], times["B"])]
     diff = summarise(diffs)
     median = {k: statistics.median(v) for k, v in times.items()}
