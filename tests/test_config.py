@@ -74,3 +74,18 @@ def test_train_policy_refuses_bad_settings_before_reading_anything(tmp_path, mon
     monkeypatch.chdir(tmp_path)  # no models, no data here: the settings are refused first
     with pytest.raises(ConfigError, match=message):
         train_policy.run("redraw", params)
+
+
+def test_a_duplicate_key_in_params_is_one_line_naming_the_file_and_the_key(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 0\nenv:\n  source: a\n  source: b\n")
+    for round_trip in (False, True):
+        with pytest.raises(ConfigError) as err:
+            load_params(params, round_trip=round_trip)
+        assert str(err.value) == f"{params}: line 4: duplicate key 'source' (a key may appear once in a mapping)"
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "twice.yaml").write_text("seed: 1\nseed: 2\n")
+    with pytest.raises(ConfigError) as err:
+        apply_preset("twice", params, root=tmp_path)
+    assert str(err.value) == (f"{tmp_path / 'presets' / 'twice.yaml'}: line 2: duplicate key 'seed' "
+                              "(a key may appear once in a mapping)")

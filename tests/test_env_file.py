@@ -174,3 +174,28 @@ def test_collect_refuses_a_bad_target_before_collecting_anything(tmp_path, monke
     err = capsys.readouterr().err
     assert "pairs.yaml: targets.pend-x.perturbations[0].joint: no joint named 'hinj'" in err
     assert not (tmp_path / "data").exists()
+
+
+def test_a_duplicate_key_is_one_line_naming_the_file_and_the_key(tmp_path):
+    path = write(tmp_path, "sources:\n  pend: {dm_control: pendulum/swingup}\n"
+                           "targets:\n  pend-x: {source: pend}\n  pend-x: {source: pend}\n")
+    with pytest.raises(EnvFileError) as err:
+        load_pairs(path)
+    message = str(err.value)
+    assert message == f"{path}: line 5: duplicate key 'pend-x' (a key may appear once in a mapping)"
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path):
+    path = write(tmp_path, "sources:\n  p: {dm_control: pendulum/swingup\n")
+    with pytest.raises(EnvFileError) as err:
+        load_pairs(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not valid YAML: line ") and "\n" not in message
+
+
+def test_a_target_without_source_names_the_missing_key(tmp_path):
+    path = write(tmp_path, "sources:\n  p: {dm_control: pendulum/swingup}\n"
+                           "targets:\n  t: {perturbations: [{kind: reverse_actions}]}\n")
+    with pytest.raises(EnvFileError) as err:
+        load_pairs(path)
+    assert str(err.value) == f"{path}: targets.t: missing key 'source' (the source env it perturbs; sources: p)"

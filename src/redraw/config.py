@@ -8,6 +8,7 @@ comments) and records ``preset: <name>`` there, which every run records with its
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,24 @@ def _yaml():
     return yaml
 
 
+def yaml_error(file: str | os.PathLike, exc: Exception) -> str:
+    """One line for a YAML library's error: the file, the line, what is wrong. A duplicate key is
+    named as such, without the library's advice on switching its check off."""
+    from ruamel.yaml.constructor import DuplicateKeyError
+
+    mark = getattr(exc, "problem_mark", None)
+    line = f"line {mark.line + 1}" if mark is not None else ""
+    problem = str(getattr(exc, "problem", None) or exc).strip().splitlines()[0]
+    if isinstance(exc, DuplicateKeyError):
+        found = re.match(r'found duplicate key "(.*)" with value', problem)
+        key = found.group(1) if found else problem
+        return f"{file}: {line}: duplicate key '{key}' (a key may appear once in a mapping)"
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    started = f" ({context}, from line {cmark.line + 1})" if context and cmark is not None else ""
+    where = f"{line}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{file}: not valid YAML: {where}{problem}{started}"
+
+
 def load_params(path: str | os.PathLike = DEFAULT_PARAMS, round_trip: bool = False) -> dict[str, Any]:
     """Read a params file into plain Python types (``round_trip`` keeps comments for rewriting)."""
     from ruamel.yaml import YAML, YAMLError
@@ -38,7 +57,7 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS, round_trip: bool = Fal
     try:
         data = (_yaml() if round_trip else YAML(typ="safe")).load(path.read_text())
     except YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(yaml_error(path, exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -92,7 +111,12 @@ def apply_preset(name: str, params_path: str | os.PathLike = DEFAULT_PARAMS, roo
     preset_path = Path(root) / PRESETS_DIR / f"{name}.yaml"
     if not preset_path.is_file():
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names(root)) or 'none'} (in {PRESETS_DIR}/)")
-    overrides = flatten(_yaml().load(preset_path.read_text()) or {})
+    from ruamel.yaml import YAMLError
+
+    try:
+        overrides = flatten(_yaml().load(preset_path.read_text()) or {})
+    except YAMLError as exc:
+        raise ConfigError(yaml_error(preset_path, exc)) from None
     return set_params({**overrides, "preset": name}, params_path, source=preset_path)
 
 

@@ -189,7 +189,10 @@ def parse_pairs(data: Any, file: str) -> Registry:
         where = f"{file}: targets.{name}"
         if name in envs:
             raise EnvFileError(f"{where}: {name!r} is also a source; a name is either a source or a target")
-        src = entry.get("source")
+        if "source" not in entry:
+            raise EnvFileError(f"{where}: missing key 'source' (the source env it perturbs; sources: "
+                               f"{', '.join(sources)})")
+        src = entry["source"]
         if src not in sources:
             raise EnvFileError(f"{where}.source: {src!r} is not a source in this file (sources: {', '.join(sources)})")
         own = _simulator(entry, where, required=False)
@@ -214,7 +217,9 @@ def _parse_text(text: str, file: str) -> Registry:
     try:
         data = YAML(typ="safe").load(text)
     except YAMLError as exc:
-        raise EnvFileError(f"{file}: not valid YAML: {exc}") from None
+        from redraw.config import yaml_error
+
+        raise EnvFileError(yaml_error(file, exc)) from None
     return parse_pairs(data, file)
 
 
