@@ -36,13 +36,13 @@ def test_unknown_env_in_params_is_a_clear_error(tmp_path, capsys, monkeypatch):
         "collect_source: {episodes: 1, behaviour: {kind: random}}\n"
     )
     assert main(["collect", "source", "--params", str(params), "--no-progress"]) == 2
-    assert "unknown env 'pendulum-swingdown'" in capsys.readouterr().err
+    assert "params.yaml: env.source 'pendulum-swingdown' is not an env of " in capsys.readouterr().err
 
 
 def test_missing_param_key_names_file_and_key(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = tmp_path / "params.yaml"
-    params.write_text("seed: 0\nenv: {source: pendulum-swingup}\n")
+    params.write_text("seed: 0\nenv: {source: pendulum-swingup, target: pendulum-swingup-reversed}\n")
     assert main(["collect", "source", "--params", str(params)]) == 2
     err = capsys.readouterr().err
     assert str(params) in err and "collect_source" in err
@@ -258,6 +258,7 @@ def test_stage_validate_target_checks_target_data_from_params(tmp_path, capsys, 
     params = tmp_path / "params.yaml"
     params.write_text((REPO / "params.yaml").read_text())
     set_params({"target_data": "data/nowhere"}, params)
+    (tmp_path / "envs.yaml").write_text((REPO / "envs.yaml").read_text())  # the env-pair file params.yaml names
     monkeypatch.chdir(tmp_path)
     assert main(["stage", "validate_target", "--params", str(params)]) == 1
     assert "data/nowhere" in capsys.readouterr().err

@@ -354,6 +354,14 @@ def _cmd_repro(args) -> int:
     if args.jobs < 1:
         print(f"redraw repro: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
+    from redraw.config import ConfigError
+    from redraw.stages import stage_params
+
+    try:  # the pair params.yaml picks, before any stage runs (each stage checks it again)
+        stage_params("params.yaml")
+    except ConfigError as exc:
+        print(f"redraw repro: error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.jobs == 1:
             parallel.dvc(["repro"], Path("."))

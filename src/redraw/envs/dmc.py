@@ -228,14 +228,19 @@ def observation_names(name: str, obs_mode: str, pairs=None) -> dict[str, list[st
         return dimension_names(env._env.observation_spec(), obs_mode)
 
 
+def build_env(name: str, obs_mode: str = "pixels", seed: int = 0, pairs=None, **kwargs):
+    """Env ``name`` in its simulator, without ``make_env``'s check of a target's own spaces."""
+    from redraw.envs.gymnasium_env import GymEnv
+
+    cls = DMCEnv if load_pairs(pairs).get(name).simulator == "dm_control" else GymEnv
+    return cls(name, obs_mode=obs_mode, seed=seed, pairs=pairs, **kwargs)
+
+
 def make_env(name: str, obs_mode: str = "pixels", seed: int = 0, pairs=None, **kwargs):
     """Build env ``name`` of the env-pair file ``pairs`` (a path, a file's content, or None for the
     repository's envs.yaml), whichever simulator it runs in."""
-    from redraw.envs.gymnasium_env import GymEnv
-
     spec = load_pairs(pairs).get(name)
-    cls = DMCEnv if spec.simulator == "dm_control" else GymEnv
-    env = cls(name, obs_mode=obs_mode, seed=seed, pairs=pairs, **kwargs)
+    env = build_env(name, obs_mode, seed, pairs, **kwargs)
     if spec.has_own_simulator:
         try:
             check_same_spaces(env, spec, pairs, obs_mode, kwargs)
@@ -245,16 +250,17 @@ def make_env(name: str, obs_mode: str = "pixels", seed: int = 0, pairs=None, **k
     return env
 
 
+def env_spaces(env) -> dict[str, object]:
+    """What a source and its target must share: the observations and the action space."""
+    return {"observations": env.observation_spec(), "action size": env.action_size,
+            "action low bounds": env.action_low.tolist(), "action high bounds": env.action_high.tolist()}
+
+
 def check_same_spaces(env, spec: EnvSpec, pairs, obs_mode: str, kwargs: dict) -> None:
     """Refuse a target whose observation or action space is not its source's."""
-    src_spec = load_pairs(pairs).get(spec.source)
-    from redraw.envs.gymnasium_env import GymEnv
-
-    cls = DMCEnv if src_spec.simulator == "dm_control" else GymEnv
-    with cls(spec.source, obs_mode=obs_mode, pairs=pairs, **kwargs) as src:
-        mine = (env.observation_spec(), env.action_size, env.action_low.tolist(), env.action_high.tolist())
-        theirs = (src.observation_spec(), src.action_size, src.action_low.tolist(), src.action_high.tolist())
-    for what, a, b in zip(("observations", "action size", "action low bounds", "action high bounds"), mine, theirs):
-        if a != b:
+    with build_env(spec.source, obs_mode, pairs=pairs, **kwargs) as src:
+        mine, theirs = env_spaces(env), env_spaces(src)
+    for what, a in mine.items():
+        if a != theirs[what]:
             raise P.EnvFileError(f"{spec.where}: the target's {what} {a} differ from its source "
-                                 f"{spec.source!r}'s {b}; a target must have its source's spaces")
+                                 f"{spec.source!r}'s {theirs[what]}; a target must have its source's spaces")

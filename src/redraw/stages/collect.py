@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from redraw.config import ConfigError, get, load_params
+from redraw.config import ConfigError, get
 from redraw.config import section as config_section
 from redraw.data.behaviours import BehaviourConfig, make_behaviour
 from redraw.data.collect import CollectConfig, collect
 from redraw.data.episodes import dataset_fingerprint, dataset_stats
-from redraw.stages import env_settings, report_run
+from redraw.stages import env_settings, report_run, stage_params
 from redraw.tracking import StageRun, write_metrics
 
 OUT_DIRS = {"source": "data/source", "target": "data/target", "oracle": "data/oracle"}
@@ -81,16 +81,14 @@ def check_behaviour(which: str, params: dict, params_path: str = "params.yaml", 
 
 
 def check_pair(params: dict, params_path: str = "params.yaml") -> None:
-    """Build env.source and (if the env-pair file defines it) env.target once, so that a bad body,
-    joint or actuator name, or a target whose spaces differ, stops the first stage, not a later one."""
-    from redraw.envs import load_pairs, make_env
+    """Check the pair (``redraw.envs.pair``), then build env.source and env.target once, so that a
+    bad body, joint or actuator name stops the first stage, not a later one."""
+    from redraw.envs import make_env
+    from redraw.envs.pair import check_pair as check_names_and_spaces
 
+    check_names_and_spaces(params, params_path)
     settings = env_settings(params, params_path)
-    registry = load_pairs(settings["pairs"])
-    names = [get(params, "env.source", params_path)]
-    target = get(params, "env.target", params_path)
-    names += [target] if target in registry.envs else []  # else a real system: its data is imported
-    for name in names:
+    for name in (get(params, "env.source", params_path), get(params, "env.target", params_path)):
         make_env(name, **{**settings, "obs_mode": "proprio"}).close()
 
 
@@ -120,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     return report_run(
         f"collect {args.which}",
-        lambda: run(args.which, load_params(args.params), args.params, progress=not args.no_progress),
+        lambda: run(args.which, stage_params(args.params), args.params, progress=not args.no_progress),
         (ConfigError, ValueError, FileExistsError, FileNotFoundError, KeyError),
     )
 

@@ -26,10 +26,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from redraw.agent.adapt import METHODS
-from redraw.config import ConfigError, get, is_count, load_params, section
+from redraw.config import ConfigError, get, is_count, section
 from redraw.perf import apply as apply_perf
 from redraw.perf import perf_config
-from redraw.stages import env_settings, report_run
+from redraw.stages import env_settings, report_run, stage_params
 from redraw.stats import summarise
 from redraw.tracking import StageRun, write_json, write_metrics
 
@@ -207,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give a METHOD or --results")
     errors = (ConfigError, FileNotFoundError, ValueError)
     if args.results:
-        return report_run("results", lambda: results(load_params(args.params), args.params), errors)
+        return report_run("results", lambda: results(stage_params(args.params), args.params), errors)
     return report_run(f"evaluate {args.method}",
-                      lambda: run(args.method, load_params(args.params), args.params, progress=not args.no_progress),
+                      lambda: run(args.method, stage_params(args.params), args.params, progress=not args.no_progress),
                       errors)
 
 

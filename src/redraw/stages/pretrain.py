@@ -36,7 +36,7 @@ from redraw.agent.actor_critic import ActorCriticConfig
 from redraw.agent.dreamer import Agent, AgentConfig, AgentPolicy
 from redraw.checkpoint import checkpoint_root as default_checkpoint_root
 from redraw.checkpoint import hold_lock, identity_hash, load_checkpoint, save_checkpoint
-from redraw.config import ConfigError, get, load_params, section
+from redraw.config import ConfigError, get, section
 from redraw.data.collect import run_episodes
 from redraw.data.episodes import dataset_fingerprint, episode_name, iter_episodes, load_episode, save_episode
 from redraw.data.replay import Replay, batch_keys
@@ -44,7 +44,7 @@ from redraw.data.schema import DataError, read_metadata
 from redraw.models.draw import WorldModelConfig
 from redraw.perf import COMPILE_SECONDS, compile_report, eager, perf_config, resolve_bf16
 from redraw.perf import apply as apply_perf
-from redraw.stages import env_settings, report_run
+from redraw.stages import env_settings, report_run, stage_params
 from redraw.tracking import StageRun, write_json, write_metrics
 
 SOURCE_DATA = "data/source"
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "oracle" if args.oracle else "pretrain_rssm" if args.rssm else "pretrain"
     return report_run(
         name,
-        lambda: run(load_params(args.params), args.params, progress=not args.no_progress, **kwargs),
+        lambda: run(stage_params(args.params), args.params, progress=not args.no_progress, **kwargs),
         (ConfigError, FloatingPointError, ValueError),
     )
 

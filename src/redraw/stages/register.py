@@ -20,9 +20,9 @@ import os
 import sys
 from pathlib import Path
 
-from redraw.config import ConfigError, get, load_params
+from redraw.config import ConfigError, get
 from redraw.deploy import CHALLENGER, DeployError, log_policy, register, registered_name
-from redraw.stages import env_settings, report_run
+from redraw.stages import env_settings, report_run, stage_params
 from redraw.stages.evaluate import POLICIES, REPORTS
 from redraw.tracking import _git_commit, write_json
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "challenger in the MLflow model registry (DVC stage register).")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
-    code = report_run("register", lambda: run(load_params(args.params), args.params),
+    code = report_run("register", lambda: run(stage_params(args.params), args.params),
                       (ConfigError, FileNotFoundError, DeployError))
     if code == 0:
         r = json.loads(Path(RESULT).read_text())

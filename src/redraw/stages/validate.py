@@ -14,8 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from redraw.config import ConfigError, get, load_params, section
+from redraw.config import ConfigError, get, section
 from redraw.data.episodes import dataset_fingerprint
+from redraw.stages import stage_params
 from redraw.tracking import StageRun, write_json, write_metrics
 
 DATA_DIR = "data/target"
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=DATA_DIR, help=f"data set directory (default: {DATA_DIR})")
     args = parser.parse_args(argv)
     try:
-        result = run(load_params(args.params), args.params, args.data)
+        result = run(stage_params(args.params), args.params, args.data)
     except ConfigError as exc:
         print(f"validate: error: {exc}", file=sys.stderr)
         return 2

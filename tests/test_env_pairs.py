@@ -1,0 +1,116 @@
+"""The pair params.yaml picks (env.source, env.target, env.pairs): refused before any stage runs
+when it cannot run, naming params.yaml's keys and the env-pair file."""
+
+import time
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from redraw.cli import main
+from redraw.cli_stages import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PAIRS = """\
+sources:
+  pend: {dm_control: pendulum/swingup}
+  cup: {dm_control: ball_in_cup/catch}
+targets:
+  pend-x:
+    source: pend
+    perturbations:
+      - {kind: reverse_actions}
+  cup-x:
+    source: cup
+    perturbations:
+      - {kind: reverse_actions}
+  pend-cart:
+    source: pend
+    dm_control: cartpole/swingup
+"""
+
+
+def scratch(tmp_path, monkeypatch, source="pend", target="pend-x", pairs=PAIRS):
+    """A working directory with the repository's params.yaml picking (source, target) from pairs.yaml."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pairs.yaml").write_text(pairs)
+    yaml = YAML()
+    params = yaml.load((ROOT / "params.yaml").read_text())
+    params["env"].update(pairs="pairs.yaml", source=source, target=target, episode_steps=10)
+    params["collect_source"]["episodes"] = 1
+    with open(tmp_path / "params.yaml", "w") as fh:
+        yaml.dump(params, fh)
+    return tmp_path
+
+
+def refused(capsys, argv) -> str:
+    """Run ``redraw ARGV``: it must exit 2 with one error line, which is returned."""
+    start = time.monotonic()
+    assert main(argv) == 2
+    assert time.monotonic() - start < 60
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def nothing_written(tmp_path):
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.yaml", "params.yaml"]
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_every_stage_refuses_a_target_of_another_source_before_it_runs(tmp_path, monkeypatch, capsys, stage):
+    """The issue's case: env.source and env.target from different sources (action sizes 1 and 2)."""
+    scratch(tmp_path, monkeypatch, source="pend", target="cup-x")
+    err = refused(capsys, ["stage", stage, "--params", "params.yaml"])
+    assert ("params.yaml: env.target 'cup-x' is a target of 'cup' in pairs.yaml, not of env.source 'pend'; "
+            "set env.source: cup, or pick one of the targets of 'pend': pend-x, pend-cart") in err
+    nothing_written(tmp_path)
+
+
+def test_repro_refuses_a_mismatched_pair_before_dvc_runs(tmp_path, monkeypatch, capsys):
+    from redraw import parallel
+
+    scratch(tmp_path, monkeypatch, source="cup", target="pend-x")
+
+    def no_dvc(*args, **kwargs):
+        raise AssertionError("dvc ran")
+
+    monkeypatch.setattr(parallel, "dvc", no_dvc)
+    monkeypatch.setattr(parallel, "repro", no_dvc)
+    for jobs in ("1", "2"):
+        err = refused(capsys, ["repro", "--jobs", jobs])
+        assert err.startswith("redraw repro: error: params.yaml: env.target 'pend-x' is a target of 'pend'")
+    nothing_written(tmp_path)
+
+
+def test_a_target_with_other_spaces_is_refused_naming_both_keys(tmp_path, monkeypatch, capsys):
+    """A target with a simulator of its own whose spaces differ from env.source's."""
+    scratch(tmp_path, monkeypatch, source="pend", target="pend-cart")
+    err = refused(capsys, ["stage", "collect_oracle", "--params", "params.yaml"])
+    assert err.startswith("collect oracle: error: params.yaml: env.source 'pend' and env.target 'pend-cart' have "
+                          "different observations")
+    assert "a target must have its source's spaces (pairs.yaml: targets.pend-cart.dm_control)" in err
+    nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("stage", ["collect_oracle", "collect_source", "validate_target", "evaluate@oracle"])
+def test_a_target_missing_from_the_pair_file_is_refused_at_the_first_stage(tmp_path, monkeypatch, capsys, stage):
+    scratch(tmp_path, monkeypatch, target="pend-typo")
+    err = refused(capsys, ["stage", stage, "--params", "params.yaml"])
+    assert err.endswith("error: params.yaml: env.target 'pend-typo' is not a target in pairs.yaml (env.pairs); "
+                        "targets of 'pend': pend-x, pend-cart")
+    assert "KeyError" not in err and '"' not in err
+    nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("source, target, message", [
+    ("pendulum", "pend-x", "params.yaml: env.source 'pendulum' is not an env of pairs.yaml (env.pairs); "
+                           "sources: pend, cup"),
+    ("pend-x", "pend-x", "params.yaml: env.source 'pend-x' is a target in pairs.yaml, not a source (its source: pend)"),
+    ("pend", "cup", "params.yaml: env.target 'cup' is a source in pairs.yaml, not a target; targets of 'pend': "),
+])
+def test_a_pair_of_wrong_names_is_refused_naming_the_key(tmp_path, monkeypatch, capsys, source, target, message):
+    scratch(tmp_path, monkeypatch, source=source, target=target)
+    assert message in refused(capsys, ["stage", "collect_source", "--params", "params.yaml"])
+    nothing_written(tmp_path)
