@@ -8,7 +8,7 @@ import pytest
 
 from redraw.cli import build_parser, main
 
-SUBCOMMANDS = [[], ["envs"], ["collect"], ["validate"], ["preset"], ["regime"], ["stage"], ["data"], ["data", "validate"],
+SUBCOMMANDS = [[], ["envs"], ["collect"], ["validate"], ["preset"], ["pair"], ["regime"], ["stage"], ["data"], ["data", "validate"],
                ["data", "import"], ["data", "stats"], ["data", "merge"]]
 
 

@@ -5,10 +5,10 @@ import time
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
 
 from redraw.cli import main
 from redraw.cli_stages import STAGES
+from redraw.config import set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,12 +35,9 @@ def scratch(tmp_path, monkeypatch, source="pend", target="pend-x", pairs=PAIRS):
     """A working directory with the repository's params.yaml picking (source, target) from pairs.yaml."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pairs.yaml").write_text(pairs)
-    yaml = YAML()
-    params = yaml.load((ROOT / "params.yaml").read_text())
-    params["env"].update(pairs="pairs.yaml", source=source, target=target, episode_steps=10)
-    params["collect_source"]["episodes"] = 1
-    with open(tmp_path / "params.yaml", "w") as fh:
-        yaml.dump(params, fh)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    set_params({"env.pairs": "pairs.yaml", "env.source": source, "env.target": target, "env.episode_steps": 10,
+                "collect_source.episodes": 1}, tmp_path / "params.yaml")
     return tmp_path
 
 
@@ -113,4 +110,45 @@ def test_a_target_missing_from_the_pair_file_is_refused_at_the_first_stage(tmp_p
 def test_a_pair_of_wrong_names_is_refused_naming_the_key(tmp_path, monkeypatch, capsys, source, target, message):
     scratch(tmp_path, monkeypatch, source=source, target=target)
     assert message in refused(capsys, ["stage", "collect_source", "--params", "params.yaml"])
+    nothing_written(tmp_path)
+
+
+def test_redraw_pair_checks_the_pair_and_writes_it_keeping_the_comments(tmp_path, monkeypatch, capsys):
+    from redraw.config import load_params
+    from redraw.stages import stage_params
+
+    scratch(tmp_path, monkeypatch)
+    params = tmp_path / "params.yaml"
+    (tmp_path / "other.yaml").write_text(PAIRS)
+    before = params.read_text()
+    assert main(["pair", "cup", "cup-x", "--pairs", "other.yaml", "--params", str(params)]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == (f"pair cup -> cup-x (other.yaml): 3 key(s) changed in {params}: "
+                           "env.pairs, env.source, env.target")
+    env = load_params(params)["env"]
+    assert (env["pairs"], env["source"], env["target"]) == ("other.yaml", "cup", "cup-x")
+    changed = [(a, b) for a, b in zip(before.splitlines(), params.read_text().splitlines()) if a != b]
+    assert len(changed) == 3 and len(before.splitlines()) == len(params.read_text().splitlines())
+    assert all(a.split("#")[1:] == b.split("#")[1:] for a, b in changed)  # each line keeps its comment
+    stage_params(str(params))  # what every stage checks first
+    assert main(["pair", "pend", "--params", str(params)]) == 2  # two targets: name one
+    assert "pair: error: 'pend' has 2 targets in other.yaml (pend-x, pend-cart); give TARGET" in capsys.readouterr().err
+    assert main(["pair", "pend", "pend-x", "--params", str(params)]) == 0  # env.pairs kept: other.yaml
+    assert load_params(params)["env"]["target"] == "pend-x" and load_params(params)["env"]["pairs"] == "other.yaml"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["pend", "cup-x"], "pair: error: params.yaml: env.target 'cup-x' is a target of 'cup' in pairs.yaml, not of "
+                        "env.source 'pend'"),
+    (["pend", "pend-cart"], "pair: error: params.yaml: env.source 'pend' and env.target 'pend-cart' have different "
+                            "observations"),
+    (["pend", "pend-typo"], "pair: error: params.yaml: env.target 'pend-typo' is not a target in pairs.yaml"),
+    (["pend", "pend-x", "--pairs", "nope.yaml"], "pair: error: nope.yaml: env-pair file not found"),
+])
+def test_redraw_pair_refuses_a_pair_that_cannot_run_and_writes_nothing(tmp_path, monkeypatch, capsys, argv, message):
+    scratch(tmp_path, monkeypatch, source="cup", target="cup-x")
+    before = (tmp_path / "params.yaml").read_text()
+    err = refused(capsys, ["pair", *argv, "--params", "params.yaml"])
+    assert err.startswith(message)
+    assert (tmp_path / "params.yaml").read_text() == before
     nothing_written(tmp_path)

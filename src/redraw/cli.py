@@ -311,6 +311,41 @@ def _cmd_preset(args) -> int:
     return 0
 
 
+def _cmd_pair(args) -> int:
+    from redraw.config import ConfigError, load_params, set_params
+    from redraw.envs import EnvFileError, load_pairs
+    from redraw.envs.pair import check_pair, pairs_of
+
+    try:
+        params = load_params(args.params)
+        env = dict(params.get("env") or {})
+        if args.pairs is not None:
+            env["pairs"] = args.pairs
+        target = args.target
+        if target is None:  # a source with one target stands for it
+            registry = load_pairs(pairs_of({"env": env}))
+            spec = registry.envs.get(args.source)
+            targets = registry.targets_of(args.source) if spec is not None and not spec.is_target else None
+            if targets is None:
+                sources = [n for n, s in registry.envs.items() if not s.is_target]
+                raise ConfigError(f"{args.source!r} is not a source in {registry.file} (sources: {', '.join(sources)})")
+            if len(targets) != 1:
+                raise ConfigError(f"{args.source!r} has {len(targets)} targets in {registry.file} "
+                                  f"({', '.join(targets) or 'none'}); give TARGET")
+            target = targets[0]
+        env.update(source=args.source, target=target)
+        registry = check_pair({**params, "env": env}, args.params)
+        keys = {"env.pairs": args.pairs} if args.pairs is not None else {}
+        keys.update({"env.source": args.source, "env.target": target})
+        changed = set_params(keys, args.params, source="pair", known={"env": {"pairs": args.pairs}})
+    except (ConfigError, EnvFileError) as exc:
+        print(f"pair: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"pair {args.source} -> {target} ({registry.file}): {len(changed)} key(s) changed in {args.params}"
+          + (": " + ", ".join(changed) if changed else ""))
+    return 0
+
+
 def _cmd_regime(args) -> int:
     from redraw.config import ConfigError, set_params
     from redraw.data.behaviours import TARGET_REGIMES
@@ -462,6 +497,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="preset name")
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.set_defaults(func=_cmd_preset)
+
+    p = sub.add_parser("pair", help="check an env pair and pick it in params.yaml (env.source, env.target)",
+                       description="Check that TARGET is a target of SOURCE in the env-pair file and that the two "
+                       "have the same observations and action space (what every stage checks first), then write "
+                       "env.source, env.target and, with --pairs, env.pairs into params.yaml, its comments kept. "
+                       "Nothing is written when the check fails. Without TARGET, SOURCE's only target.")
+    p.add_argument("source", help="a source env of the env-pair file (`redraw envs` lists them)")
+    p.add_argument("target", nargs="?", default=None, help="one of its targets (default: its only one)")
+    p.add_argument("--pairs", default=None, metavar="FILE", help="env-pair file (default: env.pairs of --params)")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.set_defaults(func=_cmd_pair)
 
     p = sub.add_parser("regime", help="set the target data's behaviour to a named regime (expert, source_policy, ...)",
                        description="Write the collect_target.behaviour keys of a named target-data regime into "
