@@ -152,3 +152,57 @@ def test_redraw_pair_refuses_a_pair_that_cannot_run_and_writes_nothing(tmp_path,
     assert err.startswith(message)
     assert (tmp_path / "params.yaml").read_text() == before
     nothing_written(tmp_path)
+
+
+LEARNT = """\
+sources:
+  pend: {dm_control: pendulum/swingup, learned: 150}
+  pendulum-swingup: {dm_control: pendulum/swingup}
+  cup: {dm_control: ball_in_cup/catch}
+targets:
+  pend-x: {source: pend, perturbations: [{kind: reverse_actions}]}
+"""
+
+
+def test_the_pair_file_sets_the_learnt_threshold_and_records_fall_back_to_the_papers(tmp_path):
+    import json
+
+    from redraw.envs import load_pairs
+    from redraw.records import learned_threshold, training_records
+
+    path = tmp_path / "pairs.yaml"
+    path.write_text(LEARNT)
+    assert learned_threshold("pend", path) == 150.0  # the file's
+    assert learned_threshold("pendulum-swingup", path) == 300.0  # records.LEARNED, the paper's four
+    assert learned_threshold("cup-catch", load_pairs(path)) == 350.0
+    assert learned_threshold("cup", path) is None  # neither: no verdict
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/pretrain_curve.json").write_text(json.dumps([{"step": 10, "eval_return": 200.0}]))
+    (record,) = training_records(tmp_path, "pend-x", "pend", 0, "smoke", "abc1234", path)
+    assert record["threshold"] == 150.0 and record["learned"] is True
+    (record,) = training_records(tmp_path, "pend-x", "pendulum-swingup", 0, "smoke", "abc1234", path)
+    assert record["threshold"] == 300.0 and record["learned"] is False
+
+
+def test_a_learnt_threshold_is_a_number_and_not_part_of_a_runs_identity(tmp_path):
+    from redraw.envs import EnvFileError, load_pairs
+
+    path = tmp_path / "pairs.yaml"
+    path.write_text(LEARNT.replace("learned: 150", "learned: high"))
+    with pytest.raises(EnvFileError) as err:
+        load_pairs(path)
+    assert str(err.value).startswith(f"{path}: sources.pend.learned: expected a number")
+    path.write_text(LEARNT)
+    other = tmp_path / "other.yaml"
+    other.write_text(LEARNT.replace("learned: 150", "learned: 400"))
+    a, b = load_pairs(path), load_pairs(other)
+    assert a.definition("pend-x") == b.definition("pend-x")  # a pretraining resumes after the edit
+    assert load_pairs(a.to_mapping()).envs["pend"].learned == 150.0  # recorded with a model, read back
+
+
+def test_redraw_envs_floor_shows_the_pair_files_threshold(tmp_path, capsys):
+    path = tmp_path / "pairs.yaml"
+    path.write_text(LEARNT)
+    assert main(["envs", "--pairs", str(path), "--env", "pend", "--floor", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| pend |")]
+    assert len(rows) == 2 and all(row.endswith("| 150 |") for row in rows)

@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 
 #: the return (out of ~500: action repeat 2, the last sub-step's reward) a training's last
-#: evaluation must reach for it to have learnt its task, by source env
+#: evaluation must reach for it to have learnt its task, by source env: the paper's four, where
+#: the env-pair file sets none (read them through ``learned_threshold``)
 LEARNED = {"pendulum-swingup": 300.0, "reacher-easy": 350.0, "cup-catch": 350.0, "finger-turn_hard": 200.0}
 TRAININGS = ("pretrain", "oracle", "pretrain_rssm")
 METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
@@ -25,6 +26,18 @@ TRAINING_KEY = ("pair", "seed", "training", "preset", "variant")
 #: a work dir's variant: the params.yaml overrides it ran with beyond the benchmark's settings
 #: (``transfer_quality.py --set``), one ``key=value`` per line; a record without one has no variant
 VARIANT_FILE = "VARIANT"
+
+
+def learned_threshold(source: str, pairs=None) -> float | None:
+    """The return a training's last evaluation must reach for it to have learnt its task, for
+    source env ``source``: its ``learned:`` in the env-pair file ``pairs`` (a path, a registry,
+    None: the repository's envs.yaml), else ``LEARNED``; None where neither has one."""
+    from redraw.envs.registry import load_pairs
+
+    spec = load_pairs(pairs).envs.get(source)
+    if spec is not None and spec.learned is not None:
+        return spec.learned
+    return LEARNED.get(source)
 
 
 def load_yaml(path: Path) -> dict:
@@ -62,14 +75,16 @@ def latest_checkpoint(workdir: Path, training: str) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def training_records(workdir: Path, pair: str, source: str, seed: int, preset: str, commit: str) -> list[dict]:
+def training_records(workdir: Path, pair: str, source: str, seed: int, preset: str, commit: str,
+                     pairs=None) -> list[dict]:
     """One record per training of ``workdir``: its learning curve from the finished stage's curve
     file, or, while it runs or after it was stopped, from its latest stage checkpoint
-    (``"finished": false``, and not judged: ``learned`` is null until it finishes)."""
+    (``"finished": false``, and not judged: ``learned`` is null until it finishes). The threshold
+    is ``learned_threshold(source, pairs)`` (``pairs``: the work dir's env-pair file)."""
     from redraw.checkpoint import load_checkpoint
 
     workdir = Path(workdir)
-    threshold = LEARNED.get(source)
+    threshold = learned_threshold(source, pairs)
     # how many episodes a last evaluation ran, for curves older than their "episodes" key
     params_file = workdir / "params.yaml"
     default_episodes = ((load_yaml(params_file).get("pretrain") or {}).get("eval_episodes")
@@ -248,8 +263,9 @@ def workdir_records(workdir: Path, commit: str, methods=METHODS) -> tuple[list[d
     params = load_yaml(workdir / "params.yaml")
     env = params["env"]
     pair, source, seed, preset = env["target"], env["source"], int(params["seed"]), str(params.get("preset"))
-    load_pairs(workdir / env.get("pairs", "envs.yaml")).source_of(pair)  # KeyError: not a target there
-    trainings = training_records(workdir, pair, source, seed, preset, commit)
+    registry = load_pairs(workdir / env.get("pairs", "envs.yaml"))
+    registry.source_of(pair)  # KeyError: not a target there
+    trainings = training_records(workdir, pair, source, seed, preset, commit, registry)
     records = method_records(workdir, pair, seed, preset, trainings, commit, methods)
     variant = workdir_variant(workdir)
     if variant:

@@ -1,10 +1,11 @@
 """What an env pays a policy without skill: the returns of zero and of uniform random actions.
 
-A pretraining counts as learnt when its last evaluation reaches ``redraw.records.LEARNED``; this
-is the floor that threshold has to stand clear of. Some envs pay for doing nothing in a few
-episodes (finger-turn_hard starts the tip inside the target in about 4% of episodes, and a finger
-that leaves the spinner alone then scores the whole episode), so a few fixed evaluation episodes
-can show a constant return from a policy that has learnt nothing.
+A pretraining counts as learnt when its last evaluation reaches its source's threshold (the
+env-pair file's ``learned:``, else ``redraw.records.LEARNED``); this is the floor that threshold
+has to stand clear of. Some envs pay for doing nothing in a few episodes (finger-turn_hard starts
+the tip inside the target in about 4% of episodes, and a finger that leaves the spinner alone then
+scores the whole episode), so a few fixed evaluation episodes can show a constant return from a
+policy that has learnt nothing.
 """
 
 from __future__ import annotations
@@ -45,13 +46,13 @@ def floor_table(names: list[str], pairs, episodes: int) -> str:
     range, how many episodes paid anything, and the return a pretraining there must reach."""
     from tqdm import tqdm
 
-    from redraw.records import LEARNED
+    from redraw.records import learned_threshold
 
     rows = ["| env | behaviour | mean return | min - max | episodes with a return > 0 | learnt at |",
             "|---|---|---:|---:|---:|---:|"]
     for name in tqdm(names, desc="floor", unit="env", leave=False):
         spec = pairs.get(name)
-        threshold = LEARNED.get(spec.source or name)
+        threshold = learned_threshold(spec.source or name, pairs)
         for behaviour, returns in floor_returns(name, episodes, pairs).items():
             r = np.asarray(returns)
             rows.append(f"| {name} | {behaviour} | {r.mean():.1f} | {r.min():.1f} - {r.max():.1f} | "

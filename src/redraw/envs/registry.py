@@ -20,6 +20,7 @@ Reading a file checks its form; the model's names are checked when an env is bui
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -43,8 +44,13 @@ def default_pairs() -> Path:
     return here if here.is_file() else DEFAULT_PAIRS
 SIMULATORS = ("dm_control", "gymnasium")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_SOURCE_KEYS = {"dm_control", "gymnasium", "kwargs"}
-_TARGET_KEYS = _SOURCE_KEYS | {"source", "perturbations"}
+_SIM_KEYS = {"dm_control", "gymnasium", "kwargs"}
+#: what a source may set beside its simulator: ``learned``, the return a pretraining's last
+#: evaluation must reach to count as learnt (``redraw.records.learned_threshold``)
+_SOURCE_KEYS = _SIM_KEYS | {"learned"}
+_TARGET_KEYS = _SIM_KEYS | {"source", "perturbations"}
+#: keys that do not change an env's dynamics: left out of ``Registry.definition`` (a run's identity)
+_NOT_DYNAMICS = ("learned",)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class EnvSpec:
     kwargs: Mapping[str, Any] = field(default_factory=dict)  #: gymnasium: passed to the env's constructor
     where: str = ""  #: ``FILE: section.name``, for error messages
     sim_where: str = ""  #: where the simulator is set (the source's entry when a target inherits it)
+    learned: float | None = None  #: a source's ``learned:`` (None: not set in the file)
 
     @property
     def is_target(self) -> bool:
@@ -114,6 +121,10 @@ class Registry:
     def definition(self, name: str) -> dict:
         """What defines env ``name``: its entry and, for a target, its source's (a run's identity)."""
         spec, raw = self.get(name), self.to_mapping()
+        for section in raw.values():
+            for entry in section.values():
+                for key in _NOT_DYNAMICS:
+                    entry.pop(key, None)
         if spec.source is None:
             return {"sources": {name: raw["sources"][name]}}
         return {"sources": {spec.source: raw["sources"][spec.source]}, "targets": {name: raw["targets"][name]}}
@@ -151,6 +162,17 @@ def _simulator(entry: dict, where: str, required: bool) -> tuple[str, str, dict]
     return sim, value, dict(kwargs)
 
 
+def _learned(entry: dict, where: str) -> float | None:
+    """A source's optional ``learned:`` threshold, None where the entry has none."""
+    if "learned" not in entry:
+        return None
+    value = entry["learned"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise EnvFileError(f"{where}.learned: expected a number (the return a pretraining's last evaluation must "
+                           f"reach to count as learnt), got {value!r}")
+    return float(value)
+
+
 def _section(data: dict, key: str, file: str) -> dict:
     value = data.get(key) or {}
     if not isinstance(value, dict):
@@ -183,8 +205,10 @@ def parse_pairs(data: Any, file: str) -> Registry:
     for name, entry in sources.items():
         where = f"{file}: sources.{name}"
         sim, sid, kwargs = _simulator(entry, where, required=True)
-        envs[name] = EnvSpec(name, sim, sid, kwargs=kwargs, where=where, sim_where=f"{where}.{sim}")
-        raw["sources"][name] = {sim: sid, **({"kwargs": kwargs} if kwargs else {})}
+        learned = _learned(entry, where)
+        envs[name] = EnvSpec(name, sim, sid, kwargs=kwargs, where=where, sim_where=f"{where}.{sim}", learned=learned)
+        raw["sources"][name] = {sim: sid, **({"kwargs": kwargs} if kwargs else {}),
+                                **({"learned": learned} if learned is not None else {})}
     for name, entry in targets.items():
         where = f"{file}: targets.{name}"
         if name in envs:
