@@ -121,12 +121,13 @@ def camera_times():
 
 
 def command_times():
-    return np.arange(int(BAG_SECONDS * 50)) * 20_000_000
+    """25 Hz: one command per agent step of the env (0.02 s x action repeat 2)."""
+    return np.arange(int(BAG_SECONDS * 25)) * 40_000_000
 
 
 def write_bag(path: Path, storage: str = "sqlite3", t0: int = 1_700_000_000 * 10**9, backwards: bool = False) -> Path:
     """joint states ~100 Hz (name, position, velocity; header stamped), raw rgb8 images with padded
-    rows and JPEG images ~30 Hz, geometry_msgs/Twist commands 50 Hz (linear.x = cmd(t))."""
+    rows and JPEG images ~30 Hz, geometry_msgs/Twist commands 25 Hz (linear.x = cmd(t))."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -171,6 +172,77 @@ def write_bag(path: Path, storage: str = "sqlite3", t0: int = 1_700_000_000 * 10
                 conns[topic] = writer.add_connection(topic, typ.__msgtype__, typestore=ts)
             writer.write(conns[topic], int(t0 + tn), ts.serialize_cdr(m, typ.__msgtype__))
     return path
+
+
+def write_controller_bag(path: Path, storage: str = "sqlite3", seconds: float = 8.0, seed: int = 0,
+                         t0: int = 1_700_000_000 * 10**9) -> dict:
+    """A robot run logged as it happens, with what the controller really acted on kept beside it.
+
+    * ``/pendulum/observation`` (std_msgs/Float64MultiArray, no header): [cos q, sin q, dq] at
+      50 Hz, published every 20 ms with 1 ms jitter and logged 0.1-0.6 ms later, about 2 ms
+      before every other controller wake-up;
+    * ``/joint_states`` (one joint, ``hinge``, with header) at 50 Hz beside it;
+    * a camera at 25 Hz, capture times jittered by 3 ms (header stamp = capture), each frame
+      logged 8-14 ms after capture as ``/camera/image_raw`` (rgb8), about 4 ms before a wake-up,
+      and 2 ms later as ``/camera/compressed`` (JPEG): many frames arrive just after the
+      controller has read, so the controller acts on some frames twice and skips others;
+    * ``/cmd`` (std_msgs/Float64) at 25 Hz from a timer-driven controller: at each wake-up (every
+      40 ms, 0.3 ms jitter) it reads the newest observation and frame received, and publishes its
+      command 10-60 us later.
+
+    Returns the ground truth (times in ns from ``t0``): ``wake`` and ``cmd_log``/``cmd`` per
+    control step, ``obs_log``/``obs`` per observation sample, ``img_log[topic]`` per frame.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    rng = np.random.default_rng(seed)
+    ms = 1_000_000
+    n_obs, n_img, n_cmd = int(seconds * 50), int(seconds * 25), int(seconds * 25)
+    obs_pub = (17_650_000 + np.arange(n_obs) * 20 * ms + rng.normal(0, 1 * ms, n_obs)).astype(np.int64)
+    obs_log = obs_pub + rng.integers(100_000, 600_000, n_obs)
+    q, dq = pos(obs_pub / 1e9), vel(obs_pub / 1e9)
+    obs = np.stack([np.cos(q), np.sin(q), dq], axis=1)
+    capture = (25 * ms + np.arange(n_img) * 40 * ms + rng.normal(0, 3 * ms, n_img)).astype(np.int64)
+    raw_log = capture + rng.integers(8 * ms, 14 * ms, n_img)
+    img_log = {"/camera/image_raw": raw_log, "/camera/compressed": raw_log + 2 * ms}
+    wake = (40 * ms + np.arange(n_cmd) * 40 * ms + rng.normal(0, 0.3 * ms, n_cmd)).astype(np.int64)
+    cmd_log = wake + rng.integers(10_000, 60_000, n_cmd)
+    command = cmd(cmd_log / 1e9)
+
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    T = ts.types
+    JS, Img, CImg = T["sensor_msgs/msg/JointState"], T["sensor_msgs/msg/Image"], T["sensor_msgs/msg/CompressedImage"]
+    Arr, Lay, F64 = T["std_msgs/msg/Float64MultiArray"], T["std_msgs/msg/MultiArrayLayout"], T["std_msgs/msg/Float64"]
+    H, Time = T["std_msgs/msg/Header"], T["builtin_interfaces/msg/Time"]
+
+    def header(ns):
+        ns = int(t0 + ns)
+        return H(stamp=Time(sec=ns // 10**9, nanosec=ns % 10**9), frame_id="")
+
+    msgs = []
+    for i in range(n_obs):
+        msgs.append((obs_log[i], "/pendulum/observation", Arr(layout=Lay(dim=[], data_offset=0), data=obs[i]), Arr))
+        msgs.append((obs_log[i] + 50_000, "/joint_states", JS(header=header(obs_pub[i]), name=["hinge"],
+                     position=q[i : i + 1].copy(), velocity=dq[i : i + 1].copy(), effort=np.zeros(0)), JS))
+    for j in range(n_img):
+        img = image(j)
+        h, w = img.shape[:2]
+        msgs.append((raw_log[j], "/camera/image_raw", Img(header=header(capture[j]), height=h, width=w,
+                     encoding="rgb8", is_bigendian=0, step=w * 3, data=img.ravel()), Img))
+        msgs.append((raw_log[j] + 2 * ms, "/camera/compressed", CImg(header=header(capture[j]), format="jpeg",
+                     data=np.frombuffer(jpeg(img), np.uint8)), CImg))
+    for k in range(n_cmd):
+        msgs.append((cmd_log[k], "/cmd", F64(data=float(command[k])), F64))
+    msgs.sort(key=lambda m: m[0])
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        conns = {}
+        for tn, topic, m, typ in msgs:
+            if topic not in conns:
+                conns[topic] = writer.add_connection(topic, typ.__msgtype__, typestore=ts)
+            writer.write(conns[topic], int(t0 + tn), ts.serialize_cdr(m, typ.__msgtype__))
+    return {"wake": wake, "cmd_log": cmd_log, "cmd": command, "obs_log": obs_log, "obs": obs, "img_log": img_log}
 
 
 # -- LeRobot ---------------------------------------------------------------------------------------

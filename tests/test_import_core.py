@@ -41,7 +41,9 @@ def error(raw, tmp_path=None) -> DataError:
 
 def test_a_good_config_parses_with_defaults():
     cfg = parse_config(base(), "map.yaml")
-    assert cfg.alignment.max_age == 0.1 and cfg.episodes.min_length == 16 and cfg.episodes.on_short == "error"
+    assert cfg.alignment.max_age is None and cfg.episodes.min_length == 16 and cfg.episodes.on_short == "error"
+    assert cfg.max_age_ns(cfg.observations["state"]) == 60 * NS // 1000  # 1.5 control periods at 25 Hz
+    assert not cfg.target.allow_rate_mismatch and not cfg.alignment.allow_repeats
     assert [k for k, _ in cfg.streams()] == ["observations.state", "action"]
 
 
@@ -144,29 +146,29 @@ def _unit(t_obs, t_act, rate=None):
         "action": Stream("action", "/cmd", t_act, act.__getitem__, size=1)}, table_rate=rate)
 
 
-def test_asynchronous_streams_resample_onto_the_grid_and_stale_spans_are_cut():
+def test_each_command_is_a_step_with_the_newest_observation_and_stale_spans_are_cut():
     cfg = parse_config(base(**{"episodes.min_length": 5, "episodes.on_short": "drop", "alignment.max_age": 0.03}), "m")
     ms = NS // 1000
     t_obs = np.arange(0, 2000, 10) * ms + 3 * ms  # 100 Hz, offset 3 ms
     t_obs = t_obs[(t_obs < 800 * ms) | (t_obs > 1000 * ms)]  # a 200 ms hole in the joint states
-    t_act = np.arange(0, 2000, 20) * ms  # 50 Hz
+    t_act = np.arange(0, 2000, 40) * ms  # 25 Hz: one command per control step
     eps, report = build_episodes(_unit(t_obs, t_act), cfg, {"state": 3, "action": 1}, {})
     assert len(eps) == 2 and report["cuts"] and "observations.state (/joint_states)" in report["cuts"][0]["why"]
     first = eps[0]
-    g = 3 * ms + np.arange(len(first["state"])) * 40 * ms  # grid starts at the first joint state
-    expected = np.array([t_obs[t_obs <= x].max() for x in g])  # as-of: the newest joint state at or before g
-    assert expected[-1] == 793 * ms  # the last row before the hole uses a 10 ms old sample
+    c = t_act[1 : 1 + len(first["state"])]  # the rows' commands; the first command has no observation before it
+    expected = np.array([t_obs[t_obs <= x].max() for x in c])  # the newest joint state at or before the command
+    assert c[-1] == 800 * ms and expected[-1] == 793 * ms  # the last row before the hole: a 7 ms old sample
     np.testing.assert_allclose(first["state"][:, 0], expected / NS, atol=1e-6)
-    act_t = g // (20 * ms) * (20 * ms)
-    np.testing.assert_allclose(first["action"][1:, 0], act_t[1:] / NS / 100, atol=1e-7)
+    np.testing.assert_allclose(first["action"][1:, 0], c[:-1] / NS / 100, atol=1e-7)  # the previous step's command
     assert first["action"][0, 0] == 0 and first["is_first"][0] and first["is_last"][-1]
+    np.testing.assert_allclose(eps[1]["state"][:, 0], (1033 + 40 * np.arange(len(eps[1]["state"]))) / 1000, atol=1e-6)
 
 
 def test_a_short_span_is_an_error_naming_file_and_key_unless_dropped():
     cfg = parse_config(base(**{"episodes.min_length": 100}), "m")
     ms = NS // 1000
     with pytest.raises(DataError) as info:
-        build_episodes(_unit(np.arange(0, 1000, 10) * ms, np.arange(0, 1000, 20) * ms), cfg, None, {})
+        build_episodes(_unit(np.arange(0, 1000, 10) * ms, np.arange(0, 1000, 40) * ms), cfg, None, {})
     assert info.value.file == "bag.db3" and info.value.field == "episodes.min_length"
     assert "shorter than episodes.min_length 100" in info.value.message
 
@@ -202,8 +204,44 @@ def test_split_by_gaps_starts_a_fresh_grid_after_each_pause():
     cfg = parse_config(base(**{"episodes.split": "gaps", "episodes.gap": 0.5, "episodes.min_length": 5}), "m")
     ms = NS // 1000
     t_obs = np.concatenate([np.arange(0, 1000, 10), np.arange(2007, 3000, 10)]) * ms  # a 1 s pause
-    t_act = np.arange(0, 3000, 20) * ms
+    t_act = np.arange(0, 3000, 40) * ms
     eps, report = build_episodes(_unit(t_obs, t_act), cfg, None, {})
     assert len(eps) == 2 and report["cuts"] == []  # split at the pause, not cut as stale
-    np.testing.assert_allclose(eps[1]["state"][:, 0], 2.007 + 0.04 * np.arange(len(eps[1]["state"])), atol=1e-6)
-    assert len(eps[0]["state"]) == 25 and len(eps[1]["state"]) == 25
+    np.testing.assert_allclose(eps[1]["state"][:, 0], 2.037 + 0.04 * np.arange(len(eps[1]["state"])), atol=1e-6)
+    # commands 0-1040 ms (the 990 ms sample is still fresh for the 1000 and 1040 ms commands) and 2040-2960 ms
+    assert len(eps[0]["state"]) == 27 and len(eps[1]["state"]) == 24
+    np.testing.assert_allclose(eps[0]["state"][-2:, 0], 0.99)
+    assert report["repeated_samples"] == {"observations.state": 1}
+
+
+def test_a_command_topic_at_another_rate_than_control_hz_is_refused():
+    cfg = parse_config(base(), "m")  # control_hz 25
+    ms = NS // 1000
+    with pytest.raises(DataError) as info:
+        build_episodes(_unit(np.arange(0, 2000, 10) * ms, np.arange(0, 2000, 20) * ms), cfg, None, {})
+    assert info.value.file == "bag.db3" and info.value.field == "target.control_hz"
+    assert "'/cmd' runs at 50 Hz" in info.value.message and "2 x control_hz" in info.value.message
+
+
+def test_a_dropped_command_ends_the_episode():
+    cfg = parse_config(base(**{"episodes.min_length": 5}), "m")
+    ms = NS // 1000
+    t_act = np.delete(np.arange(0, 2000, 40), 20) * ms  # the 800 ms command is missing: 80 ms between two steps
+    eps, report = build_episodes(_unit(np.arange(0, 2000, 10) * ms, t_act), cfg, None, {})
+    assert [len(e["state"]) for e in eps] == [20, 29]
+    assert "action (/cmd): 80 ms since the previous command" in report["cuts"][0]["why"]
+    np.testing.assert_allclose(eps[1]["state"][0, 0], 0.84)  # the next episode starts at the 840 ms command
+
+
+def test_an_observation_stream_slower_than_control_hz_is_refused_unless_repeats_are_allowed():
+    cfg = parse_config(base(**{"episodes.min_length": 5, "alignment.max_age": 0.1}), "m")
+    ms = NS // 1000
+    unit = _unit(np.arange(0, 2000, 50) * ms, np.arange(0, 2000, 40) * ms)  # 20 Hz joint states, 25 Hz commands
+    with pytest.raises(DataError) as info:
+        build_episodes(unit, cfg, None, {})
+    assert info.value.field == "observations.state" and "'/joint_states' runs at 20 Hz" in info.value.message
+    assert "about 20% of the rows would repeat the previous row's sample" in info.value.message
+    assert "alignment.allow_repeats" in info.value.message
+    cfg.alignment.allow_repeats = True
+    (ep,), report = build_episodes(unit, cfg, None, {})
+    assert report["repeated_samples"] == {"observations.state": 10} and len(ep["state"]) == 50

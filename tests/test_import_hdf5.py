@@ -19,6 +19,7 @@ from redraw.validation import ValidationConfig
 from logfixtures import ENV, cmd, decode_code, frame_code, pos, vel, write_aloha, write_config, write_robomimic
 
 CONTRACT = ValidationConfig(min_episode_length=16, min_transitions=50, expected_env=ENV)
+PARAMS = {"env": {"action_repeat": 2}}  # the env's agent-step rate: 0.02 s x 2 = 25 Hz
 
 
 def aloha_config(**over):
@@ -42,7 +43,7 @@ def aloha(tmp_path):
 
 def test_aloha_resamples_at_25hz_with_the_action_shift_and_normalisation(aloha):
     path = write_config(aloha / "map.yaml", aloha_config())
-    result, record = import_logs(path, aloha / "out", CONTRACT, progress=False)
+    result, record = import_logs(path, aloha / "out", CONTRACT, progress=False, params=PARAMS)
     assert result.success, result.failures
     files = list_episodes(aloha / "out")
     assert len(files) == 2
@@ -66,7 +67,8 @@ def test_aloha_compressed_images_in_pixels_mode(tmp_path):
     write_aloha(tmp_path / "logs" / "ep.hdf5", n=120, compress=True)
     cfg = aloha_config(target={"env": ENV, "obs_mode": "pixels", "control_hz": 25, "image_size": 32},
                        observations={"image": {"crop": [0, 8, 48, 48]}, "velocity": {"select": ["left_waist"]}})
-    result, _ = import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT, progress=False)
+    result, _ = import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT, progress=False,
+                            params=PARAMS)
     assert result.success, result.failures
     ep = load_episode(list_episodes(tmp_path / "out")[0])
     assert ep["image"].shape == (60, 32, 32, 3) and ep["image"].dtype == np.uint8
@@ -76,11 +78,11 @@ def test_aloha_compressed_images_in_pixels_mode(tmp_path):
 def test_robomimic_demos_in_numeric_order_with_rewards(tmp_path):
     write_robomimic(tmp_path / "demo.hdf5")
     cfg = {"version": 1, "source": {"format": "hdf5", "preset": "robomimic", "paths": "demo.hdf5"},
-           "target": {"env": ENV, "obs_mode": "pixels", "control_hz": 10},
+           "target": {"env": ENV, "obs_mode": "pixels", "control_hz": 10, "allow_rate_mismatch": True},
            "observations": {"image": {}, "velocity": {"select": [0]}},
            "action": {"select": [0]}, "reward": {"path": "rewards"}}
     result, record = import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT,
-                                 progress=False)
+                                 progress=False, params=PARAMS)
     assert result.success, result.failures
     assert [u["unit"] for u in record["units"]] == ["demo_0", "demo_2", "demo_10"]
     ep = load_episode(list_episodes(tmp_path / "out")[1])  # demo_2: 70 rows at 20 Hz -> 35 at 10 Hz
@@ -97,12 +99,13 @@ def test_robomimic_demos_in_numeric_order_with_rewards(tmp_path):
     ({"action": {"path": "nope", "select": [0]}}, "action.path", "no dataset 'nope'"),
     ({"action": {"select": ["left_knee"]}}, "action.select", "no dimension named 'left_knee'"),
     ({"action": {"select": [0, 1]}}, "action.select", "gives 2 action dimensions"),
-    ({"target": {"env": ENV, "obs_mode": "proprio", "control_hz": 30}}, "target.control_hz", "integer multiple"),
+    ({"target": {"env": ENV, "obs_mode": "proprio", "control_hz": 30, "allow_rate_mismatch": True}},
+     "target.control_hz", "integer multiple"),
 ])
 def test_bad_mapping_writes_nothing_and_names_file_and_key(aloha, change, field, words):
     path = write_config(aloha / "map.yaml", aloha_config(**change))
     with pytest.raises(DataError) as info:
-        import_logs(path, aloha / "out", CONTRACT, progress=False)
+        import_logs(path, aloha / "out", CONTRACT, progress=False, params=PARAMS)
     assert info.value.field == field and words in info.value.message, info.value
     assert "episode_0.hdf5" in info.value.file
     assert not (aloha / "out").exists() and not list(aloha.glob(".out*"))
@@ -114,7 +117,7 @@ def test_validation_failure_writes_nothing(aloha):
     from redraw.data.importer import ImportRejected
 
     with pytest.raises(ImportRejected) as info:
-        import_logs(path, aloha / "out", strict, progress=False)
+        import_logs(path, aloha / "out", strict, progress=False, params=PARAMS)
     assert any(f.check == "min_transitions" for f in info.value.result.failures)
     assert not (aloha / "out").exists() and not list(aloha.glob(".out*"))
 
@@ -123,10 +126,11 @@ def test_cli_import_with_config(aloha, capsys, monkeypatch):
     monkeypatch.chdir(aloha)
     write_config(aloha / "map.yaml", aloha_config())
     argv = ["data", "import", "--config", "map.yaml", "--dest", "out", "--env", ENV, "--obs-mode", "proprio",
-            "--min-transitions", "50", "--min-episode-length", "16", "--no-progress", "--params", "none.yaml"]
+            "--min-transitions", "50", "--min-episode-length", "16", "--no-progress", "--params", "p.yaml"]
+    (aloha / "p.yaml").write_text("env: {target: %s, obs_mode: proprio, action_repeat: 2}\nvalidate: {}\n" % ENV)
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "episode_0: 1 episode(s), 60 of 60 grid points used" in out and "2 episodes now in out" in out
+    assert "episode_0: 1 episode(s), 60 of 60 control steps used" in out and "2 episodes now in out" in out
     assert main(argv) == 2 and "destination holds data" in capsys.readouterr().err
     write_config(aloha / "bad.yaml", aloha_config(action={"path": "nope"}))
     assert main([*argv[:3], "bad.yaml", "--dest", "out2", *argv[6:]]) == 2
@@ -139,4 +143,4 @@ def test_cli_import_with_config(aloha, capsys, monkeypatch):
 def test_a_reward_must_be_one_number(aloha):
     path = write_config(aloha / "map.yaml", aloha_config(reward={"path": "observations/qpos"}))
     with pytest.raises(DataError, match=r"\[reward.select\].*14 values per sample"):
-        import_logs(path, aloha / "out", CONTRACT, progress=False)
+        import_logs(path, aloha / "out", CONTRACT, progress=False, params=PARAMS)

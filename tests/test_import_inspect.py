@@ -40,7 +40,7 @@ def test_inspect_a_bag_lists_rates_and_drafts_a_config_that_imports(tmp_path, ca
     assert main(["data", "inspect", "bag", "--json"]) == 0
     rows = {r["stream"]: r for r in json.loads(capsys.readouterr().out)["streams"]}
     assert rows["/joint_states"]["names"] == ["hinge", "elbow"] and abs(rows["/joint_states"]["rate_hz"] - 100) < 1
-    assert rows["/cmd_vel"]["rate_hz"] == 50 and rows["/camera/image_raw"]["shape"] == [48, 64, "rgb8"]
+    assert rows["/cmd_vel"]["rate_hz"] == 25 and rows["/camera/image_raw"]["shape"] == [48, 64, "rgb8"]
     assert rows["/joint_states"]["max_gap_s"] < 0.012
     assert main(["data", "inspect", "bag", "--draft", "map.yaml", "--obs-mode", "pixels", "--env", ENV]) == 0
     assert "/joint_states  [sensor_msgs/msg/JointState]" in capsys.readouterr().out
@@ -49,7 +49,8 @@ def test_inspect_a_bag_lists_rates_and_drafts_a_config_that_imports(tmp_path, ca
     cfg["observations"]["velocity"]["select"] = ["hinge"]  # the one thing the draft cannot know
     (tmp_path / "map.yaml").write_text(yaml.safe_dump(cfg))
     load_config(tmp_path / "map.yaml")
-    assert main(["data", "import", "--config", "map.yaml", "--dest", "out", "--params", "none.yaml", "--env", ENV,
+    (tmp_path / "p.yaml").write_text(f"env: {{target: {ENV}, obs_mode: pixels, action_repeat: 2}}\nvalidate: {{}}\n")
+    assert main(["data", "import", "--config", "map.yaml", "--dest", "out", "--params", "p.yaml", "--env", ENV,
                  "--min-transitions", "50", "--min-episode-length", "16", "--no-progress"]) == 0
 
 

@@ -19,6 +19,7 @@ from redraw.validation import ValidationConfig
 from logfixtures import ENV, decode_code, frame_code, lerobot_signals, write_config, write_lerobot
 
 CONTRACT = ValidationConfig(min_episode_length=16, min_transitions=30, expected_env=ENV)
+PARAMS = {"env": {"action_repeat": 2}}  # the env's agent-step rate: 0.02 s x 2 = 25 Hz
 
 
 def lerobot_config(obs_mode="pixels", hz=25, **over):
@@ -37,7 +38,7 @@ def lerobot_config(obs_mode="pixels", hz=25, **over):
 def test_lerobot_episodes_with_the_action_shift(tmp_path, version, fps, inline):
     write_lerobot(tmp_path / "ds", version, lengths=(60, 46), fps=fps, inline=inline)
     result, record = import_logs(write_config(tmp_path / "map.yaml", lerobot_config()), tmp_path / "out",
-                                 CONTRACT, progress=False)
+                                 CONTRACT, progress=False, params=PARAMS)
     assert result.success, result.failures
     files = list_episodes(tmp_path / "out")
     assert len(files) == 2
@@ -62,7 +63,7 @@ def test_select_episodes_and_proprio(tmp_path):
     write_lerobot(tmp_path / "ds", "v3.0", lengths=(40, 50, 60), fps=25, inline=True)
     cfg = lerobot_config("proprio", source={"format": "lerobot", "paths": "ds", "episodes": [2, 0]})
     result, record = import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT,
-                                 progress=False)
+                                 progress=False, params=PARAMS)
     assert result.success and [u["unit"] for u in record["units"]] == ["episode 0", "episode 2"]
     data = load_episode(list_episodes(tmp_path / "out")[1])
     np.testing.assert_allclose(data["state"], lerobot_signals(2, 60, 25)[1], atol=1e-6)
@@ -77,7 +78,7 @@ def test_bad_keys_name_file_and_key(tmp_path, change, field, words):
     write_lerobot(tmp_path / "ds", "v3.0", fps=50, inline=True)
     with pytest.raises(DataError) as info:
         import_logs(write_config(tmp_path / "map.yaml", lerobot_config(**change)), tmp_path / "out", CONTRACT,
-                    progress=False)
+                    progress=False, params=PARAMS)
     assert info.value.field == field and words in info.value.message, info.value
     assert not (tmp_path / "out").exists()
 
@@ -85,10 +86,12 @@ def test_bad_keys_name_file_and_key(tmp_path, change, field, words):
 def test_rates_that_do_not_divide_and_bad_versions_are_refused(tmp_path):
     write_lerobot(tmp_path / "ds", "v3.0", fps=50, inline=True)
     with pytest.raises(DataError, match=r"\[target.control_hz\].*50 rows per second"):
-        import_logs(write_config(tmp_path / "map.yaml", lerobot_config(hz=20)), tmp_path / "out", CONTRACT,
-                    progress=False)
+        cfg = lerobot_config(hz=20)
+        cfg["target"]["allow_rate_mismatch"] = True  # to reach the row-rate check
+        import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT,
+                    progress=False, params=PARAMS)
     info = json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())
     (tmp_path / "ds" / "meta" / "info.json").write_text(json.dumps({**info, "codebase_version": "v1.6"}))
     with pytest.raises(DataError, match=r"info.json \[codebase_version\]: 'v1.6' is not supported"):
         import_logs(write_config(tmp_path / "map.yaml", lerobot_config()), tmp_path / "out", CONTRACT,
-                    progress=False)
+                    progress=False, params=PARAMS)

@@ -1,5 +1,5 @@
 """ROS 2 bags in both storages (sqlite3, MCAP) written with rosbags: joint states ~100 Hz with
-jitter, raw (padded rows) and JPEG images 30 Hz, Twist commands 50 Hz, resampled at 25 Hz."""
+jitter, raw (padded rows) and JPEG images 30 Hz, Twist commands 25 Hz, one row per command."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from logfixtures import (
 )
 
 CONTRACT = ValidationConfig(min_episode_length=16, min_transitions=50, expected_env=ENV)
+PARAMS = {"env": {"action_repeat": 2}}  # the env's agent-step rate: 0.02 s x 2 = 25 Hz
 T0 = 1_700_000_000 * 10**9
 
 
@@ -40,26 +41,25 @@ def asof(times, g):
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 @pytest.mark.parametrize("camera", ["/camera/image_raw", "/camera/compressed"])
-def test_bag_resamples_onto_the_grid_by_timestamp(tmp_path, storage, camera):
+def test_bag_rows_are_the_commands_with_the_newest_observations(tmp_path, storage, camera):
     write_bag(tmp_path / "bag", storage, t0=T0)
     cfg = bag_config("bag")
     cfg["observations"]["image"]["topic"] = camera
     result, record = import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT,
-                                 progress=False)
+                                 progress=False, params=PARAMS)
     assert result.success, result.failures
     (path,) = list_episodes(tmp_path / "out")
     ep = load_episode(path)
     jt = joint_times() - HEADER_LAG_NS  # velocity is stamped by its header
     cam = camera_times() + (1000 if camera.endswith("compressed") else 0)
-    start = max(jt[0], cam[0])  # the grid starts when every observation stream has a sample
-    g = start + np.round(np.arange(len(ep["velocity"])) * 4e7).astype(np.int64)
-    assert g[-1] <= command_times()[-1] and len(ep["velocity"]) >= 75
+    ct = command_times()
+    g = ct[ct >= max(jt[0], cam[0])]  # one row per command, once every observation stream has a sample
+    assert len(ep["velocity"]) == len(g) >= 75
     from logfixtures import vel
     np.testing.assert_allclose(ep["velocity"][:, 0], vel((jt[asof(jt, g)] + HEADER_LAG_NS) / 1e9, 0), atol=1e-6)
     codes = decode_code(ep["image"])
     assert np.abs(codes - frame_code(asof(cam, g))).max() <= (5 if camera.endswith("compressed") else 0)
-    ct = command_times()
-    np.testing.assert_allclose(ep["action"][1:, 0], 2 * cmd(ct[asof(ct, g[1:])] / 1e9), atol=1e-6)
+    np.testing.assert_allclose(ep["action"][1:, 0], 2 * cmd(g[:-1] / 1e9), atol=1e-6)  # the previous command
     assert ep["image"].shape[1:] == (32, 32, 3)
     unit = read_metadata(tmp_path / "out").extra["import"]["units"][0]
     assert unit["cuts"] == [] and unit["episodes"] == 1
@@ -69,7 +69,7 @@ def test_a_stale_camera_cuts_the_episode_and_short_spans_are_dropped_or_refused(
     write_bag(tmp_path / "bag", t0=T0)
     cfg = bag_config("bag", alignment={"max_age": 0.02})  # 30 Hz frames are up to 33 ms old
     with pytest.raises(DataError) as info:
-        import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT, progress=False)
+        import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT, progress=False, params=PARAMS)
     assert info.value.field == "episodes.min_length" and "bag" in info.value.file
     assert "observations.image (/camera/image_raw)" in info.value.message
     assert not (tmp_path / "out").exists()
@@ -79,7 +79,7 @@ def test_header_stamps_that_go_backwards_are_refused(tmp_path):
     write_bag(tmp_path / "bag", t0=T0, backwards=True)
     with pytest.raises(DataError) as info:
         import_logs(write_config(tmp_path / "map.yaml", bag_config("bag")), tmp_path / "out", CONTRACT,
-                    progress=False)
+                    progress=False, params=PARAMS)
     assert info.value.field == "observations.velocity" and "goes backwards" in info.value.message
     assert "/joint_states" in info.value.message and not (tmp_path / "out").exists()
 
@@ -94,7 +94,7 @@ def test_bad_topics_and_fields_name_the_key(tmp_path, change, field, words):
     write_bag(tmp_path / "bag", t0=T0)
     with pytest.raises(DataError) as info:
         import_logs(write_config(tmp_path / "map.yaml", bag_config("bag", **change)), tmp_path / "out", CONTRACT,
-                    progress=False)
+                    progress=False, params=PARAMS)
     assert info.value.field == field and words in info.value.message, info.value
 
 
@@ -113,7 +113,7 @@ def test_undecodable_message_types_are_a_clear_error(tmp_path):
         for i in range(100):
             q = np.array([np.sin(i / 10), np.cos(i / 10), 0.1 * i])
             w.write(cj, T0 + i * 10**7, ts.serialize_cdr(Joints(q=q, dq=q), Joints.__msgtype__))
-            if i % 2 == 0:
+            if i % 4 == 0:  # 25 Hz
                 tw = Twist(linear=V3(x=0.1, y=0.0, z=0.0), angular=V3(x=0.0, y=0.0, z=0.0))
                 w.write(cc, T0 + i * 10**7, ts.serialize_cdr(tw, Twist.__msgtype__))
     import sqlite3
@@ -125,14 +125,14 @@ def test_undecodable_message_types_are_a_clear_error(tmp_path):
            "observations": {"state": {"topic": "/joints", "field": "q"}},
            "action": {"topic": "/cmd_vel", "field": "linear.x"}}
     with pytest.raises(DataError) as info:
-        import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT, progress=False)
+        import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT, progress=False, params=PARAMS)
     assert "my_robot/msg/Joints" in info.value.message and "source.msg_types" in info.value.message
     (tmp_path / "Joints.msg").write_text("float64[] q\nfloat64[] dq\n")
     cfg["source"]["msg_types"] = {"my_robot/msg/Joints": "Joints.msg"}
     cfg["episodes"] = {"min_length": 16}
     result, _ = import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out",
                             ValidationConfig(min_episode_length=16, min_transitions=20, expected_env=ENV),
-                            progress=False)
+                            progress=False, params=PARAMS)
     assert result.success, result.failures
     ep = load_episode(list_episodes(tmp_path / "out")[0])
     assert ep["state"].shape == (25, 3)
@@ -153,14 +153,16 @@ def test_ros1_bag(tmp_path):
             m = JS(header=H(seq=i, stamp=Time(sec=5, nanosec=i * 10**7 // 2), frame_id=""), name=["a", "b", "c"],
                    position=np.array([0.01 * i, 2.0, 3.0]), velocity=np.zeros(3), effort=np.zeros(0))
             w.write(cj, T0 + i * 10**7, ts.serialize_ros1(m, JS.__msgtype__))
-            w.write(cc, T0 + i * 10**7, ts.serialize_ros1(F(data=0.001 * i), F.__msgtype__))
+            if i % 4 == 0:  # commands at 25 Hz
+                w.write(cc, T0 + i * 10**7, ts.serialize_ros1(F(data=0.001 * i), F.__msgtype__))
     cfg = {"version": 1, "source": {"format": "rosbag", "paths": "run.bag"},
            "target": {"env": ENV, "obs_mode": "proprio", "control_hz": 25},
            "observations": {"state": {"topic": "/joint_states", "field": "position", "select": ["a", "c", "b"]}},
            "action": {"topic": "/cmd", "field": "data"}}
-    result, _ = import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT, progress=False)
+    result, _ = import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT, progress=False,
+                            params=PARAMS)
     assert result.success, result.failures
     ep = load_episode(list_episodes(tmp_path / "out")[0])
     np.testing.assert_allclose(ep["state"][:, 0], 0.04 * np.arange(63), atol=1e-6)
     np.testing.assert_allclose(ep["state"][0, 1:], [3.0, 2.0])  # the order that select names
-    np.testing.assert_allclose(ep["action"][1:, 0], 0.004 * np.arange(1, 63), atol=1e-6)
+    np.testing.assert_allclose(ep["action"][1:, 0], 0.004 * np.arange(62), atol=1e-6)  # the previous command

@@ -178,16 +178,21 @@ def _cmd_data_validate(args) -> int:
 
 def _import_logs(args):
     """``data import --config``: convert a robot log through its mapping config."""
+    from redraw.config import load_params
     from redraw.data.importer import import_logs
     from redraw.data.importers.config import load_config
 
     cfg = load_config(args.config)
     if args.src is not None:
         cfg.source.paths = [str(Path(args.src).resolve())]
-    result, record = import_logs(cfg, args.dest, _contract(args), replace=args.replace, progress=not args.no_progress)
+    params = load_params(args.params) if Path(args.params).is_file() else None  # the env the data must fit
+    result, record = import_logs(cfg, args.dest, _contract(args), replace=args.replace, progress=not args.no_progress,
+                                 params=params, params_path=args.params)
     for unit in record["units"]:
         line = (f"  {unit['file']} {unit['unit']}: {unit['episodes']} episode(s), {unit['used_points']} of "
-                f"{unit['grid_points']} grid points used, {len(unit['cuts'])} cut(s)")
+                f"{unit['grid_points']} control steps used, {len(unit['cuts'])} cut(s)")
+        if unit.get("repeated_samples"):
+            line += f", rows repeating the previous row's sample: {unit['repeated_samples']}"
         if unit["dropped_short"]:
             line += f", {len(unit['dropped_short'])} short span(s) dropped"
         print(line)

@@ -50,9 +50,12 @@ def import_dataset(src: str | os.PathLike, dest: str | os.PathLike, config, repl
     return result
 
 
-def import_logs(mapping, dest: str | os.PathLike, config, replace: bool = False, progress: bool = True):
+def import_logs(mapping, dest: str | os.PathLike, config, replace: bool = False, progress: bool = True,
+                params: dict | None = None, params_path: str = "params.yaml"):
     """Convert the log that ``mapping`` (an ImportConfig, or the path of its YAML file) describes,
-    validate the result with ``config`` (a ValidationConfig) and put it at ``dest``.
+    validate the result with ``config`` (a ValidationConfig) and put it at ``dest``. ``params``
+    (the project's, from ``params_path``) give ``env.pairs``, ``env.action_repeat`` and
+    ``env.source``: the data's rate and sizes must fit that env (``convert.check_rate``).
 
     Returns (ValidationResult, import record). Raises DataError for bad config or source (nothing
     written), ImportRejected when the converted data fails validation (nothing written).
@@ -68,7 +71,7 @@ def import_logs(mapping, dest: str | os.PathLike, config, replace: bool = False,
     box: dict = {}
 
     def fill(tmp: Path) -> None:
-        box["record"] = convert(cfg, tmp, progress=progress)
+        box["record"] = convert(cfg, tmp, progress=progress, params=params, params_path=str(params_path))
         box["result"] = result = validate_dataset(tmp, config)
         if not result.success:
             result.directory = str(dest)

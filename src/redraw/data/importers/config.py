@@ -2,8 +2,8 @@
 
 A YAML file says where each observation key and the action come from in a recorded log
 (``topic`` + ``field`` in a ROS bag, ``key`` in a LeRobot dataset, ``path`` in an HDF5 file),
-which dimensions to keep, how to align them on the control-rate grid, and what the action
-means physically. It is parsed with pydantic (unknown keys refused) and checked across fields;
+which dimensions to keep, how to align them with the control steps (a bag's action messages,
+a table's rows), and what the action means physically. It is parsed with pydantic (unknown keys refused) and checked across fields;
 every error is a :class:`DataError` naming the config file and the dotted key.
 """
 
@@ -95,13 +95,21 @@ class SourceSpec(_Strict):
 class TargetSpec(_Strict):
     env: str  #: env name written to metadata.json (must equal params env.target to be calibrated on)
     obs_mode: Literal["pixels", "proprio"]
-    control_hz: float = Field(gt=0)  #: agent steps per second of the output
+    control_hz: float = Field(gt=0)  #: agent steps per second of the output: the env's agent-step rate
     image_size: int = Field(64, gt=0)  #: pixels: square image side (params env.image_size)
+    #: import at a control_hz other than the env's agent-step rate (its control timestep x
+    #: params env.action_repeat); refused unless this is true
+    allow_rate_mismatch: bool = False
 
 
 class AlignmentSpec(_Strict):
-    max_age: float = Field(0.1, gt=0)  #: seconds a sample may be older than its grid point
+    #: seconds an observation may be older than the control step it is paired with (a bag's
+    #: command); default: 1.5 control periods (one late sample is jitter, two are a dropout)
+    max_age: Optional[float] = Field(None, gt=0)
     time: Literal["log", "header"] = "log"  #: rosbag default time source
+    #: a bag's observation stream slower than control_hz makes rows repeat its samples: refused
+    #: unless this is true (then the repeats are counted in the report)
+    allow_repeats: bool = False
 
 
 class EpisodeSpec(_Strict):
@@ -124,6 +132,11 @@ class ImportConfig(_Strict):
     notes: str = ""
     #: the file this config was read from (not a YAML key)
     config_path: str = Field("<config>", exclude=True)
+
+    def max_age_ns(self, spec: StreamSpec) -> int:
+        """How old a sample of the stream ``spec`` may be at its control step, in ns."""
+        seconds = spec.max_age or self.alignment.max_age or 1.5 / self.target.control_hz
+        return int(round(seconds * 1_000_000_000))
 
     def resolve(self, path: str) -> Path:
         """A source path relative to the config file's directory."""

@@ -1,16 +1,18 @@
-"""From recording units to schema episodes: grid, as-of alignment, selection, action meaning.
+"""From recording units to schema episodes: control steps, as-of alignment, selection, action meaning.
 
-``convert(cfg, out_dir)`` reads every unit of the source (one reader per format), resamples it
-onto the control-rate grid (``resample``), cuts stale spans, builds the episode rows of
-docs/episode-schema.md (row 0: the first observation, zero action; row t: the action sent
-before observation t), normalises the action to [-1, 1] and writes the episodes and
-``metadata.json`` into ``out_dir``, with the resolved config and a per-episode quality report
-in ``metadata.extra.import``.
+``convert(cfg, out_dir)`` checks ``target.control_hz`` against the env's agent-step rate, reads
+every unit of the source (one reader per format) and puts it on its control steps (a bag: one
+per action message; a table: every n-th row), each observation stream as of the step's time
+(``resample``), cuts stale spans, builds the episode rows of docs/episode-schema.md (row 0: the
+first observation, zero action; row t: the action sent before observation t), normalises the
+action to [-1, 1] and writes the episodes and ``metadata.json`` into ``out_dir``, with the
+resolved config and a per-episode quality report in ``metadata.extra.import``.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,28 +20,89 @@ import numpy as np
 from redraw.data.episodes import Episode, episode_name, save_episode
 from redraw.data.importers.config import ImportConfig
 from redraw.data.importers.resample import (
-    NS, Stream, Unit, asof, check_increasing, decimation, grid, row_times, spans, split_times, table_grid,
+    NS, Stream, Unit, asof, check_increasing, decimation, row_times, spans, split_times, table_grid,
 )
 from redraw.data.schema import DataError, DatasetMeta, write_metadata
 
 
-def env_dims(cfg: ImportConfig) -> dict[str, int] | None:
-    """Vector sizes the target env expects (``action`` and ``velocity`` or ``state``), if it is registered."""
-    from redraw.envs import ENVS
+@dataclass
+class TargetEnv:
+    """The env the imported data must fit: its vector sizes and its agent-step rate."""
 
-    spec = ENVS.get(cfg.target.env)
-    if spec is None:
-        return None
-    from dm_control import suite
+    name: str  #: the env of the env-pair file (``target.env``, or params ``env.source`` for an unregistered robot)
+    dims: dict[str, int]  #: ``action`` and ``velocity`` (pixels) or ``state`` (proprio)
+    timestep: float  #: seconds per control step of the simulator
+    action_repeat: int | None  #: params ``env.action_repeat``; None when no params were given
+    where: str  #: where the env and the action repeat come from, for messages
 
-    env = suite.load(spec.domain, spec.task)
-    obs = env.observation_spec()
-    dims = {"action": int(env.action_spec().shape[0])}
-    if cfg.target.obs_mode == "pixels":
-        dims["velocity"] = int(np.prod(obs["velocity"].shape))
-    else:
-        dims["state"] = int(sum(int(np.prod(s.shape)) for s in obs.values()))
-    return dims
+    @property
+    def control_hz(self) -> float | None:
+        """Agent steps per second: 1 / (control timestep x action repeat)."""
+        return None if self.action_repeat is None else 1.0 / (self.timestep * self.action_repeat)
+
+
+def target_env(cfg: ImportConfig, params: dict | None = None, params_path: str = "params.yaml") -> TargetEnv | None:
+    """The env of ``cfg.target.env`` in the env-pair file of ``params`` (``env.pairs``; the default
+    file without params), or, for a robot the file does not name, params' ``env.source`` (the
+    simulator the world model is pretrained in). None when neither is an env of the file."""
+    from redraw.envs.registry import load_pairs
+
+    env_params = (params or {}).get("env") or {}
+    pairs = env_params.get("pairs") or None
+    registry = load_pairs(pairs)
+    name = cfg.target.env
+    where = f"env {name!r} of {registry.file}"
+    if name not in registry.envs:
+        name = env_params.get("source")
+        if name not in registry.envs:
+            return None
+        where = (f"{params_path} env.source {name!r} ({cfg.target.env!r} is not an env of {registry.file}; the "
+                 f"world model is pretrained in its source)")
+    repeat = env_params.get("action_repeat")
+    if repeat is not None:
+        repeat = int(repeat)
+        where += f", env.action_repeat {repeat} in {params_path}"
+    spec = registry.envs[name]
+    if spec.simulator == "dm_control":
+        from dm_control import suite
+
+        env = suite.load(spec.domain, spec.task)
+        obs = env.observation_spec()
+        dims = {"action": int(env.action_spec().shape[0])}
+        if cfg.target.obs_mode == "pixels":
+            dims["velocity"] = int(np.prod(obs["velocity"].shape))
+        else:
+            dims["state"] = int(sum(int(np.prod(s.shape)) for s in obs.values()))
+        return TargetEnv(name, dims, float(env.control_timestep()), repeat, where)
+    from redraw.envs.gymnasium_env import GymEnv
+
+    with GymEnv(name, obs_mode=cfg.target.obs_mode, action_repeat=1, image_size=cfg.target.image_size,
+                pairs=pairs) as env:
+        dims = {"action": int(env.action_size)}
+        dims.update({k: int(np.prod(shape)) for k, (shape, _) in env.observation_spec().items() if k != "image"})
+        return TargetEnv(name, dims, 1.0 / float(env.control_hz), repeat, where)
+
+
+def check_rate(cfg: ImportConfig, env: TargetEnv | None) -> None:
+    """Refuse a ``target.control_hz`` that is not the env's agent-step rate (a world model
+    pretrained at one rate does not predict another's transitions), unless
+    ``target.allow_rate_mismatch``."""
+    hz, path = cfg.target.control_hz, cfg.config_path
+    if cfg.target.allow_rate_mismatch:
+        return
+    override = f"or set target.allow_rate_mismatch: true to import at {hz:g} Hz anyway"
+    if env is None:
+        raise DataError(path, "target.control_hz", f"cannot be checked: {cfg.target.env!r} is not an env of the "
+                        f"env-pair file and no env.source names one; {override}")
+    if env.control_hz is None:
+        raise DataError(path, "target.control_hz", f"cannot be checked against the agent-step rate of {env.where} "
+                        f"(control timestep {env.timestep:g} s x env.action_repeat): no params with env.action_repeat "
+                        f"(`redraw data import` reads them from --params, default params.yaml); {override}")
+    if abs(hz - env.control_hz) > 1e-6 * env.control_hz:
+        raise DataError(path, "target.control_hz", f"is {hz:g} Hz, but {env.where} takes {env.control_hz:g} agent "
+                        f"steps per second (control timestep {env.timestep:g} s x action repeat {env.action_repeat}); "
+                        f"set control_hz: {env.control_hz:g} (the rate of the log's control steps must match), "
+                        f"{override}")
 
 
 def selection(stream: Stream, spec, file: str) -> np.ndarray | None:
@@ -109,7 +172,12 @@ def _windows(unit: Unit, ref: Stream, cfg: ImportConfig) -> list[tuple[int, int]
     return [(int(ref.t[0]), int(ref.t[-1]))]
 
 
-def _stale(key: str, stream: Stream, age: int, max_age: int) -> str:
+def _stale(key: str, stream: Stream, age: int, max_age: int, hz: float | None = None) -> str:
+    """Why a stream is not usable at a step; ``hz`` for a bag's action, whose ``age`` is the
+    interval since the previous command."""
+    if hz is not None:
+        return (f"action ({stream.where}): {age / 1e6:.3g} ms since the previous command, not one control period "
+                f"({1e3 / hz:.3g} ms +- {STEP_TOLERANCE:.0%})")
     if age == np.iinfo(np.int64).max:
         return f"{key} ({stream.where}): no sample yet"
     return f"{key} ({stream.where}): newest sample {age / NS:.3f} s old > max_age {max_age / NS:g} s"
@@ -152,19 +220,30 @@ def build_episodes(unit: Unit, cfg: ImportConfig, dims: dict | None, amap_box: d
     obs_keys = [k for keys in obs_parts.values() for k in keys]
     step_keys = [k for k in ("action", "reward") if k in streams]
     ref = streams[obs_keys[0]]
+    if unit.table_rate is None:
+        command_rate(streams["action"], hz, file)
+        _refuse_slow(streams, obs_keys, cfg, file)
     report = {"file": file, "unit": unit.label, "grid_points": 0, "used_points": 0, "stale_points": {},
-              "cuts": [], "dropped_short": [], **unit.info}
+              "repeated_samples": {}, "cuts": [], "dropped_short": [], **unit.info}
     episodes: list[Episode] = []
-    for ws, we in _windows(unit, ref, cfg):
+    windows = _windows(unit, ref, cfg)
+    for w, (ws, we) in enumerate(windows):
         if unit.table_rate is not None:
             step = decimation(unit.table_rate, hz, file)
             g = table_grid(int(round(ws * unit.table_rate / NS)), int(round(we * unit.table_rate / NS)),
                            unit.table_rate, step)
             max_age = {k: 0 for k in streams}
-        else:
-            g = grid(max(ws, max(int(streams[k].t[0]) for k in obs_keys)), we, hz)  # once every observation has begun
-            max_age = {k: int(round((specs[k].max_age or cfg.alignment.max_age) * NS)) for k in streams}
-        aligned = {k: asof(streams[k].t, g, max_age[k]) for k in streams}
+            aligned = {k: asof(streams[k].t, g, max_age[k]) for k in streams}
+        else:  # each command is a control step: its time is the row's
+            max_age = {k: cfg.max_age_ns(specs[k]) for k in streams}
+            act = streams["action"]
+            end = we + max_age[obs_keys[0]]  # the window's last observation still serves a command this late
+            if w + 1 < len(windows):
+                end = min(end, windows[w + 1][0] - 1)
+            cmds = np.flatnonzero((act.t >= ws) & (act.t <= end))
+            g = act.t[cmds]
+            aligned = {k: asof(streams[k].t, g, max_age[k]) for k in streams if k != "action"}
+            aligned["action"] = _previous_command(cmds, g, hz)
         first_ok = np.logical_and.reduce([aligned[k][2] for k in obs_keys])
         step_ok = np.logical_and.reduce([aligned[k][2] for k in step_keys]) if step_keys else np.ones(len(g), bool)
         report["grid_points"] += len(g)
@@ -175,7 +254,8 @@ def build_episodes(unit: Unit, cfg: ImportConfig, dims: dict | None, amap_box: d
         for a, b in spans(first_ok, step_ok):
             why = None
             if b < len(g):
-                why = "; ".join(_stale(k, streams[k], int(aligned[k][1][b]), max_age[k])
+                why = "; ".join(_stale(k, streams[k], int(aligned[k][1][b]), max_age[k],
+                                       hz if k == "action" and unit.table_rate is None else None)
                                 for k in obs_keys + step_keys if not aligned[k][2][b])
                 report["cuts"].append({"at_s": round((g[b] - ref.t[0]) / NS, 6), "why": why})
             steps = b - a - 1
@@ -188,9 +268,62 @@ def build_episodes(unit: Unit, cfg: ImportConfig, dims: dict | None, amap_box: d
                 report["dropped_short"].append(msg)
                 continue
             report["used_points"] += b - a
+            for k in obs_keys:
+                n = int(np.sum(np.diff(aligned[k][0][a:b]) == 0))
+                if n:
+                    report["repeated_samples"][k] = report["repeated_samples"].get(k, 0) + n
             episodes.append(_rows(streams, aligned, sel, obs_parts, a, b, amap, file))
     report["episodes"] = len(episodes)
     return episodes, report
+
+
+#: a command interval may be this far from one control period (in periods) before it ends the
+#: episode: a dropped command (two periods) or a doubled one (close to zero) is not one agent step
+STEP_TOLERANCE = 0.5
+#: a bag's command rate may differ this much (relative) from control_hz
+RATE_TOLERANCE = 0.05
+#: an observation stream this much (relative) slower than control_hz repeats samples in rows
+SLOW_TOLERANCE = 0.02
+
+
+def median_rate(t: np.ndarray) -> float | None:
+    """Samples per second from the median interval (robust to pauses and jitter)."""
+    return NS / float(np.median(np.diff(t))) if len(t) > 1 else None
+
+
+def command_rate(act: Stream, hz: float, file: str) -> None:
+    """The action topic's messages are the control steps: their rate must be ``control_hz``."""
+    rate = median_rate(act.t)
+    if rate is None or abs(rate / hz - 1.0) <= RATE_TOLERANCE:
+        return
+    ratio = rate / hz
+    hint = (f"; it is {round(ratio)} x control_hz: a controller that commands {round(ratio)} times per agent step "
+            "does not hold one action for the step" if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1 else "")
+    raise DataError(file, "target.control_hz", f"{hz:g} Hz, but the action topic {act.where!r} runs at {rate:.4g} Hz "
+                    f"(median interval {NS / rate / 1e6:.3g} ms). Each of its messages is one control step, so "
+                    f"control_hz must be its rate{hint}")
+
+
+def _previous_command(cmds: np.ndarray, g: np.ndarray, hz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row k's action is the command of step k - 1 (it led to observation k): (index, interval, ok)."""
+    prev = np.concatenate([cmds[:1], cmds[:-1]])
+    interval = np.concatenate([[0], np.diff(g)]).astype(np.int64)
+    period = NS / hz
+    ok = (interval >= (1 - STEP_TOLERANCE) * period) & (interval <= (1 + STEP_TOLERANCE) * period)
+    return prev, interval, ok
+
+
+def _refuse_slow(streams: dict, obs_keys: list[str], cfg: ImportConfig, file: str) -> None:
+    """An observation stream slower than control_hz makes rows repeat its samples: refused unless
+    ``alignment.allow_repeats`` (the report counts the repeats either way)."""
+    hz = cfg.target.control_hz
+    for k in obs_keys:
+        rate = median_rate(streams[k].t)
+        if rate is None or rate >= (1 - SLOW_TOLERANCE) * hz or cfg.alignment.allow_repeats:
+            continue
+        raise DataError(file, k, f"{streams[k].where!r} runs at {rate:.4g} Hz, slower than target.control_hz {hz:g}: "
+                        f"about {1 - rate / hz:.0%} of the rows would repeat the previous row's sample. Lower "
+                        f"control_hz, or set alignment.allow_repeats: true to keep such rows (counted in the report)")
 
 
 def _rows(streams, aligned, sel, obs_parts, a, b, amap: ActionMap, file: str) -> Episode:
@@ -224,15 +357,21 @@ def _sha256(path: str) -> str | None:
     return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
 
 
-def convert(cfg: ImportConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Write the converted episodes and metadata.json into the (empty) ``out_dir``; return the import record."""
+def convert(cfg: ImportConfig, out_dir: str | Path, progress: bool = True, params: dict | None = None,
+            params_path: str = "params.yaml") -> dict:
+    """Write the converted episodes and metadata.json into the (empty) ``out_dir``; return the import record.
+
+    ``params`` (the project's params, read from ``params_path``) give the env-pair file, the
+    action repeat and the source env that ``target.control_hz`` and the sizes are checked against."""
     from tqdm.auto import tqdm
 
     from redraw import __version__
     from redraw.data.importers import reader
 
     out_dir = Path(out_dir)
-    dims = env_dims(cfg)
+    env = target_env(cfg, params, params_path)
+    check_rate(cfg, env)
+    dims = env.dims if env is not None else None
     total, units = reader(cfg.source.format)(cfg)
     amap_box: dict = {}
     reports, n, shapes = [], 0, {}
@@ -255,6 +394,8 @@ def convert(cfg: ImportConfig, out_dir: str | Path, progress: bool = True) -> di
         "config_file": str(cfg.config_path),
         "config_sha256": _sha256(cfg.config_path),
         "action_clipped_fraction": (amap.clipped / max(amap.total, 1)).round(6).tolist(),
+        "env_agent_hz": env.control_hz if env is not None else None,
+        "env_checked": env.where if env is not None else None,
         "units": reports,
     }
     meta = DatasetMeta(
@@ -268,4 +409,4 @@ def convert(cfg: ImportConfig, out_dir: str | Path, progress: bool = True) -> di
     return record
 
 
-__all__ = ["convert", "build_episodes", "env_dims", "ActionMap", "row_times"]
+__all__ = ["convert", "build_episodes", "target_env", "check_rate", "TargetEnv", "ActionMap", "row_times"]

@@ -1,9 +1,10 @@
-"""Timing: put asynchronous or fixed-rate streams onto one control-rate grid.
+"""Timing: put asynchronous or fixed-rate streams onto the control steps.
 
 Times are integer nanoseconds. A stream's samples must be strictly increasing in time
-(backwards or duplicate stamps are an error, never silently reordered). On the grid every
-stream is sampled *as of* the grid time: the newest sample at or before it, if that sample is
-at most ``max_age`` old; images are never interpolated (nor is anything else). Grid points
+(backwards or duplicate stamps are an error, never silently reordered). The steps are a bag's
+action messages, or every n-th row of a fixed-rate table (``grid``, ``table_grid``); at each
+step every stream is sampled *as of* its time: the newest sample at or before it, if that
+sample is at most ``max_age`` old; images are never interpolated (nor is anything else). Steps
 where a stream is stale or missing cut the recording into spans.
 """
 
