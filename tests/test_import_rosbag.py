@@ -15,7 +15,7 @@ from redraw.validation import ValidationConfig
 
 from logfixtures import (
     ENV, HEADER_LAG_NS, camera_times, cmd, command_times, decode_code, frame_code, joint_times, write_bag,
-    write_config,
+    write_config, write_controller_bag,
 )
 
 CONTRACT = ValidationConfig(min_episode_length=16, min_transitions=50, expected_env=ENV)
@@ -96,6 +96,63 @@ def test_bad_topics_and_fields_name_the_key(tmp_path, change, field, words):
         import_logs(write_config(tmp_path / "map.yaml", bag_config("bag", **change)), tmp_path / "out", CONTRACT,
                     progress=False, params=PARAMS)
     assert info.value.field == field and words in info.value.message, info.value
+
+
+@pytest.mark.parametrize("topic, field, words", [
+    ("/joint_states", "name", "field 'name' holds strings ('hinge'), not numbers. The numeric fields of the "
+     "message: header.stamp.sec, header.stamp.nanosec, position, velocity"),
+    ("/joint_states", "header", "field 'header' holds a std_msgs/msg/Header message, not numbers; its numeric "
+     "fields: header.stamp.sec, header.stamp.nanosec."),
+    ("/joint_states", ["position", "name"], "field 'name' holds strings"),
+    ("/pendulum/observation", "layout", "field 'layout' holds a std_msgs/msg/MultiArrayLayout message, not "
+     "numbers; its numeric fields: layout.data_offset. The numeric fields of the message: layout.data_offset, data"),
+])
+def test_a_field_that_holds_no_numbers_is_one_error_naming_bag_topic_and_field(tmp_path, capsys, topic, field, words):
+    from redraw.cli import main
+
+    write_controller_bag(tmp_path / "bag", seconds=1.0, t0=T0)
+    cfg = {"version": 1, "source": {"format": "rosbag", "paths": ["bag"]},
+           "target": {"env": ENV, "obs_mode": "proprio", "control_hz": 25},
+           "observations": {"state": {"topic": topic, "field": field}}, "action": {"topic": "/cmd", "field": "data"}}
+    path = write_config(tmp_path / "map.yaml", cfg)
+    with pytest.raises(DataError) as info:
+        import_logs(path, tmp_path / "out", CONTRACT, progress=False, params=PARAMS)
+    err = info.value
+    assert err.file == str(tmp_path / "bag") and err.field == "observations.state.field"
+    assert f"{topic!r} (" in err.message and words in err.message, err
+    (tmp_path / "p.yaml").write_text(f"env: {{target: {ENV}, obs_mode: proprio, action_repeat: 2}}\n"
+                                     "validate: {}\n")
+    assert main(["data", "import", "--config", str(path), "--dest", str(tmp_path / "out"), "--params",
+                 str(tmp_path / "p.yaml"), "--env", ENV, "--no-progress"]) == 2
+    out = capsys.readouterr().err
+    assert out.startswith(f"import: error: {err}\n") and "Traceback" not in out
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_a_field_whose_width_changes_is_refused_naming_the_message(tmp_path):
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    Arr, Lay, F64 = (ts.types[k] for k in ("std_msgs/msg/Float64MultiArray", "std_msgs/msg/MultiArrayLayout",
+                                            "std_msgs/msg/Float64"))
+    with Writer(tmp_path / "bag", version=9) as w:
+        co = w.add_connection("/obs", Arr.__msgtype__, typestore=ts)
+        cc = w.add_connection("/cmd", F64.__msgtype__, typestore=ts)
+        for i in range(50):
+            data = np.zeros(3 if i != 7 else 2)  # message 7 lost a value
+            w.write(co, T0 + i * 20_000_000, ts.serialize_cdr(Arr(layout=Lay(dim=[], data_offset=0), data=data),
+                                                               Arr.__msgtype__))
+            if i % 2 == 0:
+                w.write(cc, T0 + i * 20_000_000, ts.serialize_cdr(F64(data=0.0), F64.__msgtype__))
+    cfg = {"version": 1, "source": {"format": "rosbag", "paths": ["bag"]},
+           "target": {"env": ENV, "obs_mode": "proprio", "control_hz": 25},
+           "observations": {"state": {"topic": "/obs", "field": "data"}}, "action": {"topic": "/cmd", "field": "data"}}
+    with pytest.raises(DataError) as info:
+        import_logs(write_config(tmp_path / "map.yaml", cfg), tmp_path / "out", CONTRACT, progress=False,
+                    params=PARAMS)
+    assert info.value.field == "observations.state.field" and info.value.file == str(tmp_path / "bag")
+    assert "'/obs': 'data' has 2 values in message 7, 3 in the first" in info.value.message
 
 
 def test_undecodable_message_types_are_a_clear_error(tmp_path):

@@ -120,7 +120,12 @@ def _unit(cfg: ImportConfig, path: Path) -> Unit:
                         msg, file, key, conn.topic)
                     rows[key].append(shapers[key](img))
                     continue
-                rows[key].append(_vector(msg, spec, file, key, conn.topic, len(rows[key])))
+                row = _vector(msg, spec, file, key, conn.topic, len(rows[key]))
+                if rows[key] and len(row) != len(rows[key][0]):
+                    raise DataError(file, f"{key}.field", f"{conn.topic!r}: {spec.field!r} has {len(row)} values in "
+                                    f"message {len(rows[key])}, {len(rows[key][0])} in the first; a stream's width "
+                                    "must not change")
+                rows[key].append(row)
                 if hasattr(msg, "name") and isinstance(msg.name, list):
                     if key not in names:
                         names[key] = list(msg.name)
@@ -149,6 +154,36 @@ def _stamp(msg, logtime: int, source: str, file: str, key: str, topic: str) -> i
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
+def _fields(msg) -> list[str]:
+    return [k for k in vars(msg) if not k.startswith("_")]
+
+
+def numeric_fields(msg, prefix: str = "", depth: int = 4) -> list[str]:
+    """Dotted names of the fields of ``msg`` that hold numbers (scalars or numeric arrays)."""
+    out = []
+    for name in _fields(msg):
+        value = getattr(msg, name)
+        if hasattr(value, "__msgtype__"):
+            if depth > 1:
+                out += numeric_fields(value, f"{prefix}{name}.", depth - 1)
+        elif not (isinstance(value, list) and not value) and np.asarray(value).dtype.kind in "biuf":
+            out.append(prefix + name)  # (an empty list's element type is unknown: left out)
+    return out
+
+
+def _what(value) -> str:
+    """What a field that does not hold numbers holds, for an error message."""
+    if hasattr(value, "__msgtype__"):
+        return f"a {value.__msgtype__} message"
+    if isinstance(value, str):
+        return f"text ({value!r})"
+    if isinstance(value, list) and value and hasattr(value[0], "__msgtype__"):
+        return f"a list of {value[0].__msgtype__} messages"
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        return f"strings ({', '.join(map(repr, value[:4]))}{', ...' if len(value) > 4 else ''})"
+    return f"{type(value).__name__} values"
+
+
 def _vector(msg, spec, file: str, key: str, topic: str, i: int) -> np.ndarray:
     parts = []
     for field in [spec.field] if isinstance(spec.field, str) else spec.field:
@@ -156,11 +191,15 @@ def _vector(msg, spec, file: str, key: str, topic: str, i: int) -> np.ndarray:
             value = _attr(msg, field)
         except AttributeError:
             raise DataError(file, f"{key}.field", f"{topic!r} ({msg.__msgtype__}) has no field {field!r} (fields: "
-                            f"{', '.join(k for k in vars(msg) if not k.startswith('_'))})") from None
-        arr = np.asarray(value, np.float64).ravel()
-        parts.append(arr)
-    out = np.concatenate(parts)
-    return out
+                            f"{', '.join(_fields(msg))})") from None
+        if hasattr(value, "__msgtype__") or np.asarray(value).dtype.kind not in "biuf":
+            inside = (f"; its numeric fields: {', '.join(f'{field}.{f}' for f in numeric_fields(value)) or 'none'}"
+                      if hasattr(value, "__msgtype__") else "")
+            raise DataError(file, f"{key}.field", f"{topic!r} ({msg.__msgtype__}): field {field!r} holds "
+                            f"{_what(value)}, not numbers{inside}. The numeric fields of the message: "
+                            f"{', '.join(numeric_fields(msg)) or 'none'}")
+        parts.append(np.asarray(value, np.float64).ravel())
+    return np.concatenate(parts)
 
 
 def inspect(path: str) -> list[dict]:
