@@ -206,3 +206,126 @@ def test_redraw_envs_floor_shows_the_pair_files_threshold(tmp_path, capsys):
     assert main(["envs", "--pairs", str(path), "--env", "pend", "--floor", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| pend |")]
     assert len(rows) == 2 and all(row.endswith("| 150 |") for row in rows)
+
+
+class RangedEnv:
+    """A Gymnasium env that declares its reward_range (``test_env_pairs:RangedEnv`` in a pair file)."""
+
+    def __new__(cls, lo: float, hi: float):
+        import gymnasium as gym
+        import numpy as np
+
+        class Env(gym.Env):
+            metadata = {"render_fps": 25}
+            observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+            action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+            reward_range = (lo, hi)
+
+        return Env()
+
+
+REWARDS = """\
+sources:
+  pend: {dm_control: pendulum/swingup}
+  gym-pend: {gymnasium: Pendulum-v1}
+  gym-ranged: {gymnasium: Pendulum-v1, reward_range: [-17, 0]}
+  declared: {gymnasium: "test_env_pairs:RangedEnv", kwargs: {lo: -2.0, hi: .inf}}
+targets:
+  pend-x: {source: pend, perturbations: [{kind: reverse_actions}]}
+  gym-pend-weak: {source: gym-pend, perturbations: [{kind: action_scale, scale: 0.5}]}
+  gym-ranged-weak: {source: gym-ranged, perturbations: [{kind: action_scale, scale: 0.5}]}
+  gym-ranged-own: {source: gym-ranged, reward_range: [-20, 1]}
+  declared-x: {source: declared}
+"""
+
+
+def test_reward_bounds_come_from_the_pair_file_or_the_env(tmp_path):
+    import math
+
+    from redraw.envs.dmc import reward_bounds
+
+    pytest.importorskip("gymnasium")
+
+    path = tmp_path / "pairs.yaml"
+    path.write_text(REWARDS)
+    assert reward_bounds("pend-x", path) == (0.0, 1.0, f"dm_control's rewards ({path}: sources.pend.dm_control)")
+    assert reward_bounds("gym-ranged-weak", path) == (-17.0, 0.0, f"{path}: sources.gym-ranged.reward_range")
+    assert reward_bounds("gym-ranged-own", path) == (-20.0, 1.0, f"{path}: targets.gym-ranged-own.reward_range")
+    lo, hi, where = reward_bounds("declared-x", path)  # the env's own reward_range, its finite sides
+    assert (lo, hi) == (-2.0, math.inf) and where.startswith("the Gymnasium env's reward_range")
+    lo, hi, where = reward_bounds("gym-pend-weak", path)  # Gymnasium 1.x envs declare none: no bound
+    assert (lo, hi) == (-math.inf, math.inf) and where.startswith("no range")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[0, 1, 2]", "expected [lo, hi], two numbers with lo < hi"),
+    ("[1, 0]", "expected [lo, hi], two numbers with lo < hi"),
+    ("[a, 1]", "expected [lo, hi]"),
+])
+def test_a_bad_reward_range_is_refused_naming_the_key(tmp_path, text, message):
+    from redraw.envs import EnvFileError, load_pairs
+
+    path = tmp_path / "pairs.yaml"
+    path.write_text(REWARDS.replace("reward_range: [-17, 0]", f"reward_range: {text}"))
+    with pytest.raises(EnvFileError) as err:
+        load_pairs(path)
+    assert str(err.value).startswith(f"{path}: sources.gym-ranged.reward_range: {message}")
+
+
+def negative_rewards(directory: Path, low: float) -> None:
+    """Rewards in [low, 0], as Gymnasium's Pendulum pays (row 0's placeholder stays 0)."""
+    import numpy as np
+
+    from redraw.data.episodes import load_episode, save_episode
+
+    for path in sorted(directory.glob("*.npz")):
+        episode = load_episode(path)
+        episode["reward"][1:] = np.linspace(low, 0.0, len(episode["reward"]) - 1, dtype=np.float32)
+        save_episode(path, episode, compress=False)
+
+
+@pytest.mark.parametrize("low, code", [(-16.0, 0), (-18.0, 1)])
+def test_validate_target_takes_the_reward_bounds_from_the_pair_file(tmp_path, monkeypatch, capsys, low, code):
+    """A Gymnasium pendulum's rewards lie in [-16.3, 0]: within its reward_range, not dm_control's [0, 1]."""
+    from synthetic import make_dataset
+
+    scratch(tmp_path, monkeypatch, source="gym-ranged", target="gym-ranged-weak", pairs=REWARDS)
+    make_dataset(tmp_path / "data/target", env="gym-ranged-weak", episodes=2, steps=80)
+    negative_rewards(tmp_path / "data/target", low)
+    set_params({"validate.min_transitions": 100}, tmp_path / "params.yaml")
+    assert main(["stage", "validate_target", "--params", "params.yaml"]) == code
+    err = capsys.readouterr().err
+    if code:
+        assert (f"reward {low:g} is outside [-17.0, 0.0] (validate.reward_min, validate.reward_max: reward_min and "
+                "reward_max null in params.yaml, so the env's range: pairs.yaml: sources.gym-ranged.reward_range)") in err
+
+
+def test_explicit_reward_bounds_in_params_win_and_are_named(tmp_path, monkeypatch, capsys):
+    scratch(tmp_path, monkeypatch, target="pend-x", pairs=REWARDS)
+    from synthetic import make_dataset
+
+    make_dataset(tmp_path / "data/target", env="pend-x", episodes=2, steps=80)
+    negative_rewards(tmp_path / "data/target", -3.0)
+    set_params({"validate.min_transitions": 100, "validate.reward_min": -2.0}, tmp_path / "params.yaml")
+    assert main(["stage", "validate_target", "--params", "params.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert ("reward -3 is outside [-2.0, 1.0] (validate.reward_min, validate.reward_max: reward_max null in "
+            "params.yaml, so the env's range: dm_control's rewards (pairs.yaml: sources.pend.dm_control))") in err
+    set_params({"validate.reward_max": 0.5}, tmp_path / "params.yaml")
+    assert main(["stage", "validate_target", "--params", "params.yaml"]) == 1
+    assert "is outside [-2.0, 0.5] (validate.reward_min, validate.reward_max: set in params.yaml)" in capsys.readouterr().err
+    set_params({"validate.reward_max": "high"}, tmp_path / "params.yaml")
+    assert main(["stage", "validate_target", "--params", "params.yaml"]) == 2
+    assert ("validate: error: params.yaml: validate.reward_max: expected a number, or null for the env's reward range, "
+            "got 'high'") in capsys.readouterr().err
+
+
+def test_data_validate_refuses_null_reward_bounds_it_cannot_resolve_in_one_line(tmp_path, monkeypatch, capsys):
+    from synthetic import make_dataset
+
+    scratch(tmp_path, monkeypatch, target="pend-x", pairs=REWARDS)
+    make_dataset(tmp_path / "data", env="pend-x", episodes=2, steps=80)
+    set_params({"env.target": "my-robot"}, tmp_path / "params.yaml")
+    err = refused(capsys, ["data", "validate", "data", "--params", "params.yaml"])
+    assert err == ("validate: error: params.yaml: validate.reward_min / validate.reward_max are null (the env's reward "
+                   "range), but env.target 'my-robot' is not an env of pairs.yaml; set them")

@@ -166,10 +166,16 @@ def _cmd_ui(args) -> int:
 
 
 def _cmd_data_validate(args) -> int:
+    from redraw.config import ConfigError
     from redraw.stages.validate import report
     from redraw.validation import validate_dataset
 
-    result = validate_dataset(args.path, _contract(args), docs_dir=args.docs)
+    try:
+        contract = _contract(args)
+    except ConfigError as exc:
+        print(f"validate: error: {exc}", file=sys.stderr)
+        return 2
+    result = validate_dataset(args.path, contract, docs_dir=args.docs)
     report(result, out=sys.stdout if result.success else sys.stderr)
     if args.docs:
         print(f"data docs: {Path(args.docs) / 'index.html'}")

@@ -26,6 +26,8 @@ def _yaml():
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 100
+    # a null is written as such (ruamel writes an empty value), as params.yaml writes its nulls
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     return yaml
 
 

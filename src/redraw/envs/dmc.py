@@ -11,6 +11,8 @@ and, unless ``antialias``, no multisampling (4x MSAA costs 3-4x in software rend
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from redraw.envs import perturbations as P
@@ -248,6 +250,37 @@ def make_env(name: str, obs_mode: str = "pixels", seed: int = 0, pairs=None, **k
             env.close()
             raise
     return env
+
+
+#: dm_control's suite rewards lie in [0, 1] (``dm_control.utils.rewards``)
+DM_CONTROL_REWARDS = (0.0, 1.0)
+
+
+def reward_bounds(name: str, pairs=None) -> tuple[float, float, str]:
+    """``(lo, hi, where)``: the range env ``name``'s rewards lie in (an infinite side: no bound)
+    and where it comes from. The env-pair file's ``reward_range`` on the env or, for a target,
+    on its source; else dm_control's [0, 1] for a dm_control env; else a Gymnasium env's
+    ``reward_range`` attribute, its finite sides; else no bound."""
+    registry = load_pairs(pairs)
+    spec = registry.get(name)
+    for entry in (spec, registry.envs.get(spec.source)):
+        if entry is not None and entry.reward_range is not None:
+            return (*entry.reward_range, f"{entry.where}.reward_range")
+    if spec.simulator == "dm_control":
+        return (*DM_CONTROL_REWARDS, f"dm_control's rewards ({spec.sim_where})")
+    from redraw.envs.gymnasium_env import _construct
+
+    env = _construct(spec, 1)
+    try:
+        declared = getattr(env.unwrapped, "reward_range", None)
+    finally:
+        env.close()
+    try:
+        lo, hi = (float(v) for v in declared)
+    except (TypeError, ValueError):
+        return -math.inf, math.inf, f"no range: the Gymnasium env declares none ({spec.sim_where})"
+    lo, hi = (lo if math.isfinite(lo) else -math.inf), (hi if math.isfinite(hi) else math.inf)
+    return lo, hi, f"the Gymnasium env's reward_range ({spec.sim_where})"
 
 
 def env_spaces(env) -> dict[str, object]:

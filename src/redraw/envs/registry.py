@@ -46,11 +46,12 @@ SIMULATORS = ("dm_control", "gymnasium")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SIM_KEYS = {"dm_control", "gymnasium", "kwargs"}
 #: what a source may set beside its simulator: ``learned``, the return a pretraining's last
-#: evaluation must reach to count as learnt (``redraw.records.learned_threshold``)
-_SOURCE_KEYS = _SIM_KEYS | {"learned"}
-_TARGET_KEYS = _SIM_KEYS | {"source", "perturbations"}
+#: evaluation must reach to count as learnt (``redraw.records.learned_threshold``), and
+#: ``reward_range: [lo, hi]``, where its rewards lie (``redraw.envs.dmc.reward_bounds``)
+_SOURCE_KEYS = _SIM_KEYS | {"learned", "reward_range"}
+_TARGET_KEYS = _SIM_KEYS | {"source", "perturbations", "reward_range"}
 #: keys that do not change an env's dynamics: left out of ``Registry.definition`` (a run's identity)
-_NOT_DYNAMICS = ("learned",)
+_NOT_DYNAMICS = ("learned", "reward_range")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class EnvSpec:
     where: str = ""  #: ``FILE: section.name``, for error messages
     sim_where: str = ""  #: where the simulator is set (the source's entry when a target inherits it)
     learned: float | None = None  #: a source's ``learned:`` (None: not set in the file)
+    reward_range: tuple[float, float] | None = None  #: the entry's ``reward_range`` (None: not set in the file)
 
     @property
     def is_target(self) -> bool:
@@ -173,6 +175,19 @@ def _learned(entry: dict, where: str) -> float | None:
     return float(value)
 
 
+def _reward_range(entry: dict, where: str) -> tuple[float, float] | None:
+    """An entry's optional ``reward_range: [lo, hi]`` (``.inf`` / ``-.inf``: no bound on that side)."""
+    if "reward_range" not in entry:
+        return None
+    value = entry["reward_range"]
+    numbers = isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) for v in value)
+    if not numbers or not value[0] < value[1]:
+        raise EnvFileError(f"{where}.reward_range: expected [lo, hi], two numbers with lo < hi (the range every "
+                           f"reward lies in; .inf: no bound), got {value!r}")
+    return float(value[0]), float(value[1])
+
+
 def _section(data: dict, key: str, file: str) -> dict:
     value = data.get(key) or {}
     if not isinstance(value, dict):
@@ -205,10 +220,12 @@ def parse_pairs(data: Any, file: str) -> Registry:
     for name, entry in sources.items():
         where = f"{file}: sources.{name}"
         sim, sid, kwargs = _simulator(entry, where, required=True)
-        learned = _learned(entry, where)
-        envs[name] = EnvSpec(name, sim, sid, kwargs=kwargs, where=where, sim_where=f"{where}.{sim}", learned=learned)
+        learned, rewards = _learned(entry, where), _reward_range(entry, where)
+        envs[name] = EnvSpec(name, sim, sid, kwargs=kwargs, where=where, sim_where=f"{where}.{sim}", learned=learned,
+                             reward_range=rewards)
         raw["sources"][name] = {sim: sid, **({"kwargs": kwargs} if kwargs else {}),
-                                **({"learned": learned} if learned is not None else {})}
+                                **({"learned": learned} if learned is not None else {}),
+                                **({"reward_range": list(rewards)} if rewards else {})}
     for name, entry in targets.items():
         where = f"{file}: targets.{name}"
         if name in envs:
@@ -226,11 +243,13 @@ def parse_pairs(data: Any, file: str) -> Registry:
         if not isinstance(items, list):
             raise EnvFileError(f"{where}.perturbations: expected a list of {{kind: ...}} entries, got {items!r}")
         perts = tuple(parse(p, f"{where}.perturbations[{i}]") for i, p in enumerate(items))
+        rewards = _reward_range(entry, where)
         envs[name] = EnvSpec(name, sim, sid, perts, src, kwargs, where,
-                             f"{where}.{sim}" if own else base.sim_where)
+                             f"{where}.{sim}" if own else base.sim_where, reward_range=rewards)
         raw["targets"][name] = {"source": src, **({sim: sid} if own else {}),
                                 **({"kwargs": kwargs} if own and kwargs else {}),
-                                "perturbations": [to_mapping(p) for p in perts]}
+                                "perturbations": [to_mapping(p) for p in perts],
+                                **({"reward_range": list(rewards)} if rewards else {})}
     return Registry(envs, file, raw)
 
 

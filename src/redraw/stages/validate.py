@@ -26,13 +26,48 @@ DOCS_DIR = "reports/validation/data_docs"
 
 
 def validation_config(params: dict, params_path: str = "params.yaml", env_key: str = "env.target"):
+    """The contract of params' ``validate`` section for the data of env ``env_key``. A reward bound
+    that is null there is the env's (``redraw.envs.dmc.reward_bounds``: the env-pair file's
+    ``reward_range``, dm_control's [0, 1], a Gymnasium env's ``reward_range``)."""
     from redraw.validation import ValidationConfig
 
-    return section(
+    cfg = section(
         params, "validate", ValidationConfig, params_path,
         expected_env=get(params, env_key, params_path),
         expected_obs_mode=get(params, "env.obs_mode", params_path),
+        reward_from="",
     )
+    unset = [key for key in ("reward_min", "reward_max") if getattr(cfg, key) is None]
+    for key in {"reward_min", "reward_max"} - set(unset):
+        value = getattr(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{params_path}: validate.{key}: expected a number, or null for the env's reward "
+                              f"range, got {value!r}")
+    if not unset:
+        cfg.reward_from = f"set in {params_path}"
+        return cfg
+    lo, hi, origin = env_reward_bounds(params, params_path, env_key)
+    cfg.reward_min = lo if cfg.reward_min is None else cfg.reward_min
+    cfg.reward_max = hi if cfg.reward_max is None else cfg.reward_max
+    cfg.reward_from = f"{' and '.join(unset)} null in {params_path}, so the env's range: {origin}"
+    return cfg
+
+
+def env_reward_bounds(params: dict, params_path: str = "params.yaml", env_key: str = "env.target"):
+    """``(lo, hi, where)`` of the rewards of env ``env_key`` of the env-pair file ``env.pairs``."""
+    from redraw.envs import EnvFileError, load_pairs
+    from redraw.envs.dmc import reward_bounds
+    from redraw.envs.pair import pairs_of
+
+    env = get(params, env_key, params_path)
+    try:
+        registry = load_pairs(pairs_of(params))
+        if env not in registry.envs:
+            raise ConfigError(f"{params_path}: validate.reward_min / validate.reward_max are null (the env's reward "
+                              f"range), but {env_key} {env!r} is not an env of {registry.file}; set them")
+        return reward_bounds(env, registry)
+    except EnvFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def report(result, out=None) -> None:

@@ -31,13 +31,14 @@ class ValidationConfig:
     """Thresholds of the contract; ``params.yaml`` section ``validate`` sets them."""
 
     min_episode_length: int = 64  #: agent steps per episode, at least the training sequence length
-    reward_min: float = 0.0  #: lowest reward allowed (row 0's placeholder excluded)
-    reward_max: float = 1.0  #: highest reward allowed
+    reward_min: float | None = 0.0  #: lowest reward allowed (row 0's placeholder excluded; None, -inf: no bound)
+    reward_max: float | None = 1.0  #: highest reward allowed (None, inf: no bound)
     min_transitions: int = 1000  #: total agent steps across all episodes
     min_image_std: float = 2.0  #: an image whose pixel std is below this counts as blank
     max_blank_fraction: float = 0.05  #: per episode, fraction of blank frames allowed
     expected_env: str | None = None  #: metadata.env must equal this when set
     expected_obs_mode: str | None = None  #: metadata.obs_mode must equal this when set
+    reward_from: str = ""  #: where the reward bounds come from, for the messages (``stages.validate``)
 
 
 @dataclass
@@ -96,6 +97,19 @@ def _pair(expect, a: str, b: str, **kwargs):
     return expect(column_A=a, column_B=b, ignore_row_if="either_value_is_missing", **kwargs)
 
 
+def _reward_checks(E, cfg: ValidationConfig, condition: dict) -> list[_Check]:
+    """Each episode's lowest and highest reward within [reward_min, reward_max] (none where both
+    sides are unbounded); the message names the params keys and where the bounds come from."""
+    lo, hi = (None if v is None or not np.isfinite(v) else float(v) for v in (cfg.reward_min, cfg.reward_max))
+    if lo is None and hi is None:
+        return []
+    where = "validate.reward_min, validate.reward_max" + (f": {cfg.reward_from}" if cfg.reward_from else "")
+    span = f"[{cfg.reward_min}, {cfg.reward_max}]"
+    return [_Check("reward_range", E.ExpectColumnValuesToBeBetween(column=col, min_value=lo, max_value=hi, **condition),
+                   lambda r, col=col: f"reward {_num(r[col])} is outside {span} ({where})")
+            for col in ("min", "max")]
+
+
 def _suites(cfg: ValidationConfig, summary: Summary) -> dict[str, list[_Check]]:
     import great_expectations as gx
     from great_expectations.expectations.row_conditions import Column
@@ -123,12 +137,7 @@ def _suites(cfg: ValidationConfig, summary: Summary) -> dict[str, list[_Check]]:
                lambda r: f"action {_num(r['min'])} is below the lower bound {_num(r['low'])} (metadata action_low)"),
         _Check("action_bounds", _pair(E.ExpectColumnPairValuesAToBeGreaterThanB, "high", "max", or_equal=True),
                lambda r: f"action {_num(r['max'])} is above the upper bound {_num(r['high'])} (metadata action_high)"),
-        _Check("reward_range", E.ExpectColumnValuesToBeBetween(
-                   column="min", min_value=cfg.reward_min, max_value=cfg.reward_max, **reward),
-               lambda r: f"reward {_num(r['min'])} is outside [{cfg.reward_min}, {cfg.reward_max}]"),
-        _Check("reward_range", E.ExpectColumnValuesToBeBetween(
-                   column="max", min_value=cfg.reward_min, max_value=cfg.reward_max, **reward),
-               lambda r: f"reward {_num(r['max'])} is outside [{cfg.reward_min}, {cfg.reward_max}]"),
+        *_reward_checks(E, cfg, reward),
         _Check("first_flags", E.ExpectColumnValuesToBeInSet(column="first_flags_ok", value_set=[True]),
                lambda r: f"expected True at row 0 only, found True at rows {r['true_rows']}"),
         _Check("last_flags", E.ExpectColumnValuesToBeInSet(column="last_flags_ok", value_set=[True]),
