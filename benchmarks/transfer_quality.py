@@ -24,8 +24,8 @@ noise, and is reported as that variant; ``--target-behaviour preset`` keeps the 
 Every finished training and evaluation is merged into ``benchmarks/results/transfer_quality.json``
 (``--results``): one record per (pair, seed, method, target_transitions, protocol) with the
 evaluation's return, and one per training (pretrain, oracle, pretrain_rssm) with its learning
-curve and whether it learnt its task (``redraw.records.LEARNED``: the return its last evaluation
-must reach).
+curve and whether it learnt its task (``redraw.records.learned_threshold``: the return its last
+evaluation must reach, the env-pair file's ``learned:`` or the paper's four's).
 A method whose source pretraining did not learn is recorded with ``"valid": false``.
 ``redraw report`` turns that file into docs/results.md.
 
