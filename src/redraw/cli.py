@@ -577,6 +577,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_stage_parser(sub)
 
+    from redraw.pretrained import add_parser as add_pretrained_parser
+
+    add_pretrained_parser(sub)
+
     data = sub.add_parser("data", help="inspect, validate and import episode data sets",
                           description="Episode data sets: see docs/episode-schema.md for the format.")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")

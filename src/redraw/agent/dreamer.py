@@ -70,6 +70,10 @@ class Agent(nn.Module):
         #: 0: none, the paper's); not saved with the agent
         self.bc_weight = 0.0
         self.fused_adam = False  #: Adam's fused kernel (perf.fused_adam, set by use_perf)
+        #: -1: the actions handed to the env are the negation of the policy's own, which its
+        #: state keeps (a shipped expert for a target that reverses the actions: the source
+        #: policy, exact there; ``redraw.pretrained``); saved in the checkpoint's identity
+        self.action_sign = 1.0
         self.use_compile(cfg.compile)
 
     def use_compile(self, enabled: bool) -> None:
@@ -236,7 +240,8 @@ class Agent(nn.Module):
             noise = torch.zeros_like(noise)
         with RowByRow(n) if n > 1 else contextlib.nullcontext():
             action, latent = step(*x, latent, prev_action, first, uniform, noise)
-        return action.cpu().numpy(), (latent, action)
+        out = action if self.action_sign == 1.0 else action * self.action_sign
+        return out.cpu().numpy(), (latent, action)
 
     def checkpoint_state(self) -> dict:
         return {
@@ -256,6 +261,11 @@ class Agent(nn.Module):
 
     def load_checkpoint_state(self, state: dict) -> None:
         self.load_state_dict(state["model"])
+        if "wm_opt" not in state:  # weights only (a shipped model, redraw.pretrained): fresh optimizers
+            self.updates = int(state.get("updates", 0))
+            if "retnorm" in state:
+                self.ac.retnorm.load_state_dict(state["retnorm"])
+            return
         # optimizer states wait for their optimizers, which an agent that only acts never makes
         self.wm_adam.load_state_dict(state["wm_opt"])
         self.ac.actor_adam.load_state_dict(state["actor_opt"])
@@ -336,4 +346,5 @@ def load_agent(path, expect: dict | None = None, device: str | torch.device = "c
 
         agent.attach_residual(section(ident, "residual", ResidualConfig, path))
     agent.load_checkpoint_state(blob["agent"])
+    agent.action_sign = float(ident.get("action_sign", 1.0))
     return agent

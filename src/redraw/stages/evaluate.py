@@ -99,9 +99,11 @@ def run_policy(env, behaviour, episodes: int, seed: int, progress: bool = True, 
 
 
 def policy_returns(policy_path: str, env_name: str, env_kwargs: dict, episodes: int, seed: int,
-                   progress: bool = True, desc: str = "evaluate", envs: int = 1) -> tuple[list[float], list[float]]:
+                   progress: bool = True, desc: str = "evaluate", envs: int = 1, stream: int = EVAL_STREAM,
+                   first: int = 0) -> tuple[list[float], list[float]]:
     """``run_policy`` for the agent checkpoint at ``policy_path`` (sampled actions), ``envs``
-    episodes at a time (the same episodes whatever the number)."""
+    episodes at a time (the same episodes whatever the number), from ``stream`` (default: the
+    final evaluation's test episodes)."""
     from redraw.agent.dreamer import AgentPolicy, load_agent
     from redraw.envs import make_env
     from redraw.stages.pretrain import pick_device
@@ -114,7 +116,7 @@ def policy_returns(policy_path: str, env_name: str, env_kwargs: dict, episodes: 
         agent = load_agent(policy_path, expect={"obs_spec": obs_spec, "action_size": made[0].action_size},
                            device=pick_device())
         agent.seed(seed)
-        return run_policy(made, AgentPolicy(agent, sample=True), episodes, seed, progress, desc)
+        return run_policy(made, AgentPolicy(agent, sample=True), episodes, seed, progress, desc, stream, first)
     finally:
         for env in made:
             env.close()

@@ -177,7 +177,12 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         metrics_path: str = METRICS, curve_path: str = CURVE, progress: bool = True,
         checkpoint_root: Path | None = None, world_model: str | None = None) -> dict:
     from redraw.envs import load_pairs, make_env
+    from redraw.pretrained import install_stage, selected
 
+    role = "expert" if env_key == "env.target" else "rssm" if world_model == "rssm" else "source"
+    shipped = selected(params, role)
+    if shipped:  # pretrained.<role>: a shipped model instead of a training
+        return install_stage(shipped, role, params, path, out_dir, metrics_path, curve_path)
     agent_cfg, pre = configs_from_params(params, path, world_model)
     if env_key == "env.target":  # the oracle: collect_target, which uses it, would refuse a bad behaviour only after it
         from redraw.stages.collect import check_behaviour
