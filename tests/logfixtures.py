@@ -125,9 +125,11 @@ def command_times():
     return np.arange(int(BAG_SECONDS * 25)) * 40_000_000
 
 
-def write_bag(path: Path, storage: str = "sqlite3", t0: int = 1_700_000_000 * 10**9, backwards: bool = False) -> Path:
+def write_bag(path: Path, storage: str = "sqlite3", t0: int = 1_700_000_000 * 10**9, backwards: bool = False,
+              phase: float = 0.0) -> Path:
     """joint states ~100 Hz (name, position, velocity; header stamped), raw rgb8 images with padded
-    rows and JPEG images ~30 Hz, geometry_msgs/Twist commands 25 Hz (linear.x = cmd(t))."""
+    rows and JPEG images ~30 Hz, geometry_msgs/Twist commands 25 Hz (linear.x = cmd(t)); the
+    signals are those of t + ``phase`` seconds (t: time in the bag)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -143,7 +145,7 @@ def write_bag(path: Path, storage: str = "sqlite3", t0: int = 1_700_000_000 * 10
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     msgs = []
     for i, tn in enumerate(joint_times()):
-        s = tn / 1e9
+        s = tn / 1e9 + phase
         m = JS(header=header(t0 + tn - HEADER_LAG_NS), name=["hinge", "elbow"],
                position=np.array([pos(s, 0), pos(s, 1)]), velocity=np.array([vel(s, 0), vel(s, 1)]),
                effort=np.zeros(0))
@@ -159,7 +161,7 @@ def write_bag(path: Path, storage: str = "sqlite3", t0: int = 1_700_000_000 * 10
         msgs.append((tn + 1000, "/camera/compressed", CImg(header=header(t0 + tn), format="jpeg",
                                                            data=np.frombuffer(jpeg(img), np.uint8)), CImg))
     for tn in command_times():
-        c = Twist(linear=V3(x=float(cmd(tn / 1e9)), y=0.0, z=0.0), angular=V3(x=0.0, y=0.0, z=0.0))
+        c = Twist(linear=V3(x=float(cmd(tn / 1e9 + phase)), y=0.0, z=0.0), angular=V3(x=0.0, y=0.0, z=0.0))
         msgs.append((tn, "/cmd_vel", c, Twist))
     msgs.sort(key=lambda m: m[0])
     if backwards:  # a header stamp that goes back in time

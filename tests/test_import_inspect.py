@@ -63,3 +63,20 @@ def test_drafts_for_tables_parse(tmp_path, capsys, kind):
     cfg = load_config(tmp_path / "map.yaml")
     assert cfg.source.format == ("lerobot" if kind == "lerobot" else "hdf5")
     assert (cfg.source.preset == "aloha") == (kind == "aloha")
+
+
+def test_inspect_a_folder_of_bags_and_several_bags(tmp_path, capsys):
+    bags = tmp_path / "bags"
+    write_bag(bags / "a", "sqlite3")
+    write_bag(bags / "b", "mcap")
+    assert main(["data", "inspect", str(bags), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["format"] == "rosbag" and data["sources"] == [str(bags / "a"), str(bags / "b")]
+    assert sorted(r["source"] for r in data["streams"] if r["stream"] == "/cmd_vel") == data["sources"]
+    assert main(["data", "inspect", str(bags / "a"), str(bags / "b" / "b.mcap"), "--draft", str(tmp_path / "m.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert f"{bags / 'a'}: rosbag" in out and f"{bags / 'b' / 'b.mcap'}: rosbag" in out
+    assert load_config(tmp_path / "m.yaml").source.paths == [str(bags / "a"), str(bags / "b" / "b.mcap")]
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "inspect", str(tmp_path / "empty")]) == 2
+    assert "cannot tell the format" in capsys.readouterr().err

@@ -223,3 +223,29 @@ def test_ros1_bag(tmp_path):
     np.testing.assert_allclose(ep["state"][:, 0], 0.04 * np.arange(63), atol=1e-6)
     np.testing.assert_allclose(ep["state"][0, 1:], [3.0, 2.0])  # the order that select names
     np.testing.assert_allclose(ep["action"][1:, 0], 0.004 * np.arange(62), atol=1e-6)  # the previous command
+
+
+def test_a_folder_of_bags_and_several_bags_on_the_command_line(tmp_path, capsys, monkeypatch):
+    from redraw.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    write_bag(tmp_path / "bags" / "run1", "sqlite3", t0=T0)
+    write_bag(tmp_path / "bags" / "run2", "mcap", t0=T0 + 10**10, phase=0.5)
+    (tmp_path / "bags" / "notes.txt").write_text("not a bag")
+    (tmp_path / "empty").mkdir()
+    result, record = import_logs(write_config(tmp_path / "map.yaml", bag_config("bags")), tmp_path / "out", CONTRACT,
+                                 progress=False, params=PARAMS)
+    assert result.success and [u["unit"] for u in record["units"]] == ["run1", "run2"]
+    assert len(list_episodes(tmp_path / "out")) == 2
+    with pytest.raises(DataError) as info:
+        import_logs(write_config(tmp_path / "map.yaml", bag_config("empty")), tmp_path / "out2", CONTRACT,
+                    progress=False, params=PARAMS)
+    assert info.value.field == "source.paths[0]" and "neither a bag nor a folder of bags" in info.value.message
+    (tmp_path / "p.yaml").write_text(f"env: {{target: {ENV}, obs_mode: pixels, action_repeat: 2}}\nvalidate: {{}}\n")
+    argv = ["data", "import", "--config", "map.yaml", "--dest", "cli", "--params", "p.yaml", "--min-transitions", "50",
+            "--min-episode-length", "16", "--no-progress"]
+    assert main([*argv[:4], "bags/run2", "bags/run1/run1.db3", *argv[4:]]) == 0  # several bags replace source.paths
+    out = capsys.readouterr().out
+    assert out.index("bags/run2 run2:") < out.index("bags/run1/run1.db3 run1.db3:") and "2 episodes now in cli" in out
+    assert main(["data", "import", "a", "b", "--dest", "x"]) == 2
+    assert "without --config, give one SRC" in capsys.readouterr().err

@@ -189,8 +189,8 @@ def _import_logs(args):
     from redraw.data.importers.config import load_config
 
     cfg = load_config(args.config)
-    if args.src is not None:
-        cfg.source.paths = [str(Path(args.src).resolve())]
+    if args.src:
+        cfg.source.paths = [str(Path(p).resolve()) for p in args.src]
     params = load_params(args.params) if Path(args.params).is_file() else None  # the env the data must fit
     result, record = import_logs(cfg, args.dest, _contract(args), replace=args.replace, progress=not args.no_progress,
                                  params=params, params_path=args.params)
@@ -213,15 +213,19 @@ def _cmd_data_import(args) -> int:
     from redraw.data.schema import DataError
     from redraw.stages.validate import report
 
-    if args.src is None and args.config is None:
+    if not args.src and args.config is None:
         print("import: error: give SRC (a schema data set) or --config (a mapping config for a robot log)",
+              file=sys.stderr)
+        return 2
+    if args.config is None and len(args.src) > 1:
+        print("import: error: without --config, give one SRC (a schema data set); several logs need --config",
               file=sys.stderr)
         return 2
     try:
         if args.config is not None:
             result = _import_logs(args)
         else:
-            result = import_dataset(args.src, args.dest, _contract(args), replace=args.replace)
+            result = import_dataset(args.src[0], args.dest, _contract(args), replace=args.replace)
     except ImportRejected as exc:
         report(exc.result, out=sys.stderr)
         print(f"import: nothing was copied to {args.dest}", file=sys.stderr)
@@ -267,25 +271,27 @@ def _cmd_data_merge(args) -> int:
 def _cmd_data_inspect(args) -> int:
     import yaml
 
-    from redraw.data.importers.survey import DRAFT_HEADER, describe, draft, survey
+    from redraw.data.importers.survey import DRAFT_HEADER, describe, draft, survey_all
     from redraw.data.schema import DataError
 
     try:
-        fmt, rows = survey(args.src, args.format)
+        fmt, sources = survey_all(args.src, args.format)
     except (DataError, ValueError, ModuleNotFoundError, OSError) as exc:
         print(f"inspect: error: {exc}", file=sys.stderr)
         return 2
+    rows = [row for _, part in sources for row in part]
     if args.json:
-        print(json.dumps({"format": fmt, "streams": rows}, indent=2, default=str))
+        print(json.dumps({"format": fmt, "sources": [p for p, _ in sources], "streams": rows}, indent=2, default=str))
     else:
-        print(f"{args.src}: {fmt}")
-        print(describe(rows))
+        for path, part in sources:
+            print(f"{path}: {fmt}")
+            print(describe(part))
     if args.draft:
         out = Path(args.draft)
         if out.exists() and not args.replace:
             print(f"inspect: error: {out} exists; pass --replace to overwrite it", file=sys.stderr)
             return 2
-        cfg = draft(str(Path(args.src).resolve()), fmt, rows, args.env, args.obs_mode, args.control_hz)
+        cfg = draft([str(Path(p).resolve()) for p in args.src], fmt, rows, args.env, args.obs_mode, args.control_hz)
         out.write_text(DRAFT_HEADER + yaml.safe_dump(cfg, sort_keys=False))
         print(f"draft mapping config: {out} (check it, then `redraw data import --config {out}`)")
     return 0
@@ -604,10 +610,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("import", help="bring a robot's logs or external episodes into the project",
                         description="Without --config: validate SRC (a schema data set) and, only if it passes, copy "
                         "it to DEST atomically. With --config: convert a ROS bag, LeRobot dataset or HDF5 log as the "
-                        "mapping config says (docs/import.md), resampled to the control rate, validate the result and "
+                        "mapping config says (docs/import.md), one row per control step, validate the result and "
                         "write it to DEST only if it passes; its metadata records the config and a quality report.")
-    q.add_argument("src", nargs="?", default=None,
-                   help="schema data set directory; with --config: the log (replaces the config's source.paths)")
+    q.add_argument("src", nargs="*", default=[], metavar="SRC",
+                   help="schema data set directory; with --config: the logs, e.g. several bags or a folder of bags "
+                   "(replace the config's source.paths)")
     q.add_argument("--config", default=None, help="mapping config (YAML) for a robot log (docs/import.md)")
     q.add_argument("--dest", default="data/imported", help="destination directory (default: data/imported)")
     q.add_argument("--replace", action="store_true", help="replace DEST if it already holds data")
@@ -633,7 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="List the topics (ROS bag), features (LeRobot) or datasets (HDF5) of SRC with "
                         "their type, count, rate, jitter, longest gap and shape; with --draft, write a mapping config "
                         "guessed from them for `redraw data import --config` (docs/import.md).")
-    q.add_argument("src", help="a ROS bag (directory, .bag, .db3, .mcap), a LeRobot dataset root, or HDF5 file(s)")
+    q.add_argument("src", nargs="+", metavar="SRC",
+                   help="ROS bags (directory, .bag, .db3, .mcap) or folders of bags, LeRobot dataset roots, or HDF5 "
+                   "files")
     q.add_argument("--format", choices=["rosbag", "lerobot", "hdf5"], default=None, help="default: detected")
     q.add_argument("--json", action="store_true", help="print the streams as JSON")
     q.add_argument("--draft", default=None, metavar="FILE", help="write a draft mapping config to FILE")

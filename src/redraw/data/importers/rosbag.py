@@ -2,9 +2,9 @@
 
 Pure Python: no ROS installation. Message definitions come from the bag when it carries them
 (ROS 1, MCAP, rosbag2 >= Iron), else from ``source.typestore`` (a ROS distro's standard types)
-plus ``source.msg_types`` (custom ``.msg`` files). Each bag is one recording unit; a stream is
-a ``topic`` and a ``field`` (dotted attribute; a list concatenates), stamped by log time or by
-``header.stamp`` (``time``). ``sensor_msgs/Image`` (any row padding) and ``CompressedImage``
+plus ``source.msg_types`` (custom ``.msg`` files). A path is a bag or a folder of bags; each bag
+is one recording unit; a stream is a ``topic`` and a ``field`` (dotted attribute; a list
+concatenates), stamped by log time or by ``header.stamp`` (``time``). ``sensor_msgs/Image`` (any row padding) and ``CompressedImage``
 are decoded, cropped and resized as they are read, so only target-size frames are kept.
 """
 
@@ -21,6 +21,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from redraw.data.importers.config import ImportConfig
 from redraw.data.importers.images import Shaper, decode_bytes, decode_ros_image
 from redraw.data.importers.resample import Stream, Unit, jitter_stats
+from redraw.data.importers.survey import bag_paths
 from redraw.data.schema import DataError
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/Image")
@@ -45,12 +46,21 @@ def typestore(cfg: ImportConfig | None):
 
 
 def _paths(cfg: ImportConfig) -> list[Path]:
-    out = []
+    """Every bag of ``source.paths``: a bag, or a folder of bags (each bag directly in it)."""
+    out: list[Path] = []
     for i, p in enumerate(cfg.source.paths):
         path = cfg.resolve(p)
         if not path.exists():
-            raise DataError(path, f"source.paths[{i}]", "no such bag (a rosbag2 directory, a .bag, .db3 or .mcap file)")
-        out.append(path)
+            raise DataError(path, f"source.paths[{i}]", "no such bag (a rosbag2 directory, a .bag, .db3 or .mcap file, "
+                            "or a folder of them)")
+        found = bag_paths(path)
+        if not found:
+            raise DataError(path, f"source.paths[{i}]", "neither a bag nor a folder of bags (rosbag2 directories with "
+                            "metadata.yaml, .bag, .db3 or .mcap files)")
+        for bag in found:
+            if bag.resolve() in {q.resolve() for q in out}:
+                raise DataError(bag, f"source.paths[{i}]", "this bag is listed twice")
+            out.append(bag)
     return out
 
 

@@ -11,15 +11,30 @@ _HDF5 = (".hdf5", ".h5", ".he5")
 _BAG = (".bag", ".db3", ".mcap")
 
 
+def is_bag(path: Path) -> bool:
+    """A ROS 1 ``.bag``, a ``.db3`` or ``.mcap`` file, or a rosbag2 directory (with metadata.yaml)."""
+    return (path.is_file() and path.suffix in _BAG) or (path.is_dir() and (path / "metadata.yaml").is_file())
+
+
+def bag_paths(path: str | Path) -> list[Path]:
+    """The bags ``path`` names: itself if it is a bag, else the bags directly in it (a folder of
+    bags), in name order; none if it holds none."""
+    p = Path(path)
+    if is_bag(p):
+        return [p]
+    return sorted(q for q in p.iterdir() if is_bag(q)) if p.is_dir() else []
+
+
 def detect_format(path: str | Path) -> str:
     p = Path(path)
     if p.is_dir() and (p / "meta" / "info.json").is_file():
         return "lerobot"
     if p.suffix in _HDF5 or (p.is_dir() and any(q.suffix in _HDF5 for q in p.iterdir())):
         return "hdf5"
-    if p.suffix in _BAG or (p.is_dir() and ((p / "metadata.yaml").is_file() or any(q.suffix in _BAG for q in p.iterdir()))):
+    if bag_paths(p):
         return "rosbag"
-    raise ValueError(f"{p}: cannot tell the format (a ROS bag, a LeRobot dataset or HDF5 files); pass --format")
+    raise ValueError(f"{p}: cannot tell the format (a ROS bag or a folder of bags, a LeRobot dataset or HDF5 files); "
+                     "pass --format")
 
 
 def survey(path: str | Path, fmt: str | None = None) -> tuple[str, list[dict]]:
@@ -28,6 +43,22 @@ def survey(path: str | Path, fmt: str | None = None) -> tuple[str, list[dict]]:
     if fmt == "hdf5" and p.is_dir():
         p = sorted(q for q in p.iterdir() if q.suffix in _HDF5)[0]
     return fmt, inspector(fmt)(str(p))
+
+
+def survey_all(paths: list[str | Path], fmt: str | None = None) -> tuple[str, list[tuple[str, list[dict]]]]:
+    """(format, [(source, its streams)]) of several sources of one format; a folder of bags is each
+    of its bags. Every row names its source (``source``)."""
+    fmts = {str(p): fmt or detect_format(p) for p in paths}
+    if len(set(fmts.values())) > 1:
+        raise ValueError("the sources are of different formats (" + ", ".join(f"{p}: {f}" for p, f in fmts.items())
+                         + "); inspect one format at a time")
+    fmt = next(iter(fmts.values()))
+    out = []
+    for p in paths:
+        for one in (bag_paths(p) or [Path(p)]) if fmt == "rosbag" else [Path(p)]:
+            rows = survey(one, fmt)[1]
+            out.append((str(one), [{"source": str(one), **r} for r in rows]))
+    return fmt, out
 
 
 def describe(rows: list[dict]) -> str:
@@ -49,9 +80,14 @@ def _pick(rows, test):
     return next((r for r in rows if test(r)), None)
 
 
-def draft(path: str, fmt: str, rows: list[dict], env: str, obs_mode: str, control_hz: float | None) -> dict:
-    """A mapping config guessed from ``rows``; every guess is worth a look (docs/import.md)."""
-    src: dict = {"format": fmt, "paths": [str(path)]}
+def draft(paths: str | list[str], fmt: str, rows: list[dict], env: str, obs_mode: str, control_hz: float | None) -> dict:
+    """A mapping config guessed from ``rows`` (the streams of ``paths``; of a stream that several
+    sources have, the first one's); every guess is worth a look (docs/import.md)."""
+    src: dict = {"format": fmt, "paths": [str(p) for p in ([paths] if isinstance(paths, str) else paths)]}
+    first: dict[str, dict] = {}
+    for r in rows:
+        first.setdefault(r["stream"], r)
+    rows = list(first.values())
     obs: dict = {}
     action: dict = {}
     hz = control_hz
