@@ -235,7 +235,7 @@ def _summary(returns: list[float]) -> dict:
 
     s = summarise(returns)
     return {"return_mean": round(s["return_mean"], 2), "return_ci95": [round(s["return_ci_low"], 2),
-            round(s["return_ci_high"], 2)], "episodes": len(returns)}
+            round(s["return_ci_high"], 2)], "episodes": len(returns), "returns": [round(r, 2) for r in returns]}
 
 
 def _params_record(params: dict) -> dict:
