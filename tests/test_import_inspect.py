@@ -15,7 +15,7 @@ from redraw.cli import build_parser, main
 from redraw.data.importers.config import load_config
 from redraw.data.importers.survey import detect_format
 
-from logfixtures import ENV, write_aloha, write_bag, write_lerobot
+from logfixtures import ENV, write_aloha, write_bag, write_controller_bag, write_lerobot
 
 
 def test_inspect_has_help(capsys):
@@ -80,3 +80,27 @@ def test_inspect_a_folder_of_bags_and_several_bags(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["data", "inspect", str(tmp_path / "empty")]) == 2
     assert "cannot tell the format" in capsys.readouterr().err
+
+
+def test_the_draft_takes_the_topic_that_fits_the_env_or_lists_the_candidates(tmp_path, capsys, monkeypatch):
+    """/joint_states (position + velocity: 2 values) and a 3-value /pendulum/observation: the
+    pendulum's state has 3, so the draft takes the latter, and imports as it is."""
+    monkeypatch.chdir(tmp_path)
+    write_controller_bag(tmp_path / "bag", seconds=4.0)
+    (tmp_path / "params.yaml").write_text(f"env: {{target: {ENV}, obs_mode: proprio, action_repeat: 2}}\n"
+                                          "validate: {}\n")
+    assert main(["data", "inspect", "bag", "--draft", "map.yaml", "--env", ENV]) == 0
+    out = capsys.readouterr().out
+    assert f"draft: observations.state: /pendulum/observation data gives the 3 values env {ENV!r} has" in out
+    cfg = yaml.safe_load((tmp_path / "map.yaml").read_text())
+    assert cfg["observations"]["state"] == {"topic": "/pendulum/observation", "field": "data"}
+    assert cfg["action"] == {"topic": "/cmd", "field": "data"} and cfg["target"]["control_hz"] == 25
+    assert main(["data", "import", "--config", "map.yaml", "--dest", "out", "--env", ENV, "--min-transitions", "50",
+                 "--min-episode-length", "16", "--no-progress"]) == 0
+    capsys.readouterr()
+    # reacher's state has 6 values, which no topic gives: the draft says so and lists what there is
+    assert main(["data", "inspect", "bag", "--draft", "reacher.yaml", "--env", "reacher-easy-reversed"]) == 0
+    out = capsys.readouterr().out
+    listed = ("observations.state: no topic gives the 6 values env 'reacher-easy-reversed' has; candidates: "
+              "/joint_states position (1), /joint_states velocity (1), /pendulum/observation data (3)")
+    assert f"draft: {listed}" in out and f"# {listed}" in (tmp_path / "reacher.yaml").read_text()

@@ -291,10 +291,36 @@ def _cmd_data_inspect(args) -> int:
         if out.exists() and not args.replace:
             print(f"inspect: error: {out} exists; pass --replace to overwrite it", file=sys.stderr)
             return 2
-        cfg = draft([str(Path(p).resolve()) for p in args.src], fmt, rows, args.env, args.obs_mode, args.control_hz)
-        out.write_text(DRAFT_HEADER + yaml.safe_dump(cfg, sort_keys=False))
+        try:
+            dims, hz = _draft_env(args)
+        except (ValueError, KeyError, ModuleNotFoundError) as exc:
+            print(f"inspect: error: {exc}", file=sys.stderr)
+            return 2
+        notes: list[str] = []
+        cfg = draft([str(Path(p).resolve()) for p in args.src], fmt, rows, args.env, args.obs_mode, hz, dims, notes)
+        for note in notes:
+            print(f"draft: {note}")
+        out.write_text(DRAFT_HEADER + "".join(f"# {note}\n" for note in notes)
+                       + yaml.safe_dump(cfg, sort_keys=False))
         print(f"draft mapping config: {out} (check it, then `redraw data import --config {out}`)")
     return 0
+
+
+def _draft_env(args) -> tuple[dict | None, float | None]:
+    """inspect --draft: the sizes of --env (None when the env-pair file has no such env) and the
+    control rate: --control-hz, else the env's agent-step rate when --params give env.action_repeat."""
+    from redraw.config import load_params
+    from redraw.data.importers.convert import env_facts
+    from redraw.envs.registry import load_pairs
+
+    params = load_params(args.params) if Path(args.params).is_file() else {}
+    env_params = params.get("env") or {}
+    registry = load_pairs(env_params.get("pairs") or None)
+    if args.env not in registry.envs:
+        return None, args.control_hz
+    dims, timestep = env_facts(args.env, args.obs_mode, 64, registry)
+    repeat = env_params.get("action_repeat")
+    return dims, args.control_hz or (1.0 / (timestep * int(repeat)) if repeat else None)
 
 
 def _cmd_data_stats(args) -> int:
@@ -649,7 +675,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--replace", action="store_true", help="overwrite FILE if it exists")
     q.add_argument("--env", default="pendulum-swingup-reversed", help="draft: target env (default: %(default)s)")
     q.add_argument("--obs-mode", default="proprio", choices=["pixels", "proprio"], help="draft: (default: %(default)s)")
-    q.add_argument("--control-hz", type=float, default=None, help="draft: agent rate (default: a guess per format)")
+    q.add_argument("--control-hz", type=float, default=None,
+                   help="draft: agent rate (default: the env's agent-step rate from --params, else a guess per format)")
+    q.add_argument("--params", default="params.yaml",
+                   help="draft: env.pairs and env.action_repeat from this params file if it exists (default: "
+                   "params.yaml)")
     q.set_defaults(func=_cmd_data_inspect)
 
     q = dsub.add_parser("stats", help="episodes, transitions and returns of a data set",

@@ -62,25 +62,33 @@ def target_env(cfg: ImportConfig, params: dict | None = None, params_path: str =
     if repeat is not None:
         repeat = int(repeat)
         where += f", env.action_repeat {repeat} in {params_path}"
-    spec = registry.envs[name]
+    dims, timestep = env_facts(name, cfg.target.obs_mode, cfg.target.image_size, registry)
+    return TargetEnv(name, dims, timestep, repeat, where)
+
+
+def env_facts(name: str, obs_mode: str, image_size: int = 64, pairs=None) -> tuple[dict[str, int], float]:
+    """(vector sizes: ``action`` and ``velocity`` or ``state``; seconds per control step) of env
+    ``name`` of the env-pair file ``pairs`` (a path, a Registry, or None for the default file)."""
+    from redraw.envs.registry import load_pairs
+
+    spec = load_pairs(pairs).get(name)
     if spec.simulator == "dm_control":
         from dm_control import suite
 
         env = suite.load(spec.domain, spec.task)
         obs = env.observation_spec()
         dims = {"action": int(env.action_spec().shape[0])}
-        if cfg.target.obs_mode == "pixels":
+        if obs_mode == "pixels":
             dims["velocity"] = int(np.prod(obs["velocity"].shape))
         else:
             dims["state"] = int(sum(int(np.prod(s.shape)) for s in obs.values()))
-        return TargetEnv(name, dims, float(env.control_timestep()), repeat, where)
+        return dims, float(env.control_timestep())
     from redraw.envs.gymnasium_env import GymEnv
 
-    with GymEnv(name, obs_mode=cfg.target.obs_mode, action_repeat=1, image_size=cfg.target.image_size,
-                pairs=pairs) as env:
+    with GymEnv(name, obs_mode=obs_mode, action_repeat=1, image_size=image_size, pairs=pairs) as env:
         dims = {"action": int(env.action_size)}
         dims.update({k: int(np.prod(shape)) for k, (shape, _) in env.observation_spec().items() if k != "image"})
-        return TargetEnv(name, dims, 1.0 / float(env.control_hz), repeat, where)
+        return dims, 1.0 / float(env.control_hz)
 
 
 def check_rate(cfg: ImportConfig, env: TargetEnv | None) -> None:

@@ -236,5 +236,9 @@ def inspect(path: str) -> list[dict]:
                     row["names"] = list(msg.name)
                 if info.msgtype in IMAGE_TYPES:
                     row["shape"] = [int(msg.height), int(msg.width), str(msg.encoding)]
+                elif info.msgtype not in COMPRESSED_TYPES:  # the numeric fields an observation or action may use
+                    sizes = {f: int(np.asarray(_attr(msg, f)).size) for f in numeric_fields(msg)
+                             if not f.startswith(("header.", "layout."))}
+                    row["vectors"] = {f: n for f, n in sizes.items() if n > 0}
             out.append(row)
     return out

@@ -80,9 +80,75 @@ def _pick(rows, test):
     return next((r for r in rows if test(r)), None)
 
 
-def draft(paths: str | list[str], fmt: str, rows: list[dict], env: str, obs_mode: str, control_hz: float | None) -> dict:
+def _is_image(row: dict) -> bool:
+    return str(row.get("type", "")).endswith(("/Image", "/CompressedImage"))
+
+
+def _command(rows: list[dict], width: int | None) -> tuple[dict | None, str]:
+    """The likeliest command topic and its field: a name that says so (cmd, command, action) before a
+    command-like type (Twist, Float64, Float64MultiArray); a field as wide as the env's action first."""
+    def score(r):
+        name, typ = r["stream"].lower(), str(r.get("type", ""))
+        return (any(w in name for w in ("cmd", "command", "action")),
+                any(typ.endswith(t) for t in ("/Twist", "/TwistStamped", "/Float64", "/Float64MultiArray")))
+    found = sorted((r for r in rows if not _is_image(r) and any(score(r))), key=score, reverse=True)
+    if not found:
+        return None, "data"
+    row = found[0]
+    vectors = row.get("vectors") or {}
+    fits = [f for f, n in vectors.items() if n == width]
+    for field in ("linear.x", "twist.linear.x", "data"):
+        if field in vectors and (width is None or field in fits):
+            return row, field
+    return row, (fits or list(vectors) or ["data"])[0]
+
+
+def _observation(rows: list[dict], key: str, width: int | None, skip: str | None, env: str,
+                 notes: list[str]) -> dict:
+    """The ``observations.<key>`` entry of a bag's draft: a topic's field as wide as the env's
+    ``key`` (a name saying state/observation, or velocity, first); for a proprio state, else a
+    JointState's position + velocity if they add up; else a guess, with the candidates in ``notes``."""
+    vectors = [(r["stream"], f, n, r) for r in rows if r["stream"] != skip and not _is_image(r)
+               for f, n in (r.get("vectors") or {}).items()]
+    words = ("vel",) if key == "velocity" else ("state", "obs")
+    joints = _pick(rows, lambda r: str(r.get("type", "")).endswith("JointState") and r["stream"] != skip)
+    exact = sorted((v for v in vectors if v[2] == width),
+                   key=lambda v: (not any(w in (v[0] + "." + v[1]).lower() for w in words), -(v[3].get("rate_hz") or 0)))
+    if width is None:
+        notes.append(f"observations.{key}: env {env!r} is not in the env-pair file, so its size is unknown: check it")
+    elif exact:
+        topic, field, _, _ = exact[0]
+        others = ", ".join(f"{t} {f}" for t, f, _, _ in exact[1:])
+        notes.append(f"observations.{key}: {topic} {field} gives the {width} values env {env!r} has"
+                     + (f" (so do: {others})" if others else ""))
+        return {"topic": topic, "field": field}
+    if key == "state" and joints is not None:
+        v = joints.get("vectors") or {}
+        if width is not None and v.get("position", 0) + v.get("velocity", 0) == width:
+            notes.append(f"observations.state: {joints['stream']} position + velocity give the {width} values env "
+                         f"{env!r} has")
+        elif width is not None:
+            notes.append(f"observations.state: no topic gives the {width} values env {env!r} has; candidates: "
+                         + (", ".join(f"{t} {f} ({n})" for t, f, n, _ in vectors) or "none") + ": fix this")
+        return {"parts": [{"topic": joints["stream"], "field": "position"},
+                          {"topic": joints["stream"], "field": "velocity"}]}
+    wide = [v for v in vectors if width is not None and v[2] > width]
+    pick = (joints["stream"], "velocity") if key == "velocity" and joints else (wide[0][:2] if wide else None)
+    if width is not None:
+        notes.append(f"observations.{key}: no topic gives the {width} values env {env!r} has; candidates: "
+                     + (", ".join(f"{t} {f} ({n})" for t, f, n, _ in vectors) or "none")
+                     + ": set topic and field, and select the dimensions the env has")
+    topic, field = pick or ("/joint_states", "velocity" if key == "velocity" else "position")
+    return {"topic": topic, "field": field}
+
+
+def draft(paths: str | list[str], fmt: str, rows: list[dict], env: str, obs_mode: str, control_hz: float | None,
+          dims: dict[str, int] | None = None, notes: list[str] | None = None) -> dict:
     """A mapping config guessed from ``rows`` (the streams of ``paths``; of a stream that several
-    sources have, the first one's); every guess is worth a look (docs/import.md)."""
+    sources have, the first one's); every guess is worth a look (docs/import.md). ``dims`` (the
+    env's sizes: ``action``, ``state`` or ``velocity``) let a bag's draft pick the topics that fit;
+    what was picked and the candidates when nothing fits go to ``notes``."""
+    notes = [] if notes is None else notes
     src: dict = {"format": fmt, "paths": [str(p) for p in ([paths] if isinstance(paths, str) else paths)]}
     first: dict[str, dict] = {}
     for r in rows:
@@ -92,19 +158,20 @@ def draft(paths: str | list[str], fmt: str, rows: list[dict], env: str, obs_mode
     action: dict = {}
     hz = control_hz
     if fmt == "rosbag":
-        image = _pick(rows, lambda r: str(r.get("type", "")).endswith(("/Image", "/CompressedImage")))
-        joints = _pick(rows, lambda r: str(r.get("type", "")).endswith("JointState"))
-        command = _pick(rows, lambda r: any(w in str(r.get("type", "")) + r["stream"]
-                                            for w in ("Twist", "cmd", "command", "Float64MultiArray")))
-        jt = joints["stream"] if joints else "/joint_states"
+        dims = dims or {}
+        image = _pick(rows, _is_image)
+        command, field = _command(rows, dims.get("action"))
+        skip = command["stream"] if command else None
         if obs_mode == "pixels":
             obs = {"image": {"topic": image["stream"] if image else "/camera/image_raw"},
-                   "velocity": {"topic": jt, "field": "velocity"}}
+                   "velocity": _observation(rows, "velocity", dims.get("velocity"), skip, env, notes)}
         else:
-            obs = {"state": {"parts": [{"topic": jt, "field": "position"}, {"topic": jt, "field": "velocity"}]}}
-        ctype = str(command.get("type", "")) if command else ""
-        action = {"topic": command["stream"] if command else "/cmd",
-                  "field": "linear.x" if "Twist" in ctype else "data"}
+            obs = {"state": _observation(rows, "state", dims.get("state"), skip, env, notes)}
+        action = {"topic": command["stream"] if command else "/cmd", "field": field}
+        if hz is None and command is not None and command.get("rate_hz"):
+            hz = round(float(command["rate_hz"]), 1)
+            notes.append(f"target.control_hz: the rate of {command['stream']} (one row per command); it must be env "
+                         f"{env!r}'s agent-step rate")
         hz = hz or 25.0
     elif fmt == "lerobot":
         info = rows[0]
