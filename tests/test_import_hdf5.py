@@ -144,3 +144,29 @@ def test_a_reward_must_be_one_number(aloha):
     path = write_config(aloha / "map.yaml", aloha_config(reward={"path": "observations/qpos"}))
     with pytest.raises(DataError, match=r"\[reward.select\].*14 values per sample"):
         import_logs(path, aloha / "out", CONTRACT, progress=False, params=PARAMS)
+
+
+def test_a_rejected_import_names_the_destination_and_leaves_no_folder_behind(aloha, capsys, monkeypatch):
+    from redraw.data.importer import ImportRejected
+
+    dest = aloha / "data" / "robot" / "run1"  # none of it exists yet
+    write_aloha(aloha / "logs" / "episode_2.hdf5", n=100)  # the same as episode_1: a duplicate episode
+    with pytest.raises(ImportRejected) as info:
+        import_logs(write_config(aloha / "map.yaml", aloha_config()), dest, CONTRACT, progress=False, params=PARAMS)
+    failures = info.value.result.failures
+    assert any(f.check == "duplicate_episodes" for f in failures) and info.value.result.directory == str(dest)
+    assert all(f.file.startswith(str(dest)) and ".partial" not in str(f) for f in failures), failures
+    assert not (aloha / "data").exists()
+    with pytest.raises(DataError):  # refused before anything is read
+        import_logs(write_config(aloha / "map.yaml", aloha_config(target={"env": ENV, "obs_mode": "proprio",
+                                                                          "control_hz": 50})),
+                    dest, CONTRACT, progress=False, params=PARAMS)
+    assert not (aloha / "data").exists()
+    (aloha / "p.yaml").write_text(f"env: {{target: {ENV}, obs_mode: proprio, action_repeat: 2}}\nvalidate: {{}}\n")
+    monkeypatch.chdir(aloha)
+    write_config(aloha / "map.yaml", aloha_config())
+    assert main(["data", "import", "--config", "map.yaml", "--dest", "data/robot/run1", "--params", "p.yaml",
+                 "--min-transitions", "50", "--min-episode-length", "16", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "validate: data/robot/run1: REJECTED" in err and "data/robot/run1/episode-000001.npz" in err
+    assert ".partial" not in err and not (aloha / "data").exists()

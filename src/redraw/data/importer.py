@@ -73,8 +73,11 @@ def import_logs(mapping, dest: str | os.PathLike, config, replace: bool = False,
     def fill(tmp: Path) -> None:
         box["record"] = convert(cfg, tmp, progress=progress, params=params, params_path=str(params_path))
         box["result"] = result = validate_dataset(tmp, config)
+        result.directory = str(dest)
         if not result.success:
-            result.directory = str(dest)
+            for failure in result.failures:  # name the files where they would have been, not the staging folder
+                failure.file = failure.file.replace(str(tmp), str(dest))
+                failure.message = failure.message.replace(str(tmp), str(dest))
             raise ImportRejected(result)
 
     _stage(dest, fill)
@@ -170,7 +173,9 @@ def merge_datasets(parts: list[tuple[str | os.PathLike, int | None]], dest: str 
 
 
 def _stage(dest: Path, fill) -> None:
-    """Build the data set with ``fill(tmp)`` in a temporary sibling, then swap it in for ``dest``."""
+    """Build the data set with ``fill(tmp)`` in a temporary sibling, then swap it in for ``dest``.
+    On failure nothing is left: neither the sibling nor the parent folders made for it."""
+    made = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]  # deepest first
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -187,4 +192,9 @@ def _stage(dest: Path, fill) -> None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for parent in made:
+            try:
+                parent.rmdir()
+            except OSError:  # something else was put there meanwhile
+                break
         raise

@@ -66,7 +66,9 @@ class ObsSpec(StreamSpec):
 class ActionSpec(StreamSpec):
     """The action: its stream and what it means (u = sign * scale * raw + offset, then limits -> [-1, 1])."""
 
-    sign: Optional[list[float]] = None  #: per dimension (+1 / -1), e.g. a motor wired backwards
+    #: per dimension (+1 / -1): a logging convention (a driver that logs the command negated), never a
+    #: reversed actuator, which is a dynamics difference for calibration to learn (docs/import.md)
+    sign: Optional[list[float]] = None
     scale: Optional[list[float]] = None  #: per dimension
     offset: Optional[list[float]] = None  #: per dimension, added after scaling
     low: Optional[list[float]] = None  #: physical lower limit per dimension (maps to -1); default -1
