@@ -217,6 +217,7 @@ def draft(paths: str | list[str], fmt: str, rows: list[dict], env: str, obs_mode
 DRAFT_HEADER = """\
 # Draft mapping config written by `redraw data inspect`; check every line before importing
 # (docs/import.md). Most often to fix: `select` (the dimensions your env expects, by name or
-# index), action.low/high (your actuator's physical limits, mapped to [-1, 1]) and sign,
-# target.control_hz (the env's agent rate) and alignment.max_age.
+# index), action.low/high (your actuator's physical limits, mapped to [-1, 1]; sign only for a
+# logging convention, never a reversed actuator), target.control_hz (the env's agent-step rate,
+# which a bag's command topic must run at) and alignment.max_age.
 """
