@@ -218,3 +218,30 @@ def test_a_pool_worker_that_cannot_start_raises_in_the_parent_instead_of_hanging
             collect_module._collect_one(0)
     finally:
         collect_module._WORKER.clear()
+
+
+def test_the_presets_a_regime_names_are_the_presets_that_collect_it():
+    """`redraw regime` says which presets use each regime: a preset named there collects that
+    regime's target data, and a preset that collects one is named there."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from redraw.data.behaviours import TARGET_REGIMES
+
+    named = {}
+    for name, (what, _) in TARGET_REGIMES.items():
+        found = re.search(r"the ([\w ,]+?) presets?\)", what)
+        named[name] = set(re.split(r", | and ", found.group(1))) if found else set()
+    presets = Path(__file__).resolve().parents[1] / "presets"
+    collects = {name: set() for name in TARGET_REGIMES}
+    for path in sorted(presets.glob("*.yaml")):
+        behaviour = (yaml.safe_load(path.read_text()).get("collect_target") or {}).get("behaviour")
+        if not behaviour:
+            continue
+        for name, (_, keys) in TARGET_REGIMES.items():
+            if all(keys[k] == v for k, v in behaviour.items() if k in keys):
+                collects[name].add(path.stem)
+    assert named == collects
+    assert collects["expert"] >= {"cpu", "paper"} and not collects["expert_noisy"]

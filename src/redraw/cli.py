@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="build docs/results.md from the quality benchmark's results file",
                        description="Build the results report (markdown and figures) from the records that "
                        "benchmarks/transfer_quality.py merges into its results file: per setting and pair, each "
-                       "method's mean return with a 95%% interval over seeds, its share of the oracle, and the "
+                       "method's mean return with a 95% interval over seeds, its share of the oracle, and the "
                        "paper's two claims checked on the per-seed differences. Void points (a training that did "
                        "not learn its task) are listed, never averaged in. The paired comparisons beside it "
                        "(onpolicy_round.json, policy_variants.json) get a section each. A bad record is refused "
@@ -566,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000, 20000, 40000],
                    help="target transitions to use (default: 5000 10000 20000 40000)")
     p.add_argument("--methods", nargs="+", default=["draw_finetune", "dreamer_finetune", "redraw"],
-                   help="adaptation methods (default: all three)")
+                   help="adaptation methods (default: draw_finetune dreamer_finetune redraw; redraw_pessimistic on request)")
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_sweep_data)

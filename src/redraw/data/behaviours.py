@@ -12,13 +12,13 @@ BEHAVIOURS = ("random", "correlated", "policy")
 #: sets, every regime the same keys (``redraw regime NAME`` writes them into params.yaml). Each checkpoint is a dependency of
 #: the collect_target stage in dvc.yaml, so the data are collected again when it changes.
 TARGET_REGIMES = {
-    "expert": ("the oracle's sampled actions as expert data (the paper)",
+    "expert": ("the oracle's sampled actions as expert data (the paper; the bench, cpu and paper presets)",
                {"kind": "policy", "checkpoint": "models/oracle/agent.pt", "noise_fraction": 0.0,
                 "rho": 0.9, "scale": 1.0}),
     "source_policy": ("the source policy deployed on the target as it is: what a real robot yields first",
                       {"kind": "policy", "checkpoint": "models/pretrain/agent.pt", "noise_fraction": 0.0,
                        "rho": 0.9, "scale": 1.0}),
-    "expert_noisy": ("the expert, half of its episodes replaced by correlated noise (the cpu preset)",
+    "expert_noisy": ("the expert, half of its episodes replaced by correlated noise (transfer_quality.py --noise-fraction 0.5)",
                      {"kind": "policy", "checkpoint": "models/oracle/agent.pt", "noise_fraction": 0.5,
                       "rho": 0.9, "scale": 1.0}),
     "correlated": ("correlated AR(1) noise only, no policy (the quick and smoke presets)",
