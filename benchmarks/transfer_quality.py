@@ -58,14 +58,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from redraw import parallel  # noqa: E402
 from redraw.parallel import venv_env  # noqa: E402
 from redraw.records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results, policy_progress,  # noqa: E402
-                            progress_line, training_progress, workdir_records, workdir_variant)
+                            pretrain_seed, progress_line, training_progress, workdir_records, workdir_variant)
 from redraw.records import hours as _hours  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/transfer_quality.json"
 DEFAULT_PAIR = "pendulum-swingup-reversed"
 #: what a work dir takes from the checkout: its code, pipeline and base params
-CODE_ITEMS = ("dvc.yaml", "params.yaml", "envs.yaml", "presets", "scripts", "src", ".gitignore", ".dvcignore")
+CODE_ITEMS = ("dvc.yaml", "params.yaml", "envs.yaml", "presets", "scripts", "src", "pretrained", ".gitignore", ".dvcignore")
 #: the work dirs' root: a run takes days on a CPU and resumes from them, so not /tmp (wiped at a
 #: reboot on many systems) but the user's state directory (XDG_STATE_HOME, else ~/.local/state)
 DEFAULT_WORKDIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local/state") / "redraw/transfer-quality"
@@ -104,7 +104,7 @@ def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHOD
 def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expert: bool,
             methods: tuple[str, ...] = METHODS, noise_fraction: float = 0.0,
             overrides: dict[str, object] | None = None, pair: str = DEFAULT_PAIR,
-            update_code: bool = False) -> None:
+            update_code: bool = False, shipped: dict[str, str] | None = None) -> None:
     """Bring ``workdir`` to its code, pipeline and params (a new one: this checkout's), then the
     preset and the benchmark's settings: on a kept work directory DVC then re-runs exactly what
     changed.
@@ -146,6 +146,8 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
         params["collect_target"]["behaviour"]["checkpoint"] = "models/oracle/agent.pt"
         params["collect_target"]["behaviour"]["noise_fraction"] = noise_fraction
     params["evaluate"]["methods"] = ["source", *methods]  # METHODS ends with the oracle
+    if shipped:  # the nested protocol: the trainings are shipped models (pretrained/), not run here
+        params["pretrained"] = {"source": "", "rssm": "", "expert": "", **shipped}
     with open(workdir / "params.yaml", "w") as fh:
         yaml.dump(params, fh)
     variant = workdir / VARIANT_FILE  # what the records of this run are told apart by
@@ -293,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--status", action="store_true",
                         help="only print where each work dir under --workdir stands (each training's step, pace "
                         "and time left, the methods evaluated so far); writes nothing")
+    parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=None, metavar="P",
+                        help="the nested protocol: start every seed from the shipped source pretraining P of the "
+                        "pair and its expert (pretrained/), for each P given, instead of training them; work dirs "
+                        "PAIR/PRESET-pP-seedN, records with pretrain_seed P")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="set a params.yaml key (dotted, must exist) after the preset and the benchmark's "
                         "own settings, e.g. --set pretrain.imag_clip=true; repeatable")
@@ -306,9 +312,39 @@ def work_dirs(root: Path, preset: str | None = None) -> list[Path]:
     dirs = []
     for f in sorted(root.glob("*/*/params.yaml")):
         params = load_yaml(f)
-        if f.parent.name == f"{params.get('preset')}-seed{params.get('seed')}" and (not preset or params.get("preset") == preset):
+        if f.parent.name == workdir_name(params.get("preset"), params.get("seed"), pretrain_seed(params)) and \
+                (not preset or params.get("preset") == preset):
             dirs.append(f.parent)
     return dirs
+
+
+def workdir_name(preset, seed, pretrain: int | None = None) -> str:
+    """``PRESET-seedN``, or ``PRESET-pP-seedN`` for adaptation seed N from shipped pretraining P."""
+    return f"{preset}-seed{seed}" if pretrain is None else f"{preset}-p{pretrain}-seed{seed}"
+
+
+def shipped_models(pair: str, pretrain: int, methods: tuple[str, ...]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """``pretrained.*`` for pretraining seed ``pretrain`` of ``pair`` (the source and its expert
+    must be shipped; the RSSM of that seed, else the pair's first shipped one), and the methods
+    left to run (dreamer_finetune only where an RSSM is shipped)."""
+    from redraw.pretrained import entry_name, load_manifest
+
+    names = {r["name"] for r in load_manifest(ROOT)}
+    shipped = {}
+    for role in ("source", "expert"):
+        name = entry_name(pair, role, pretrain)
+        if name not in names:
+            raise WorkdirError(f"{name} is not shipped (pretrained/manifest.json); `redraw pretrained build "
+                               f"{pair} --seed {pretrain}` makes it")
+        shipped[role] = name
+    rssm = [n for n in sorted(names) if n.startswith(f"{pair}/rssm-")]
+    own = entry_name(pair, "rssm", pretrain)
+    if own in names or rssm:
+        shipped["rssm"] = own if own in names else rssm[0]
+    elif "dreamer_finetune" in methods:
+        print(f"{pair}: no RSSM is shipped, so dreamer_finetune is left out", flush=True)
+        methods = tuple(m for m in methods if m != "dreamer_finetune")
+    return shipped, methods
 
 
 def status(root: Path, preset: str | None = None) -> int:
@@ -382,11 +418,14 @@ def run_pair(args, parser, pair: str, methods: tuple[str, ...], overrides: dict)
     from redraw.config import ConfigError
 
     returns: dict[str, list[float]] = {m: [] for m in methods}
-    for seed in args.seeds:
-        workdir = args.workdir / pair / f"{args.preset}-seed{seed}"
+    all_methods = methods
+    points = [(p, seed) for p in (args.pretrain_seeds or [None]) for seed in args.seeds]
+    for pretrain, seed in points:
+        workdir = args.workdir / pair / workdir_name(args.preset, seed, pretrain)
         try:
+            shipped, methods = (None, all_methods) if pretrain is None else shipped_models(pair, pretrain, all_methods)
             prepare(workdir, args.preset, seed, args.target_transitions, args.target_behaviour == "expert", methods,
-                    args.noise_fraction, overrides, pair, args.update_code)
+                    args.noise_fraction, overrides, pair, args.update_code, shipped)
         except (ConfigError, WorkdirError) as exc:  # e.g. a --set key that params.yaml does not have
             parser.error(str(exc))
         if args.until == "pretrain":
@@ -425,6 +464,7 @@ def run_pair(args, parser, pair: str, methods: tuple[str, ...], overrides: dict)
 
 
 def summarise(args, pair: str, methods: tuple[str, ...], returns: dict[str, list[float]], overrides: dict) -> None:
+    methods = tuple(m for m in methods if returns[m])  # dreamer_finetune is left out where no RSSM is shipped
     oracle = float(np.mean(returns["oracle"]))
     print(f"\n# {pair}, {args.preset} preset, seeds {args.seeds}, target transitions "
           f"{args.target_transitions or 'as the preset'}, target data from "

@@ -491,7 +491,7 @@ def add_parser(sub) -> None:
     q = psub.add_parser("build", help="train (resumably) and ship one model",
                         description="Collect the source data and train ROLE for PAIR with SEED in a work dir of its "
                         "own (resumed from its checkpoints when it was stopped), evaluate it on verdict episodes of "
-                        "its own (fp32 and fp16 weights; fp16 is shipped where it scores within fp32's 95%% "
+                        "its own (fp32 and fp16 weights; fp16 is shipped where it scores within fp32's 95% "
                         "interval), and add it to pretrained/. A source model of a target that only reverses the "
                         "actions also ships that target's expert: the source policy with negated actions.")
     q.add_argument("pair", help="the target env (env.target), e.g. reacher-easy-reversed")
