@@ -169,3 +169,12 @@ def test_the_pretrain_stage_installs_a_shipped_model(shipped, tmp_path, monkeypa
     assert load_agent(root / "models/oracle/agent.pt").action_sign == -1.0
     # nothing shipped was written by the pipeline
     assert {p: p.read_bytes() for p in (root / SHIPPED).rglob("*") if p.is_file()} == before
+
+
+def test_the_docs_table_is_the_manifest():
+    from redraw.pretrained import TABLE_BEGIN, TABLE_END, markdown
+
+    text = (ROOT / "docs/pretrained.md").read_text()
+    assert TABLE_BEGIN in text and TABLE_END in text
+    table = text.split(TABLE_BEGIN, 1)[1].split(TABLE_END, 1)[0].strip()
+    assert table == markdown(ROOT), "docs/pretrained.md's table is stale: redraw pretrained list --markdown"

@@ -471,6 +471,39 @@ def listing(root: Path = Path(".")) -> list[str]:
     return rows
 
 
+TABLE_BEGIN = "<!-- begin: redraw pretrained list --markdown -->"
+TABLE_END = "<!-- end: redraw pretrained list --markdown -->"
+
+
+def markdown(root: Path = Path(".")) -> str:
+    """The manifest as a markdown table (docs/pretrained.md holds it between TABLE_BEGIN/END)."""
+    rows = ["| model | world model | exploration | preset | steps | wall time | machine | verdict return (95% CI, "
+            "episodes) | threshold | learnt | size |", "|---|---|---|---|---:|---:|---|---|---:|---|---:|"]
+    for r in load_manifest(root):
+        e = r["eval"]
+        kind = f"negated {r['from']}" if r.get("kind") == "negated_source" else r.get("exploration", "")
+        wall = f"{r['wall_seconds'] / 60:.0f} min" if r.get("wall_seconds") else "-"
+        size = f"{r['bytes'] / 2**20:.1f} MB {r['dtype']}" if r.get("bytes") else "(the source's file)"
+        rows.append(f"| {r['name']} | {r.get('world_model', 'draw')} | {kind} | {r.get('preset')} | "
+                    f"{r.get('steps') or 0:,} | {wall} | {r.get('machine', '')} | {e['return_mean']:.1f} "
+                    f"[{e['return_ci95'][0]:.1f}, {e['return_ci95'][1]:.1f}], {e['episodes']} | {r.get('threshold')} | "
+                    f"{'yes' if r.get('learned') else 'no'} | {size} |")
+    return "\n".join(rows)
+
+
+def refresh_docs(root: Path = Path(".")) -> None:
+    """Write the manifest's table into docs/pretrained.md between its markers."""
+    doc = Path(root) / "docs/pretrained.md"
+    if not doc.is_file():
+        return
+    text = doc.read_text()
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        return
+    head, rest = text.split(TABLE_BEGIN, 1)
+    tail = rest.split(TABLE_END, 1)[1]
+    doc.write_text(f"{head}{TABLE_BEGIN}\n{markdown(root)}\n{TABLE_END}{tail}")
+
+
 def build(pair: str, role: str, seed: int, preset: str = DEFAULT_PRESET, workdir: Path | None = None,
           root: Path = Path("."), replace: bool = False, episodes: int = 20, overrides: dict | None = None) -> list[dict]:
     """Train (or resume) and ship one entry; its manifest records."""
@@ -478,7 +511,9 @@ def build(pair: str, role: str, seed: int, preset: str = DEFAULT_PRESET, workdir
     if not replace and any(r["name"] == name for r in load_manifest(root)):
         raise PretrainedError(f"{name} is already shipped ({Path(root) / MANIFEST}); pass --replace to replace it")
     workdir = train(pair, role, seed, preset, workdir, overrides)
-    return export(workdir, pair, role, seed, root, replace, episodes)
+    records = export(workdir, pair, role, seed, root, replace, episodes)
+    refresh_docs(root)
+    return records
 
 
 def add_parser(sub) -> None:
@@ -507,7 +542,8 @@ def add_parser(sub) -> None:
     q.add_argument("--replace", action="store_true", help="replace an entry that is already shipped")
     q.set_defaults(func=_guarded(_cmd_build))
     q = psub.add_parser("list", help="the shipped models with their verdicts")
-    q.set_defaults(func=_guarded(lambda args: _print(listing())))
+    q.add_argument("--markdown", action="store_true", help="as the markdown table of docs/pretrained.md")
+    q.set_defaults(func=_guarded(lambda args: _print([markdown()] if args.markdown else listing())))
     q = psub.add_parser("verify", help="check every shipped file's sha256 and that it loads into this code")
     q.set_defaults(func=_guarded(lambda args: _print(verify())))
 
