@@ -209,6 +209,20 @@ def test_a_mirrored_agent_on_the_target_batch_learns_the_mirror_of_the_source_up
         assert "loss/disagreement" in m_src and "loss/explore_actor" in m_src
 
 
+def test_the_check_sees_an_asymmetry(collected, monkeypatch):
+    """A one-sided clip of the action the prior sees (an asymmetry a refactor could bring in)
+    breaks the mirror at the first update: the check above can fail."""
+    import redraw.models.draw as draw
+
+    prior_logits = draw.DRAW.prior_logits
+    monkeypatch.setattr(draw.DRAW, "prior_logits", lambda self, a, prev: prior_logits(self, a.clamp(-1, 0.9), prev))
+    src_replay, tgt_replay = replays(collected)
+    agent, mirror = pair(collected, fused=False)  # the step-by-step chain calls prior_logits
+    m_src = agent.train_step(src_replay.sample(4))
+    monkeypatch.setattr(dreamer, "ImaginationPolicy", NegatedNoise)
+    assert mirror.train_step(tgt_replay.sample(4)) != m_src
+
+
 def test_with_the_same_noise_draws_only_the_world_model_update_is_mirrored(collected):
     """What the two trainings of one seed really do: the same N(0, 1) draws, not negated. The
     world-model update (no action noise in it) is still the mirror image; the imagined actions
