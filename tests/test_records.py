@@ -45,3 +45,75 @@ def test_a_list_file_merges_as_one_list(tmp_path):
     merge_keyed(path, {None: (KEY, [{"pair": "b", "seed": 2}])})
     merge_keyed(path, {None: (KEY, [{"pair": "b", "seed": 1}, {"pair": "b", "seed": 2, "x": 1}])})
     assert json.loads(path.read_text()) == [{"pair": "b", "seed": 1}, {"pair": "b", "seed": 2, "x": 1}]
+
+
+def test_pretrain_seed_is_read_from_the_shipped_source_pretrainings_name():
+    import pytest
+
+    from redraw.records import pretrain_seed
+
+    assert pretrain_seed({"pretrained": {"source": "reacher-easy-reversed/source-1"}}) == 1
+    assert pretrain_seed({"pretrained": {"source": "cup-catch-windy/source-12"}}) == 12
+    assert pretrain_seed({"pretrained": {"source": ""}}) is None
+    assert pretrain_seed({"pretrained": {}}) is None and pretrain_seed({}) is None
+    with pytest.raises(ValueError, match="'reacher-easy-reversed/expert-0' is not a shipped source"):
+        pretrain_seed({"pretrained": {"source": "reacher-easy-reversed/expert-0"}})
+
+
+def test_records_of_other_pretrain_seeds_or_rounds_are_kept_beside_each_other(tmp_path):
+    from redraw.records import merge_results
+
+    path = tmp_path / "transfer_quality.json"
+    base = {"pair": "p", "seed": 0, "method": "redraw", "target_transitions": 40000, "protocol": "sequential",
+            "target_data": "expert", "preset": "cpu", "return_mean": 1.0}
+    training = {"pair": "p", "seed": 0, "training": "pretrain", "preset": "cpu", "final_return": 1.0}
+    merge_results(path, [{**base, "pretrain_seed": 0}], [{**training, "pretrain_seed": 0}])
+    merge_results(path, [{**base, "pretrain_seed": 1}, {**base, "pretrain_seed": 1, "round": 1}],
+                  [{**training, "pretrain_seed": 1}])
+    merge_results(path, [base], [training])  # an older record without one: a third run
+    merge_results(path, [{**base, "pretrain_seed": 1, "return_mean": 2.0}], [])  # replaces its own key only
+    data = json.loads(path.read_text())
+    got = sorted((r.get("pretrain_seed", -1), r.get("round", 0), r["return_mean"]) for r in data["records"])
+    assert got == [(-1, 0, 1.0), (0, 0, 1.0), (1, 0, 2.0), (1, 1, 1.0)]
+    assert sorted(t.get("pretrain_seed", -1) for t in data["trainings"]) == [-1, 0, 1]
+
+
+def test_regime_names_the_nested_protocols_data_settings():
+    from redraw.records import REGIMES, regime
+
+    def rec(data, n, **extra):
+        return {"target_data": data, "target_transitions": n, **extra}
+
+    assert regime(rec("expert", 40000)) == "a" and regime(rec("expert", 40000, round=0)) == "a"
+    assert regime(rec("source_policy", 40000)) == "b"
+    assert regime(rec("expert", 5000)) == "c"
+    assert regime(rec("expert", 40000, round=1)) == "d-a" and regime(rec("source_policy", 40000, round=2)) == "d-b"
+    assert regime(rec("expert", 5000, round=1)) is None  # no calibrate-again round on the low-data regime
+    assert regime(rec("expert+noise0.5", 40000)) is None and regime(rec("expert", 10000)) is None
+    assert regime({}) is None
+    assert set(REGIMES) == {"a", "b", "c", "d-a", "d-b"}
+
+
+def test_records_made_from_a_work_dir_carry_its_pretrain_seed(tmp_path):
+    import yaml
+
+    from redraw.records import method_records, training_records
+
+    params = {"seed": 3, "pretrained": {"source": "reacher-easy-reversed/source-1"},
+              "train_policy": {}, "calibrate": {}, "pretrain": {"eval_episodes": 10},
+              "collect_target": {"transitions": 40000,
+                                 "behaviour": {"kind": "policy", "checkpoint": "models/oracle/agent.pt"}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "reports/evaluate").mkdir(parents=True)
+    (tmp_path / "reports/evaluate/redraw.json").write_text(
+        json.dumps({"return_mean": 100.0, "return_std": 5.0, "episodes": 100}))
+    (tmp_path / "reports/pretrain_curve.json").write_text(json.dumps([{"step": 1000, "eval_return": 400.0}]))
+    trainings = training_records(tmp_path, "reacher-easy-reversed", "reacher-easy", 3, "cpu", "abc")
+    records = method_records(tmp_path, "reacher-easy-reversed", 3, "cpu", trainings, "abc")
+    assert [(t["training"], t["pretrain_seed"], t["learned"]) for t in trainings] == [("pretrain", 1, True)]
+    assert [(r["method"], r["pretrain_seed"], r["target_data"], r["valid"]) for r in records] == [
+        ("redraw", 1, "expert", True)]
+    params["pretrained"]["source"] = ""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert training_records(tmp_path, "reacher-easy-reversed", "reacher-easy", 3, "cpu", "abc")[0]["pretrain_seed"] is None
+    assert method_records(tmp_path, "reacher-easy-reversed", 3, "cpu", trainings, "abc")[0]["pretrain_seed"] is None

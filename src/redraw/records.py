@@ -5,12 +5,18 @@ and by the Prefect sweep for each point.
 Two lists: ``records`` (one evaluation of one method, keyed by ``RECORD_KEY``) and ``trainings``
 (one training of one pair and seed with its learning curve, keyed by ``TRAINING_KEY``). A method
 whose starting training did not learn its task is recorded ``"valid": false``.
+
+A run that starts from a shipped source pretraining (``pretrained.source`` in its params.yaml) records
+which one as ``pretrain_seed`` (``pretrain_seed``): the nested protocol, source pretrainings x
+adaptation seeds, whose runs are keyed by both. Older records have none. Its data settings are
+named by ``regime``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 #: the return (out of ~500: action repeat 2, the last sub-step's reward) a training's last
@@ -21,8 +27,9 @@ TRAININGS = ("pretrain", "oracle", "pretrain_rssm")
 METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
 #: the training each method's policy starts from (default: the source pretraining)
 STARTS_FROM = {"oracle": "oracle", "dreamer_finetune": "pretrain_rssm"}
-RECORD_KEY = ("pair", "seed", "method", "target_transitions", "protocol", "target_data", "preset", "variant")
-TRAINING_KEY = ("pair", "seed", "training", "preset", "variant")
+RECORD_KEY = ("pair", "seed", "method", "target_transitions", "protocol", "target_data", "preset", "variant",
+              "pretrain_seed", "round")
+TRAINING_KEY = ("pair", "seed", "training", "preset", "variant", "pretrain_seed")
 #: a work dir's variant: the params.yaml overrides it ran with beyond the benchmark's settings
 #: (``transfer_quality.py --set``), one ``key=value`` per line; a record without one has no variant
 VARIANT_FILE = "VARIANT"
@@ -69,6 +76,41 @@ def target_data(params: dict) -> str:
     return who + (f"+noise{f:g}" if f else "")
 
 
+def pretrain_seed(params: dict) -> int | None:
+    """Which shipped source pretraining a run starts from: K of ``pretrained.source``'s
+    ``PAIR/source-K``; None where it trains its own (``''`` or no ``pretrained`` section)."""
+    name = str((params.get("pretrained") or {}).get("source") or "")
+    if not name:
+        return None
+    found = re.fullmatch(r"[^/]+/source-(\d+)", name)
+    if found is None:
+        raise ValueError(f"pretrained.source: {name!r} is not a shipped source pretraining's name (PAIR/source-K)")
+    return int(found.group(1))
+
+
+#: the nested protocol's data regimes (``regime``): name -> (target data, target transitions,
+#: calibrate-again rounds, what it stands for)
+REGIMES = {
+    "a": ("expert", 40000, 0, "the paper's: 40,000 transitions of the expert's sampled actions"),
+    "b": ("source_policy", 40000, 0, "what a robot team has first: 40,000 transitions of the source policy on the target"),
+    "c": ("expert", 5000, 0, "low data: 5,000 transitions of the expert's"),
+    "d-a": ("expert", 40000, 1, "(a) plus one deploy, log, calibrate-again round"),
+    "d-b": ("source_policy", 40000, 1, "(b) plus one deploy, log, calibrate-again round"),
+}
+
+
+def regime(record: dict) -> str | None:
+    """The data regime (a key of ``REGIMES``) a record was measured in, from its ``target_data``,
+    ``target_transitions`` and ``round`` (absent or 0: no calibrate-again round; a later round is
+    (d) on top of its base regime); None for any other setting."""
+    rounds = record.get("round") or 0
+    for name, (data, transitions, rnd, _) in REGIMES.items():
+        if (record.get("target_data"), record.get("target_transitions")) == (data, transitions) \
+                and min(rounds, 1) == rnd:
+            return name
+    return None
+
+
 def latest_checkpoint(workdir: Path, training: str) -> Path | None:
     """The most recently written stage checkpoint of ``training`` in ``workdir``'s ``checkpoints/``."""
     ckpts = sorted(Path(workdir).glob(f"checkpoints/{training}-*/checkpoint.pt"), key=lambda f: f.stat().st_mtime)
@@ -87,8 +129,9 @@ def training_records(workdir: Path, pair: str, source: str, seed: int, preset: s
     threshold = learned_threshold(source, pairs)
     # how many episodes a last evaluation ran, for curves older than their "episodes" key
     params_file = workdir / "params.yaml"
-    default_episodes = ((load_yaml(params_file).get("pretrain") or {}).get("eval_episodes")
-                        if params_file.is_file() else None)
+    params = load_yaml(params_file) if params_file.is_file() else {}
+    default_episodes = (params.get("pretrain") or {}).get("eval_episodes")
+    shipped = pretrain_seed(params)
     records = []
     for name in TRAININGS:
         curve_file = workdir / f"reports/{name}_curve.json"
@@ -104,7 +147,7 @@ def training_records(workdir: Path, pair: str, source: str, seed: int, preset: s
         final = float(curve[-1]["eval_return"])
         episodes = curve[-1].get("episodes") or default_episodes
         records.append({
-            "pair": pair, "seed": seed, "training": name, "preset": preset,
+            "pair": pair, "seed": seed, "pretrain_seed": shipped, "training": name, "preset": preset,
             "env": pair if name == "oracle" else source, "finished": finished,
             "steps": int(curve[-1]["step"]), "final_return": final,
             **({"final_episodes": int(episodes)} if episodes else {}), "threshold": threshold,
@@ -225,11 +268,13 @@ def target_size(params: dict) -> int:
 def method_records(workdir: Path, pair: str, seed: int, preset: str, trainings: list[dict], commit: str,
                    methods=METHODS) -> list[dict]:
     """One record per evaluated method of ``workdir`` (``reports/evaluate/<method>.json``) with its
-    curves (``method_curves``); the protocol, target data and size come from its params.yaml."""
+    curves (``method_curves``); the protocol, target data and size, and the shipped source
+    pretraining it started from (``pretrain_seed``), come from its params.yaml."""
     workdir = Path(workdir)
     params = load_yaml(workdir / "params.yaml")
     learned = {t["training"]: t["learned"] for t in trainings if t["finished"]}
     used = target_size(params)
+    shipped = pretrain_seed(params)
     records = []
     for method in methods:
         file = workdir / "reports/evaluate" / f"{method}.json"
@@ -237,7 +282,7 @@ def method_records(workdir: Path, pair: str, seed: int, preset: str, trainings: 
             continue
         ev = json.loads(file.read_text())
         records.append({
-            "pair": pair, "seed": seed, "method": method, "target_transitions": used,
+            "pair": pair, "seed": seed, "pretrain_seed": shipped, "method": method, "target_transitions": used,
             "protocol": protocol(params), "target_data": target_data(params),
             "return_mean": float(ev["return_mean"]), "return_std": float(ev["return_std"]),
             "episodes": int(ev["episodes"]), "preset": preset,
