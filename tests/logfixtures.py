@@ -130,8 +130,9 @@ def write_bag(path: Path, storage: str = "sqlite3", t0: int = 1_700_000_000 * 10
     """joint states ~100 Hz (name, position, velocity; header stamped), raw rgb8 images with padded
     rows and JPEG images ~30 Hz, geometry_msgs/Twist commands 25 Hz (linear.x = cmd(t)); the
     signals are those of t + ``phase`` seconds (t: time in the bag)."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
+
+    from redraw.data.importers.rosbag import write_bag as write_messages
 
     ts = get_typestore(Stores.ROS2_HUMBLE)
     T = ts.types
@@ -142,7 +143,6 @@ def write_bag(path: Path, storage: str = "sqlite3", t0: int = 1_700_000_000 * 10
     def header(ns):
         return H(stamp=Time(sec=int(ns // 10**9), nanosec=int(ns % 10**9)), frame_id="")
 
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     msgs = []
     for i, tn in enumerate(joint_times()):
         s = tn / 1e9 + phase
@@ -167,13 +167,7 @@ def write_bag(path: Path, storage: str = "sqlite3", t0: int = 1_700_000_000 * 10
     if backwards:  # a header stamp that goes back in time
         k = next(i for i, m in enumerate(msgs) if m[1] == "/joint_states" and m[0] > 10**9)
         msgs[k][2].header.stamp.sec -= 1
-    with Writer(path, version=9, storage_plugin=plugin) as writer:
-        conns = {}
-        for tn, topic, m, typ in msgs:
-            if topic not in conns:
-                conns[topic] = writer.add_connection(topic, typ.__msgtype__, typestore=ts)
-            writer.write(conns[topic], int(t0 + tn), ts.serialize_cdr(m, typ.__msgtype__))
-    return path
+    return write_messages(path, [(t0 + tn, topic, m) for tn, topic, m, _ in msgs], storage, ts)
 
 
 def write_controller_bag(path: Path, storage: str = "sqlite3", seconds: float = 8.0, seed: int = 0,
@@ -195,8 +189,9 @@ def write_controller_bag(path: Path, storage: str = "sqlite3", seconds: float = 
     Returns the ground truth (times in ns from ``t0``): ``wake`` and ``cmd_log``/``cmd`` per
     control step, ``obs_log``/``obs`` per observation sample, ``img_log[topic]`` per frame.
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
+
+    from redraw.data.importers.rosbag import write_bag as write_messages
 
     rng = np.random.default_rng(seed)
     ms = 1_000_000
@@ -237,13 +232,7 @@ def write_controller_bag(path: Path, storage: str = "sqlite3", seconds: float = 
     for k in range(n_cmd):
         msgs.append((cmd_log[k], "/cmd", F64(data=float(command[k])), F64))
     msgs.sort(key=lambda m: m[0])
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    with Writer(path, version=9, storage_plugin=plugin) as writer:
-        conns = {}
-        for tn, topic, m, typ in msgs:
-            if topic not in conns:
-                conns[topic] = writer.add_connection(topic, typ.__msgtype__, typestore=ts)
-            writer.write(conns[topic], int(t0 + tn), ts.serialize_cdr(m, typ.__msgtype__))
+    write_messages(path, [(t0 + tn, topic, m) for tn, topic, m, _ in msgs], storage, ts)
     return {"wake": wake, "cmd_log": cmd_log, "cmd": command, "obs_log": obs_log, "obs": obs, "img_log": img_log}
 
 

@@ -242,3 +242,22 @@ def inspect(path: str) -> list[dict]:
                     row["vectors"] = {f: n for f, n in sizes.items() if n > 0}
             out.append(row)
     return out
+
+
+def write_bag(path: str | Path, messages, storage: str = "mcap", store=None) -> Path:
+    """Write ``messages`` (``(log time in ns, topic, message)``, in any order; ``message`` a
+    ``rosbags`` message object) to a ROS 2 bag directory at ``path``, sorted by log time, one
+    connection per topic (``storage``: ``mcap`` or ``sqlite3``; ``store``: the typestore the
+    messages come from, ROS 2 Humble's by default). What the robot stand-in logs, and the tests'
+    synthetic robots."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    store = store or get_typestore(Stores.ROS2_HUMBLE)
+    plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
+    with Writer(Path(path), version=9, storage_plugin=plugin) as writer:
+        conns = {}
+        for logtime, topic, msg in sorted(messages, key=lambda m: m[0]):
+            if topic not in conns:
+                conns[topic] = writer.add_connection(topic, msg.__msgtype__, typestore=store)
+            writer.write(conns[topic], int(logtime), store.serialize_cdr(msg, msg.__msgtype__))
+    return Path(path)
