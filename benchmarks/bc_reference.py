@@ -54,12 +54,12 @@ def clone_and_evaluate(workdir: Path, cfg, episodes: int, progress: bool = True)
     from redraw.agent.cloning import fit
     from redraw.checkpoint import load_checkpoint
     from redraw.config import get, load_params, section
+    from redraw.data.collect import run_policy
     from redraw.data.target import load_target
     from redraw.envs import make_env
+    from redraw.envs.pair import env_settings
     from redraw.perf import apply as apply_perf
     from redraw.perf import perf_config
-    from redraw.stages import env_settings
-    from redraw.stages.evaluate import run_policy
 
     out = workdir / f"reports/{cfg.name.replace('bc', 'bc_reference', 1)}.json"
     settings = {"cloning": asdict(cfg), "reference": cfg.name, "episodes": episodes}

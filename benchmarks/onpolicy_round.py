@@ -91,7 +91,7 @@ def collect_logged(dest: Path, params: dict, method: str, episodes: int, workers
     from redraw.data.behaviours import BehaviourConfig
     from redraw.data.collect import CollectConfig, collect
     from redraw.data.episodes import list_episodes
-    from redraw.stages import env_settings
+    from redraw.envs.pair import env_settings
 
     round0 = dest / f"models/round0/{method}/agent.pt"
     if not round0.is_file():
@@ -147,8 +147,8 @@ def set_params(dest: Path, data: Path) -> None:
 def evaluate_both(dest: Path, params: dict, method: str, episodes: int) -> dict:
     """Round 0's and round 1's policies on the first ``episodes`` test episodes (the final evaluation's
     stream: the stage's evaluate.episodes are the first ones here), kept in reports/onpolicy_round/."""
-    from redraw.stages import env_settings
-    from redraw.stages.evaluate import policy_returns
+    from redraw.data.collect import policy_returns
+    from redraw.envs.pair import env_settings
     from redraw.stats import paired
 
     out = dest / f"reports/onpolicy_round/{method}-{episodes}.json"

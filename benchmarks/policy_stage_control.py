@@ -57,8 +57,8 @@ def main() -> int:
     from redraw.data.episodes import iter_episodes
     from redraw.data.replay import Replay, batch_keys
     from redraw.envs import make_env
+    from redraw.envs.pair import env_settings
     from redraw.perf import tune_allocator
-    from redraw.stages import env_settings
     from redraw.stages.train_policy import TrainPolicyConfig, evaluate_in_target, policy_stage_agent
 
     params = load_params("params.yaml")

@@ -365,9 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     from redraw.config import ConfigError, get, load_params
     from redraw.data.episodes import list_episodes, load_episode
     from redraw.data.schema import DataError, read_metadata
+    from redraw.envs.pair import env_settings
     from redraw.perf import apply as apply_perf
     from redraw.perf import eager, perf_config
-    from redraw.stages import env_settings
 
     if min(args.episodes, args.starts, args.warmup, args.context, args.horizon) < 1:
         parser.error("--episodes, --starts, --warmup, --context and --horizon must be at least 1")

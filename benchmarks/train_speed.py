@@ -95,7 +95,7 @@ VECTOR = 4
 def make_case_env(case: str):
     """One more env of ``case`` as ``build`` makes it."""
     from redraw.envs import make_env
-    from redraw.stages import env_settings
+    from redraw.envs.pair import env_settings
 
     preset, obs_mode, *_ = CASES[case]
     params = preset_params(preset, obs_mode)
@@ -115,7 +115,7 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
     from redraw.agent.dreamer import Agent
     from redraw.config import get
     from redraw.envs import make_env
-    from redraw.stages import env_settings
+    from redraw.envs.pair import env_settings
     from redraw.stages.pretrain import configs_from_params
 
     preset, obs_mode, exploration, world_model = CASES[case]

@@ -99,9 +99,9 @@ def test_both_rounds_are_evaluated_on_the_same_test_episodes_and_the_logged_ones
     from test_agent import agent
     from test_protocol import save_agent
 
+    from redraw.data.collect import policy_returns
     from redraw.data.episodes import dataset_stats
-    from redraw.stages import env_settings
-    from redraw.stages.evaluate import policy_returns
+    from redraw.envs.pair import env_settings
 
     dest = tmp_path / "cpu-seed3-onpolicy-redraw"
     torch.manual_seed(0)

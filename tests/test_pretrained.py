@@ -31,8 +31,8 @@ def test_every_shipped_record_matches_its_file_and_loads():
 
 def test_a_shipped_expert_reaches_its_recorded_return():
     """The pipeline's own rollout code, on the first verdict episodes of each learnt expert."""
+    from redraw.data.collect import policy_returns
     from redraw.pretrained import VERDICT_STREAM, install_expert
-    from redraw.stages.evaluate import policy_returns
 
     experts = [r for r in load_manifest(ROOT) if r["role"] == "expert" and r["learned"]]
     assert experts, "no learnt expert is shipped"

@@ -28,7 +28,7 @@ def test_the_learning_curve_never_runs_the_final_evaluations_episodes():
     """train_policy's eval_every curve selects nothing on the test set: its episodes (initial
     states and action noise) are not those of the evaluate stage, for the same seed."""
     from redraw.agent.dreamer import AgentPolicy
-    from redraw.stages.evaluate import run_policy
+    from redraw.data.collect import run_policy
     from redraw.stages.train_policy import evaluate_in_target
 
     final, curve = RecordingEnv(), RecordingEnv()
@@ -50,7 +50,7 @@ def test_pretrainings_curve_runs_new_episodes_at_each_point_and_leaves_the_train
     their own stream, new ones at each point, never the test episodes; the agent's random stream,
     which the training draws from, is the same after an evaluation as before it."""
     from redraw.agent.dreamer import AgentPolicy
-    from redraw.stages.evaluate import run_policy
+    from redraw.data.collect import run_policy
     from redraw.stages.pretrain import evaluate
 
     final, first, second = RecordingEnv(), RecordingEnv(), RecordingEnv()
@@ -139,8 +139,8 @@ def test_each_stage_depends_on_the_code_that_computes_its_outputs():
     stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
     needs = {
         # eval_every's learning curve: the target env, the evaluation loop and its episodes
-        "train_policy": ["src/redraw/envs", "src/redraw/stages/evaluate.py", "src/redraw/data/collect.py"],
-        # the evaluation loop runs its episodes with data/collect.py's run_episode
+        "train_policy": ["src/redraw/envs", "src/redraw/data/collect.py"],
+        # the evaluation loop (data/collect.py's run_policy) runs its episodes with run_episode
         "evaluate": ["src/redraw/data/collect.py", "src/redraw/envs", "src/redraw/agent"],
         # the expert behind the paper's target data acts through the agent's code
         "collect_target": ["src/redraw/agent", "src/redraw/models", "src/redraw/data/behaviours.py"],

@@ -127,7 +127,7 @@ def test_an_evaluation_acted_together_is_bit_for_bit_the_one_acted_episode_by_ep
 
     from redraw.agent.actor_critic import ActorCriticConfig
     from redraw.agent.dreamer import Agent, AgentConfig
-    from redraw.stages.evaluate import run_policy
+    from redraw.data.collect import run_policy
     from test_models import PIX, SPEC, tiny
 
     pixels = kind.endswith("pixels")

@@ -293,8 +293,8 @@ def deploy_returns(model_uri: str, env_name: str | None = None, episodes: int = 
                    progress: bool = True) -> dict[str, Any]:
     """Load the policy at ``model_uri`` and run it in ``env_name`` (default: the target it was
     trained for) with the evaluate stage's seeds; returns the returns and their summary."""
+    from redraw.data.collect import run_policy
     from redraw.envs import make_env
-    from redraw.stages.evaluate import run_policy
     from redraw.stats import summarise
     from redraw.tracking import mlflow_setup
 

@@ -37,6 +37,13 @@ def tune_allocator(threshold: int = 1 << 30) -> bool:
     return ok
 
 
+def pick_device():
+    """The device the stages train and act on: the GPU where there is one, else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def native_bf16(device="cpu") -> bool:
     """Whether ``device`` runs bfloat16 matrix products natively, so that bf16 autocast pays: a
     CUDA GPU that supports bf16, or a CPU with AMX or AVX512-BF16. Elsewhere PyTorch emulates

@@ -218,7 +218,7 @@ def weights_only(state: dict, half: bool) -> dict:
 
 
 def _evaluate(path: Path, env_name: str, env_kwargs: dict, episodes: int, seed: int) -> list[float]:
-    from redraw.stages.evaluate import policy_returns
+    from redraw.data.collect import policy_returns
 
     returns, _ = policy_returns(str(path), env_name, env_kwargs, episodes, seed, progress=True,
                                 desc=f"verdict {path.name}", envs=min(episodes, 10), stream=VERDICT_STREAM)
@@ -254,8 +254,8 @@ def export(workdir: Path, pair: str, role: str, seed: int, root: Path = Path("."
     from redraw.checkpoint import load_checkpoint, save_checkpoint
     from redraw.config import get, load_params
     from redraw.envs import load_pairs
+    from redraw.envs.pair import env_settings
     from redraw.records import learned_threshold
-    from redraw.stages import env_settings
 
     workdir = Path(workdir)
     params = load_params(workdir / "params.yaml")

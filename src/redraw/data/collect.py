@@ -1,8 +1,10 @@
-"""Collect episodes from a registered env with a behaviour policy, in parallel over processes.
+"""Roll out episodes in a registered env: data sets collected with a behaviour policy, in
+parallel over processes, and a policy's evaluation episodes with their returns.
 
 Episode ``i`` is a pure function of ``(seed, stream, i)``: the same data set comes out whatever
-the number of workers. Output is written to a temporary sibling directory and renamed into
-place at the end, so a failed or interrupted run leaves no half-written data set.
+the number of workers, and an evaluation runs the same episodes whatever the policy. Output is
+written to a temporary sibling directory and renamed into place at the end, so a failed or
+interrupted run leaves no half-written data set.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from redraw.data.behaviours import BehaviourConfig, describe, make_behaviour
 from redraw.data.episodes import Episode, episode_name, save_episode
 from redraw.data.schema import DatasetMeta, write_metadata
 
+#: seed streams of evaluation episodes in the target: the final evaluation (the evaluate stage,
+#: and a deployed policy) and train_policy's learning curve, which must not select on the test episodes
+EVAL_STREAM, CURVE_STREAM = 4242, 4343
 
 @dataclass
 class CollectConfig:
@@ -103,6 +108,51 @@ def run_episodes(envs: list, policy, seed_seqs: list[np.random.SeedSequence]) ->
                 still.append(i)
         active = still
     return [episode.finish() for episode in episodes]
+
+
+def run_policy(env, behaviour, episodes: int, seed: int, progress: bool = True, desc: str = "evaluate",
+               stream: int = EVAL_STREAM, first: int = 0):
+    """Episodes ``first`` .. ``first + episodes - 1`` of ``behaviour`` in ``env``; episode i is seeded
+    by (seed, stream, i) whatever the policy (``stream``: the final evaluation's unless told).
+    ``env`` may be a list of envs: then as many episodes run together, one batched policy call
+    per step (``behaviour.act_batch``, e.g. ``AgentPolicy``), each the episode it is alone.
+    Returns the undiscounted returns and each episode's sum of |actions| (a fingerprint of
+    the trajectory: a deployed policy must reproduce both)."""
+    envs = list(env) if isinstance(env, (list, tuple)) else [env]
+    returns, action_sums = [], []
+    with tqdm(total=episodes, desc=desc, unit="episode", disable=None if progress else True) as bar:
+        for start in range(first, first + episodes, len(envs)):
+            seeds = [np.random.SeedSequence([seed, stream, i]) for i in range(start, min(start + len(envs), first + episodes))]
+            eps = run_episodes(envs, behaviour, seeds) if len(envs) > 1 else [run_episode(envs[0], behaviour, seeds[0])]
+            for ep in eps:
+                returns.append(float(ep["reward"][1:].sum()))
+                action_sums.append(float(np.abs(ep["action"][1:].astype(np.float64)).sum()))
+            bar.update(len(eps))
+    return returns, action_sums
+
+
+def policy_returns(policy_path: str, env_name: str, env_kwargs: dict, episodes: int, seed: int,
+                   progress: bool = True, desc: str = "evaluate", envs: int = 1, stream: int = EVAL_STREAM,
+                   first: int = 0) -> tuple[list[float], list[float]]:
+    """``run_policy`` for the agent checkpoint at ``policy_path`` (sampled actions), ``envs``
+    episodes at a time (the same episodes whatever the number), from ``stream`` (default: the
+    final evaluation's test episodes)."""
+    from redraw.agent.dreamer import AgentPolicy, load_agent
+    from redraw.envs import make_env
+    from redraw.perf import pick_device
+
+    made = []
+    try:
+        for _ in range(max(1, min(envs, episodes))):
+            made.append(make_env(env_name, seed=seed + 3, **env_kwargs))
+        obs_spec = {k: list(v[0]) for k, v in made[0].observation_spec().items()}
+        agent = load_agent(policy_path, expect={"obs_spec": obs_spec, "action_size": made[0].action_size},
+                           device=pick_device())
+        agent.seed(seed)
+        return run_policy(made, AgentPolicy(agent, sample=True), episodes, seed, progress, desc, stream, first)
+    finally:
+        for env in made:
+            env.close()
 
 
 class _EpisodeRows:

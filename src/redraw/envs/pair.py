@@ -6,7 +6,7 @@ A pair runs when ``env.source`` is a source of the file, ``env.target`` one of i
 ``source:`` is ``env.source``, and the two have the same observations and action space. A target
 that runs in its source's simulator has them by construction; one with a simulator of its own is
 built, with its source, to compare them (a second or two). Errors name the params file and its
-keys, and the env-pair file.
+keys, and the env-pair file. ``env_settings``: the rest of ``env``, as every stage builds its envs.
 """
 
 from __future__ import annotations
@@ -21,6 +21,19 @@ def pairs_of(params: dict) -> str | None:
     env = params.get("env")
     pairs = env.get("pairs") if isinstance(env, dict) else None
     return str(pairs) if pairs else None
+
+
+def env_settings(params: dict, path: str = "params.yaml") -> dict:
+    """The ``env`` settings every stage that builds an env passes to ``make_env`` (beside the name).
+    ``pairs`` is the env-pair file, ``env.pairs`` (the repository's envs.yaml when params has none)."""
+    return dict(
+        pairs=pairs_of(params),
+        obs_mode=get(params, "env.obs_mode", path),
+        action_repeat=int(get(params, "env.action_repeat", path)),
+        episode_steps=int(get(params, "env.episode_steps", path)),
+        image_size=int(get(params, "env.image_size", path)),
+        antialias=bool(get(params, "env.antialias", path)),
+    )
 
 
 def check_names(registry: Registry, source: str, target: str, path: str = "params.yaml") -> None:
@@ -67,8 +80,6 @@ def check_spaces(registry: Registry, source: str, target: str, settings: dict, p
 def check_pair(params: dict, path: str = "params.yaml") -> Registry:
     """Refuse the pair ``params`` picks unless it can run (this module's docstring); returns the
     env-pair file's registry. A bad env-pair file is refused as a ``ConfigError`` naming it."""
-    from redraw.stages import env_settings
-
     source, target = get(params, "env.source", path), get(params, "env.target", path)
     try:
         registry = load_pairs(pairs_of(params))

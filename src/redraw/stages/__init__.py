@@ -5,22 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from redraw.config import get
-
-
-def env_settings(params: dict, path: str = "params.yaml") -> dict:
-    """The ``env`` settings every stage that builds an env passes to ``make_env`` (beside the name).
-    ``pairs`` is the env-pair file, ``env.pairs`` (the repository's envs.yaml when params has none)."""
-    pairs = params.get("env", {}).get("pairs") if isinstance(params.get("env"), dict) else None
-    return dict(
-        pairs=str(pairs) if pairs else None,
-        obs_mode=get(params, "env.obs_mode", path),
-        action_repeat=int(get(params, "env.action_repeat", path)),
-        episode_steps=int(get(params, "env.episode_steps", path)),
-        image_size=int(get(params, "env.image_size", path)),
-        antialias=bool(get(params, "env.antialias", path)),
-    )
-
 
 def stage_params(path: str = "params.yaml") -> dict:
     """The params file as every stage's ``main`` reads it: the pair it picks checked first

@@ -43,9 +43,9 @@ from redraw.data.replay import Replay, batch_keys
 from redraw.data.target import TargetDataError, load_target
 from redraw.models.residual import ResidualConfig
 from redraw.perf import apply as apply_perf
-from redraw.perf import perf_config
+from redraw.perf import perf_config, pick_device
 from redraw.stages import method_run_tags, method_stage_main
-from redraw.stages.pretrain import pick_device, stage_bf16
+from redraw.stages.pretrain import stage_bf16
 from redraw.tracking import StageRun, write_json, write_metrics
 
 PRETRAINED = {"draw": "models/pretrain/agent.pt", "rssm": "models/pretrain_rssm/agent.pt"}

@@ -22,7 +22,8 @@ from redraw.config import section as config_section
 from redraw.data.behaviours import BehaviourConfig, make_behaviour
 from redraw.data.collect import CollectConfig, collect
 from redraw.data.episodes import dataset_fingerprint, dataset_stats
-from redraw.stages import env_settings, report_run, stage_params
+from redraw.envs.pair import env_settings
+from redraw.stages import report_run, stage_params
 from redraw.tracking import StageRun, write_metrics
 
 OUT_DIRS = {"source": "data/source", "target": "data/target", "oracle": "data/oracle"}

@@ -22,14 +22,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from tqdm.auto import tqdm
-
 from redraw.agent.adapt import METHODS
 from redraw.config import ConfigError, get, is_count, section
+from redraw.data.collect import policy_returns
+from redraw.envs.pair import env_settings
 from redraw.perf import apply as apply_perf
 from redraw.perf import perf_config
-from redraw.stages import env_settings, report_run, stage_params
+from redraw.stages import report_run, stage_params
 from redraw.stats import summarise
 from redraw.tracking import StageRun, write_json, write_metrics
 
@@ -44,9 +43,6 @@ POLICIES = {
     "oracle": ("models/oracle/agent.pt", "env.target"),
 }
 REFERENCES = ("source", "oracle")  #: rows that are reference points, not transfer methods
-#: seed streams of episodes in the target: the final evaluation (this stage, and a deployed
-#: policy) and train_policy's learning curve, which must not select on the test episodes
-EVAL_STREAM, CURVE_STREAM = 4242, 4343
 REPORTS = Path("reports/evaluate")
 assert set(METHODS) <= set(POLICIES)
 
@@ -73,53 +69,6 @@ def evaluate_config(params: dict, path: str = "params.yaml") -> EvaluateConfig:
         if not is_count(value, 1):
             raise ConfigError(f"{path}: evaluate.{key} must be a whole number of at least 1, got {value!r}")
     return cfg
-
-
-def run_policy(env, behaviour, episodes: int, seed: int, progress: bool = True, desc: str = "evaluate",
-               stream: int = EVAL_STREAM, first: int = 0):
-    """Episodes ``first`` .. ``first + episodes - 1`` of ``behaviour`` in ``env``; episode i is seeded
-    by (seed, stream, i) whatever the policy (``stream``: the final evaluation's unless told).
-    ``env`` may be a list of envs: then as many episodes run together, one batched policy call
-    per step (``behaviour.act_batch``, e.g. ``AgentPolicy``), each the episode it is alone.
-    Returns the undiscounted returns and each episode's sum of |actions| (a fingerprint of
-    the trajectory: a deployed policy must reproduce both)."""
-    from redraw.data.collect import run_episode, run_episodes
-
-    envs = list(env) if isinstance(env, (list, tuple)) else [env]
-    returns, action_sums = [], []
-    with tqdm(total=episodes, desc=desc, unit="episode", disable=None if progress else True) as bar:
-        for start in range(first, first + episodes, len(envs)):
-            seeds = [np.random.SeedSequence([seed, stream, i]) for i in range(start, min(start + len(envs), first + episodes))]
-            eps = run_episodes(envs, behaviour, seeds) if len(envs) > 1 else [run_episode(envs[0], behaviour, seeds[0])]
-            for ep in eps:
-                returns.append(float(ep["reward"][1:].sum()))
-                action_sums.append(float(np.abs(ep["action"][1:].astype(np.float64)).sum()))
-            bar.update(len(eps))
-    return returns, action_sums
-
-
-def policy_returns(policy_path: str, env_name: str, env_kwargs: dict, episodes: int, seed: int,
-                   progress: bool = True, desc: str = "evaluate", envs: int = 1, stream: int = EVAL_STREAM,
-                   first: int = 0) -> tuple[list[float], list[float]]:
-    """``run_policy`` for the agent checkpoint at ``policy_path`` (sampled actions), ``envs``
-    episodes at a time (the same episodes whatever the number), from ``stream`` (default: the
-    final evaluation's test episodes)."""
-    from redraw.agent.dreamer import AgentPolicy, load_agent
-    from redraw.envs import make_env
-    from redraw.stages.pretrain import pick_device
-
-    made = []
-    try:
-        for _ in range(max(1, min(envs, episodes))):
-            made.append(make_env(env_name, seed=seed + 3, **env_kwargs))
-        obs_spec = {k: list(v[0]) for k, v in made[0].observation_spec().items()}
-        agent = load_agent(policy_path, expect={"obs_spec": obs_spec, "action_size": made[0].action_size},
-                           device=pick_device())
-        agent.seed(seed)
-        return run_policy(made, AgentPolicy(agent, sample=True), episodes, seed, progress, desc, stream, first)
-    finally:
-        for env in made:
-            env.close()
 
 
 def run(method: str, params: dict, path: str = "params.yaml", progress: bool = True) -> dict:

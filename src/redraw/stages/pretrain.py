@@ -37,14 +37,15 @@ from redraw.agent.dreamer import Agent, AgentConfig, AgentPolicy
 from redraw.checkpoint import checkpoint_root as default_checkpoint_root
 from redraw.checkpoint import hold_lock, identity_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, section
-from redraw.data.collect import run_episodes
+from redraw.data.collect import run_episodes, run_policy
 from redraw.data.episodes import dataset_fingerprint, episode_name, iter_episodes, load_episode, save_episode
 from redraw.data.replay import Replay, batch_keys
 from redraw.data.schema import DataError, read_metadata
+from redraw.envs.pair import env_settings
 from redraw.models.draw import WorldModelConfig
-from redraw.perf import COMPILE_SECONDS, compile_report, eager, perf_config, resolve_bf16
+from redraw.perf import COMPILE_SECONDS, compile_report, eager, perf_config, pick_device, resolve_bf16
 from redraw.perf import apply as apply_perf
-from redraw.stages import env_settings, report_run, stage_params
+from redraw.stages import report_run, stage_params
 from redraw.tracking import StageRun, write_json, write_metrics
 
 SOURCE_DATA = "data/source"
@@ -154,10 +155,6 @@ def stage_bf16(params: dict, path: str = "params.yaml") -> bool:
     return resolve_bf16(get(params, "pretrain.bf16", path), pick_device(), f"{path}: pretrain.bf16")
 
 
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 #: seed stream of the training's evaluation episodes (never the evaluate stage's test episodes)
 EVAL_STREAM = 99
 
@@ -166,8 +163,6 @@ def evaluate(agent: Agent, env, episodes: int, seed: int, first: int = 0) -> dic
     """Mean undiscounted return of the actor (sampled actions) over episodes ``first`` ..
     ``first + episodes - 1`` of the training's evaluation stream. Each episode acts with its own
     generator, so the training's random stream is untouched."""
-    from redraw.stages.evaluate import run_policy
-
     returns, _ = run_policy(env, AgentPolicy(agent, sample=True), episodes, seed, progress=False,
                             stream=EVAL_STREAM, first=first)
     return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)), "episodes": episodes}

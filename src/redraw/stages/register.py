@@ -22,7 +22,8 @@ from pathlib import Path
 
 from redraw.config import ConfigError, get
 from redraw.deploy import CHALLENGER, DeployError, log_policy, register, registered_name
-from redraw.stages import env_settings, report_run, stage_params
+from redraw.envs.pair import env_settings
+from redraw.stages import report_run, stage_params
 from redraw.stages.evaluate import POLICIES, REPORTS
 from redraw.tracking import _git_commit, write_json
 

@@ -46,11 +46,11 @@ from redraw.config import ConfigError, get, section
 from redraw.data.replay import Replay, batch_keys
 from redraw.data.target import TargetDataError, load_target
 from redraw.perf import apply as apply_perf
-from redraw.perf import perf_config
+from redraw.perf import perf_config, pick_device
 from redraw.stages import method_run_tags, method_stage_main
 from redraw.stages.calibrate import OUT_ROOT as CALIBRATED_ROOT
 from redraw.stages.calibrate import calibrate_configs, heldout_point, holdout_batch, schedule
-from redraw.stages.pretrain import pick_device, stage_bf16
+from redraw.stages.pretrain import stage_bf16
 from redraw.tracking import StageRun, write_json, write_metrics
 
 OUT_ROOT = Path("models/policy")
@@ -121,7 +121,7 @@ def evaluate_in_target(agent, env, episodes: int, seed: int, point: int = 0) -> 
     episodes, the same at every point, made a curve that followed how the policy did on those few
     alone. The agent's random stream is restored afterwards, so training goes on unchanged."""
     from redraw.agent.dreamer import AgentPolicy
-    from redraw.stages.evaluate import CURVE_STREAM, run_policy
+    from redraw.data.collect import CURVE_STREAM, run_policy
 
     state = agent.generator.get_state()
     agent.seed(seed)
@@ -153,7 +153,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         raise ConfigError(f"{path}: train_policy.checkpoint_every must be at least 1, got {cfg.checkpoint_every}")
     if cfg.eval_every > 0:
         from redraw.envs import load_pairs
-        from redraw.stages import env_settings
+        from redraw.envs.pair import env_settings
 
         if target_env not in load_pairs(env_settings(params, path)["pairs"]).envs:
             raise ConfigError(f"{path}: train_policy.eval_every needs env.target to be a simulator; {target_env!r} is "
@@ -199,7 +199,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     env, env_identity = None, {}
     if cfg.eval_every > 0:
         from redraw.envs import load_pairs, make_env
-        from redraw.stages import env_settings
+        from redraw.envs.pair import env_settings
 
         env_kwargs = env_settings(params, path)
         env = make_env(target_env, seed=seed + 3, **env_kwargs)
