@@ -144,6 +144,23 @@ def test_merge_refuses_parts_that_do_not_match_naming_the_file_and_field(tmp_pat
     assert not (tmp_path / "dest").exists()
 
 
+def test_a_robot_log_merges_with_simulator_data_of_the_same_agent_step_rate(tmp_path, capsys):
+    """An imported log's rows are its control steps (action_repeat 1); simulator data of the same
+    agent-step rate were collected with a repeat of 2. Only two simulator parts must share it."""
+    from redraw.data.schema import read_metadata, write_metadata
+    from synthetic import make_dataset
+
+    for name, source, repeat in (("sim", "simulator", 2), ("robot", "robot", 1), ("sim1", "simulator", 1)):
+        make_dataset(tmp_path / name, episodes=2, steps=80, seed=len(name))
+        meta = read_metadata(tmp_path / name)
+        meta.source, meta.action_repeat = source, repeat
+        write_metadata(tmp_path / name, meta)
+    assert _merge(tmp_path / "mixed", tmp_path / "sim", tmp_path / "robot") == 0
+    assert read_metadata(tmp_path / "mixed").source == "simulator+robot"
+    assert _merge(tmp_path / "sims", tmp_path / "sim", tmp_path / "sim1") == 2
+    assert f"{tmp_path / 'sim1' / 'metadata.json'} [action_repeat]" in capsys.readouterr().err
+
+
 def test_a_rejected_merge_writes_nothing_and_an_existing_one_needs_replace(tmp_path, capsys):
     from redraw.data.episodes import list_episodes, load_episode, save_episode
     from synthetic import make_dataset

@@ -87,6 +87,9 @@ def import_logs(mapping, dest: str | os.PathLike, config, replace: bool = False,
 #: metadata fields every part of a merge must share: the episodes must mean the same thing
 MERGE_FIELDS = ("env", "obs_mode", "control_hz", "action_size", "action_low", "action_high", "observations",
                 "action_repeat")
+#: compared only between simulator parts: an imported log records its rows as the control steps
+#: (action_repeat 1) whatever repeat the simulator's data of the same agent-step rate (control_hz) had
+SIMULATOR_FIELDS = ("action_repeat",)
 
 
 def parse_part(text: str) -> tuple[Path, int | None]:
@@ -136,6 +139,8 @@ def merge_datasets(parts: list[tuple[str | os.PathLike, int | None]], dest: str 
         if metas:
             first, mine = asdict(metas[0]), asdict(meta)
             for key in MERGE_FIELDS:
+                if key in SIMULATOR_FIELDS and {metas[0].source, meta.source} != {"simulator"}:
+                    continue
                 if first[key] != mine[key]:
                     raise DataError(directory / METADATA_FILE, key, f"{mine[key]!r} where {Path(parts[0][0])} has "
                                     f"{first[key]!r}: the parts of a merge must share it")
