@@ -17,9 +17,8 @@ import numpy as np
 
 from redraw.envs import perturbations as P
 from redraw.envs.delays import Delays
+from redraw.envs.obs_modes import check_obs_mode
 from redraw.envs.registry import EnvSpec, load_pairs
-
-OBS_MODES = ("pixels", "proprio")
 
 
 def check_task(spec: EnvSpec) -> None:
@@ -61,8 +60,7 @@ class DMCEnv:
     ):
         from dm_control import suite
 
-        if obs_mode not in OBS_MODES:
-            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        check_obs_mode(obs_mode)
         if action_repeat < 1 or episode_steps < 1:
             raise ValueError(f"action_repeat and episode_steps must be >= 1, got {action_repeat}, {episode_steps}")
         self.spec: EnvSpec = load_pairs(pairs).get(name)
@@ -219,8 +217,7 @@ def observation_names(name: str, obs_mode: str, pairs=None) -> dict[str, list[st
     """:meth:`DMCEnv.observation_names` of env ``name`` of the env-pair file ``pairs`` without
     building a renderer; None where there are none to give (a Gymnasium env, or a name that is no
     env of the file, such as a real robot's): figures then label dimensions by index."""
-    if obs_mode not in OBS_MODES:
-        raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+    check_obs_mode(obs_mode)
     try:
         if load_pairs(pairs).get(name).simulator != "dm_control":
             return None

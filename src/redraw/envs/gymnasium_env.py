@@ -22,6 +22,7 @@ import numpy as np
 
 from redraw.envs import perturbations as P
 from redraw.envs.delays import Delays
+from redraw.envs.obs_modes import check_obs_mode
 from redraw.envs.registry import EnvSpec, load_pairs
 
 
@@ -53,10 +54,7 @@ class GymEnv:
                  episode_steps: int = 500, image_size: int = 64, antialias: bool = False, pairs=None, **_render):
         import gymnasium as gym
 
-        from redraw.envs.dmc import OBS_MODES
-
-        if obs_mode not in OBS_MODES:
-            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        check_obs_mode(obs_mode)
         if action_repeat < 1 or episode_steps < 1:
             raise ValueError(f"action_repeat and episode_steps must be >= 1, got {action_repeat}, {episode_steps}")
         self.spec = load_pairs(pairs).get(name)
