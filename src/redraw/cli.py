@@ -42,8 +42,9 @@ def _cmd_envs(args) -> int:
             print(f"checked: all {len(names)} envs build" if not args.env else f"checked: {', '.join(names)} build")
         if args.floor:
             from redraw.envs.floor import floor_table
+            from redraw.records import learned_threshold
 
-            print(floor_table(names, registry, args.floor))
+            print(floor_table(names, registry, args.floor, lambda source: learned_threshold(source, registry)))
     except (ConfigError, EnvFileError, KeyError) as exc:
         print(f"envs: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2

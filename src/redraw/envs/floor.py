@@ -10,6 +10,8 @@ policy that has learnt nothing.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 #: the behaviours, each a function of (env, rng) -> action
@@ -41,18 +43,17 @@ def floor_returns(name: str, episodes: int, pairs=None, seed: int = 0) -> dict[s
     return out
 
 
-def floor_table(names: list[str], pairs, episodes: int) -> str:
+def floor_table(names: list[str], pairs, episodes: int, learned: Callable[[str], float | None]) -> str:
     """A markdown table: per env and behaviour, the mean return over ``episodes`` episodes, its
-    range, how many episodes paid anything, and the return a pretraining there must reach."""
+    range, how many episodes paid anything, and the return a pretraining there must reach
+    (``learned(source)``, e.g. ``redraw.records.learned_threshold``; None: no verdict)."""
     from tqdm import tqdm
-
-    from redraw.records import learned_threshold
 
     rows = ["| env | behaviour | mean return | min - max | episodes with a return > 0 | learnt at |",
             "|---|---|---:|---:|---:|---:|"]
     for name in tqdm(names, desc="floor", unit="env", leave=False):
         spec = pairs.get(name)
-        threshold = learned_threshold(spec.source or name, pairs)
+        threshold = learned(spec.source or name)
         for behaviour, returns in floor_returns(name, episodes, pairs).items():
             r = np.asarray(returns)
             rows.append(f"| {name} | {behaviour} | {r.mean():.1f} | {r.min():.1f} - {r.max():.1f} | "
