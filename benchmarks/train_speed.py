@@ -112,11 +112,11 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
     import torch
 
     from redraw import perf
+    from redraw.agent.configs import configs_from_params
     from redraw.agent.dreamer import Agent
     from redraw.config import get
     from redraw.envs import make_env
     from redraw.envs.pair import env_settings
-    from redraw.stages.pretrain import configs_from_params
 
     preset, obs_mode, exploration, world_model = CASES[case]
     params = preset_params(preset, obs_mode)

@@ -227,8 +227,8 @@ def test_bf16_auto_follows_the_machine_and_a_bad_value_is_refused(native, monkey
     """``pretrain.bf16: auto`` (the default) and an agent without a stated precision use bf16
     autocast only where the device multiplies bf16 natively: on an AVX2-only CPU, where PyTorch
     emulates bf16 products ~50x slower than fp32, they train in fp32. true / false are kept."""
+    from redraw.agent.configs import configs_from_params
     from redraw.config import load_params
-    from redraw.stages.pretrain import configs_from_params
     from test_pretrain import ROOT
 
     monkeypatch.setattr(perf, "native_bf16", lambda device="cpu": native)

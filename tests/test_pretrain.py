@@ -278,7 +278,7 @@ def test_sigterm_ends_the_mlflow_run_killed_and_keeps_the_checkpoint(tmp_path):
 
 
 def test_pretrain_imag_clip_reaches_the_agent_and_defaults_off():
-    from redraw.stages.pretrain import configs_from_params
+    from redraw.agent.configs import configs_from_params
 
     params = load_params(ROOT / "params.yaml")
     assert not configs_from_params(params)[0].imag_clip

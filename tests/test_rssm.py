@@ -146,8 +146,8 @@ def test_the_rssm_pretraining_is_dreamerv3s_and_the_draw_pretraining_unchanged(t
     The DRAW pretraining keeps DRAW's settings (METHOD.md)."""
     import shutil
 
+    from redraw.agent.configs import configs_from_params
     from redraw.config import apply_preset, load_params
-    from redraw.stages.pretrain import configs_from_params
 
     shutil.copytree(ROOT / "presets", tmp_path / "presets")
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")

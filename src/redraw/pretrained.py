@@ -349,8 +349,8 @@ def expected_identity(params: dict, role: str, path: str = "params.yaml") -> dic
     in, the observation mode, the world model and the sizes (model, actor_critic)."""
     from dataclasses import asdict
 
+    from redraw.agent.configs import configs_from_params
     from redraw.config import get
-    from redraw.stages.pretrain import configs_from_params
 
     agent_cfg, _ = configs_from_params(params, path, "rssm" if role == "rssm" else "draw")
     return {"env": get(params, "env.source", path), "obs_mode": get(params, "env.obs_mode", path),
