@@ -144,8 +144,9 @@ def run(workdir: Path, results: Path = RESULTS, cfg=None, episodes: int | None =
         progress: bool = True) -> tuple[dict, list[dict]]:
     """Clone, evaluate (or reuse what the work dir keeps) and merge the records into ``results``;
     returns the cloned policy's result and the records. ValueError names what is missing or wrong."""
+    from checkout import commit
+
     from redraw.agent.cloning import CloningConfig
-    from transfer_quality import commit
 
     evaluations = check_workdir(workdir)
     ran = min(ev.get("episodes", 0) for ev in evaluations.values())

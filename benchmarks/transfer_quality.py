@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from checkout import commit  # noqa: E402
 from redraw import parallel  # noqa: E402
 from redraw.parallel import venv_env  # noqa: E402
 from redraw.records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results, policy_progress,  # noqa: E402
@@ -208,14 +209,6 @@ def pair_names(names: list[str]) -> list[str]:
     for name in names:
         reg.source_of(name)  # KeyError: not a target env, with the targets there are
     return list(names)
-
-
-def commit() -> str:
-    """This checkout's commit (``+dirty`` with uncommitted changes to the code a work dir copies)."""
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "dvc.yaml", "params.yaml", "envs.yaml",
-                            "presets", "scripts"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return (out.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
 
 
 def workdir_commit(workdir: Path) -> str:
