@@ -157,8 +157,14 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
         from redraw.config import set_params
 
         set_params(overrides, workdir / "params.yaml", source="--set")
+        # where compiled kernels are cached changes no number: not a variant (a cache shared by the
+        # work dirs spares each stage process its compilation)
         variant.write_text("".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}\n"
-                                   for k, v in sorted(overrides.items())))
+                                   for k, v in sorted(overrides.items()) if k not in NOT_VARIANT))
+
+
+#: ``--set`` keys that change no result, so records made with them are not a variant
+NOT_VARIANT = ("perf.cache_dir",)
 
 
 def bring_code(workdir: Path, items, at: str | None = None) -> None:
