@@ -143,7 +143,7 @@ def test_backprop_needs_a_differentiable_imagination():
 def test_the_rssm_pretraining_is_dreamerv3s_and_the_draw_pretraining_unchanged(tmp_path, preset, latent):
     """pretrain_rssm: 32x32 latents (DreamerV3 keeps them at every model size; the smoke preset
     shrinks them), dyn/rep 0.5/0.1 with free bits 1, horizon 15, backpropagated actor gradients.
-    The DRAW pretraining keeps DRAW's settings (METHOD.md)."""
+    The DRAW pretraining keeps DRAW's settings (docs/method.md#draw)."""
     import shutil
 
     from redraw.agent.configs import configs_from_params

@@ -1,4 +1,4 @@
-"""Actor-critic in imagination (METHOD.md, "Actor-critic"): DreamerV3 defaults, REINFORCE, or
+"""Actor-critic in imagination (docs/method.md#actor-critic): DreamerV3 defaults, REINFORCE, or
 for the RSSM baseline the actor's gradient backpropagated through the imagined dynamics.
 
 The actor and critic see the world model's features: for DRAW the latent sample z only. Actor: Normal with tanh mean and std in

@@ -1,4 +1,4 @@
-"""Adapting a pretrained agent to the target system: ReDRAW and the baselines (METHOD.md).
+"""Adapting a pretrained agent to the target system: ReDRAW and the baselines (docs/method.md#baselines).
 
 Every method trains offline on the same target data; what it trains and freezes:
 

@@ -1,5 +1,5 @@
 """Plan2Explore: an ensemble's disagreement about the next encoder embedding as the reward of an
-exploration actor-critic (METHOD.md: 8 heads, extrinsic weight 0)."""
+exploration actor-critic (docs/method.md#pretrain: 8 heads, extrinsic weight 0)."""
 
 from __future__ import annotations
 

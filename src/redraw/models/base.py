@@ -21,7 +21,7 @@ from redraw.perf import CompiledRegions
 
 @dataclass
 class WorldModelConfig:
-    """World-model sizes and loss settings; defaults are the paper's DRAW (METHOD.md)."""
+    """World-model sizes and loss settings; defaults are the paper's DRAW (docs/method.md#draw)."""
 
     latent_vars: int = 256  #: categorical variables
     latent_classes: int = 4  #: classes per variable

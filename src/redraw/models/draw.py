@@ -1,4 +1,4 @@
-"""DRAW: the autoregressive latent world model of ReDRAW (METHOD.md, "DRAW").
+"""DRAW: the autoregressive latent world model of ReDRAW (docs/method.md#draw).
 
 Categorical latents only (``vars x classes``, no recurrent deterministic state). The posterior
 sees the current observation only; the prior (dynamics) sees ``[previous action, previous

@@ -1,4 +1,4 @@
-"""The latent residual of ReDRAW (METHOD.md, "The latent residual").
+"""The latent residual of ReDRAW (docs/method.md#the-latent-residual).
 
 A small network on ``[previous sample z (one-hot, flattened), previous action]``:
 Linear(hidden) + LayerNorm + SiLU -> Linear(latent_vars * latent_classes). Its output is added

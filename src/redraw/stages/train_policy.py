@@ -75,7 +75,7 @@ class TrainPolicyConfig:
     eval_episodes: int = 5  #: episodes per such evaluation
     #: the reference's concurrent schedule: every update also trains what calibrate@METHOD trained
     #: (the residual, or the finetuned world-model parts) on the same target batch, so adaptation
-    #: goes on for as long as the policy trains (METHOD.md, "Calibrate"); false: the calibrated
+    #: goes on for as long as the policy trains (docs/method.md#calibrate); false: the calibrated
     #: model stays frozen here
     adapt: bool = False
     #: uniform mix of the residual-corrected prior in this stage (the paper: 0, no mix; 0.01
