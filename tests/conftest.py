@@ -73,8 +73,8 @@ class SmokeRepo:
 def make_repo(path: Path, commit: bool = False) -> Path:
     """A scratch git + DVC repository with this project's pipeline, params and code."""
     path.mkdir(parents=True, exist_ok=True)
-    for item in ("dvc.yaml", "params.yaml", "envs.yaml", "presets", "scripts", "src", "flows", "benchmarks", ".gitignore",
-                 ".dvcignore"):
+    for item in ("dvc.yaml", "params.yaml", "envs.yaml", "presets", "scripts", "src", "flows", "benchmarks", "pretrained",
+                 ".gitignore", ".dvcignore"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, path / item)
     sh(["git", "init", "-q"], path)
