@@ -61,7 +61,7 @@ def test_pretrain_seed_is_read_from_the_shipped_source_pretrainings_name():
 
 
 def test_records_of_other_pretrain_seeds_or_rounds_are_kept_beside_each_other(tmp_path):
-    from redraw.records import merge_results
+    from redraw.records import CLONE_KEY, merge_results
 
     path = tmp_path / "transfer_quality.json"
     base = {"pair": "p", "seed": 0, "method": "redraw", "target_transitions": 40000, "protocol": "sequential",
@@ -76,6 +76,12 @@ def test_records_of_other_pretrain_seeds_or_rounds_are_kept_beside_each_other(tm
     got = sorted((r.get("pretrain_seed", -1), r.get("round", 0), r["return_mean"]) for r in data["records"])
     assert got == [(-1, 0, 1.0), (0, 0, 1.0), (1, 0, 2.0), (1, 1, 1.0)]
     assert sorted(t.get("pretrain_seed", -1) for t in data["trainings"]) == [-1, 0, 1]
+    clones = tmp_path / "bc_reference.json"
+    clone = {"pair": "p", "seed": 0, "preset": "cpu", "target_data": "expert", "target_transitions": 40000,
+             "reference": "bc", "method": "redraw"}
+    for row in ({**clone, "pretrain_seed": 0}, {**clone, "pretrain_seed": 1}, clone):
+        merge_keyed(clones, {"records": (CLONE_KEY, [row])})
+    assert sorted(r.get("pretrain_seed", -1) for r in json.loads(clones.read_text())["records"]) == [-1, 0, 1]
 
 
 def test_regime_names_the_nested_protocols_data_settings():
@@ -115,5 +121,6 @@ def test_records_made_from_a_work_dir_carry_its_pretrain_seed(tmp_path):
         ("redraw", 1, "expert", True)]
     params["pretrained"]["source"] = ""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert training_records(tmp_path, "reacher-easy-reversed", "reacher-easy", 3, "cpu", "abc")[0]["pretrain_seed"] is None
+    (training,) = training_records(tmp_path, "reacher-easy-reversed", "reacher-easy", 3, "cpu", "abc")
+    assert training["pretrain_seed"] is None
     assert method_records(tmp_path, "reacher-easy-reversed", 3, "cpu", trainings, "abc")[0]["pretrain_seed"] is None

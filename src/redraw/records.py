@@ -92,7 +92,8 @@ def pretrain_seed(params: dict) -> int | None:
 #: calibrate-again rounds, what it stands for)
 REGIMES = {
     "a": ("expert", 40000, 0, "the paper's: 40,000 transitions of the expert's sampled actions"),
-    "b": ("source_policy", 40000, 0, "what a robot team has first: 40,000 transitions of the source policy on the target"),
+    "b": ("source_policy", 40000, 0,
+          "what a robot team has first: 40,000 transitions of the source policy on the target"),
     "c": ("expert", 5000, 0, "low data: 5,000 transitions of the expert's"),
     "d-a": ("expert", 40000, 1, "(a) plus one deploy, log, calibrate-again round"),
     "d-b": ("source_policy", 40000, 1, "(b) plus one deploy, log, calibrate-again round"),
@@ -320,8 +321,10 @@ def workdir_records(workdir: Path, commit: str, methods=METHODS) -> tuple[list[d
 
 
 #: a cloned-reference record's key (benchmarks/bc_reference.py, the sweep's clone_steps, whose
-#: points of one pair and seed differ in their target data's size)
-CLONE_KEY = ("pair", "seed", "preset", "target_data", "target_transitions", "reference", "method")
+#: points of one pair and seed differ in their target data's size; a nested run's also in its
+#: pretrain seed, and a calibrate-again round's in its round)
+CLONE_KEY = ("pair", "seed", "preset", "target_data", "target_transitions", "reference", "method", "pretrain_seed",
+             "round")
 
 
 def merge_keyed(path: Path, sections: dict[str | None, tuple[tuple[str, ...], list[dict]]]) -> None:
