@@ -127,7 +127,9 @@ def test_a_bad_record_is_refused_naming_it_and_the_old_report_is_kept(tmp_path, 
     results = write(tmp_path / "r.json", [good, rec])
     out = tmp_path / "results.md"
     out.write_text("the previous report\n")
-    with pytest.raises(ResultsError, match=rf"r\.json: records\[1\] \(pair='{PAIR}', seed=1, method='\w+'\): .*{message}"):
+    name = rf"pair='{PAIR}', seed=1, method='\w+', target_transitions=40000, protocol='sequential', " \
+           "target_data='expert', preset='cpu'"
+    with pytest.raises(ResultsError, match=rf"r\.json: records\[1\] \({name}\): .*{message}"):
         build_report(results, out)
     assert out.read_text() == "the previous report\n"
     proc = subprocess.run([sys.executable, "-m", "redraw.cli", "report", "--results", str(results), "--out", str(out)],
@@ -246,3 +248,183 @@ def test_the_smoke_pipelines_records_merge_into_the_results_file_and_make_a_repo
     (record_,) = training_records(stopped, PAIR, "pendulum-swingup", 0, "smoke", "abc1234")
     assert record_["training"] == "pretrain" and record_["finished"] is False and record_["learned"] is None
     assert record_["curve"] == next(t for t in trainings if t["training"] == "pretrain")["curve"]
+
+
+# ---- the nested protocol: shipped source pretrainings x adaptation seeds -------------------------
+
+RUNS = [(p, s) for p in (0, 1) for s in (0, 1, 2)]  # (pretrain seed, seed)
+SPREAD = (-2.0, -1.0, 0.0, 1.0, 2.0, 0.0)  # one value per run, mean 0
+
+
+def nested(method, pretrain_seed, seed, ret, pair=PAIR, **extra):
+    return {**record(method, seed, ret, pair=pair, episodes=100), "pretrain_seed": pretrain_seed, **extra}
+
+
+def cloned(pair, pretrain_seed, seed, ret, reference="bc", **extra):
+    part = lambda m: {"return_mean": m, "return_ci_low": m - 1.0, "return_ci_high": m + 1.0, "episodes": 100}  # noqa: E731
+    return {"pair": pair, "seed": seed, "pretrain_seed": pretrain_seed, "preset": "cpu", "target_data": "expert",
+            "target_transitions": 40000, "reference": reference, "method": "redraw", "policy": part(1.0),
+            "cloned": part(ret), "difference": part(ret - 1.0), **extra}
+
+
+def test_interval_statistics_go_through_rliable_and_give_the_known_answer(monkeypatch):
+    import numpy as np
+    from rliable import library, metrics
+
+    from redraw import stats
+
+    calls = []
+    real = library.get_interval_estimates
+    monkeypatch.setattr(library, "get_interval_estimates", lambda *a, **k: calls.append(list(a[0])) or real(*a, **k))
+    better = np.array([[5.0, 6.0], [7.0, 8.0], [6.0, 9.0]])
+    worse = np.array([[-5.0, -4.0], [-3.0, -2.0]])  # fewer runs: each matrix is resampled on its own
+    poi = stats.improvement_intervals({"x": (better, worse), "y": (worse, better), "same": (better, better)}, reps=200)
+    assert poi["x"] == (1.0, 1.0, 1.0) and poi["y"] == (0.0, 0.0, 0.0) and poi["same"][0] == 0.5
+    scores = np.arange(1.0, 9.0).reshape(4, 2)  # IQM of 1..8: the mean of 3, 4, 5, 6
+    ((point, low, high),) = stats.iqm_intervals({"m": scores}, reps=200).values()
+    assert point == 4.5 == metrics.aggregate_iqm(scores) and low < 4.5 < high
+    assert calls == [["x", "y", "same"], ["m"]]
+    rng = np.random.default_rng(0)  # the numpy forms the bootstrap uses are rliable's metrics
+    for shape in ((5, 3), (4, 1), (1, 2)):
+        x, y = rng.normal(size=shape).round(1), rng.normal(size=(shape[0] + 1, shape[1])).round(1)
+        assert stats.iqm(x) == pytest.approx(metrics.aggregate_iqm(x))
+        assert stats.improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))
+    state = np.random.get_state()[1].copy()  # the same scores give the same intervals; numpy's generator kept
+    assert stats.iqm_intervals({"m": scores}, reps=200) == stats.iqm_intervals({"m": scores}, reps=200)
+    assert (np.random.get_state()[1] == state).all()
+    profile, low, high = stats.performance_profiles({"m": scores}, np.array([0.0, 4.5, 8.0]), reps=100)["m"]
+    assert profile.tolist() == [1.0, 0.5, 0.0] and (low <= profile).all() and (profile <= high).all()
+
+
+def test_runs_needed_is_where_the_t_interval_decides():
+    from scipy.stats import t
+
+    from redraw.stats import runs_needed
+
+    values = [1.0, 2.0, 3.0]  # mean 2, sd 1: the interval excludes 0 from n = 4 on (t(3) / 2 < 2, t(2) / sqrt 3 > 2)
+    assert t.ppf(0.975, 2) / 3 ** 0.5 > 2 > t.ppf(0.975, 3) / 2
+    assert runs_needed(values) == 4
+    assert runs_needed([5.0, 7.0, 6.0, 6.0]) == 4  # decided already
+    assert runs_needed([1.0, -1.0, 1.0, -1.0]) is None  # a mean on the line never excludes it
+    assert runs_needed([1.0, -1.0, 1.0, -1.0], margin=10.0) == 4  # [-1.8, 1.8] lies within ±10 already
+    assert runs_needed([9.0]) is None
+
+
+def _row(text: str, start: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(start))
+    return [c.strip() for c in line.split("|")[1:-1]]
+
+
+def test_the_nested_comparison_answers_per_pair_and_overall(tmp_path):
+    import numpy as np
+    from rliable import metrics
+    from scipy.stats import t
+
+    pairs = {PAIR: 400.0, "cup-catch-windy": 500.0}
+    recs, clones = [], []
+    for pair, expert in pairs.items():
+        for (p, s), d in zip(RUNS, SPREAD):
+            redraw = expert * (0.9 + 0.02 * d)
+            recs += [nested("oracle", p, s, expert, pair), nested("redraw", p, s, redraw, pair),
+                     nested("no_adapt", p, s, expert * (0.1 + 0.01 * d), pair),
+                     nested("draw_finetune", p, s, redraw - expert * 0.01 * (d - 0.5), pair)]  # within ±10%: equal
+            # dreamer_finetune's pretraining did not learn on the first pair: void, never averaged in
+            recs.append(nested("dreamer_finetune", p, s, 999.0 if pair == PAIR else redraw + expert * 0.3 * (d or 1),
+                               pair, valid=pair != PAIR))
+            clones += [cloned(pair, p, s, redraw + expert * (0.2 + 0.01 * d)),  # the cloned reference is better
+                       cloned(pair, p, s, redraw + expert * (0.2 + 0.01 * d), "bc_top50")]
+    # a third pair whose expert did not learn: listed, never normalised or averaged in
+    third = "finger-turn_hard-torque"
+    recs += [nested(m, p, s, base + 10 * d * (m != "no_adapt"), third, valid=m != "oracle")
+             for (p, s), d in zip(RUNS, SPREAD)
+             for m, base in (("oracle", 300.0), ("redraw", 200.0), ("no_adapt", 100.0))]
+    results = write(tmp_path / "transfer_quality.json", recs)
+    (tmp_path / "bc_reference.json").write_text(json.dumps({"records": clones}))
+    text = build_report(results, tmp_path / "results.md", reps=200).read_text()
+    section = text[text.index("## The nested comparison"):text.index("## What is missing")]
+    assert "999" not in section and "| dreamer_finetune | 0 (+6 void) | – | – |" in section
+
+    row = _row(section, f"| (a) | {PAIR} |")  # draw_finetune, dreamer_finetune, no_adapt, bc, bc_top50, >= 80%
+    assert row[2].startswith("**no**, equal within ±10% (") and row[3] == "void"
+    assert row[4].startswith("**yes** (")
+    assert row[5].startswith("**no**, worse (") and row[6].startswith("**no**, worse")
+    shares = [90 + 2 * d for d in SPREAD]  # ReDRAW's % of the expert per run
+    half = t.ppf(0.975, 5) * np.std(shares, ddof=1) / 6 ** 0.5
+    assert row[7] == f"**yes** (90.0 [{90 - half:.1f}, {90 + half:.1f}]%)"
+    assert _row(section, "| (a) | cup-catch-windy |")[3].startswith("undecided")  # ±30% of the expert: too wide
+    row = _row(section, f"| (a) | {third} |")  # comparisons in returns only; no share without an expert
+    assert row[0] == "(a)" and row[4].startswith("**yes** (+") and row[4].endswith(" return)") and row[7] == "–"
+    assert f"ReDRAW ≥ 80% of the expert: – (the expert is void (its training did not learn)).\n" in section
+
+    overall = _row(section, "| (a) | **all pairs** (IQM) |")
+    assert overall[2].startswith("**no**, equal") and overall[3] == "–" and overall[4].startswith("**yes**")
+    assert overall[5].startswith("**no**, worse") and overall[7].startswith("**yes**")
+    assert f"Across pairs (cup-catch-windy, {PAIR}):" in section  # the third pair is not among them
+    iqm = metrics.aggregate_iqm(np.array([shares, shares]).T)
+    assert _row(section, "| redraw | 6 |")[2].startswith(f"{iqm:.1f} [")
+    assert _row(section, "| no_adapt | 6 |")[3] == "1.00 [1.00, 1.00]"  # P(ReDRAW > no_adapt): every run above
+    assert _row(section, "| bc | 6 |")[3] == "0.00 [0.00, 0.00]"
+    assert f"| dreamer_finetune | – | not on every pair (none valid on {PAIR}) | – |" in section
+    assert "Regime (a): The paper's claim" in section and "**does not hold**" in section
+    for name in ("iqm", "improvement", "a-profiles"):
+        assert (tmp_path / f"figures/results/nested-cpu-sequential-{name}.png").stat().st_size > 0
+
+
+def test_nested_records_are_never_pooled_across_protocols_or_with_older_records(tmp_path):
+    recs = [nested(m, p, s, v + d, protocol=protocol) for (p, s), d in zip(RUNS, SPREAD)
+            for protocol, share in (("sequential", 0.9), ("concurrent", 0.3))
+            for m, v in (("oracle", 400.0), ("redraw", 400.0 * share))]
+    recs += [record("redraw", 0, 5.0), record("oracle", 0, 400.0)]  # older: no pretrain seed
+    older = {k: v for k, v in cloned(PAIR, 0, 0, 50.0).items() if k != "pretrain_seed"}
+    clones = [older, *(cloned(PAIR, p, s, 300.0 + d) for (p, s), d in zip(RUNS, SPREAD))]
+    (tmp_path / "bc_reference.json").write_text(json.dumps({"records": clones}))
+    text = build_report(write(tmp_path / "transfer_quality.json", recs), tmp_path / "results.md", reps=200).read_text()
+    nested_part = text[:text.index("## What is missing")]
+    sequential = nested_part[nested_part.index("### Nested: preset `cpu`, protocol `sequential`"):]
+    concurrent = nested_part[nested_part.index("### Nested: preset `cpu`, protocol `concurrent`"):]
+    concurrent, sequential = (concurrent.split("### Nested")[1], sequential.split("### Nested")[1])
+    assert _row(sequential, "| redraw | 6 |")[2].startswith("90.0 [")
+    assert _row(concurrent, "| redraw | 6 |")[2].startswith("30.0 [")
+    assert _row(sequential, "| (a) | **all pairs** (IQM) |")[-1].startswith("**yes**")
+    assert _row(concurrent, "| (a) | **all pairs** (IQM) |")[-1].startswith("**no**")
+    transfer = text[text.index("## Transfer"):text.index("## Return vs target-data size")]
+    assert "| redraw | 1 | 5.0 | 0: 5.0 |" in transfer and "360" not in transfer and "120" not in transfer
+    assert "| cloned, no world model (reference) | 1 | 50.0 |" in transfer  # the older run's cloning only
+    assert _row(sequential, "| bc | 6 |")[2].startswith("75.0 [")  # the nested runs' cloning: 300 of 400
+    cloning = text[text.index("## Behaviour cloning"):]
+    assert f"| {PAIR} | seed | cpu | expert | 40000 | bc | redraw | 1 | 49.0 |" in cloning
+    assert f"| {PAIR} | pretrain seed x seed | cpu | expert | 40000 | bc | redraw | 6 | 299.0 ± " in cloning
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"method": "magic"}, "unknown method 'magic'"),
+    ({"target_data": "expert+noise0.5"}, "unknown regime (target_data 'expert+noise0.5', target_transitions 40000"),
+    ({"target_transitions": 10000}, "unknown regime (target_data 'expert', target_transitions 10000, round 0)"),
+    ({"target_transitions": 5000, "round": 1},
+     "unknown regime (target_data 'expert', target_transitions 5000, round 1)"),
+    ({"round": -1}, "round must be an integer >= 0"),
+    ({"drop": "valid"}, "missing field 'valid'"),
+    ({"drop": "target_data"}, "missing field 'target_data'"),
+    ({"return_mean": float("inf")}, "return_mean is not finite"),
+    ({"pretrain_seed": "1"}, "pretrain_seed must be int"),
+])
+def test_a_bad_nested_record_is_refused_naming_it(tmp_path, bad, message):
+    import re
+
+    rec = {**nested("redraw", 1, 2, 300.0), **{k: v for k, v in bad.items() if k != "drop"}}
+    rec.pop(bad.get("drop", "-"), None)
+    results = write(tmp_path / "r.json", [nested("oracle", 1, 2, 400.0), rec])
+    with pytest.raises(ResultsError, match=rf"r\.json: records\[1\] \(pair='{PAIR}', seed=2, method='\w+', .*"
+                                           rf"pretrain_seed='?1'?.*\): .*{re.escape(message)}"):
+        build_report(results, tmp_path / "results.md", reps=50)
+    for regime in ({"target_data": "source_policy"}, {"target_transitions": 5000}, {"round": 1},
+                   {"target_data": "source_policy", "round": 2}):  # every known regime is taken
+        load_results(write(tmp_path / "ok.json", [{**nested("redraw", 1, 2, 300.0), **regime}]))
+
+
+def test_a_cloned_reference_of_unknown_kind_is_refused_naming_it(tmp_path):
+    results = write(tmp_path / "transfer_quality.json", [nested("redraw", 0, 0, 300.0)])
+    (tmp_path / "bc_reference.json").write_text(json.dumps({"records": [cloned(PAIR, 0, 0, 1.0, "bc_top10")]}))
+    name = rf"pair='{PAIR}', seed=0, method='redraw', pretrain_seed=0, .*reference='bc_top10'"
+    with pytest.raises(ResultsError, match=rf"bc_reference\.json: records\[0\] \({name}\): unknown reference 'bc_top10'"):
+        build_report(results, tmp_path / "results.md", reps=50)

@@ -57,7 +57,9 @@ def training_curves(trainings: list[dict], path: str | os.PathLike, title: str) 
     for t in trainings:
         steps, returns = zip(*t["curve"]) if t["curve"] else ((), ())
         ax.plot(steps, returns, marker=".", color=f"C{names.index(t['training'])}",
-                label=f"{t['training']} seed {t['seed']}" + ("" if t.get("finished", True) else " (stopped)"))
+                label=f"{t['training']} seed {t['seed']}"
+                + (f" (pretrain seed {t['pretrain_seed']})" if t.get("pretrain_seed") is not None else "")
+                + ("" if t.get("finished", True) else " (stopped)"))
     for thr in {t["threshold"] for t in trainings if t.get("threshold") is not None}:
         ax.axhline(thr, color="k", ls="--", lw=0.8, label="learnt threshold")
     return _finish_lines(fig, ax, path, "agent steps", "eval return", title, 6)
@@ -200,5 +202,54 @@ def adaptation_curves(curves: dict[str, dict], oracle: float | None, path: str |
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def interval_panels(panels: dict[str, list[dict]], path: str | os.PathLike, title: str, xlabel: str,
+                    lines: tuple[float, ...] = (), xlim: tuple[float, float] | None = None) -> Path:
+    """One panel per key (e.g. a data regime), one horizontal interval per row (``label``,
+    ``point``, ``low``, ``high``; ``highlight``: drawn in the first colour, the others grey), the
+    values of ``lines`` dashed: an answer read at a glance."""
+    plt = _plt()
+    rows = max((len(r) for r in panels.values()), default=1)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.2, 0.42 * rows + 1.3),
+                             squeeze=False, sharex=True)
+    for ax, (name, items) in zip(axes[0], panels.items()):
+        y = np.arange(len(items))[::-1]
+        for yi, r in zip(y, items):
+            colour = "C0" if r.get("highlight") else "#777777"
+            if np.isfinite(r["low"]) and np.isfinite(r["high"]):
+                ax.plot([r["low"], r["high"]], [yi, yi], color=colour, lw=5, alpha=0.45, solid_capstyle="butt")
+            ax.plot([r["point"]], [yi], "o", color=colour)
+        for value in lines:
+            ax.axvline(value, color="k", ls="--", lw=0.8)
+        ax.set_yticks(y, [r["label"] for r in items], fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        if xlim:
+            ax.set_xlim(*xlim)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def score_profiles(panels: dict[str, dict[str, tuple]], taus: np.ndarray, path: str | os.PathLike, title: str,
+                   xlabel: str, lines: tuple[float, ...] = ()) -> Path:
+    """Performance profiles: per panel (a data regime), per method the share of runs scoring above
+    each tau with its band (``panels``: name -> method -> (profile, low, high))."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.5, 4.2 * len(panels)), 3.6), squeeze=False, sharey=True)
+    for ax, (name, profiles) in zip(axes[0], panels.items()):
+        for i, (method, (profile, low, high)) in enumerate(profiles.items()):
+            ax.plot(taus, profile, color=f"C{i}", label=method)
+            ax.fill_between(taus, low, high, color=f"C{i}", alpha=0.15)
+        for value in lines:
+            ax.axvline(value, color="k", ls="--", lw=0.8)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("share of runs above")
+    axes[0][-1].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
