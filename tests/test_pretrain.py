@@ -285,3 +285,30 @@ def test_pretrain_imag_clip_reaches_the_agent_and_defaults_off():
     params["pretrain"]["imag_clip"] = True
     agent_cfg, pre = configs_from_params(params)
     assert agent_cfg.imag_clip and pre.imag_clip
+
+
+@pytest.mark.slow
+def test_a_finished_run_given_more_steps_goes_on_and_ends_as_one_run_would(tmp_path):
+    """The length and the evaluation cadence are not part of a run's identity: a finished run
+    given more steps resumes from its checkpoint, and ends with the weights of a run that was
+    given that many steps from the start."""
+    def finish(path: Path, steps: int) -> str:
+        params = load_params(path / "params.yaml", round_trip=True)
+        params["pretrain"]["steps"] = steps
+        with open(path / "params.yaml", "w") as fh:
+            _yaml().dump(params, fh)
+        proc = pretrain(path)
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out
+        return out
+
+    extended = make_workdir(tmp_path / "extended", steps=100)
+    finish(extended, 100)
+    out = finish(extended, 200)
+    assert "resuming" in out and "at step 100" in out
+    direct = make_workdir(tmp_path / "direct", steps=200)
+    finish(direct, 200)
+    a = load_checkpoint(extended / "models/pretrain/agent.pt")["agent"]["model"]
+    b = load_checkpoint(direct / "models/pretrain/agent.pt")["agent"]["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((extended / "reports/pretrain.json").read_text())["train/updates"] == 100

@@ -116,6 +116,12 @@ def evaluate(agent: Agent, env, episodes: int, seed: int, first: int = 0) -> dic
     return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)), "episodes": episodes}
 
 
+#: ``pretrain`` keys left out of a run's identity: the same training up to any step whatever they
+#: are (evaluations act with generators of their own, checkpoints resume bit for bit), so a run
+#: given more ``steps`` goes on from its checkpoint instead of starting again
+NOT_SHAPING = ("steps", "eval_every", "eval_episodes", "final_eval_episodes", "checkpoint_every", "log_every")
+
+
 def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", out_dir: Path = OUT_DIR,
         metrics_path: str = METRICS, curve_path: str = CURVE, progress: bool = True,
         checkpoint_root: Path | None = None, world_model: str | None = None) -> dict:
@@ -163,7 +169,9 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
         "model": asdict(agent_cfg.wm), "actor_critic": asdict(agent_cfg.ac),
     }
     # the env's definition, not only the env-pair file's name: an edited perturbation must not resume
-    schedule = {k: v for k, v in asdict(pre).items() if k != "envs" or v != 1}  # one env: the key predates it
+    # one env: the key predates it; the length and the evaluation, logging and checkpoint cadence do
+    # not shape the training up to a step, so a finished run resumes when it is given more steps
+    schedule = {k: v for k, v in asdict(pre).items() if (k != "envs" or v != 1) and k not in NOT_SHAPING}
     run_identity = {**identity, "pretrain": schedule, "seed": seed, "env_kwargs": env_kwargs,
                     # compiled updates and other thread counts round differently: another run
                     **({"perf": {"compile": perf.compile, "threads": perf.threads}} if perf.compile or perf.threads else {}),
