@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from redraw.records import CLONE_KEY, merge_keyed  # noqa: E402
+from redraw.records import CLONE_KEY, merge_keyed, pretrain_seed  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/bc_reference.json"
 SKIP = ("source",)  #: evaluations not on the target (the source policy runs in the source env)
@@ -132,7 +132,7 @@ def records(workdir: Path, result: dict, evaluations: dict[Path, dict], commit: 
             continue
         summary = paired(ev["returns"], result["returns"], ("policy", "cloned"), RECORDED)
         rows.append({"pair": params["env"]["target"], "seed": int(params["seed"]), "preset": params.get("preset"),
-                     "target_data": target_data(params), "target_transitions": target_size(params),
+                     "pretrain_seed": pretrain_seed(params), "target_data": target_data(params), "target_transitions": target_size(params),
                      "reference": result["reference"], "method": path.stem, **summary,
                      "data_return_mean": round(result["data_return_mean"], 2),
                      "heldout_nll": last.get("heldout_nll"), "train_nll": last["train_nll"],
