@@ -56,8 +56,16 @@ def shipped(tmp_path_factory):
     base = tmp_path_factory.mktemp("pretrained")
     root = base / "root"
     (root / SHIPPED).mkdir(parents=True)
+    overrides = {"pretrain.exploration": "plan2explore", "collect_source.episodes": 2}
+    with pytest.raises(PretrainedError, match="did not learn its task.*not shipped"):
+        build("pendulum-swingup-reversed", "source", 0, preset="smoke", workdir=base / "work", root=root,
+              episodes=4, overrides=overrides)
+    assert load_manifest(root) == []  # nothing shipped, the run recorded
+    runs = json.loads((root / "benchmarks/results/pretrained_runs.json").read_text())["runs"]
+    assert [(r["pair"], r["learned"], r["steps"]) for r in runs] == [("pendulum-swingup-reversed", False, 100)]
+    # the smoke model never learns: shipped anyway, on purpose, to test the shipping itself
     records = build("pendulum-swingup-reversed", "source", 0, preset="smoke", workdir=base / "work", root=root,
-                    episodes=4, overrides={"pretrain.exploration": "plan2explore", "collect_source.episodes": 2})
+                    episodes=4, overrides=overrides, ship_unlearnt=True)
     return root, base / "work", records
 
 

@@ -243,12 +243,18 @@ def _params_record(params: dict) -> dict:
     return {k: params[k] for k in keep if k in params}
 
 
+#: every finished build's record, shipped or not (one that did not learn is reported, not shipped)
+RUNS = Path("benchmarks/results/pretrained_runs.json")
+RUN_KEY = ("pair", "role", "seed", "preset", "steps")
+
+
 def export(workdir: Path, pair: str, role: str, seed: int, root: Path = Path("."), replace: bool = False,
-           episodes: int = 20) -> list[dict]:
+           episodes: int = 20, ship_unlearnt: bool = False) -> list[dict]:
     """Ship a finished build of ``workdir``: weights only, fp16 where its verdict episodes score
     within the fp32 weights' 95% interval, and a manifest record; for a source pretraining of a
     target that only reverses the actions, also that target's expert (the negated source policy).
-    Refuses to overwrite a shipped entry unless ``replace``."""
+    Every build is recorded in ``RUNS``; one that did not learn its task is not shipped (unless
+    ``ship_unlearnt``): PretrainedError says so. Refuses to overwrite a shipped entry unless ``replace``."""
     import tempfile
 
     from redraw.checkpoint import load_checkpoint, save_checkpoint
@@ -283,7 +289,25 @@ def export(workdir: Path, pair: str, role: str, seed: int, root: Path = Path("."
             path = Path(tmp) / f"{'fp16' if half else 'fp32'}.pt"
             save_checkpoint(path, {"agent": weights_only(state, half)}, identity)
             candidates[half] = (path, _evaluate(path, source_env, env_kwargs, episodes, int(seed)))
-        fp32, fp16 = _summary(candidates[False][1]), _summary(candidates[True][1])
+            if not half:
+                fp32 = _summary(candidates[False][1])
+                learned = None if threshold is None else bool(fp32["return_mean"] >= threshold)
+                run = {"pair": pair, "role": role, "seed": int(seed), "preset": params.get("preset"),
+                       "env": source_env, "exploration": identity.get("exploration", "task"),
+                       "steps": metrics.get("train/steps"), "updates": metrics.get("train/updates"),
+                       "wall_seconds": metrics.get("train/seconds"), "machine": machine(), "commit": _commit(),
+                       "eval": fp32, "threshold": threshold, "learned": learned,
+                       "curve": [[c["step"], c["eval_return"]] for c in curve], "params": _params_record(params)}
+                from redraw.records import merge_keyed
+
+                merge_keyed(Path(root) / RUNS, {"runs": (RUN_KEY, [run])})
+                if learned is False and not ship_unlearnt:
+                    raise PretrainedError(
+                        f"{name} did not learn its task: {fp32['return_mean']:.1f} over {episodes} verdict episodes, "
+                        f"threshold {threshold} (learning curve: "
+                        f"{', '.join(f'{c[0]}: {c[1]:.0f}' for c in run['curve'])}); recorded in {RUNS}, not "
+                        f"shipped. More steps go on from its checkpoint: --set pretrain.steps=N")
+        fp16 = _summary(candidates[True][1])
         half = fp16["return_mean"] >= fp32["return_ci95"][0]
         chosen, verdict = candidates[half][0], (fp16 if half else fp32)
         out = Path(root) / SHIPPED / pair / f"{role}-{seed}.pt"
@@ -505,13 +529,14 @@ def refresh_docs(root: Path = Path(".")) -> None:
 
 
 def build(pair: str, role: str, seed: int, preset: str = DEFAULT_PRESET, workdir: Path | None = None,
-          root: Path = Path("."), replace: bool = False, episodes: int = 20, overrides: dict | None = None) -> list[dict]:
+          root: Path = Path("."), replace: bool = False, episodes: int = 20, overrides: dict | None = None,
+          ship_unlearnt: bool = False) -> list[dict]:
     """Train (or resume) and ship one entry; its manifest records."""
     name = entry_name(pair, role, seed)
     if not replace and any(r["name"] == name for r in load_manifest(root)):
         raise PretrainedError(f"{name} is already shipped ({Path(root) / MANIFEST}); pass --replace to replace it")
     workdir = train(pair, role, seed, preset, workdir, overrides)
-    records = export(workdir, pair, role, seed, root, replace, episodes)
+    records = export(workdir, pair, role, seed, root, replace, episodes, ship_unlearnt)
     refresh_docs(root)
     return records
 
@@ -540,6 +565,9 @@ def add_parser(sub) -> None:
                    "$XDG_STATE_HOME/redraw/pretrained/PAIR/ROLE-SEED)")
     q.add_argument("--episodes", type=int, default=20, help="verdict episodes (default: 20)")
     q.add_argument("--replace", action="store_true", help="replace an entry that is already shipped")
+    q.add_argument("--ship-unlearnt", action="store_true",
+                   help="ship it even if it did not learn its task (its record says so; for debugging the "
+                   "pipeline, never for results: methods starting from it are void)")
     q.set_defaults(func=_guarded(_cmd_build))
     q = psub.add_parser("list", help="the shipped models with their verdicts")
     q.add_argument("--markdown", action="store_true", help="as the markdown table of docs/pretrained.md")
@@ -575,7 +603,7 @@ def _cmd_build(args) -> int:
             raise PretrainedError(f"--set {item!r}: expected KEY=VALUE")
         overrides[key] = yaml.safe_load(value)
     for record in build(args.pair, args.role, args.seed, args.preset, args.workdir, replace=args.replace,
-                        episodes=args.episodes, overrides=overrides):
+                        episodes=args.episodes, overrides=overrides, ship_unlearnt=args.ship_unlearnt):
         print(f"shipped {record['name']}: {record['eval']['return_mean']:.1f} over {record['eval']['episodes']} "
               f"episodes ({'learnt' if record['learned'] else 'NOT learnt'}; threshold {record['threshold']})")
     return 0
