@@ -12,9 +12,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def commit() -> str:
-    """This checkout's commit (``+dirty`` with uncommitted changes to the code a work dir copies)."""
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+def commit(root: Path = ROOT) -> str:
+    """The commit of the checkout at ``root`` (``+dirty`` with uncommitted changes to the code a
+    work dir copies)."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "dvc.yaml", "params.yaml", "envs.yaml",
-                            "presets", "scripts"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+                            "presets", "scripts"], cwd=root, capture_output=True, text=True).stdout.strip()
     return (out.stdout.strip() or "unknown") + ("+dirty" if dirty else "")

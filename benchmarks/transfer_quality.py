@@ -116,7 +116,7 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
     touches, a stopped training resuming its checkpoint under the new code. Raises WorkdirError
     where the kept code cannot be restored (it was uncommitted, or its commit is not in this
     repository) and ``update_code`` is not set."""
-    fresh, current = not (workdir / "dvc.yaml").is_file(), commit()
+    fresh, current = not (workdir / "dvc.yaml").is_file(), commit(ROOT)
     kept = None if fresh or update_code else workdir_commit(workdir)
     if kept == current:
         kept = None
@@ -187,7 +187,7 @@ def bring_code(workdir: Path, items, at: str | None = None) -> None:
                 shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
             else:
                 shutil.copy(src, dst)
-    (workdir / "COMMIT").write_text((at or commit()) + "\n")
+    (workdir / "COMMIT").write_text((at or commit(ROOT)) + "\n")
 
 
 def restorable(rev: str) -> bool:
