@@ -50,16 +50,36 @@ def test_zero_residual_gives_the_raw_prior_without_unimix_and_no_residual_keeps_
     torch.testing.assert_close(raw_r, raw + wm.residual(prev.z.flatten(-2), action))
 
 
-def test_observe_uses_the_corrected_prior_as_the_belief_chain():
+@pytest.mark.parametrize("fused_chain", [True, False])
+def test_filtering_under_the_corrected_prior_is_stepping_the_corrected_model(fused_chain, monkeypatch):
+    """What calibration fits (observe's prior over a sequence) is the model the policy imagines in
+    (one ``dynamics_step`` after another): at each step the prior is the corrected one on the
+    previous posterior sample and the previous *corrected* belief, which the correction reaches."""
+    from redraw.models.draw import DRAW
+
+    monkeypatch.setattr(DRAW, "fused_chain", fused_chain)
     a = agent()
-    a.attach_residual(ResidualConfig(hidden=16))
+    a.attach_residual(ResidualConfig(hidden=16, members=2))
     torch.nn.init.normal_(a.wm.residual.nets[0][-1].bias, std=3.0)
+    wm = a.wm
     batch = batch_for(SPEC, B=2, T=5)
-    out = a.wm.observe({"state": batch["state"]}, batch["action"], batch["is_first"],
-                       generator=torch.Generator().manual_seed(0))
-    corrected = out["prior_base"] + out["residual_members"].mean(0)
-    torch.testing.assert_close(out["prior_logp"], torch.log_softmax(corrected, -1))
-    torch.testing.assert_close(out["states"].belief, torch.softmax(corrected, -1))
+    batch["is_first"][1, 3] = True  # an episode starts inside the chunk
+    with torch.no_grad():
+        out = wm.observe({"state": batch["state"]}, batch["action"], batch["is_first"],
+                         generator=torch.Generator().manual_seed(0))
+        prev, init, uncorrected = wm.initial((2,)), wm.initial((2,)), None
+        for t in range(5):
+            first = batch["is_first"][:, t, None, None]
+            action = torch.where(first[..., 0], 0.0, batch["action"][:, t])
+            prev = LatentState(torch.where(first, init.belief, prev.belief), torch.where(first, init.z, prev.z))
+            raw, logp = wm.dynamics_step(action, prev)
+            torch.testing.assert_close(out["prior_logp"][:, t], logp)
+            torch.testing.assert_close(out["states"].belief[:, t], torch.softmax(raw, -1))
+            if uncorrected is not None:  # a chain that carried the uncorrected belief would differ
+                carried = prev._replace(belief=torch.where(first, init.belief, uncorrected))
+                assert not torch.allclose(out["prior_base"][:, t], wm.prior_logits(action, carried))
+            uncorrected = torch.softmax(wm.prior_logits(action, prev), -1)
+            prev = LatentState(torch.softmax(raw, -1), out["states"].z[:, t])
 
 
 @pytest.mark.parametrize("members", [1, 2])

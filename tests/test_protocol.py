@@ -292,29 +292,55 @@ def test_redraws_policy_stage_imagines_under_the_corrected_dynamics(tmp_path, mo
 
 @pytest.mark.parametrize("method", ["redraw", "draw_finetune", "dreamer_finetune"])
 def test_calibration_never_fits_the_target_rewards(method):
-    """The reward term is off (reward loss 0, METHOD.md): target data with other rewards give the
-    same loss and the same update; the policy learns from the frozen source reward head."""
+    """Target rewards never train anything (docs/method.md#train-the-policy): a robot's logs with
+    reward 0 calibrate the same model as the simulator's rewards, and the policy stage's rewards
+    are still the source reward head's.
+
+    For the DRAW methods this holds by construction: the reward head reads the posterior sample,
+    and what they train (the prior, the residual) is not upstream of it, so no reward loss could
+    reach it. ``dreamer_finetune`` trains the RSSM's posterior and recurrent state, which the
+    reward head reads: there only leaving the reward term out keeps the rewards out."""
     import copy
 
     from redraw.agent.adapt import CalibrateConfig, Calibrator
+    from redraw.models.dists import twohot_loss
     from redraw.models.residual import ResidualConfig
     from test_models import SPEC, batch_for
 
-    runs = []
-    for reward_seed in (0, 1):
+    batch = batch_for(SPEC, B=2, T=6)
+    logged = {"zero (a robot's logs)": torch.zeros(2, 6),
+              "simulated": torch.rand(2, 6, generator=torch.Generator().manual_seed(1)) * 10}
+    runs = {}
+    for name, reward in logged.items():
         a = agent(world_model="rssm" if method == "dreamer_finetune" else "draw")
-        with torch.no_grad():  # a pretrained reward head (a zero-initialised one fits nothing)
+        with torch.no_grad():  # a pretrained reward head (a zero-initialised one predicts 0 everywhere)
             for p in a.wm.reward_head.parameters():
                 p.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(9))
         cal = Calibrator(a, method, CalibrateConfig(), ResidualConfig(hidden=16))
-        batch = batch_for(SPEC, B=2, T=6)
-        batch["reward"] = torch.rand(2, 6, generator=torch.Generator().manual_seed(reward_seed)) * 10
-        metrics = cal.step(batch)
+        pretrained = copy.deepcopy(a.state_dict())  # with redraw's fresh residual
+        data = {**batch, "reward": reward}
+        # could a reward loss reach what the method trains? only through dreamer_finetune's posterior
+        out = a.wm.observe({"state": data["state"]}, data["action"], data["is_first"], generator=a.generator)
+        reward_loss = twohot_loss(a.wm.reward_head(out["feat"]), data["reward"], a.wm.bins).mean()
+        grads = (torch.autograd.grad(reward_loss, cal.params, allow_unused=True) if reward_loss.requires_grad
+                 else [None] * len(cal.params))
+        reaches = any(g is not None and g.abs().sum() > 0 for g in grads)
+        assert reaches == (method == "dreamer_finetune"), f"a reward loss reaches {method}'s trainable part"
+        for _ in range(3):
+            metrics = cal.step(data)
         assert "loss/reward" not in metrics
-        runs.append((metrics["loss/calib"], copy.deepcopy(a.state_dict())))
-    assert runs[0][0] == runs[1][0]
-    for k, v in runs[0][1].items():
-        assert torch.equal(v, runs[1][1][k]), k
+        after = a.state_dict()
+        moved = {k for k in after if not torch.equal(after[k], pretrained[k])}
+        assert moved, "calibration trained nothing: the comparison below would prove nothing"
+        assert not any(k.startswith("wm.reward_head.") for k in moved), "the source reward head moved"
+        # the rewards the policy stage imagines with: the source head's, not zero where the logs are
+        imagined = a.wm.reward(out["feat"].detach())
+        assert imagined.abs().max() > 0.1
+        runs[name] = (metrics["loss/calib"], after)
+    (loss_zero, zero), (loss_sim, simulated) = runs.values()
+    assert loss_zero == loss_sim
+    for k, v in zero.items():
+        assert torch.equal(v, simulated[k]), k
 
 
 # -- calibration: held-out error vs updates, and early stopping on it --------------------------------
