@@ -312,13 +312,9 @@ def _parsers(parser, words=()):
 
 
 PARSERS = dict(_parsers(build_parser()))
-#: descriptions known to print a doubled percent sign; strict, so a fix must remove the entry
-DOUBLED_PERCENT: dict = {}
 
 
-@pytest.mark.parametrize("words", [
-    pytest.param(w, marks=pytest.mark.xfail(reason=DOUBLED_PERCENT[w], strict=True)) if w in DOUBLED_PERCENT else w
-    for w in PARSERS], ids=lambda w: " ".join(w) or "redraw")
+@pytest.mark.parametrize("words", list(PARSERS), ids=lambda w: " ".join(w) or "redraw")
 def test_help_texts_print_as_written_and_name_their_defaults(words):
     """A description is printed as it is (argparse %-formats only an argument's help, so a
     description's ``%%`` prints doubled), and an option's "(default: ...)" names every value its
