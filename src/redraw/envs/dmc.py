@@ -39,7 +39,7 @@ class DMCEnv:
 
     ``reset() -> obs``; ``step(action) -> (obs, reward, done, terminal)``. One agent step is
     ``action_repeat`` control steps with the same action; the reward is that of the *last*
-    sub-step (METHOD.md). An episode lasts ``episode_steps`` agent steps. ``name`` is an env of
+    sub-step (docs/method.md#environments). An episode lasts ``episode_steps`` agent steps. ``name`` is an env of
     the env-pair file ``pairs`` (default: the repository's envs.yaml); a target's perturbations
     are applied as ``redraw.envs.perturbations`` describes.
     """
