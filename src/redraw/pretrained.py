@@ -89,8 +89,15 @@ def prepare_workdir(workdir: Path, pair: str, seed: int, preset: str, overrides:
     set_params({"seed": int(seed), "env.source": source, "env.target": pair,
                 "env.pairs": Path(pairs_name).name, **(overrides or {})}, staging)
     current = workdir / "params.yaml"
-    shaping = ("seed", "env", "collect_source", "model", "actor_critic", "pretrain", "perf")
-    if current.is_file() and any(load_params(current).get(k) != load_params(staging).get(k) for k in shaping):
+    from redraw.stages.pretrain import NOT_SHAPING
+
+    def shaping(path: Path) -> dict:  # what shapes the training: more steps go on from its checkpoint
+        params = load_params(path)
+        out = {k: params.get(k) for k in ("seed", "env", "collect_source", "model", "actor_critic", "perf")}
+        out["pretrain"] = {k: v for k, v in (params.get("pretrain") or {}).items() if k not in NOT_SHAPING}
+        return out
+
+    if current.is_file() and shaping(current) != shaping(staging):
         staging.unlink()
         raise PretrainedError(f"{workdir}: holds a build with other params ({current}); "
                               "remove the work dir or pass another --workdir")
@@ -113,6 +120,8 @@ def train(pair: str, role: str, seed: int, preset: str = DEFAULT_PRESET, workdir
           overrides: dict | None = None) -> Path:
     """Collect the source data and run the role's training in its work dir (resuming its
     checkpoint); returns the work dir, which then holds ``models/...`` and the learning curve."""
+    from redraw.config import load_params
+
     if role not in STAGE_FLAGS:
         raise PretrainedError(f"role {role!r} is not trained; trained roles: {', '.join(STAGE_FLAGS)}")
     workdir = prepare_workdir(Path(workdir or default_workdir(pair, role, seed)), pair, seed, preset, overrides)
@@ -120,7 +129,9 @@ def train(pair: str, role: str, seed: int, preset: str = DEFAULT_PRESET, workdir
     py = sys.executable
     if not (workdir / "data/source/metadata.json").is_file():
         _run([py, "-m", "redraw.stages.collect", "source"], workdir, log)
-    if not (workdir / STAGE_CURVE[role]).is_file():
+    curve = workdir / STAGE_CURVE[role]
+    steps = int(load_params(workdir / "params.yaml")["pretrain"]["steps"])
+    if not curve.is_file() or not json.loads(curve.read_text()) or json.loads(curve.read_text())[-1]["step"] < steps:
         _run([py, "-m", "redraw.stages.pretrain", "--no-progress", *STAGE_FLAGS[role]], workdir, log)
     return workdir
 
