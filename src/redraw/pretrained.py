@@ -89,7 +89,7 @@ def prepare_workdir(workdir: Path, pair: str, seed: int, preset: str, overrides:
     set_params({"seed": int(seed), "env.source": source, "env.target": pair,
                 "env.pairs": Path(pairs_name).name, **(overrides or {})}, staging)
     current = workdir / "params.yaml"
-    from redraw.stages.pretrain import NOT_SHAPING
+    from redraw.agent.configs import NOT_SHAPING
 
     def shaping(path: Path) -> dict:  # what shapes the training: more steps go on from its checkpoint
         params = load_params(path)

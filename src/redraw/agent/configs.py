@@ -45,6 +45,12 @@ class PretrainConfig:
     imag_clip: bool = False  #: experimental: clip imagined actions before REINFORCE (pre-40dcb3b; docs/investigations.md §1.5)
 
 
+#: ``pretrain`` keys left out of a run's identity: the same training up to any step whatever they
+#: are (evaluations act with generators of their own, checkpoints resume bit for bit), so a run
+#: given more ``steps`` goes on from its checkpoint instead of starting again
+NOT_SHAPING = ("steps", "eval_every", "eval_episodes", "final_eval_episodes", "checkpoint_every", "log_every")
+
+
 def configs_from_params(params: dict, path: str = "params.yaml", world_model: str | None = None):
     """Agent and schedule configs; ``world_model`` overrides ``pretrain.world_model``. The RSSM
     (the DreamerV3 baseline) takes DreamerV3's settings from ``pretrain.rssm_*``: horizon, latent

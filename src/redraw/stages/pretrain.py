@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from redraw.agent.configs import configs_from_params
+from redraw.agent.configs import NOT_SHAPING, configs_from_params
 from redraw.agent.dreamer import Agent, AgentPolicy
 from redraw.checkpoint import checkpoint_root as default_checkpoint_root
 from redraw.checkpoint import hold_lock, identity_hash, load_checkpoint, save_checkpoint
@@ -114,12 +114,6 @@ def evaluate(agent: Agent, env, episodes: int, seed: int, first: int = 0) -> dic
     returns, _ = run_policy(env, AgentPolicy(agent, sample=True), episodes, seed, progress=False,
                             stream=EVAL_STREAM, first=first)
     return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)), "episodes": episodes}
-
-
-#: ``pretrain`` keys left out of a run's identity: the same training up to any step whatever they
-#: are (evaluations act with generators of their own, checkpoints resume bit for bit), so a run
-#: given more ``steps`` goes on from its checkpoint instead of starting again
-NOT_SHAPING = ("steps", "eval_every", "eval_episodes", "final_eval_episodes", "checkpoint_every", "log_every")
 
 
 def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", out_dir: Path = OUT_DIR,
