@@ -269,3 +269,31 @@ def test_failure_text():
     failure = Failure("finite_values", "d/episode-000001.npz", "action", "2 non-finite values")
     assert str(failure) == "d/episode-000001.npz [action]: finite_values: 2 non-finite values"
     assert str(Failure("no_episodes", "d", None, "none")) == "d: no_episodes: none"
+
+
+@pytest.mark.parametrize("hz", [25.0, 30.0, 100.0, 7.0])
+def test_data_at_another_rate_than_the_envs_agent_steps_are_refused(bases, tmp_path, hz):
+    """The pipeline's contract takes env.target's agent-step rate (pendulum: 0.02 s x action
+    repeat 2 = 25 Hz): data logged at another rate fail, naming metadata.json's control_hz and
+    the override, unless validate.allow_rate_mismatch."""
+    import dataclasses
+
+    from redraw.config import load_params
+    from redraw.stages.validate import validation_config
+
+    root = Path(__file__).resolve().parents[1]
+    params = load_params(root / "params.yaml")
+    params = {**params, "env": {**params["env"], "source": "pendulum-swingup", "target": ENV,
+                                "pairs": str(root / "envs.yaml"), "action_repeat": 2}}
+    d = copy_of(bases, "proprio", tmp_path / "d")
+    write_metadata(d, dataclasses.replace(read_metadata(d), control_hz=hz))
+    cfg = validation_config(params, "params.yaml")
+    assert cfg.expected_control_hz == pytest.approx(25.0)
+    cfg.min_transitions, cfg.min_episode_length = 100, 64
+    result = validate_dataset(d, cfg)
+    failures = [f for f in result.failures if f.check == "expected_control_hz"]
+    assert bool(failures) == (hz != 25.0)
+    if failures:
+        assert failures[0].field == "control_hz" and f"{hz:g} Hz" in failures[0].message
+    params["validate"] = {**params["validate"], "allow_rate_mismatch": True}
+    assert validation_config(params, "params.yaml").expected_control_hz is None

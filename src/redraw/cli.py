@@ -64,16 +64,24 @@ def _cmd_validate_stage(args) -> int:
     return validate.main(["--params", args.params, "--data", args.data])
 
 
-def _contract(args):
-    """The validation contract: thresholds from params.yaml (if present), overrides from flags."""
+def _contract(args, rate: bool = False):
+    """The validation contract: thresholds from params.yaml (if present), overrides from flags.
+    ``rate``: also the env's agent-step rate (``redraw data validate``; an import checks the rate
+    itself, against its config's ``target.allow_rate_mismatch``)."""
     from redraw.config import load_params
-    from redraw.stages.validate import validation_config
+    from redraw.stages.validate import agent_rate, validation_config
     from redraw.validation import ValidationConfig
 
     if Path(args.params).is_file():
-        cfg = validation_config(load_params(args.params), args.params)
+        params = load_params(args.params)
+        cfg = validation_config(params, args.params)
     else:
-        cfg = ValidationConfig()
+        params, cfg = None, ValidationConfig()
+    if args.env is not None and params is not None and not cfg.allow_rate_mismatch:
+        other = {**params, "env": {**params["env"], "target": args.env}}
+        cfg.expected_control_hz = agent_rate(other, args.params) if args.env else None
+    if not rate:
+        cfg.expected_control_hz = None
     if args.env is not None:
         cfg.expected_env = args.env or None
     if args.obs_mode is not None:
@@ -172,7 +180,7 @@ def _cmd_data_validate(args) -> int:
     from redraw.validation import validate_dataset
 
     try:
-        contract = _contract(args)
+        contract = _contract(args, rate=True)
     except ConfigError as exc:
         print(f"validate: error: {exc}", file=sys.stderr)
         return 2

@@ -37,6 +37,8 @@ def validation_config(params: dict, params_path: str = "params.yaml", env_key: s
         expected_obs_mode=get(params, "env.obs_mode", params_path),
         reward_from="",
     )
+    if not cfg.allow_rate_mismatch:
+        cfg.expected_control_hz = agent_rate(params, params_path, env_key)
     unset = [key for key in ("reward_min", "reward_max") if getattr(cfg, key) is None]
     for key in {"reward_min", "reward_max"} - set(unset):
         value = getattr(cfg, key)
@@ -51,6 +53,20 @@ def validation_config(params: dict, params_path: str = "params.yaml", env_key: s
     cfg.reward_max = hi if cfg.reward_max is None else cfg.reward_max
     cfg.reward_from = f"{' and '.join(unset)} null in {params_path}, so the env's range: {origin}"
     return cfg
+
+
+def agent_rate(params: dict, params_path: str = "params.yaml", env_key: str = "env.target") -> float | None:
+    """Agent steps per second of env ``env_key``: its control timestep times env.action_repeat
+    (None where the env is not in the env-pair file)."""
+    from redraw.data.importers.convert import env_facts
+    from redraw.envs.registry import load_pairs
+
+    registry = load_pairs(get(params, "env.pairs", params_path))
+    name = get(params, env_key, params_path)
+    if name not in registry.envs:
+        return None
+    _, timestep = env_facts(name, get(params, "env.obs_mode", params_path), 64, registry)
+    return 1.0 / (timestep * int(get(params, "env.action_repeat", params_path)))
 
 
 def env_reward_bounds(params: dict, params_path: str = "params.yaml", env_key: str = "env.target"):

@@ -38,6 +38,9 @@ class ValidationConfig:
     max_blank_fraction: float = 0.05  #: per episode, fraction of blank frames allowed
     expected_env: str | None = None  #: metadata.env must equal this when set
     expected_obs_mode: str | None = None  #: metadata.obs_mode must equal this when set
+    #: metadata.control_hz must equal this (to 0.1%) when set: the env's agent-step rate (``stages.validate``)
+    expected_control_hz: float | None = None
+    allow_rate_mismatch: bool = False  #: params' validate.allow_rate_mismatch: no control_hz check
     reward_from: str = ""  #: where the reward bounds come from, for the messages (``stages.validate``)
 
 
@@ -182,6 +185,14 @@ def _suites(cfg: ValidationConfig, summary: Summary) -> dict[str, list[_Check]]:
             "expected_obs_mode", E.ExpectColumnValuesToBeInSet(column="obs_mode", value_set=[cfg.expected_obs_mode]),
             lambda r: f"metadata obs_mode is {r['obs_mode']!r}, expected {cfg.expected_obs_mode!r}",
             file_col="metadata", field="obs_mode"))
+    if cfg.expected_control_hz is not None:
+        hz = float(cfg.expected_control_hz)
+        dataset.append(_Check(
+            "expected_control_hz",
+            E.ExpectColumnValuesToBeBetween(column="control_hz", min_value=hz * 0.999, max_value=hz * 1.001),
+            lambda r: f"metadata control_hz is {r['control_hz']:g} Hz, the env takes {hz:g} agent steps per second "
+                      "(env.action_repeat); a model of one rate does not predict another's transitions",
+            file_col="metadata", field="control_hz"))
     for checks in (fields, episodes, observations, dataset):
         for n, check in enumerate(checks):
             check.expectation.meta = {"check": check.name, "n": n}

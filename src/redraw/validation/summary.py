@@ -238,7 +238,7 @@ def summarize(directory: str | Path, min_image_std: float) -> Summary:
     out.observations = pd.DataFrame(_observation_rows(meta, meta_file), columns=["file", "field", "dtype", "expected_dtype", "shape", "shape_ok"])
     out.dataset = pd.DataFrame(
         [{"directory": str(directory), "metadata": meta_file, "env": meta.env, "obs_mode": meta.obs_mode,
-          "episodes": len(episode_rows), "transitions": transitions}]
+          "control_hz": float(meta.control_hz), "episodes": len(episode_rows), "transitions": transitions}]
     )
     return out
 
