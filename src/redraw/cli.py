@@ -77,7 +77,7 @@ def _contract(args, rate: bool = False):
         cfg = validation_config(params, args.params)
     else:
         params, cfg = None, ValidationConfig()
-    if args.env is not None and params is not None and not cfg.allow_rate_mismatch:
+    if rate and args.env is not None and params is not None and not cfg.allow_rate_mismatch:
         other = {**params, "env": {**params["env"], "target": args.env}}
         cfg.expected_control_hz = agent_rate(other, args.params) if args.env else None
     if not rate:

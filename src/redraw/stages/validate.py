@@ -61,12 +61,13 @@ def agent_rate(params: dict, params_path: str = "params.yaml", env_key: str = "e
     from redraw.data.importers.convert import env_facts
     from redraw.envs.registry import load_pairs
 
-    registry = load_pairs(get(params, "env.pairs", params_path))
-    name = get(params, env_key, params_path)
-    if name not in registry.envs:
+    env = params.get("env") or {}
+    name, repeat = env.get(env_key.split(".", 1)[1]), env.get("action_repeat")
+    registry = load_pairs(env.get("pairs") or None)
+    if name not in registry.envs or not repeat:
         return None
-    _, timestep = env_facts(name, get(params, "env.obs_mode", params_path), 64, registry)
-    return 1.0 / (timestep * int(get(params, "env.action_repeat", params_path)))
+    _, timestep = env_facts(name, env.get("obs_mode") or "proprio", 64, registry)
+    return 1.0 / (timestep * int(repeat))
 
 
 def env_reward_bounds(params: dict, params_path: str = "params.yaml", env_key: str = "env.target"):
