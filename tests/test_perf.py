@@ -218,8 +218,11 @@ def test_the_fused_prior_chain_computes_what_the_step_by_step_chain_does(residua
         torch.testing.assert_close(fused[k], loop[k], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(fused["states"].belief, loop["states"].belief, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(fused["state"].belief, loop["state"].belief, rtol=1e-4, atol=1e-6)
+    # bf16 carries 8 bits of mantissa (a relative step of 2^-8): where the CPU has no native bf16
+    # products its emulated kernels round the two chains' sums differently at that level
+    rtol = 1e-2 if bf16 else 1e-3
     for n in g_loop:
-        torch.testing.assert_close(g_fused[n], g_loop[n], rtol=1e-3, atol=1e-5 * g_loop[n].abs().max().item(), msg=n)
+        torch.testing.assert_close(g_fused[n], g_loop[n], rtol=rtol, atol=1e-5 * g_loop[n].abs().max().item(), msg=n)
 
 
 @pytest.mark.parametrize("native", [False, True])
@@ -276,7 +279,9 @@ def test_the_fused_rssm_chain_computes_what_the_step_by_step_chain_does():
 
     (l_loop, loop, g_loop), (l_fused, fused, g_fused) = run(False), run(True)
     tol = dict(rtol=1e-4, atol=1e-5)
-    assert torch.equal(fused["states"].z, loop["states"].z)  # the same samples
+    # the same samples: the same classes drawn (the straight-through one-hot's values differ by rounding)
+    assert torch.equal(fused["states"].z.argmax(-1), loop["states"].z.argmax(-1))
+    torch.testing.assert_close(fused["states"].z, loop["states"].z, **tol)
     for x, y in ((fused["states"].deter, loop["states"].deter), (fused["post_logp"], loop["post_logp"]),
                  (fused["state"].deter, loop["state"].deter), (l_fused, l_loop)):
         torch.testing.assert_close(x, y, **tol)
@@ -291,7 +296,7 @@ def test_the_fused_rssm_chain_computes_what_the_step_by_step_chain_does():
             wm.fused_chain = fused
             outs.append(wm.observe(obs, batch["action"], batch["is_first"], state=loop["state"],
                                    generator=torch.Generator().manual_seed(1)))
-    assert torch.equal(outs[0]["states"].z, outs[1]["states"].z)
+    assert torch.equal(outs[0]["states"].z.argmax(-1), outs[1]["states"].z.argmax(-1))
     torch.testing.assert_close(outs[1]["states"].deter, outs[0]["states"].deter, **tol)
 
 
