@@ -183,28 +183,31 @@ def register(model_uri: str, name: str, tags: dict[str, str], description: str =
     return str(mv.version)
 
 
-def _return(mv) -> float:
+def _return(mv, tag: str = "target_return") -> float:
     try:
-        return float(mv.tags["target_return"])
+        return float(mv.tags[tag])
     except (KeyError, ValueError):
-        raise DeployError(f"model version {mv.name} v{mv.version} has no numeric target_return tag") from None
+        raise DeployError(f"model version {mv.name} v{mv.version} has no numeric {tag} tag") from None
 
 
-def promote(name: str, margin: float = 0.0) -> tuple[bool, str]:
-    """Move ``champion`` to the challenger if its target return beats the champion's by more
-    than ``margin`` (or there is no champion). Returns (promoted, why)."""
+def promote(name: str, margin: float = 0.0, tag: str = "target_return", version: str | None = None) -> tuple[bool, str]:
+    """Move ``champion`` to the challenger (or to ``version``) if its return (the model version's
+    tag ``tag``: the evaluation's ``target_return``, or ``robot_return``, the robot's logged return
+    that ``redraw rounds`` records) beats the champion's by more than ``margin`` (or there is no
+    champion). Returns (promoted, why)."""
     client = _client()
-    challenger = _version_by_alias(client, name, CHALLENGER)
+    challenger = client.get_model_version(name, version) if version else _version_by_alias(client, name, CHALLENGER)
     if challenger is None:
         raise DeployError(f"registered model {name!r} has no {CHALLENGER!r} version; run `dvc repro register`")
     champion = _version_by_alias(client, name, CHAMPION)
-    new = _return(challenger)
+    what = tag.replace("_", " ")
+    new = _return(challenger, tag)
     if champion is not None and champion.version == challenger.version:
         return False, f"{name} v{challenger.version} is already the champion"
     if champion is not None:
-        old = _return(champion)
+        old = _return(champion, tag)
         if not new > old + margin:
-            return False, (f"refused: challenger v{challenger.version} target return {new:.2f} does not beat champion "
+            return False, (f"refused: challenger v{challenger.version} {what} {new:.2f} does not beat champion "
                            f"v{champion.version} ({old:.2f}) by more than the margin {margin:g}")
     history = json.loads(client.get_registered_model(name).tags.get("champion_history", "[]"))
     if champion is not None:
@@ -212,8 +215,8 @@ def promote(name: str, margin: float = 0.0) -> tuple[bool, str]:
     client.set_registered_model_tag(name, "champion_history", json.dumps(history))
     client.set_registered_model_alias(name, CHAMPION, challenger.version)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-    before = f"v{champion.version} ({_return(champion):.2f})" if champion is not None else "none"
-    why = f"promoted {name} v{challenger.version} (target return {new:.2f}) over {before}, margin {margin:g}"
+    before = f"v{champion.version} ({_return(champion, tag):.2f})" if champion is not None else "none"
+    why = f"promoted {name} v{challenger.version} ({what} {new:.2f}) over {before}, margin {margin:g}"
     client.set_model_version_tag(name, challenger.version, "promoted_at", stamp)
     client.set_model_version_tag(name, challenger.version, "promotion", why)
     client.update_model_version(name, challenger.version,
