@@ -9,7 +9,7 @@ import pytest
 from redraw.cli import build_parser, main
 
 SUBCOMMANDS = [[], ["envs"], ["collect"], ["validate"], ["preset"], ["pair"], ["regime"], ["stage"], ["data"], ["data", "validate"],
-               ["data", "import"], ["data", "stats"], ["data", "merge"]]
+               ["data", "import"], ["data", "stats"], ["data", "merge"], ["rounds"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w) or "redraw")

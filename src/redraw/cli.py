@@ -622,6 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_pretrained_parser(sub)
 
+    from redraw.rounds import add_parser as add_rounds_parser
+
+    add_rounds_parser(sub)
+
     data = sub.add_parser("data", help="inspect, validate and import episode data sets",
                           description="Episode data sets: see docs/episode-schema.md for the format.")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
