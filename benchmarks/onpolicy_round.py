@@ -42,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from redraw.records import merge_keyed  # noqa: E402
+from redraw.rounds import check_workdir, copy_workdir  # noqa: E402,F401 - this benchmark's work dirs, as the rounds'
 
 RESULTS = ROOT / "benchmarks/results/onpolicy_round.json"
 #: the logged episodes' seed stream: apart from the data sets' (0-2), the final evaluation's (4242)
@@ -52,7 +53,6 @@ KEY = ("pair", "seed", "preset", "method", "logged_by", "expert_episodes", "poli
 LOGGERS = {"policy": ("models/round0/{method}/agent.pt", "onpolicy"), "expert": ("models/oracle/agent.pt", "expertlog")}
 ADAPTED = ("redraw", "redraw_pessimistic", "draw_finetune", "dreamer_finetune")  #: methods that adapt to target data
 POLICY_EPISODES = 20  #: logged episodes of a round unless told
-SKIP = ("adaptation_length", "logs", "*.log", ".*.partial")
 
 
 def round_dir(workdir: Path, method: str, logged_by: str = "policy", expert_episodes: int | None = None,
@@ -64,24 +64,6 @@ def round_dir(workdir: Path, method: str, logged_by: str = "policy", expert_epis
     if expert_episodes is not None or policy_episodes != POLICY_EPISODES:
         name += f"-p{policy_episodes}" + (f"-e{expert_episodes}" if expert_episodes is not None else "")
     return workdir.with_name(name)
-
-
-def check_workdir(workdir: Path, method: str) -> None:
-    """A finished work dir: METHOD's policy trained and evaluated (ValueError names what is missing)."""
-    for rel in ("params.yaml", "dvc.yaml", f"models/policy/{method}/agent.pt", f"reports/evaluate/{method}.json",
-                "data/target/metadata.json"):
-        if not (workdir / rel).exists():
-            raise ValueError(f"{workdir / rel}: missing; run the quality benchmark for {method} in this work dir first")
-
-
-def copy_workdir(workdir: Path, dest: Path) -> None:
-    """``workdir`` copied to ``dest`` whole or not at all (its long-adaptation runs and logs left out)."""
-    if dest.exists():
-        return
-    tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(workdir, tmp, symlinks=True, ignore=shutil.ignore_patterns(*SKIP))
-    os.replace(tmp, dest)
 
 
 def collect_logged(dest: Path, params: dict, method: str, episodes: int, workers: int,

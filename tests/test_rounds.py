@@ -319,3 +319,40 @@ def test_the_logged_gate_compares_the_returns_logged_on_the_robot(repo, monkeypa
     c.set_model_version_tag(NAME, first.version, "robot_return", "40")
     promoted, why = promote(NAME, 5.0, "robot_return", second)
     assert promoted and "robot return 50.00" in why and champion(repo) == second
+
+
+def test_the_benchmark_records_round_0_and_every_finished_round(tmp_path):
+    """benchmarks/rounds.py: one record per round, round 0 from the work dir's own evaluation, an
+    unfinished round left out, merged by key into the results file."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import rounds as bench
+
+    from redraw.records import merge_keyed
+
+    workdir, dest = tmp_path / "cpu-seed1", tmp_path / "cpu-seed1-rounds-redraw-all-e20"
+    ev = {"return_mean": 40.0, "return_ci_low": 30.0, "return_ci_high": 50.0, "episodes": 10, "returns": [1.0]}
+    (workdir / "reports/evaluate").mkdir(parents=True)
+    (workdir / "reports/evaluate/redraw.json").write_text(json.dumps(ev))
+    (workdir / "reports/evaluate/oracle.json").write_text(json.dumps({**ev, "return_mean": 270.0}))
+    (dest / "rounds/round-001").mkdir(parents=True)
+    (dest / "rounds/round-002").mkdir(parents=True)
+    (dest / "rounds/manifest.json").write_text(json.dumps({
+        "target": "reacher-easy-reversed", "seed": 1, "preset": "cpu",
+        "settings": {"method": "redraw", "episodes": 20, "keep": "all", "base_episodes": 0, "expert": ""}}))
+    done = {"round": 1, "step": "promote", "returns": [100.0, 200.0], "evaluation": {**ev, "return_mean": 250.0},
+            "data": {"episodes": 80, "transitions": 40000}, "deployed": {"version": "1"}, "registered": {"version": "2"},
+            "promotion": {"promoted": True, "champion": "2"}}
+    (dest / "rounds/round-001/state.json").write_text(json.dumps(done))
+    (dest / "rounds/round-002/state.json").write_text(json.dumps({"round": 2, "step": "merge"}))
+    found = bench.records(workdir, dest, "redraw", "policy", "abc")
+    assert [(r["round"], r["eval"]["return_mean"]) for r in found] == [(0, 40.0), (1, 250.0)]
+    assert found[1]["logged_return_mean"] == 150.0 and found[1]["promoted"] and found[1]["champion_version"] == "2"
+    assert {r["expert_return"] for r in found} == {270.0}
+    assert "returns" not in found[0]["eval"]  # small records: the summary, not every episode
+    path = tmp_path / "rounds.json"
+    merge_keyed(path, {"records": (bench.KEY, found)})
+    merge_keyed(path, {"records": (bench.KEY, [{**found[1], "eval": {"return_mean": 260.0}}])})
+    rows = json.loads(path.read_text())["records"]
+    assert [(r["round"], r["eval"]["return_mean"]) for r in rows] == [(0, 40.0), (1, 260.0)]
+    assert bench.rounds_dir(workdir, "redraw", "first+newest:1", 20, "expert").name == \
+        "cpu-seed1-expertlog-redraw-first-newest1-e20"
