@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -106,6 +107,26 @@ def test_each_round_keeps_the_data_its_setting_names():
     for bad in ("newest", "newest:0", "first:2", "everything"):
         with pytest.raises(ConfigError, match=rf"keep '{bad}' is not all \(the first data set"):
             kept_parts(1, bad, "data/target")
+
+
+def test_a_robot_command_leaves_its_logs_whole_or_fails_naming_the_command(tmp_path):
+    from redraw.robot import CommandRobot, Deployment, NoLogs
+
+    deployment = Deployment("models:/m/3", "m", "3", "champion", 2, 1, 0)
+    (tmp_path / "robot").mkdir()
+    (tmp_path / "robot/episode-000.mcap").write_bytes(b"bag")
+    copy = ("cp ROBOT/episode-000.mcap {out} && echo {model} {episodes} {round} > {out}/asked && "
+            "echo '{{\"returns\": [1, 2.5]}}' > {out}/returns.json").replace("ROBOT", str(tmp_path / "robot"))
+    logs = CommandRobot(copy, 30).run(deployment, tmp_path / "logs")
+    assert logs.returns == [1.0, 2.5] and (tmp_path / "logs/episode-000.mcap").read_bytes() == b"bag"
+    assert (tmp_path / "logs/asked").read_text() == "models:/m/3 2 1\n"
+    for template, timeout, says in (("exit 3", 30, "failed (exit 3)"), ("true", 30, "left no logs"),
+                                    ("sleep 5", 0.5, "no logs within the timeout of 0.5 s")):
+        with pytest.raises(NoLogs, match=re.escape(says)):
+            CommandRobot(template, timeout).run(deployment, tmp_path / "other")
+        assert not (tmp_path / "other").exists() and not list(tmp_path.glob(".other*"))
+    with pytest.raises(ValueError, match=r"bad placeholder 'modle'"):
+        CommandRobot("deploy {modle}", 30)
 
 
 # -- on the smoke pipeline --------------------------------------------------------------------------

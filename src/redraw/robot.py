@@ -26,6 +26,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -353,15 +354,23 @@ class CommandRobot:
     def run(self, deployment: Deployment, out: Path) -> RobotLogs:
         def fill(tmp: Path) -> None:
             cmd = self.command(deployment, tmp)
+            # its own process group: a timeout stops the command and everything it started
+            proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    start_new_session=True)
             try:
-                proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=self.timeout)
+                out, _ = proc.communicate(timeout=self.timeout)
             except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.communicate(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.communicate()
                 raise NoLogs(f"round {deployment.round}: no logs within the timeout of {self.timeout:g} s: the robot "
-                             f"command `{cmd}` was still running") from None
+                             f"command `{cmd}` was still running (stopped)") from None
             if proc.returncode:
-                tail = (proc.stdout + proc.stderr)[-2000:]
                 raise NoLogs(f"round {deployment.round}: the robot command `{cmd}` failed (exit {proc.returncode}):\n"
-                             f"{tail}")
+                             f"{out[-2000:]}")
             if not [p for p in tmp.iterdir() if p.name != RETURNS_FILE]:
                 raise NoLogs(f"round {deployment.round}: the robot command `{cmd}` left no logs in {{out}}")
 
