@@ -526,7 +526,7 @@ class Rounds:
                             f"config) and remove {self.round_dir(n)} to run the round again.", result)
 
     def step_merge(self, n: int, state: dict) -> None:
-        from redraw.data.episodes import dataset_stats
+        from redraw.data.episodes import dataset_fingerprint, dataset_stats
         from redraw.data.importer import ImportRejected, merge_datasets
         from redraw.data.schema import METADATA_FILE
 
@@ -534,6 +534,10 @@ class Rounds:
         dest = self.round_dir(n) / "data" / "target"
         parts = kept_parts(n, m["settings"]["keep"], m["base"], m["settings"]["base_episodes"])
         if not (dest / METADATA_FILE).is_file():
+            if parts[0][0] == m["base"] and dataset_fingerprint(m["base"]) != m["base_fingerprint"]:
+                raise RoundError(f"round {n}: the loop's first data set {m['base']} changed since the loop started "
+                                 f"(fingerprint in {MANIFEST}: {m['base_fingerprint'][:12]}...); put it back, or start "
+                                 "another loop in another pipeline directory")
             try:
                 merge_datasets(parts, dest, self.contract())
             except ImportRejected as exc:
