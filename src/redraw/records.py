@@ -183,8 +183,11 @@ def training_progress(workdir: Path) -> list[dict]:
                 continue
             state = load_checkpoint(ckpt)
             curve = state["curve"]
+            # the target length: the checkpoint's own, else (older checkpoints) the identity's or the params'
+            steps = state.get("steps") or state["identity"].get("pretrain", {}).get("steps") \
+                or load_yaml(workdir / "params.yaml").get("pretrain", {}).get("steps", 0)
             row = {"training": name, "finished": False, "step": int(state["step"]),
-                   "steps": int(state["identity"]["pretrain"]["steps"]), "seconds": float(state.get("seconds", 0.0)),
+                   "steps": int(steps), "seconds": float(state.get("seconds", 0.0)),
                    "updated": ckpt.stat().st_mtime}
         row["last_eval"] = [int(curve[-1]["step"]), float(curve[-1]["eval_return"])] if curve else None
         out.append(row)

@@ -210,7 +210,8 @@ def run(params: dict, path: str = "params.yaml", env_key: str = "env.source", ou
 
     def checkpoint():
         save_checkpoint(ckpt_path, {
-            "agent": agent.checkpoint_state(), "step": step, "online_episodes": online_episodes, "curve": curve,
+            "agent": agent.checkpoint_state(), "step": step, "steps": pre.steps,  # the target: not in the identity
+            "online_episodes": online_episodes, "curve": curve,
             "next_eval": next_eval, "last_return": last_return, "replay_rng": replay.rng_state(),
             "seconds": seconds_before + time.perf_counter() - start,
             "last_logged": history[-1:],
