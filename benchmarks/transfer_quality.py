@@ -59,7 +59,8 @@ from checkout import commit  # noqa: E402
 from redraw import parallel  # noqa: E402
 from redraw.parallel import venv_env  # noqa: E402
 from redraw.records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results, policy_progress,  # noqa: E402
-                            pretrain_seed, progress_line, training_progress, workdir_records, workdir_variant)
+                            pretrain_seed, progress_line, target_data, training_progress, workdir_records,
+                            workdir_variant)
 from redraw.records import hours as _hours  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHOD
     parallel.schedule(workdir, jobs, ".", stage_targets(methods, trainings_only))
 
 
-def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expert: bool,
+def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, behaviour: str,
             methods: tuple[str, ...] = METHODS, noise_fraction: float = 0.0,
             overrides: dict[str, object] | None = None, pair: str = DEFAULT_PAIR,
             update_code: bool = False, shipped: dict[str, str] | None = None) -> None:
@@ -142,9 +143,9 @@ def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, expe
     params["env"]["source"], params["env"]["target"] = source_of(pair), pair
     if transitions:
         params["collect_target"]["transitions"] = transitions
-    if expert:  # the paper's target data: episodes of the oracle's policy (collect_target depends on models/oracle)
+    if behaviour != "preset":  # episodes of a policy: the oracle's (the paper's data) or the source's on the target
         params["collect_target"]["behaviour"]["kind"] = "policy"
-        params["collect_target"]["behaviour"]["checkpoint"] = "models/oracle/agent.pt"
+        params["collect_target"]["behaviour"]["checkpoint"] = BEHAVIOUR_CHECKPOINTS[behaviour]
         params["collect_target"]["behaviour"]["noise_fraction"] = noise_fraction
     params["evaluate"]["methods"] = ["source", *methods]  # METHODS ends with the oracle
     if shipped:  # the nested protocol: the trainings are shipped models (pretrained/), not run here
@@ -237,9 +238,16 @@ def parse_set(items: list[str], flag: str = "--set") -> dict[str, object]:
     return overrides
 
 
+#: the policy whose episodes are the target data, by --target-behaviour (collect_target depends on both)
+BEHAVIOUR_CHECKPOINTS = {"expert": "models/oracle/agent.pt", "source_policy": "models/pretrain/agent.pt"}
+
+
 def describe_target(behaviour: str, noise_fraction: float) -> str:
-    if behaviour != "expert":
+    if behaviour == "preset":
         return "the preset behaviour"
+    if behaviour == "source_policy":
+        return "the source policy acting on the target (regime b: what a robot team has first)" + \
+            (f", {noise_fraction:.0%} of the episodes correlated noise" if noise_fraction else "")
     if not noise_fraction:
         return "the oracle (expert) only, the paper's data"
     name = " (the half-noise variant, not the paper's data)" if noise_fraction == 0.5 else \
@@ -253,10 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
     parser.add_argument("--target-transitions", type=int, default=None,
                         help="target data size (default: the preset's; the paper's claim is at 40000)")
-    parser.add_argument("--target-behaviour", choices=("expert", "preset"), default="expert",
-                        help="who collects the target data: the oracle's policy, as in the paper (default), or "
-                        "the preset's collect_target.behaviour as it is (cpu: the oracle's episodes only; "
-                        "quick: correlated noise)")
+    parser.add_argument("--target-behaviour", choices=("expert", "source_policy", "preset"), default="expert",
+                        help="who collects the target data: the oracle's policy, as in the paper (default); the "
+                        "source policy deployed on the target (regime b; work dirs ...-source_policy); or the "
+                        "preset's collect_target.behaviour as it is (cpu: the oracle's episodes only; quick: "
+                        "correlated noise)")
     parser.add_argument("--noise-fraction", type=float, default=0.0,
                         help="with the expert: the share of target episodes that take correlated noise instead "
                         "(default 0: the paper's expert-only data; 0.5: the half-noise variant, which shows the "
@@ -311,15 +320,19 @@ def work_dirs(root: Path, preset: str | None = None) -> list[Path]:
     dirs = []
     for f in sorted(root.glob("*/*/params.yaml")):
         params = load_yaml(f)
-        if f.parent.name == workdir_name(params.get("preset"), params.get("seed"), pretrain_seed(params)) and \
+        if f.parent.name == workdir_name(params.get("preset"), params.get("seed"), pretrain_seed(params),
+                                         target_data(params)) and \
                 (not preset or params.get("preset") == preset):
             dirs.append(f.parent)
     return dirs
 
 
-def workdir_name(preset, seed, pretrain: int | None = None) -> str:
-    """``PRESET-seedN``, or ``PRESET-pP-seedN`` for adaptation seed N from shipped pretraining P."""
-    return f"{preset}-seed{seed}" if pretrain is None else f"{preset}-p{pretrain}-seed{seed}"
+def workdir_name(preset, seed, pretrain: int | None = None, data: str = "expert") -> str:
+    """``PRESET-seedN``, or ``PRESET-pP-seedN`` for adaptation seed N from shipped pretraining P;
+    with ``-source_policy`` where the target data are the source policy's (regime b, ``data``:
+    ``records.target_data``), so that its runs never reuse the expert-data regime's work dirs."""
+    name = f"{preset}-seed{seed}" if pretrain is None else f"{preset}-p{pretrain}-seed{seed}"
+    return name + ("-source_policy" if data.startswith("source_policy") else "")
 
 
 def shipped_models(pair: str, pretrain: int, methods: tuple[str, ...]) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -420,10 +433,11 @@ def run_pair(args, parser, pair: str, methods: tuple[str, ...], overrides: dict)
     all_methods = methods
     points = [(p, seed) for p in (args.pretrain_seeds or [None]) for seed in args.seeds]
     for pretrain, seed in points:
-        workdir = args.workdir / pair / workdir_name(args.preset, seed, pretrain)
+        data = "source_policy" if args.target_behaviour == "source_policy" else "expert"
+        workdir = args.workdir / pair / workdir_name(args.preset, seed, pretrain, data)
         try:
             shipped, methods = (None, all_methods) if pretrain is None else shipped_models(pair, pretrain, all_methods)
-            prepare(workdir, args.preset, seed, args.target_transitions, args.target_behaviour == "expert", methods,
+            prepare(workdir, args.preset, seed, args.target_transitions, args.target_behaviour, methods,
                     args.noise_fraction, overrides, pair, args.update_code, shipped)
         except (ConfigError, WorkdirError) as exc:  # e.g. a --set key that params.yaml does not have
             parser.error(str(exc))

@@ -21,9 +21,25 @@ def test_set_parses_dotted_keys_with_yaml_values():
         transfer_quality.parse_set(["pretrain.imag_clip"])
 
 
+def test_source_policy_data_have_work_dirs_of_their_own(tmp_path):
+    """Regime (b): the source policy collects the target data, in ``...-source_policy`` work dirs,
+    so a run of it never resumes or harvests the expert-data regime's work dir of the same seed."""
+    from redraw.records import REGIMES, target_data
+
+    expert = tmp_path / "pendulum-swingup-reversed" / transfer_quality.workdir_name("smoke", 4)
+    source = tmp_path / "pendulum-swingup-reversed" / transfer_quality.workdir_name("smoke", 4, None, "source_policy")
+    assert source.name == "smoke-seed4-source_policy" and expert.name == "smoke-seed4"
+    transfer_quality.prepare(expert, "smoke", 4, None, "expert")
+    transfer_quality.prepare(source, "smoke", 4, None, "source_policy")
+    params = load_params(source / "params.yaml")
+    assert params["collect_target"]["behaviour"]["checkpoint"] == "models/pretrain/agent.pt"
+    assert target_data(params) == REGIMES["b"][0] and target_data(load_params(expert / "params.yaml")) == "expert"
+    assert transfer_quality.work_dirs(tmp_path, "smoke") == [expert, source]
+
+
 def test_overrides_win_over_the_preset_and_unknown_keys_are_refused(tmp_path):
     work = tmp_path / "smoke-seed4"
-    transfer_quality.prepare(work, "smoke", 4, 300, True, transfer_quality.METHODS, 0.5,
+    transfer_quality.prepare(work, "smoke", 4, 300, "expert", transfer_quality.METHODS, 0.5,
                              {"pretrain.imag_clip": True, "pretrain.steps": 123})
     params = load_params(work / "params.yaml")
     assert params["pretrain"]["imag_clip"] is True and params["pretrain"]["steps"] == 123
@@ -34,11 +50,11 @@ def test_overrides_win_over_the_preset_and_unknown_keys_are_refused(tmp_path):
 
     assert workdir_variant(work) == "pretrain.imag_clip=true, pretrain.steps=123"
     with pytest.raises(ConfigError, match="--set: key 'pretrain.no_such_key' does not exist"):
-        transfer_quality.prepare(work, "smoke", 4, None, True, overrides={"pretrain.no_such_key": 1})
+        transfer_quality.prepare(work, "smoke", 4, None, "expert", overrides={"pretrain.no_such_key": 1})
     assert workdir_variant(work) == ""  # refused: the work dir is left without overrides, and says so
-    transfer_quality.prepare(work, "smoke", 4, None, True, overrides={"train_policy.imag_unimix": 0.01})
+    transfer_quality.prepare(work, "smoke", 4, None, "expert", overrides={"train_policy.imag_unimix": 0.01})
     assert workdir_variant(work) == "train_policy.imag_unimix=0.01"
-    transfer_quality.prepare(work, "smoke", 4, None, True)
+    transfer_quality.prepare(work, "smoke", 4, None, "expert")
     assert workdir_variant(work) == ""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/transfer_quality.py"), "--preset", "smoke",
                            "--workdir", str(tmp_path), "--set", "seed"], capture_output=True, text=True)
@@ -63,7 +79,7 @@ def test_the_primary_target_data_are_the_papers_expert_episodes_and_half_noise_i
     args = transfer_quality.build_parser().parse_args([])
     assert (args.preset, args.target_behaviour, args.noise_fraction) == ("cpu", "expert", 0.0)
     work = tmp_path / "cpu-seed0"
-    transfer_quality.prepare(work, args.preset, 0, None, True, transfer_quality.METHODS, args.noise_fraction)
+    transfer_quality.prepare(work, args.preset, 0, None, "expert", transfer_quality.METHODS, args.noise_fraction)
     assert load_params(work / "params.yaml")["collect_target"]["behaviour"]["noise_fraction"] == 0.0
     assert "the paper's data" in transfer_quality.describe_target("expert", 0.0)
     variant = transfer_quality.build_parser().parse_args(["--noise-fraction", "0.5"])
@@ -96,7 +112,7 @@ def test_status_says_where_each_work_dir_stands_and_writes_nothing(smoke_repo, t
     ckpt = next((smoke_repo.path / "checkpoints").glob("pretrain-*/checkpoint.pt"))
     state = load_checkpoint(ckpt)  # the smoke training's last checkpoint, as if stopped halfway there
     identity = state.pop("identity")
-    steps, seconds = int(identity["pretrain"]["steps"]), 1800.0
+    steps, seconds = int(state["steps"]), 1800.0  # the target length, which the identity leaves out
     step = steps // 2
     save_checkpoint(stopped / "checkpoints" / ckpt.parent.name / "checkpoint.pt",
                     {**state, "step": step, "seconds": seconds}, identity)
@@ -178,23 +194,23 @@ def test_a_kept_work_dir_resumes_on_its_own_code_unless_asked_to_take_the_checko
     first = git("rev-parse", "--short", "HEAD")
     monkeypatch.setattr(transfer_quality, "ROOT", checkout)
     work = tmp_path / "work" / "smoke-seed4"
-    transfer_quality.prepare(work, "smoke", 4, None, True)
+    transfer_quality.prepare(work, "smoke", 4, None, "expert")
     assert transfer_quality.workdir_commit(work) == first
     marker = checkout / "src/redraw/stages/pretrain.py"
     marker.write_text(marker.read_text() + "\n# changed\n")
     git("commit", "-q", "-am", "second")
     second = git("rev-parse", "--short", "HEAD")
 
-    transfer_quality.prepare(work, "smoke", 4, None, True)  # resumed: its own code, its params redone
+    transfer_quality.prepare(work, "smoke", 4, None, "expert")  # resumed: its own code, its params redone
     assert "# changed" not in (work / "src/redraw/stages/pretrain.py").read_text()
     assert transfer_quality.workdir_commit(work) == first and load_params(work / "params.yaml")["seed"] == 4
     assert f"resuming on its own code of {first}" in capsys.readouterr().out
 
-    transfer_quality.prepare(work, "smoke", 4, None, True, update_code=True)
+    transfer_quality.prepare(work, "smoke", 4, None, "expert", update_code=True)
     assert "# changed" in (work / "src/redraw/stages/pretrain.py").read_text()
     assert transfer_quality.workdir_commit(work) == second
 
     (work / "COMMIT").write_text(f"{first}+dirty\n")
     with pytest.raises(transfer_quality.WorkdirError, match=f"{work}: its code is of {first}\\+dirty"):
-        transfer_quality.prepare(work, "smoke", 4, None, True)
+        transfer_quality.prepare(work, "smoke", 4, None, "expert")
     assert "# changed" in (work / "src/redraw/stages/pretrain.py").read_text()  # refused: nothing touched
