@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from redraw.records import merge_keyed  # noqa: E402
 from redraw.rounds import COPY_SKIP, Rounds, RoundsConfig, check_workdir, copy_workdir  # noqa: E402
+from redraw.stats import interval  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/rounds.json"
 KEY = ("pair", "seed", "preset", "method", "logged_by", "keep", "episodes", "round")
@@ -113,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             merge_keyed(args.results, {"records": (KEY, found)})
             for r in found:
                 print(f"{r['pair']} seed {r['seed']} {r['method']} ({r['logged_by']}) round {r['round']}: "
-                      f"return {r['eval']['return_mean']:.1f} [{r['eval']['return_ci_low']:.1f}, "
-                      f"{r['eval']['return_ci_high']:.1f}]")
+                      f"return {interval(r['eval'])}")
     return 0
 
 

@@ -34,7 +34,7 @@ def test_every_shipped_record_matches_its_file_and_loads():
 
 @pytest.mark.skipif(not [r for r in SHIPPED_RECORDS if r["role"] == "expert" and r["learned"]],
                     reason="no learnt expert is shipped yet")
-def test_a_shipped_expert_reaches_its_recorded_return():
+def test_a_shipped_expert_reaches_its_recorded_return(tmp_path):
     """The pipeline's own rollout code, on the first verdict episodes of each learnt expert."""
     from redraw.data.collect import policy_returns
     from redraw.pretrained import VERDICT_STREAM, install_expert
@@ -42,7 +42,7 @@ def test_a_shipped_expert_reaches_its_recorded_return():
     experts = [r for r in SHIPPED_RECORDS if r["role"] == "expert" and r["learned"]]
     for r in experts[:1]:
         params = r["params"]
-        agent = install_expert(find(r["from"], ROOT), Path(pytest.importorskip("tempfile").mkdtemp()) / "a.pt", ROOT)
+        agent = install_expert(find(r["from"], ROOT), tmp_path / "a.pt", ROOT)
         env_kwargs = {k: params["env"][k] for k in ("obs_mode", "action_repeat", "episode_steps", "image_size",
                                                    "antialias")}
         env_kwargs["pairs"] = str(ROOT / "envs.yaml")

@@ -292,16 +292,12 @@ def check_signature(model, env) -> dict[str, tuple[int, ...]]:
     return inputs
 
 
-def deploy_returns(model_uri: str, env_name: str | None = None, episodes: int = 10, seed: int = 0,
-                   progress: bool = True) -> dict[str, Any]:
-    """Load the policy at ``model_uri`` and run it in ``env_name`` (default: the target it was
-    trained for) with the evaluate stage's seeds; returns the returns and their summary."""
-    from redraw.data.collect import run_policy
+def open_policy(model_uri: str, seed: int, env_name: str | None = None):
+    """The registered policy at ``model_uri`` as a behaviour, and the env it was trained for (or
+    ``env_name``), its inputs checked against that env: (behaviour, env, env's name); the caller
+    closes the env."""
     from redraw.envs import make_env
-    from redraw.stats import summarise
-    from redraw.tracking import mlflow_setup
 
-    mlflow_setup()
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:  # noqa: BLE001 - the registry or the URI: say which
@@ -309,12 +305,27 @@ def deploy_returns(model_uri: str, env_name: str | None = None, episodes: int = 
     meta = model.metadata.metadata or {}
     env_name = env_name or meta.get("env_target")
     if not env_name:
-        raise DeployError(f"{model_uri} does not name its env; pass --env")
+        raise DeployError(f"{model_uri} does not name its env (metadata env_target); pass --env")
     env = make_env(env_name, seed=seed + 3, **meta.get("env_kwargs", {}))
     try:
-        shapes = check_signature(model, env)
-        returns, action_sums = run_policy(env, PyfuncBehaviour(model, shapes, seed), episodes, seed, progress,
-                                          desc=f"deploy {env_name}")
+        return PyfuncBehaviour(model, check_signature(model, env), seed), env, env_name
+    except BaseException:
+        env.close()
+        raise
+
+
+def deploy_returns(model_uri: str, env_name: str | None = None, episodes: int = 10, seed: int = 0,
+                   progress: bool = True) -> dict[str, Any]:
+    """Load the policy at ``model_uri`` and run it in ``env_name`` (default: the target it was
+    trained for) with the evaluate stage's seeds; returns the returns and their summary."""
+    from redraw.data.collect import run_policy
+    from redraw.stats import summarise
+    from redraw.tracking import mlflow_setup
+
+    mlflow_setup()
+    behaviour, env, env_name = open_policy(model_uri, seed, env_name)
+    try:
+        returns, action_sums = run_policy(env, behaviour, episodes, seed, progress, desc=f"deploy {env_name}")
     finally:
         env.close()
     return {"model": model_uri, "env": env_name, "returns": returns, "action_sums": action_sums, **summarise(returns)}

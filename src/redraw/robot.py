@@ -35,6 +35,7 @@ from typing import Protocol
 
 import numpy as np
 
+from redraw.data.importer import stage_atomically
 from redraw.data.schema import DataError
 
 RETURNS_FILE = "returns.json"  #: beside the logs: the episodes' returns, where the robot knows them
@@ -75,21 +76,6 @@ class Robot(Protocol):
     """Run ``deployment`` and leave its logs in ``out`` (which does not exist yet), whole or not at all."""
 
     def run(self, deployment: Deployment, out: Path) -> RobotLogs: ...
-
-
-def _fill_atomically(out: Path, fill) -> Path:
-    """``fill(tmp)`` in a temporary sibling of ``out``, then renamed to ``out``; nothing is left on failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        fill(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
 
 def read_returns(path: Path) -> list[float] | None:
@@ -219,30 +205,6 @@ def standin_mapping(env_name: str, obs_mode: str, control_hz: float, image_size:
             "notes": "written by redraw.robot.standin_mapping"}
 
 
-def open_policy(model_uri: str, seed: int, env_name: str | None = None):
-    """The registered policy at ``model_uri`` as a behaviour, and the env it was trained for (or
-    ``env_name``), built as ``redraw deploy`` builds it: (behaviour, env); the caller closes the env."""
-    import mlflow.pyfunc
-
-    from redraw.deploy import DeployError, PyfuncBehaviour, check_signature
-    from redraw.envs import make_env
-
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-    except Exception as exc:  # noqa: BLE001 - the registry or the URI: say which
-        raise DeployError(f"cannot load {model_uri}: {type(exc).__name__}: {exc}") from None
-    meta = model.metadata.metadata or {}
-    env_name = env_name or meta.get("env_target")
-    if not env_name:
-        raise DeployError(f"{model_uri} does not name its env (metadata env_target)")
-    env = make_env(env_name, seed=seed + 3, **meta.get("env_kwargs", {}))
-    try:
-        return PyfuncBehaviour(model, check_signature(model, env), seed), env
-    except BaseException:
-        env.close()
-        raise
-
-
 class SimRobot:
     """The target simulator standing in for the robot (module docstring). ``expert``: a checkpoint
     that acts instead of the deployed policy (the control that spends the episodes on more expert data)."""
@@ -255,7 +217,9 @@ class SimRobot:
         self.storage, self.timing, self.expert = storage, timing or Timing(), expert
 
     def run(self, deployment: Deployment, out: Path) -> RobotLogs:
-        behaviour, env = open_policy(deployment.model_uri, deployment.seed)
+        from redraw.deploy import open_policy
+
+        behaviour, env, _ = open_policy(deployment.model_uri, deployment.seed)
         try:
             if self.expert:
                 from redraw.data.behaviours import BehaviourConfig, make_behaviour
@@ -271,7 +235,7 @@ class SimRobot:
                                              log_seed=deployment.seed * 1000 + deployment.round)
                 (tmp / RETURNS_FILE).write_text(json.dumps({"returns": box["returns"]}) + "\n")
 
-            _fill_atomically(out, fill)
+            stage_atomically(out, fill)
         finally:
             env.close()
         return RobotLogs(out, box["returns"])
@@ -287,7 +251,7 @@ def _copy_logs(drop: Path, out: Path, skip: tuple[str, ...]) -> None:
         if not any(tmp.iterdir()):
             raise NoLogs(f"{drop}: {DONE_FILE} is there but no logs are")
 
-    _fill_atomically(out, fill)
+    stage_atomically(out, fill)
 
 
 class DirectoryRobot:
@@ -374,7 +338,7 @@ class CommandRobot:
             if not [p for p in tmp.iterdir() if p.name != RETURNS_FILE]:
                 raise NoLogs(f"round {deployment.round}: the robot command `{cmd}` left no logs in {{out}}")
 
-        _fill_atomically(out, fill)
+        stage_atomically(out, fill)
         return RobotLogs(out, read_returns(out / RETURNS_FILE))
 
 

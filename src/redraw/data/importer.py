@@ -46,7 +46,7 @@ def import_dataset(src: str | os.PathLike, dest: str | os.PathLike, config, repl
         for path in [src / METADATA_FILE, *list_episodes(src)]:
             shutil.copy2(path, tmp / path.name)
 
-    _stage(dest, fill)
+    stage_atomically(dest, fill)
     return result
 
 
@@ -80,7 +80,7 @@ def import_logs(mapping, dest: str | os.PathLike, config, replace: bool = False,
                 failure.message = failure.message.replace(str(tmp), str(dest))
             raise ImportRejected(result)
 
-    _stage(dest, fill)
+    stage_atomically(dest, fill)
     return box["result"], box["record"]
 
 
@@ -173,12 +173,12 @@ def merge_datasets(parts: list[tuple[str | os.PathLike, int | None]], dest: str 
                     failure.file = origin.get(failure.file, failure.file.replace(str(tmp), str(dest)))
                 raise ImportRejected(result)
 
-    _stage(dest, fill)
+    stage_atomically(dest, fill)
     return box.get("result")
 
 
-def _stage(dest: Path, fill) -> None:
-    """Build the data set with ``fill(tmp)`` in a temporary sibling, then swap it in for ``dest``.
+def stage_atomically(dest: Path, fill) -> Path:
+    """Build ``dest`` (a data set, a robot's logs) with ``fill(tmp)`` in a temporary sibling, then swap it in.
     On failure nothing is left: neither the sibling nor the parent folders made for it."""
     made = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]  # deepest first
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -203,3 +203,4 @@ def _stage(dest: Path, fill) -> None:
             except OSError:  # something else was put there meanwhile
                 break
         raise
+    return dest
