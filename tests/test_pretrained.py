@@ -183,10 +183,13 @@ def test_the_pretrain_stage_installs_a_shipped_model(shipped, tmp_path, monkeypa
     assert {p: p.read_bytes() for p in (root / SHIPPED).rglob("*") if p.is_file()} == before
 
 
-def test_the_docs_table_is_the_manifest():
-    from redraw.pretrained import TABLE_BEGIN, TABLE_END, markdown
+def test_the_docs_tables_are_the_manifest_and_every_build():
+    from redraw.pretrained import DOC_TABLES, load_runs
 
     text = (ROOT / "docs/pretrained.md").read_text()
-    assert TABLE_BEGIN in text and TABLE_END in text
-    table = text.split(TABLE_BEGIN, 1)[1].split(TABLE_END, 1)[0].strip()
-    assert table == markdown(ROOT), "docs/pretrained.md's table is stale: redraw pretrained list --markdown"
+    for begin, end, table in DOC_TABLES:
+        assert begin in text and end in text
+        shown = text.split(begin, 1)[1].split(end, 1)[0].strip()
+        assert shown == table(ROOT), f"docs/pretrained.md's table is stale: {begin[5:-4]}"
+    # every build is a row, the ones that did not learn too
+    assert len(shown.splitlines()) == 2 + len(load_runs(ROOT))

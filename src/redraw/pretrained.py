@@ -526,17 +526,49 @@ def markdown(root: Path = Path(".")) -> str:
     return "\n".join(rows)
 
 
+RUNS_BEGIN = "<!-- begin: redraw pretrained list --runs --markdown -->"
+RUNS_END = "<!-- end: redraw pretrained list --runs --markdown -->"
+
+
+def load_runs(root: Path = Path(".")) -> list[dict]:
+    """Every build's record (``RUNS``), learnt or not, in the order they were recorded."""
+    path = Path(root) / RUNS
+    return json.loads(path.read_text()).get("runs", []) if path.is_file() else []
+
+
+def runs_markdown(root: Path = Path(".")) -> str:
+    """Every build as a markdown table: its verdict and learning curve, shipped or not."""
+    shipped = {r["name"] for r in load_manifest(root)}
+    rows = ["| pair | role | seed | exploration | preset | steps | wall time | machine | eval return at steps | "
+            "verdict return (95% CI, episodes) | threshold | learnt | shipped |",
+            "|---|---|---:|---|---|---:|---:|---|---|---|---:|---|---|"]
+    for r in load_runs(root):
+        e = r["eval"]
+        curve = ", ".join(f"{ret:.0f}@{step // 1000}k" for step, ret in r.get("curve", []))
+        ships = entry_name(r["pair"], r["role"], r["seed"]) in shipped and r.get("learned")
+        rows.append(f"| {r['pair']} | {r['role']} | {r['seed']} | {r.get('exploration', '')} | {r.get('preset')} | "
+                    f"{r.get('steps') or 0:,} | {r.get('wall_seconds', 0) / 60:.0f} min | {r.get('machine', '')} | "
+                    f"{curve} | {e['return_mean']:.1f} [{e['return_ci95'][0]:.1f}, {e['return_ci95'][1]:.1f}], "
+                    f"{e['episodes']} | {r.get('threshold')} | {'yes' if r.get('learned') else 'no'} | "
+                    f"{'yes' if ships else 'no'} |")
+    return "\n".join(rows)
+
+
+#: the generated tables of docs/pretrained.md: (begin marker, end marker, what goes between)
+DOC_TABLES = ((TABLE_BEGIN, TABLE_END, markdown), (RUNS_BEGIN, RUNS_END, runs_markdown))
+
+
 def refresh_docs(root: Path = Path(".")) -> None:
-    """Write the manifest's table into docs/pretrained.md between its markers."""
+    """Write the manifest's table and the builds' table into docs/pretrained.md between their markers."""
     doc = Path(root) / "docs/pretrained.md"
     if not doc.is_file():
         return
     text = doc.read_text()
-    if TABLE_BEGIN not in text or TABLE_END not in text:
-        return
-    head, rest = text.split(TABLE_BEGIN, 1)
-    tail = rest.split(TABLE_END, 1)[1]
-    doc.write_text(f"{head}{TABLE_BEGIN}\n{markdown(root)}\n{TABLE_END}{tail}")
+    for begin, end, table in DOC_TABLES:
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            text = f"{head}{begin}\n{table(root)}\n{end}{rest.split(end, 1)[1]}"
+    doc.write_text(text)
 
 
 def build(pair: str, role: str, seed: int, preset: str = DEFAULT_PRESET, workdir: Path | None = None,
@@ -582,9 +614,21 @@ def add_parser(sub) -> None:
     q.set_defaults(func=_guarded(_cmd_build))
     q = psub.add_parser("list", help="the shipped models with their verdicts")
     q.add_argument("--markdown", action="store_true", help="as the markdown table of docs/pretrained.md")
-    q.set_defaults(func=_guarded(lambda args: _print([markdown()] if args.markdown else listing())))
+    q.add_argument("--runs", action="store_true",
+                   help="every build instead, learnt or not, with its learning curve (%s)" % RUNS)
+    q.set_defaults(func=_guarded(_cmd_list))
     q = psub.add_parser("verify", help="check every shipped file's sha256 and that it loads into this code")
     q.set_defaults(func=_guarded(lambda args: _print(verify())))
+
+
+def _cmd_list(args) -> int:
+    if args.runs:
+        return _print([runs_markdown()] if args.markdown else [
+            f"{r['pair']} {r['role']}-{r['seed']} ({r.get('preset')}, {r.get('steps') or 0:,} steps): "
+            f"{r['eval']['return_mean']:.1f} [{r['eval']['return_ci95'][0]:.1f}, {r['eval']['return_ci95'][1]:.1f}] "
+            f"n={r['eval']['episodes']}, threshold {r.get('threshold')}: "
+            f"{'learnt' if r.get('learned') else 'NOT learnt'}" for r in load_runs()])
+    return _print([markdown()] if args.markdown else listing())
 
 
 def _guarded(fn):
