@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from transfer_quality import workdir_commit
 
-    from redraw import parallel
+    from redraw import scheduler
     from redraw.config import load_params
     from redraw.data.episodes import dataset_stats, list_episodes
 
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{logged_stats.get('return_mean', float('nan')):.1f}; data {data.relative_to(dest)}", flush=True)
     if args.collect_only:
         return 0
-    parallel.schedule(dest, args.jobs, "logs", [f"evaluate@{args.method}"])
+    scheduler.schedule(dest, args.jobs, "logs", [f"evaluate@{args.method}"])
     both = evaluate_both(dest, params, args.method, args.eval_episodes)
     from redraw.stats import RECORDED, interval
 

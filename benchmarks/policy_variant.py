@@ -7,7 +7,7 @@ brings in this checkout's code (an option newer than the work dir is then there)
 ``--set`` keys in the copy's params.yaml and runs only ``train_policy@METHOD`` and
 ``evaluate@METHOD`` there (as ``dvc repro --single-item``: the calibration and everything before
 it are the work dir's, not run again); with several methods their stages run side by side,
-``--jobs`` at a time (``redraw.parallel.schedule``). The variant's evaluation runs the same test
+``--jobs`` at a time (``redraw.scheduler.schedule``). The variant's evaluation runs the same test
 episodes as the work dir's (the final evaluation's seed stream), so the difference is paired per
 episode. Resumable: a stopped run continues from the policy stage's checkpoint when the same
 command runs again.
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from onpolicy_round import ADAPTED, copy_workdir  # noqa: E402
 
-from redraw.parallel import schedule  # noqa: E402
+from redraw.scheduler import schedule  # noqa: E402
 from redraw.records import merge_keyed  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/policy_variants.json"

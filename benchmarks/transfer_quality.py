@@ -56,8 +56,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from checkout import commit  # noqa: E402
-from redraw import parallel  # noqa: E402
-from redraw.parallel import venv_env  # noqa: E402
+from redraw import scheduler  # noqa: E402
+from redraw.scheduler import venv_env  # noqa: E402
 from redraw.records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results, policy_progress,  # noqa: E402
                             pretrain_seed, progress_line, target_data, training_progress, workdir_records,
                             workdir_variant)
@@ -94,13 +94,13 @@ def run_side_by_side(workdir: Path, jobs: int, methods: tuple[str, ...] = METHOD
     """Everything up to the results table, independent stages ``jobs`` at a time.
 
     ``dvc repro`` runs one stage after another. Here each stage starts as soon as the stages it
-    needs are done (``redraw.parallel.schedule``): the three trainings side by side, then each
+    needs are done (``redraw.scheduler.schedule``): the three trainings side by side, then each
     method's calibration, policy training and evaluation as soon as its inputs exist; each is
     recorded in dvc.lock when it finishes, so the final ``dvc repro results`` finds them done. A
     stopped benchmark resumes: finished stages are not run again, and the trainings continue
     from their stage checkpoints.
     """
-    parallel.schedule(workdir, jobs, ".", stage_targets(methods, trainings_only))
+    scheduler.schedule(workdir, jobs, ".", stage_targets(methods, trainings_only))
 
 
 def prepare(workdir: Path, preset: str, seed: int, transitions: int | None, behaviour: str,

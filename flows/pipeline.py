@@ -115,7 +115,7 @@ def _artifacts(root: Path) -> None:
 @task(task_run_name="{name}", retries=2, retry_delay_seconds=10, retry_condition_fn=_retry_unless_rejected)
 def run_stage_command(name: str, cmd: list[str], root: str, threads: int) -> str:
     """A stale stage's dvc.yaml command, run beside others (``dvc commit`` records it)."""
-    from redraw.parallel import venv_env
+    from redraw.scheduler import venv_env
 
     proc = subprocess.run(cmd, cwd=root, env=venv_env(OMP_NUM_THREADS=str(threads)), capture_output=True, text=True)
     out = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if "INFO mlflow" not in line)
@@ -133,14 +133,14 @@ def _side_by_side(order: list[str], root: str, jobs: int) -> dict[str, str]:
     scheduler of ``redraw repro``)."""
     from prefect.futures import as_completed
 
-    from redraw import parallel
+    from redraw import scheduler
 
     root = str(Path(root).resolve())  # the scheduler's DVC calls chdir the process while tasks start stages
 
     def launch(name: str, cmd: list[str], threads: int):
         return run_stage_command.submit(name, cmd, root, threads)
 
-    ran = parallel.schedule(root, jobs, "logs", targets=order, launch=launch,
+    ran = scheduler.schedule(root, jobs, "logs", targets=order, launch=launch,
                             first_done=lambda futures: [next(as_completed(futures))])
     return {name: "ran" if name in ran else "up to date" for name in order}
 

@@ -137,7 +137,7 @@ def sweep_point(point: dict, repo: str, commit: str, tracking_uri: str, workspac
     from prefect.runtime import flow_run
 
     from redraw.config import apply_preset, set_params
-    from redraw.sweep_spec import Point
+    from redraw.sweep_file import Point
 
     p = Point(**point)
     log = get_run_logger()
@@ -333,7 +333,7 @@ def sweep(file: str, root: str = ".", repo: str | None = None, commit: str | Non
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    from redraw.sweep_spec import load_sweep
+    from redraw.sweep_file import load_sweep
 
     log = get_run_logger()
     rootp = Path(root).resolve()
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                              "workers must set PREFECT_FLOWS_HEARTBEAT_FREQUENCY below it, e.g. 30)")
     args = parser.parse_args(argv)
     from redraw.config import ConfigError
-    from redraw.sweep_spec import load_sweep
+    from redraw.sweep_file import load_sweep
 
     try:
         spec = load_sweep(args.file, args.root)

@@ -66,15 +66,15 @@ def test_every_stage_refuses_a_target_of_another_source_before_it_runs(tmp_path,
 
 
 def test_repro_refuses_a_mismatched_pair_before_dvc_runs(tmp_path, monkeypatch, capsys):
-    from redraw import parallel
+    from redraw import scheduler
 
     scratch(tmp_path, monkeypatch, source="cup", target="pend-x")
 
     def no_dvc(*args, **kwargs):
         raise AssertionError("dvc ran")
 
-    monkeypatch.setattr(parallel, "dvc", no_dvc)
-    monkeypatch.setattr(parallel, "repro", no_dvc)
+    monkeypatch.setattr(scheduler, "dvc", no_dvc)
+    monkeypatch.setattr(scheduler, "repro", no_dvc)
     for jobs in ("1", "2"):
         err = refused(capsys, ["repro", "--jobs", jobs])
         assert err.startswith("redraw repro: error: params.yaml: env.target 'pend-x' is a target of 'pend'")

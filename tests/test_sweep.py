@@ -70,7 +70,7 @@ def test_a_worker_creating_the_pool_first_does_not_fail_the_sweep(monkeypatch):
 
 
 def test_a_sweep_expands_to_every_combination_with_unique_experiment_names(tmp_path):
-    from redraw.sweep_spec import load_sweep
+    from redraw.sweep_file import load_sweep
 
     path = tmp_path / "sweep.yaml"
     path.write_text(GOOD + "params:\n  calibrate:\n    updates: 7\n")

@@ -96,7 +96,7 @@ def _contract(args, rate: bool = False):
 def _cmd_sweep_data(args) -> int:
     from redraw.config import ConfigError
     from redraw.data.target import TargetDataError
-    from redraw.sweeps import sweep
+    from redraw.data_sweep import sweep
 
     try:
         sweep(args.sizes, args.params, tuple(args.methods), progress=not args.no_progress)
@@ -436,7 +436,7 @@ def _preset_listing(names: list[str]) -> str:
 def _cmd_repro(args) -> int:
     import subprocess
 
-    from redraw import parallel
+    from redraw import scheduler
 
     if args.jobs < 1:
         print(f"redraw repro: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
@@ -451,9 +451,9 @@ def _cmd_repro(args) -> int:
         return 2
     try:
         if args.jobs == 1:
-            parallel.dvc(["repro"], Path("."))
+            scheduler.dvc(["repro"], Path("."))
         else:
-            parallel.repro(".", args.jobs, args.logs)
+            scheduler.repro(".", args.jobs, args.logs)
     except subprocess.CalledProcessError as exc:
         print(f"redraw repro: {' '.join(map(str, exc.cmd[2:]))} failed (exit {exc.returncode})", file=sys.stderr)
         return 1

@@ -568,13 +568,13 @@ class Rounds:
               f"{self.cfg.params} target_data: {state['data']['path']}", flush=True)
 
     def _stages(self, n: int, targets: list[str]) -> None:
-        from redraw import parallel
+        from redraw import scheduler
 
         tags = os.environ.get("REDRAW_RUN_TAGS")
         os.environ["REDRAW_RUN_TAGS"] = json.dumps({**(json.loads(tags) if tags else {}), "redraw.rounds_id":
                                                     self.manifest["id"], "redraw.round": str(n)})
         try:
-            parallel.schedule(".", self.cfg.jobs, str(self.round_dir(n) / "stage-logs"), targets=targets, single=True)
+            scheduler.schedule(".", self.cfg.jobs, str(self.round_dir(n) / "stage-logs"), targets=targets, single=True)
         finally:
             if tags is None:
                 os.environ.pop("REDRAW_RUN_TAGS", None)

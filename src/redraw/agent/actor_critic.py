@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from redraw.agent.optim import LazyAdam
 from redraw.agent.returns import PercentileNormalizer, lambda_returns
 from redraw.models.dists import twohot_bins, twohot_loss, twohot_mean
 from redraw.models.networks import mlp, uniform_init_, zero_init_
-from redraw.perf import CompiledRegions, LazyAdam
+from redraw.perf import CompiledRegions
 
 
 @dataclass
@@ -128,7 +129,7 @@ class ActorCritic(CompiledRegions, nn.Module):
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.register_buffer("bins", twohot_bins(cfg.bins), persistent=False)
         self.retnorm = PercentileNormalizer(cfg.retnorm_decay, floor=cfg.retnorm_floor)
-        # made on first use (perf.LazyAdam): an agent that only acts never builds them
+        # made on first use (agent.optim.LazyAdam): an agent that only acts never builds them
         self.actor_adam, self.critic_adam = LazyAdam(self.actor, cfg.lr, cfg.eps), LazyAdam(self.critic, cfg.lr, cfg.eps)
 
     @property

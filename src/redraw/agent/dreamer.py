@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from redraw.agent.actor_critic import ActorCritic, ActorCriticConfig, ImaginationPolicy
+from redraw.agent.optim import LazyAdam
 from redraw.models.draw import DRAW, WorldModelConfig
 from redraw.models.rssm import RSSM
-from redraw.perf import LazyAdam
 
 WORLD_MODELS = {"draw": DRAW, "rssm": RSSM}
 

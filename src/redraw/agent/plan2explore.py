@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from redraw.agent.optim import LazyAdam
 from redraw.models.networks import mlp, uniform_init_
-from redraw.perf import CompiledRegions, LazyAdam
+from redraw.perf import CompiledRegions
 
 
 class Disagreement(CompiledRegions, nn.Module):

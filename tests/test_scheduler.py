@@ -8,22 +8,22 @@ import sys
 import pytest
 
 from conftest import make_repo
-from redraw import parallel
+from redraw import scheduler
 
 
 def test_stage_graph_is_dvcs_own_and_the_three_trainings_need_only_the_collections(tmp_path):
     from dvc.repo import Repo
 
     repo = make_repo(tmp_path / "repo")
-    needs = parallel.stage_graph(repo)
+    needs = scheduler.stage_graph(repo)
     with contextlib.chdir(repo), Repo(".") as dvc_repo:  # addresses are relative to the working directory
         graph = dvc_repo.index.graph
         assert needs == {s.addressing: {d.addressing for d in graph.successors(s)} for s in graph.nodes}
     assert needs["pretrain"] == needs["pretrain_rssm"] == {"collect_source"} and needs["oracle"] == {"collect_oracle"}
     assert "pretrain_rssm" in needs["calibrate@dreamer_finetune"] and "pretrain_rssm" not in needs["calibrate@redraw"]
-    assert parallel.upstream(needs, ["calibrate@redraw"]) >= {"calibrate@redraw", "pretrain", "validate_target",
+    assert scheduler.upstream(needs, ["calibrate@redraw"]) >= {"calibrate@redraw", "pretrain", "validate_target",
                                                               "collect_target", "oracle", "collect_source"}
-    assert not any(name.startswith(("evaluate", "train_policy")) for name in parallel.upstream(needs, ["calibrate@redraw"]))
+    assert not any(name.startswith(("evaluate", "train_policy")) for name in scheduler.upstream(needs, ["calibrate@redraw"]))
 
 
 def toy_repo(path, stages: dict[str, tuple[list[str], float, int]]):
@@ -59,20 +59,20 @@ def test_a_stage_starts_as_soon_as_the_stages_it_needs_are_done(tmp_path):
 
     repo = toy_repo(tmp_path / "r", {"slow": ([], 4, 0), "quick": ([], 0, 0), "after_quick": (["quick"], 0, 0),
                                      "last": (["slow", "after_quick"], 0, 0)})
-    ran = parallel.schedule(repo, 2, "logs")
+    ran = scheduler.schedule(repo, 2, "logs")
     assert sorted(ran) == ["after_quick", "last", "quick", "slow"]
     t = stamps(repo)
     assert t[("start", "after_quick")] < t[("end", "slow")]
     assert t[("start", "last")] >= max(t[("end", "slow")], t[("end", "after_quick")])
     with contextlib.chdir(repo), Repo(".") as dvc_repo:
         assert dvc_repo.status() == {}  # recorded as dvc repro would have
-    assert parallel.schedule(repo, 2, "logs") == []
+    assert scheduler.schedule(repo, 2, "logs") == []
     assert "said hello" in (repo / "logs/slow.log").read_text()
     # a changed dependency: the stage runs again, its old output removed first as dvc repro does
     # (a stage that refuses to overwrite its output, as the collections do, still runs)
     (repo / "stamp.py").write_text("import os, sys; assert not os.path.exists(f'out/{sys.argv[1]}'), 'output left in place'\n"
                                    + (repo / "stamp.py").read_text())
-    assert sorted(parallel.schedule(repo, 2, "logs")) == ["after_quick", "last", "quick", "slow"]
+    assert sorted(scheduler.schedule(repo, 2, "logs")) == ["after_quick", "last", "quick", "slow"]
 
 
 def test_a_relative_root_runs_every_stage_in_that_repository(tmp_path, monkeypatch, capsys):
@@ -82,7 +82,7 @@ def test_a_relative_root_runs_every_stage_in_that_repository(tmp_path, monkeypat
     stage says how long it took."""
     toy_repo(tmp_path / "r", {"a": ([], 0.5, 0), "b": ([], 0.5, 0), "c": (["a"], 0, 0), "d": (["b", "c"], 0, 0)})
     monkeypatch.chdir(tmp_path)
-    assert sorted(parallel.schedule("r", 2, "logs")) == ["a", "b", "c", "d"]
+    assert sorted(scheduler.schedule("r", 2, "logs")) == ["a", "b", "c", "d"]
     assert all((tmp_path / "r/out" / name).exists() for name in "abcd")
     assert (tmp_path / "r/logs/d.log").is_file() and not (tmp_path / "logs").exists()
     assert re.search(r"^   d: done in \d+ s$", capsys.readouterr().out, re.M)
@@ -90,26 +90,26 @@ def test_a_relative_root_runs_every_stage_in_that_repository(tmp_path, monkeypat
 
 def test_targets_bring_only_themselves_and_what_they_need_up_to_date(tmp_path):
     repo = toy_repo(tmp_path / "r", {"a": ([], 0, 0), "b": (["a"], 0, 0), "other": ([], 0, 0)})
-    assert sorted(parallel.schedule(repo, 2, "logs", ["b"])) == ["a", "b"]
+    assert sorted(scheduler.schedule(repo, 2, "logs", ["b"])) == ["a", "b"]
     assert not (repo / "out/other").exists()
     with pytest.raises(ValueError, match="unknown stage.*nope"):
-        parallel.schedule(repo, 2, "logs", ["nope"])
+        scheduler.schedule(repo, 2, "logs", ["nope"])
 
 
 def test_a_failing_stage_names_its_log_the_others_finish_and_nothing_after_it_runs(tmp_path):
     repo = toy_repo(tmp_path / "r", {"ok": ([], 1, 0), "bad": ([], 0, 3), "after_bad": (["bad"], 0, 0)})
     with pytest.raises(RuntimeError, match=r"stage bad failed \(exit 3\); its log .*bad\.log ends:\nstage bad said hello"):
-        parallel.schedule(repo, 2, "logs")
+        scheduler.schedule(repo, 2, "logs")
     assert (repo / "out/ok").exists() and not (repo / "out/after_bad").exists()
     assert ("start", "after_bad") not in stamps(repo)
-    assert parallel.schedule(repo, 2, "logs", ["ok"]) == []  # ok was recorded when it finished
+    assert scheduler.schedule(repo, 2, "logs", ["ok"]) == []  # ok was recorded when it finished
 
 
 def test_the_longest_stages_start_first_when_jobs_are_short(tmp_path):
     """With fewer jobs than ready stages, the RSSM pretraining (the longest) starts first, not
     after the two DRAW trainings; stages the table does not know keep their order after it."""
-    assert parallel.longest_first(["oracle", "pretrain", "pretrain_rssm"]) == ["pretrain_rssm", "pretrain", "oracle"]
-    assert parallel.longest_first(["evaluate@redraw", "train_policy@dreamer_finetune", "evaluate@a"]) == [
+    assert scheduler.longest_first(["oracle", "pretrain", "pretrain_rssm"]) == ["pretrain_rssm", "pretrain", "oracle"]
+    assert scheduler.longest_first(["evaluate@redraw", "train_policy@dreamer_finetune", "evaluate@a"]) == [
         "train_policy@dreamer_finetune", "evaluate@redraw", "evaluate@a"]
     repo = toy_repo(tmp_path / "r", {name: ([], 0.2, 0) for name in ("oracle", "pretrain", "pretrain_rssm")})
-    assert parallel.schedule(repo, 1, "logs") == ["pretrain_rssm", "pretrain", "oracle"]
+    assert scheduler.schedule(repo, 1, "logs") == ["pretrain_rssm", "pretrain", "oracle"]
