@@ -574,8 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "writes reports/data_efficiency.{json,png}. Sizes already done are reused.")
     p.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000, 20000, 40000],
                    help="target transitions to use (default: 5000 10000 20000 40000)")
-    p.add_argument("--methods", nargs="+", default=["draw_finetune", "dreamer_finetune", "redraw"],
-                   help="adaptation methods (default: draw_finetune dreamer_finetune redraw; redraw_pessimistic on request)")
+    from redraw.methods import names
+
+    main_methods = names(lambda m: m.calibrated and m.paper)  # the paper's; the others on request
+    p.add_argument("--methods", nargs="+", default=list(main_methods),
+                   help=f"adaptation methods (default: {' '.join(main_methods)}; "
+                   f"{' '.join(names(lambda m: m.calibrated and not m.paper))} on request)")
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_sweep_data)

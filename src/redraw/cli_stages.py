@@ -13,9 +13,12 @@ import argparse
 import importlib
 import sys
 
-#: the adaptation methods of calibrate@ / train_policy@, and the policies of evaluate@ (dvc.yaml's foreach)
-CALIBRATED = ("redraw", "draw_finetune", "dreamer_finetune", "redraw_pessimistic")
-EVALUATED = ("source", "no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
+from redraw import methods
+
+#: the adaptation methods of calibrate@ / train_policy@, and the policies of evaluate@ (dvc.yaml's foreach;
+#: the registry as it is when this module is imported)
+CALIBRATED = methods.calibrated()
+EVALUATED = methods.evaluated()
 
 
 def _stages() -> dict[str, tuple[str, list[str], str]]:
@@ -33,13 +36,13 @@ def _stages() -> dict[str, tuple[str, list[str], str]]:
         "pretrain_rssm": ("pretrain", ["--rssm"], "the same pretraining with DreamerV3's RSSM (for dreamer_finetune) "
                           "-> models/pretrain_rssm"),
     }
-    for m in CALIBRATED:
+    for m in methods.calibrated():
         table[f"calibrate@{m}"] = ("calibrate", [m], f"adapt the pretrained world model to the target data ({m}) "
                                    f"-> models/calibrate/{m}, dynamics-gap report")
-    for m in CALIBRATED:
+    for m in methods.calibrated():
         table[f"train_policy@{m}"] = ("train_policy", [m], f"train the target policy in {m}'s calibrated model's "
                                       f"imagination -> models/policy/{m}")
-    for m in EVALUATED:
+    for m in methods.evaluated():
         table[f"evaluate@{m}"] = ("evaluate", [m], f"evaluate the {m} policy -> reports/evaluate/{m}.json")
     table["results"] = ("evaluate", ["--results"], "every method side by side -> reports/results.{md,json,png}")
     table["register"] = ("register", [], "register register.method's policy as the env pair's MLflow challenger")

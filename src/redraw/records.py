@@ -19,14 +19,17 @@ import os
 import re
 from pathlib import Path
 
+from redraw.methods import REGISTRY, calibrated, names
+
 #: the return (out of ~500: action repeat 2, the last sub-step's reward) a training's last
 #: evaluation must reach for it to have learnt its task, by source env: the paper's four, where
 #: the env-pair file sets none (read them through ``learned_threshold``)
 LEARNED = {"pendulum-swingup": 300.0, "reacher-easy": 350.0, "cup-catch": 350.0, "finger-turn_hard": 200.0}
 TRAININGS = ("pretrain", "oracle", "pretrain_rssm")
-METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic", "oracle")
+#: the methods a record holds: those evaluated on the target (redraw.methods), in the results table's order
+METHODS = names(lambda m: m.env == "env.target")
 #: the training each method's policy starts from (default: the source pretraining)
-STARTS_FROM = {"oracle": "oracle", "dreamer_finetune": "pretrain_rssm"}
+STARTS_FROM = {m.name: m.starts_from for m in REGISTRY.values() if m.starts_from != "pretrain"}
 RECORD_KEY = ("pair", "seed", "method", "target_transitions", "protocol", "target_data", "preset", "variant",
               "pretrain_seed", "round")
 TRAINING_KEY = ("pair", "seed", "training", "preset", "variant", "pretrain_seed")
@@ -215,7 +218,7 @@ def progress_line(finished: bool, done: int, total: int, unit: str, seconds: flo
 
 
 #: the methods with a policy stage (train_policy@METHOD)
-POLICY_METHODS = ("draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic")
+POLICY_METHODS = calibrated()
 
 
 def policy_progress(workdir: Path) -> list[dict]:

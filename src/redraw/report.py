@@ -39,12 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-from redraw.records import METHODS, RECORD_KEY, REGIMES, TRAINING_KEY, TRAININGS, regime
+from redraw.methods import REGISTRY, baselines, comparison_order, names
+from redraw.records import RECORD_KEY, REGIMES, TRAINING_KEY, TRAININGS, regime
 from redraw.stats import interval
 
 __all__ = ["ResultsError", "load_results", "mean_ci", "build_report"]
 
-BASELINES = ("no_adapt", "draw_finetune", "dreamer_finetune")
 RECORD_FIELDS = {"pair": str, "seed": int, "method": str, "target_transitions": int, "protocol": str,
                  "return_mean": float, "return_std": float, "episodes": int, "preset": str, "commit": str}
 TRAINING_FIELDS = {"pair": str, "seed": int, "training": str, "preset": str, "finished": bool,
@@ -56,9 +56,6 @@ CURVE_KEYS = ("policy_curve", "heldout", "adapt_heldout")  #: a record's optiona
 #: what a nested-protocol record (one with a pretrain_seed) must hold beyond RECORD_FIELDS
 NESTED_FIELDS = {"target_data": str, "pretrain_seed": int}
 CLONING = ("bc", "bc_top50")  #: the cloned references (bc_reference.json's ``reference``)
-#: the nested comparison's methods, ReDRAW first; "oracle" is the expert
-NESTED_METHODS = ("redraw", "redraw_pessimistic", "draw_finetune", "dreamer_finetune", "no_adapt", *CLONING, "oracle")
-QUESTIONS = ("draw_finetune", "dreamer_finetune", "no_adapt", *CLONING)  #: does ReDRAW beat each of these?
 EQUAL_MARGIN = 10.0  #: two methods are equal where their difference's interval lies within ± this % of the expert
 #: what the nested protocol plans per regime: (pairs, valid runs per pair)
 NESTED_PLAN = {"a": (4, 10), "b": (4, 5), "c": (2, 5), "d-a": (2, 5), "d-b": (2, 5)}
@@ -66,6 +63,27 @@ NESTED_PLAN = {"a": (4, 10), "b": (4, 5), "c": (2, 5), "d-a": (2, 5), "d-b": (2,
 
 class ResultsError(ValueError):
     """A results file or one of its records is not what the report can use."""
+
+
+# The methods, read from the registry (redraw.methods) each time: its order is the results table's
+def _methods() -> tuple[str, ...]:
+    """The methods a record may hold: those evaluated on the target (``redraw.records.METHODS``)."""
+    return names(lambda m: m.env == "env.target")
+
+
+def _main_methods() -> tuple[str, ...]:
+    """The paper's comparison (the other methods are beyond it, run on request)."""
+    return names(lambda m: m.paper and m.env == "env.target")
+
+
+def _nested_methods() -> tuple[str, ...]:
+    """The nested comparison's methods: ReDRAW first, the cloned references, the expert ("oracle") last."""
+    return (*comparison_order(), *CLONING, *(m for m in _methods() if REGISTRY[m].role == "reference"))
+
+
+def _questions() -> tuple[str, ...]:
+    """Does ReDRAW beat each of these?"""
+    return (*(m for m in comparison_order() if m in baselines()), *CLONING)
 
 
 def _name(rec: dict, key: tuple[str, ...]) -> str:
@@ -105,8 +123,8 @@ def _check(path: Path, section: str, i: int, rec, fields: dict, key: tuple[str, 
                 for pt in curve)
             if not good:
                 raise ResultsError(f"{where}: {field} must be a list of finite [x, y] pairs, got {str(curve)[:120]}")
-    if kind in ("records", "paired") and rec["method"] not in METHODS:
-        raise ResultsError(f"{where}: unknown method {rec['method']!r}; methods: {', '.join(METHODS)}")
+    if kind in ("records", "paired") and rec["method"] not in _methods():
+        raise ResultsError(f"{where}: unknown method {rec['method']!r}; methods: {', '.join(_methods())}")
     if kind == "records" and rec.get("valid") not in (True, False, None):
         raise ResultsError(f"{where}: valid must be true, false or null, got {rec.get('valid')!r}")
     if kind == "trainings" and rec["training"] not in TRAININGS:
@@ -246,7 +264,7 @@ def _pair_section(pair: str, recs: list[dict], figures: Path, rel: str, tag: str
              "| method | seeds | return (mean ± 95% CI over seeds) | per seed | % of oracle |",
              "|---|---:|---:|---|---:|"]
     bars = []
-    for method in METHODS:
+    for method in _methods():
         seeds = by_method.get(method)
         if not seeds:
             continue
@@ -295,7 +313,7 @@ def _claims(by_method: dict, oracle: dict, cloned: dict[int, float]) -> list[str
     if not redraw:
         return ["Claims: no valid ReDRAW evaluation."]
     out = []
-    for base in BASELINES:
+    for base in baselines():
         other = {s: r["return_mean"] for s, r in by_method.get(base, {}).items() if r.get("valid") is not False}
         seeds = sorted(set(redraw) & set(other))
         if not seeds:
@@ -358,7 +376,7 @@ def _missing(records: list[dict]) -> list[str]:
     have = {(r["pair"], r["seed"], r["method"]) for r in main if r.get("valid") is not False}
     void = len({(r["pair"], r["seed"], r["method"]) for r in main if r.get("valid") is False} - have)
     wanted = [(p, s, m) for p in PAIRS for s in SEEDS
-              for m in ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "oracle")]
+              for m in _main_methods()]
     missing = [k for k in wanted if k not in have]
     if not missing:
         return ["Every pair x seed x method of the main comparison is here, and valid."]
@@ -392,7 +410,7 @@ def _data_size_section(records: list[dict], figures: Path, rel: str) -> list[str
         name = _file_name(f"data-size-{preset}-{data}-{protocol}{f'-{variant}' if variant else ''}"
                           f"{f'-{nested}' if nested else ''}-{pair}.png")
         rows = []
-        for method in METHODS:
+        for method in _methods():
             for n in sizes:
                 vals = [r["return_mean"] for r in recs if r["method"] == method and r["target_transitions"] == n]
                 if vals:
@@ -419,7 +437,7 @@ def _adaptation_curves(recs: list[dict]) -> dict[str, dict]:
     """Per method: its seeds, mean policy curve, and mean held-out curve over calibration then the
     policy stage (adapt_heldout continues after the calibration's last update)."""
     out = {}
-    for method in METHODS:
+    for method in _methods():
         mine = [r for r in recs if r["method"] == method]
         policy = [r["policy_curve"] for r in mine if r.get("policy_curve")]
         held = []
@@ -487,7 +505,8 @@ def _adaptation_section(records: list[dict], figures: Path, rel: str) -> list[st
 # The nested protocol: records with a pretrain_seed (shipped source pretrainings x adaptation seeds)
 
 def _label(method: str) -> str:
-    return "expert (oracle)" if method == "oracle" else method
+    """A method's name in the reports (its ``label`` in the registry)."""
+    return REGISTRY[method].title if method in REGISTRY else method
 
 
 def _nested_cloning(path: Path) -> dict[tuple, dict[str, float]]:
@@ -589,12 +608,12 @@ def _pair_analysis(methods: dict, expert) -> dict:
 
     have = isinstance(expert, float)
     out = {"methods": {}, "versus": {}, "share": None}
-    for m in NESTED_METHODS:
+    for m in _nested_methods():
         if m in methods:
             valid = _valid(methods[m])
             out["methods"][m] = {"valid": valid, "void": len(methods[m]) - len(valid)}
     redraw = out["methods"].get("redraw", {}).get("valid", {})
-    for m in NESTED_METHODS:
+    for m in _nested_methods():
         if m in ("redraw", "oracle") or m not in out["methods"]:
             continue
         other = out["methods"][m]["valid"]
@@ -642,7 +661,7 @@ def _regime_overall(pairs: dict, experts: dict, analyses: dict, reps: int) -> di
     if not tasks:
         return None
     scores, diffs, left_out = {}, {}, {}
-    for m in NESTED_METHODS:
+    for m in _nested_methods():
         per_pair = {p: _pct(analyses[p]["methods"].get(m, {}).get("valid", {}).values(), experts[p]) for p in tasks}
         missing = [p for p, v in per_pair.items() if not v]
         if missing:
@@ -717,10 +736,10 @@ def _share_answer(share: dict | None, overall: bool = False) -> str:
 
 def _paper_claim(analyses: dict) -> str:
     """The paper's claim in one regime: ReDRAW >= ORACLE_SHARE of the expert and above every
-    baseline (BASELINES) on at least 3 of the 4 pairs."""
+    baseline (``redraw.methods.baselines``) on at least 3 of the 4 pairs."""
     holds, fails, open_ = [], [], []
     for pair, a in sorted(analyses.items()):
-        verdicts = [a["versus"].get(b, {}).get("verdict", "not run") for b in BASELINES]
+        verdicts = [a["versus"].get(b, {}).get("verdict", "not run") for b in baselines()]
         verdicts.append(a["share"]["verdict"] if a["share"] else "no expert")
         if all(v == "yes" for v in verdicts):
             holds.append(pair)
@@ -731,13 +750,13 @@ def _paper_claim(analyses: dict) -> str:
     verdict = "**holds**" if len(holds) >= 3 else "**does not hold**" if len(holds) + len(open_) < 3 else "undecided"
     parts = [f"{label}: {', '.join(ps)}" for label, ps in (("holds on", holds), ("fails on", fails),
                                                              ("undecided on", open_)) if ps]
-    return (f"The paper's claim (ReDRAW ≥ {ORACLE_SHARE:.0%} of the expert and above {', '.join(BASELINES)} "
+    return (f"The paper's claim (ReDRAW ≥ {ORACLE_SHARE:.0%} of the expert and above {', '.join(baselines())} "
             f"on ≥ 3 of 4 pairs): {verdict}; {'; '.join(parts) or 'no pair'}.")
 
 
 def _plan_line(reg: str, analyses: dict) -> str:
     pairs_wanted, runs_wanted = NESTED_PLAN[reg]
-    core = ("redraw", "draw_finetune", "dreamer_finetune", "no_adapt", "oracle")
+    core = tuple(m for m in _nested_methods() if m in _main_methods())  # the expert last
     fewest = {p: min(len(a["methods"].get(m, {}).get("valid", {})) for m in core) for p, a in analyses.items()}
     enough = sorted(p for p, n in fewest.items() if n >= runs_wanted)
     short = ", ".join(f"{p}: {n}" for p, n in sorted(fewest.items()) if n < runs_wanted)
@@ -748,7 +767,7 @@ def _plan_line(reg: str, analyses: dict) -> str:
 
 def _regime_lines(reg: str, pairs: dict, experts: dict, analyses: dict, overall: dict | None) -> list[str]:
     data, transitions, rnd, what = REGIMES[reg]
-    present = [m for m in NESTED_METHODS if any(m in a["methods"] for a in analyses.values())]
+    present = [m for m in _nested_methods() if any(m in a["methods"] for a in analyses.values())]
     lines = [f"#### Regime ({reg}): {what}", "",
              "Runs per pair (valid; void: the training the method starts from did not learn its task, never "
              "averaged in):",
@@ -846,16 +865,16 @@ def _nested_section(records: list[dict], cloning: dict, figures: Path, rel: str,
                   "Does ReDRAW beat each method (its difference in % of the expert's return, 95% CI), and does it "
                   f"reach {ORACLE_SHARE:.0%} of the expert? Per pair from the paired runs; across pairs from the "
                   "IQM of the paired differences.", "",
-                  "| regime | pair | " + " | ".join(QUESTIONS) + f" | ≥ {ORACLE_SHARE:.0%} of expert |",
-                  "|---|---|" + "---|" * (len(QUESTIONS) + 1)]
+                  "| regime | pair | " + " | ".join(_questions()) + f" | ≥ {ORACLE_SHARE:.0%} of expert |",
+                  "|---|---|" + "---|" * (len(_questions()) + 1)]
         for reg in order:
             for pair, a in sorted(analyses[reg].items()):
-                lines.append(f"| ({reg}) | {pair} | " + " | ".join(_answer(a["versus"].get(m)) for m in QUESTIONS)
+                lines.append(f"| ({reg}) | {pair} | " + " | ".join(_answer(a["versus"].get(m)) for m in _questions())
                              + f" | {_share_answer(a['share'])} |")
             o = overall[reg]
             if o is not None:
                 lines.append(f"| ({reg}) | **all pairs** (IQM) | " + " | ".join(
-                    _answer(o["versus"][m], True) if "diff" in o["versus"].get(m, {}) else "–" for m in QUESTIONS)
+                    _answer(o["versus"][m], True) if "diff" in o["versus"].get(m, {}) else "–" for m in _questions())
                     + f" | {_share_answer(o['share'], True)} |")
         lines += ["", *(f"- Regime ({reg}): {_paper_claim(analyses[reg])}" for reg in order), ""]
         shown = [reg for reg in order if overall[reg] is not None]

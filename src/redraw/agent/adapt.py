@@ -16,36 +16,31 @@ no_adapt       DRAW         nothing: the source policy as it is
 ============== ============ ========================================= ================================
 
 The policy stage then re-initialises the actor-critic for ``redraw`` and keeps (and trains
-on) the pretrained one for the finetune baselines.
+on) the pretrained one for the finetune baselines. Each method's part is in its module of
+``redraw.methods``; the ``Calibrator`` reads the registry there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
+from redraw import methods
 from redraw.agent.dreamer import Agent
-from redraw.models.dists import categorical_kl, class_log_softmax
-from redraw.perf import eager
-from redraw.models.draw import DRAW
+from redraw.methods.base import masked_mean
+from redraw.models.dists import categorical_kl
 from redraw.models.residual import ResidualConfig
-from redraw.models.rssm import RSSM
+from redraw.perf import eager
 
-#: method -> the world model it adapts (the pretraining stage that provides it)
-CALIBRATED = {"redraw": "draw", "draw_finetune": "draw", "dreamer_finetune": "rssm", "redraw_pessimistic": "draw"}
-#: every method of the results table, in its order; ``oracle`` is the reference trained in the target
-METHODS = ("no_adapt", "draw_finetune", "dreamer_finetune", "redraw", "redraw_pessimistic")
-REINIT_ACTOR_CRITIC = {"redraw", "redraw_pessimistic"}
-RESIDUAL_METHODS = {"redraw", "redraw_pessimistic"}  #: the methods that calibrate a latent residual
-
-
-def check_method(method: str, allowed=METHODS) -> str:
-    if method not in allowed:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(allowed)}")
-    return method
+#: method -> the world model it adapts (the pretraining stage that provides it), as registered
+#: when this module was imported (``redraw.methods.calibrated()`` reads the registry as it is now)
+CALIBRATED = {m: methods.REGISTRY[m].world_model for m in methods.calibrated()}
+#: the adaptation methods of the results table, in its order; ``oracle`` is the reference trained in the target
+METHODS = methods.transfer()
+REINIT_ACTOR_CRITIC = set(methods.names(lambda m: m.reinit_actor_critic))
+RESIDUAL_METHODS = set(methods.names(lambda m: m.residual))  #: the methods that calibrate a latent residual
 
 
 @dataclass
@@ -69,10 +64,6 @@ class CalibrateConfig:
     checkpoint_every: int = 1000  #: updates between checkpoints of the run (it resumes from the last)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
-
-
 class Calibrator:
     """Freezes ``agent``'s world model, makes the method's trainable part, and trains it."""
 
@@ -82,64 +73,24 @@ class Calibrator:
         methods: the policy stage's concurrent schedule) instead of attaching a fresh residual.
         ``episodes`` and ``seed``: the replay's episodes and the seed the bootstrap weights of a
         ``residual.bootstrap`` ensemble are drawn for (batches then carry ``episode``)."""
-        check_method(method, tuple(CALIBRATED))
-        self.agent, self.method, self.cfg = agent, method, cfg
-        wm = agent.wm
-        want = CALIBRATED[method]
-        if agent.cfg.world_model != want:
-            raise ValueError(f"method {method} adapts a {want} world model, the checkpoint holds {agent.cfg.world_model}")
-        wm.requires_grad_(False)
+        spec = methods.get(method, methods.calibrated())
+        self.agent, self.method, self.cfg, self.spec = agent, method, cfg, spec
+        if agent.cfg.world_model != spec.world_model:
+            raise ValueError(f"method {method} adapts a {spec.world_model} world model, the checkpoint holds "
+                             f"{agent.cfg.world_model}")
+        agent.wm.requires_grad_(False)
         agent.requires_grad_(False)
-        lr, eps, clip = cfg.finetune_lr, wm.cfg.eps, wm.cfg.grad_clip
-        if method in RESIDUAL_METHODS:
-            if not resume:
-                agent.attach_residual(residual)
-            elif wm.residual is None:
-                raise ValueError(f"method {method}: the agent has no residual to train on")
-            residual = wm.residual.cfg
-            params = list(wm.residual.parameters())
-            lr, eps, clip = residual.lr, residual.eps, residual.grad_clip
-        elif method == "draw_finetune":
-            assert isinstance(wm, DRAW)
-            params = [*wm.prior.parameters(), wm.init_logits]
-        else:
-            assert isinstance(wm, RSSM)
-            params = [*wm.img_in.parameters(), *wm.gru.parameters(), *wm.prior.parameters(),
-                      *wm.posterior.parameters(), wm.init_deter]
-        for p in params:
+        part = spec.trainable(agent, cfg, residual, method=method, resume=resume, episodes=episodes, seed=seed)
+        for p in part.params:
             p.requires_grad_(True)
-        self.params, self.clip = params, clip
+        self.params, self.clip = part.params, part.clip
         #: [members, episodes] bootstrap weights (None: every member weighs every episode 1)
-        self.boot: torch.Tensor | None = None
-        if method in RESIDUAL_METHODS and residual.bootstrap and residual.members > 1:
-            if episodes < 1:
-                raise ValueError("a bootstrapped residual ensemble needs the number of target episodes")
-            draws = np.random.default_rng([seed, 0xB00]).poisson(1.0, (residual.members, episodes))
-            self.boot = torch.as_tensor(draws, dtype=torch.float32, device=agent.device)
-        self.opt = torch.optim.Adam(params, lr, eps=eps)
+        self.boot: torch.Tensor | None = part.boot
+        self.opt = torch.optim.Adam(part.params, part.lr, eps=part.eps)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        wm, gen = self.agent.wm, self.agent.generator
-        obs = {k: batch[k] for k in wm.obs_spec}
-        mask = (~batch["is_first"].bool()).float()
-        if self.method == "dreamer_finetune":
-            loss, metrics, _ = wm.loss(batch, generator=gen, skip=("reward",))
-            return loss, {k: v for k, v in metrics.items() if k != "loss/reward"}
-        out = wm.observe(obs, batch["action"], batch["is_first"], generator=gen)
-        post = out["post_logp"].detach()
-        if self.method in RESIDUAL_METHODS:
-            # KL(sg(post) || softmax(prior raw logits + member)), no free bits, members summed
-            base = out["prior_base"].detach()
-            kls = [categorical_kl(post, class_log_softmax(base + m)) for m in out["residual_members"]]
-            if self.boot is None:
-                loss = sum(masked_mean(kl, mask) for kl in kls)
-            else:  # member m weighs each chunk by its bootstrap count of the chunk's episode
-                w = self.boot[:, batch["episode"]]  # [M, B]
-                loss = sum(masked_mean(kl, mask * w[m][:, None]) for m, kl in enumerate(kls))
-            return loss, {"calib/kl": masked_mean(categorical_kl(post, out["prior_logp"]), mask).detach()}
-        dyn = categorical_kl(post, out["prior_logp"])
-        loss = wm.cfg.dyn_scale * masked_mean(torch.clamp(dyn, min=wm.cfg.free_bits), mask)
-        return loss, {"calib/kl": masked_mean(dyn, mask).detach()}
+        """The method's calibration loss on ``batch`` (``redraw.methods``) and its metrics."""
+        return self.spec.loss(self.agent, batch, self.boot)
 
     @property
     def needs_episode(self) -> bool:

@@ -1,8 +1,8 @@
 """DVC stage ``calibrate@<method>``: adapt the pretrained world model to the target data.
 
 ``redraw`` trains a latent residual on the frozen DRAW model (``redraw_pessimistic``: an ensemble
-of ``pessimism.members`` residuals, redraw.agent.pessimism); ``draw_finetune`` and
-``dreamer_finetune`` finetune parts of the DRAW / RSSM model (see ``redraw.agent.adapt``).
+of ``pessimism.members`` residuals); ``draw_finetune`` and ``dreamer_finetune`` finetune parts of
+the DRAW / RSSM model: what each trains is in its module of ``redraw.methods``.
 Trains only on target data the validation stage accepted, and reports the dynamics gap on
 held-out target episodes before and after: one-step latent KL, and per open-loop horizon the
 latent KL and decoded prediction error, with a figure of open-loop predictions (source model
@@ -27,20 +27,21 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from redraw.agent.adapt import CALIBRATED, RESIDUAL_METHODS, CalibrateConfig, Calibrator, dynamics_gap
-from redraw.agent.pessimism import pessimism_config
+from redraw import methods
+from redraw.agent.adapt import CalibrateConfig, Calibrator, dynamics_gap
 from redraw.agent.dreamer import load_agent
 from redraw.checkpoint import RunCheckpoint, file_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, section
 from redraw.data.replay import Replay, batch_keys
 from redraw.data.target import TargetDataError, load_target
+from redraw.methods.base import WORLD_MODELS
 from redraw.models.residual import ResidualConfig
 from redraw.perf import apply as apply_perf
 from redraw.perf import perf_config, pick_device
@@ -48,7 +49,8 @@ from redraw.stages import method_run_tags, method_stage_main
 from redraw.stages.pretrain import stage_bf16
 from redraw.tracking import StageRun, write_json, write_metrics
 
-PRETRAINED = {"draw": "models/pretrain/agent.pt", "rssm": "models/pretrain_rssm/agent.pt"}
+#: world model -> the pretrained model a method adapts (models/<its training>/agent.pt)
+PRETRAINED = {wm: f"models/{training}/agent.pt" for wm, training in WORLD_MODELS.items()}
 OUT_ROOT = Path("models/calibrate")
 REPORTS = Path("reports/calibrate")
 
@@ -97,24 +99,24 @@ def holdout_batch(episodes: list[dict], keys: list[str], length: int, max_chunks
 
 
 def run(method: str, params: dict, path: str = "params.yaml", progress: bool = True) -> dict:
-    if method not in CALIBRATED:
-        raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATED)}")
+    if method not in methods.calibrated():
+        raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(methods.calibrated())}")
+    spec = methods.REGISTRY[method]
     cfg, res_cfg = calibrate_configs(params, path)
-    if method == "redraw_pessimistic":  # the ensemble of residuals whose disagreement the policy stage uses
-        pess = pessimism_config(params, path)
-        res_cfg = replace(res_cfg, members=pess.members, bootstrap=pess.bootstrap)
+    if spec.residual_settings is not None:  # e.g. redraw_pessimistic's ensemble of residuals
+        res_cfg = spec.residual_settings(res_cfg, params, path)
     seed = int(get(params, "seed", path))
     target_env = get(params, "env.target", path)
     data_dir = str(get(params, "target_data", path))
     transitions = int(get(params, "target_transitions", path))
-    model_path = PRETRAINED[CALIBRATED[method]]
+    model_path = PRETRAINED[spec.world_model]
     perf = perf_config(params, path)
     apply_perf(perf)
     device = pick_device()
     identity = load_checkpoint(model_path, map_location="cpu")["identity"] if Path(model_path).is_file() else None
     if identity is None:
         raise FileNotFoundError(f"{model_path}: no pretrained model; run `dvc repro` (stage "
-                                f"{'pretrain' if CALIBRATED[method] == 'draw' else 'pretrain_rssm'}) first")
+                                f"{WORLD_MODELS[spec.world_model]}) first")
     meta, train_eps, held_eps, fingerprint = load_target(data_dir, identity, model_path, target_env, transitions,
                                                         cfg.holdout_episodes)
 
@@ -135,7 +137,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     # everything that shapes this run; its checkpoint is resumed only by the same run
     run_identity = {"method": method, "seed": seed, "pretrained_model": file_hash(model_path), "target_env": target_env,
                     "target_data": fingerprint, "target_transitions": transitions, "calibrate": schedule(cfg),
-                    "residual": asdict(res_cfg) if method in RESIDUAL_METHODS else None, "perf": asdict(perf),
+                    "residual": asdict(res_cfg) if spec.residual else None, "perf": asdict(perf),
                     "precision": agent.precision}  # never resumed in the other precision
     ckpt = RunCheckpoint(f"calibrate-{method}", run_identity, f"calibrate@{method}")  # locked until closed
     history, heldout, best, done, seconds_before = [], None, None, 0, 0.0
@@ -208,7 +210,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     out_dir = OUT_ROOT / method
     ident = {**identity, "method": method, "target_env": target_env, "target_data": fingerprint,
              "target_transitions": sum(len(e["reward"]) - 1 for e in train_eps),
-             "residual": asdict(res_cfg) if method in RESIDUAL_METHODS else None}
+             "residual": asdict(res_cfg) if spec.residual else None}
     save_checkpoint(out_dir / "agent.pt", {"agent": agent.checkpoint_state()}, ident)
 
     REPORTS.mkdir(parents=True, exist_ok=True)
@@ -261,7 +263,8 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
 
 def main(argv: list[str] | None = None) -> int:
     return method_stage_main("calibrate", "Adapt the pretrained world model to the validated target data "
-                             "(DVC stage calibrate@METHOD) and report the dynamics gap before/after.", run, CALIBRATED,
+                             "(DVC stage calibrate@METHOD) and report the dynamics gap before/after.", run,
+                             methods.calibrated(),
                              (ConfigError, TargetDataError, FileNotFoundError, FloatingPointError, ValueError), argv)
 
 

@@ -3,9 +3,10 @@
 ``evaluate@<method>`` runs the method's policy for ``evaluate.episodes`` episodes (actions
 sampled from the actor; episode i has the same seed for every method) and writes the mean,
 std and a 95% confidence interval (Student t) to ``reports/evaluate/<method>.json``.
-Methods: ``no_adapt`` (the source policy as it is), the adapted ``draw_finetune``,
-``dreamer_finetune`` and ``redraw``, the ``oracle`` (trained in the target simulator), and
-``source`` (the source policy in the *source* simulator, for reference).
+Methods (``redraw.methods``, each with its policy and env): ``no_adapt`` (the source policy as it
+is), the adapted ``draw_finetune``, ``dreamer_finetune``, ``redraw`` and ``redraw_pessimistic``, the
+``oracle`` (trained in the target simulator), and ``source`` (the source policy in the *source*
+simulator, for reference).
 
 ``results`` puts them side by side: ``reports/results.md`` (markdown table),
 ``reports/results.json`` and ``reports/results.png``.
@@ -19,32 +20,38 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from redraw.agent.adapt import METHODS
 from redraw.config import ConfigError, get, is_count, section
 from redraw.data.collect import policy_returns
 from redraw.envs.pair import env_settings
+from redraw.methods import REGISTRY, evaluated, references
 from redraw.perf import apply as apply_perf
 from redraw.perf import perf_config
 from redraw.stages import report_run, stage_params
 from redraw.stats import summarise
 from redraw.tracking import StageRun, write_json, write_metrics
 
-#: method -> (policy checkpoint, the env key it runs in)
-POLICIES = {
-    "source": ("models/pretrain/agent.pt", "env.source"),
-    "no_adapt": ("models/pretrain/agent.pt", "env.target"),
-    "draw_finetune": ("models/policy/draw_finetune/agent.pt", "env.target"),
-    "dreamer_finetune": ("models/policy/dreamer_finetune/agent.pt", "env.target"),
-    "redraw": ("models/policy/redraw/agent.pt", "env.target"),
-    "redraw_pessimistic": ("models/policy/redraw_pessimistic/agent.pt", "env.target"),
-    "oracle": ("models/oracle/agent.pt", "env.target"),
-}
-REFERENCES = ("source", "oracle")  #: rows that are reference points, not transfer methods
+
+class _Policies(Mapping):
+    """method -> (policy checkpoint, the env key it runs in), read from the registry as it is."""
+
+    def __getitem__(self, method: str) -> tuple[str, str]:
+        spec = REGISTRY[method]
+        return spec.policy_path, spec.env
+
+    def __iter__(self):
+        return iter(list(REGISTRY))
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+
+POLICIES = _Policies()
+REFERENCES = references()  #: rows that are reference points, not transfer methods (as registered at import)
 REPORTS = Path("reports/evaluate")
-assert set(METHODS) <= set(POLICIES)
 
 
 @dataclass
@@ -55,7 +62,7 @@ class EvaluateConfig:
     #: episodes acted together, one batched policy call per step: only the speed changes, each
     #: episode is the one acted alone, bit for bit (``Agent.act_batch``)
     envs: int = 10
-    methods: tuple = ("source", *METHODS, "oracle")  #: rows of the results table, in order
+    methods: tuple = field(default_factory=evaluated)  #: rows of the results table, in order
 
 
 def evaluate_config(params: dict, path: str = "params.yaml") -> EvaluateConfig:
@@ -105,7 +112,7 @@ def results(params: dict, path: str = "params.yaml") -> dict:
         ev = json.loads(file.read_text())
         row = {"method": method, "env": ev["env"], "mean": ev["return_mean"], "std": ev["return_std"],
                "ci_low": ev["return_ci_low"], "ci_high": ev["return_ci_high"], "episodes": ev["episodes"],
-               "reference": method in REFERENCES}
+               "reference": method in references()}
         gap = Path("reports/calibrate") / f"{method}.json"
         if gap.is_file():
             g = json.loads(gap.read_text())

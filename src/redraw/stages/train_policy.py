@@ -3,8 +3,9 @@
 The actor-critic learns in the adapted world model's imagination (``calibrate@<method>``),
 starting from posterior states of the target data, with rewards from the *frozen source
 reward head* (target rewards are never fitted). ReDRAW re-initialises the actor-critic; the
-finetune baselines keep the pretrained one and train on. ``redraw_pessimistic`` penalises (or
-ends) imagined rollouts where its residual ensemble disagrees (``pessimism``, redraw.agent.pessimism).
+finetune baselines keep the pretrained one and train on (``redraw.methods``: a method's
+``reinit_actor_critic``). ``redraw_pessimistic`` penalises (or ends) imagined rollouts where its
+residual ensemble disagrees (``pessimism``, its ``policy_setup`` in redraw.methods.redraw_pessimistic).
 
     python -m redraw.stages.train_policy METHOD [--params params.yaml]
 
@@ -38,9 +39,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from redraw.agent.adapt import CALIBRATED, REINIT_ACTOR_CRITIC, RESIDUAL_METHODS, Calibrator, dynamics_gap
+from redraw import methods
+from redraw.agent.adapt import Calibrator, dynamics_gap
 from redraw.agent.dreamer import load_agent
-from redraw.agent.pessimism import pessimism_config
 from redraw.checkpoint import RunCheckpoint, file_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, section
 from redraw.data.replay import Replay, batch_keys
@@ -134,8 +135,10 @@ def evaluate_in_target(agent, env, episodes: int, seed: int, point: int = 0) -> 
 
 
 def run(method: str, params: dict, path: str = "params.yaml", progress: bool = True) -> dict:
-    if method not in CALIBRATED:
-        raise ConfigError(f"unknown method {method!r} for policy training; choose one of {', '.join(CALIBRATED)}")
+    if method not in methods.calibrated():
+        raise ConfigError(f"unknown method {method!r} for policy training; choose one of "
+                          f"{', '.join(methods.calibrated())}")
+    spec = methods.REGISTRY[method]
     cfg = section(params, "train_policy", TrainPolicyConfig, path)
     cal_cfg, _ = calibrate_configs(params, path)
     seed = int(get(params, "seed", path))
@@ -171,14 +174,10 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         raise TargetDataError(f"{data_dir} is not the data {model_path} was calibrated on; re-run calibrate@{method}")
     perf = perf_config(params, path)
     apply_perf(perf)
-    starts = cfg.residual_imag_starts if method in RESIDUAL_METHODS and cfg.residual_imag_starts else cfg.imag_starts
-    agent = policy_stage_agent(model_path, method in REINIT_ACTOR_CRITIC, cfg.lr, starts, seed,
-                               stage_bf16(params, path))
-    if method == "redraw_pessimistic":
-        agent.pessimism = pessimism_config(params, path)
-        if agent.wm.residual.cfg.members != agent.pessimism.members:
-            raise TargetDataError(f"{model_path} holds {agent.wm.residual.cfg.members} residual members, {path} "
-                                  f"pessimism.members is {agent.pessimism.members}; re-run calibrate@{method}")
+    starts = cfg.residual_imag_starts if spec.residual and cfg.residual_imag_starts else cfg.imag_starts
+    agent = policy_stage_agent(model_path, spec.reinit_actor_critic, cfg.lr, starts, seed, stage_bf16(params, path))
+    if spec.policy_setup is not None:  # e.g. redraw_pessimistic's pessimism
+        spec.policy_setup(agent, params, path, model_path)
     if cfg.imag_unimix:
         if getattr(agent.wm, "residual", None) is None:
             raise ConfigError(f"{path}: train_policy.imag_unimix mixes the residual-corrected prior; {method} has "
@@ -285,7 +284,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
         if env is not None:
             env.close()
     save_checkpoint(OUT_ROOT / method / "agent.pt", {"agent": agent.checkpoint_state()},
-                    {**identity, "policy_updates": cfg.updates, "actor_critic_reinit": method in REINIT_ACTOR_CRITIC,
+                    {**identity, "policy_updates": cfg.updates, "actor_critic_reinit": spec.reinit_actor_critic,
                      "adapted_concurrently": cfg.adapt,
                      **({"pessimism": asdict(agent.pessimism)} if agent.pessimism is not None else {})})
     write_json(REPORTS / f"{method}_history.json", history)
@@ -304,7 +303,7 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
 
 def main(argv: list[str] | None = None) -> int:
     return method_stage_main("train_policy", "Train the target policy in the adapted world model's imagination "
-                             "(DVC stage train_policy@METHOD).", run, CALIBRATED,
+                             "(DVC stage train_policy@METHOD).", run, methods.calibrated(),
                              (ConfigError, TargetDataError, FileNotFoundError, FloatingPointError, ValueError), argv)
 
 
