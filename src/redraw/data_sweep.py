@@ -21,7 +21,7 @@ import os
 import shutil
 from pathlib import Path
 
-from redraw.agent.adapt import CALIBRATED
+from redraw.methods import calibrated
 from redraw.config import ConfigError, _yaml, get, load_params
 
 ROOT = Path("sweeps/data_efficiency")
@@ -95,13 +95,14 @@ def _run_size(size: int, params_path: str, methods: tuple[str, ...], progress: b
     return rows
 
 
-def sweep(sizes: list[int], params_path: str = "params.yaml", methods: tuple[str, ...] = tuple(CALIBRATED),
+def sweep(sizes: list[int], params_path: str = "params.yaml", methods: tuple[str, ...] | None = None,
           progress: bool = True) -> dict:
     if not sizes or any(s <= 0 for s in sizes):
         raise ConfigError(f"--sizes must be positive transition counts, got {sizes}")
+    methods = calibrated() if methods is None else methods
     for m in methods:
-        if m not in CALIBRATED:
-            raise ConfigError(f"unknown method {m!r} for the data sweep; choose from {', '.join(CALIBRATED)}")
+        if m not in calibrated():
+            raise ConfigError(f"unknown method {m!r} for the data sweep; choose from {', '.join(calibrated())}")
     params = load_params(params_path)
     rows = []
     # every run lands in this project's MLflow store, not one per work directory

@@ -202,11 +202,11 @@ class Rounds:
         cfg = self.cfg
         params = stage_params(cfg.params)
         method = cfg.method or str(get(params, "register.method", cfg.params))
-        from redraw.cli_stages import CALIBRATED
+        from redraw.methods import calibrated
 
-        if method not in CALIBRATED:
+        if method not in calibrated():
             raise ConfigError(f"rounds: method {method!r} does not adapt to target data (choose from "
-                              f"{', '.join(CALIBRATED)})")
+                              f"{', '.join(calibrated())})")
         if cfg.mapping and not Path(cfg.mapping).is_file():
             raise ConfigError(f"rounds: mapping config {cfg.mapping}: no such file")
         settings = {"method": method, "episodes": cfg.episodes, "keep": cfg.keep, "base_episodes": cfg.base_episodes,

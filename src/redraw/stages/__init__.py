@@ -30,7 +30,7 @@ def method_stage_main(stage: str, description: str, run: Callable[..., dict], me
     import argparse
 
     parser = argparse.ArgumentParser(prog=f"python -m redraw.stages.{stage}", description=description)
-    parser.add_argument("method", choices=sorted(methods), help="the method (see redraw.agent.adapt)")
+    parser.add_argument("method", choices=sorted(methods), help="the method (the registry: redraw.methods)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
