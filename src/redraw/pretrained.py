@@ -256,7 +256,7 @@ def _params_record(params: dict) -> dict:
 
 #: every finished build's record, shipped or not (one that did not learn is reported, not shipped)
 RUNS = Path("benchmarks/results/pretrained_runs.json")
-RUN_KEY = ("pair", "role", "seed", "preset", "steps")
+RUN_KEY = ("pair", "role", "seed", "preset", "exploration", "steps")
 
 
 def export(workdir: Path, pair: str, role: str, seed: int, root: Path = Path("."), replace: bool = False,
