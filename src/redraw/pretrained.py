@@ -95,6 +95,7 @@ def prepare_workdir(workdir: Path, pair: str, seed: int, preset: str, overrides:
         params = load_params(path)
         out = {k: params.get(k) for k in ("seed", "env", "collect_source", "model", "actor_critic", "perf")}
         out["pretrain"] = {k: v for k, v in (params.get("pretrain") or {}).items() if k not in NOT_SHAPING}
+        out["perf"] = {k: v for k, v in (out["perf"] or {}).items() if k != "cache_dir"}  # where kernels are kept
         return out
 
     if current.is_file() and shaping(current) != shaping(staging):
