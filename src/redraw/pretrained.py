@@ -625,7 +625,8 @@ def add_parser(sub) -> None:
 def _cmd_list(args) -> int:
     if args.runs:
         return _print([runs_markdown()] if args.markdown else [
-            f"{r['pair']} {r['role']}-{r['seed']} ({r.get('preset')}, {r.get('steps') or 0:,} steps): "
+            f"{r['pair']} {r['role']}-{r['seed']} ({r.get('preset')}, {r.get('exploration')}, {r.get('steps') or 0:,} "
+            f"steps): "
             f"{r['eval']['return_mean']:.1f} [{r['eval']['return_ci95'][0]:.1f}, {r['eval']['return_ci95'][1]:.1f}] "
             f"n={r['eval']['episodes']}, threshold {r.get('threshold')}: "
             f"{'learnt' if r.get('learned') else 'NOT learnt'}" for r in load_runs()])
