@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from redraw.records import merge_keyed  # noqa: E402
+from redraw.results_records import merge_keyed  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/adaptation_length.json"
 REPORT = ROOT / "docs/adaptation_length.md"
@@ -113,7 +113,7 @@ def code_of(run: Path, method: str, code: str, src: Path, update_code: bool = Fa
     started with (its CODE file, the work dir's snapshot of that commit), so that no curve mixes
     two codes; a run not started yet, or ``update_code``, takes ``code`` (``src``). ValueError
     where a stopped run's snapshot is gone."""
-    from redraw.records import latest_checkpoint
+    from redraw.results_records import latest_checkpoint
 
     own = (run / "CODE").read_text().strip() if (run / "CODE").is_file() else None
     if update_code or own in (None, code) or latest_checkpoint(run, f"calibrate-{method}") is None:
@@ -144,7 +144,7 @@ def record(run: Path, workdir: Path, params: dict, method: str, transitions: int
     """The results record of ``run``: finished (its reports), or stopped (``"finished": false``,
     its held-out curve so far from its latest checkpoint); None before its first checkpoint."""
     from redraw.checkpoint import load_checkpoint
-    from redraw.records import latest_checkpoint
+    from redraw.results_records import latest_checkpoint
 
     if finished(run, method, updates):
         metrics = json.loads((run / f"reports/calibrate/{method}.json").read_text())
@@ -274,7 +274,7 @@ def status(workdir: Path) -> int:
     """Print where each run under ``workdir/adaptation_length`` stands (writes nothing): finished,
     or its update of the total from its latest checkpoint, with the time left at its pace so far."""
     from redraw.checkpoint import load_checkpoint
-    from redraw.records import latest_checkpoint, progress_line
+    from redraw.results_records import latest_checkpoint, progress_line
 
     runs = runs_of(workdir)
     if not runs:

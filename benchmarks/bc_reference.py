@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from redraw.records import CLONE_KEY, merge_keyed, pretrain_seed  # noqa: E402
+from redraw.results_records import CLONE_KEY, merge_keyed, pretrain_seed  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/bc_reference.json"
 SKIP = ("source",)  #: evaluations not on the target (the source policy runs in the source env)
@@ -117,7 +117,7 @@ def records(workdir: Path, result: dict, evaluations: dict[Path, dict], commit: 
     policy trained on other target data than the work dir's now (a stage not run again after the
     data changed) is left out, and said so."""
     from redraw.config import load_params
-    from redraw.records import target_data, target_size
+    from redraw.results_records import target_data, target_size
     from redraw.stats import RECORDED, paired
 
     params = load_params(workdir / "params.yaml")

@@ -27,7 +27,7 @@ def measure(episodes: list[dict], models, expect: dict, context: int, horizon: i
     (chunks of ``context + horizon`` steps). A model that cannot act on data of ``expect`` (obs
     spec, action size) or episodes too short raise ValueError naming the cause."""
     from redraw.agent.adapt import dynamics_gap
-    from redraw.agent.dreamer import load_agent
+    from redraw.agent.agent import load_agent
     from redraw.data.replay import batch_keys
     from redraw.data.target import TargetDataError
     from redraw.stages.calibrate import holdout_batch

@@ -41,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from redraw.records import merge_keyed  # noqa: E402
+from redraw.results_records import merge_keyed  # noqa: E402
 from redraw.rounds import check_workdir, copy_workdir  # noqa: E402,F401 - this benchmark's work dirs, as the rounds'
 
 RESULTS = ROOT / "benchmarks/results/onpolicy_round.json"

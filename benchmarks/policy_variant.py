@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from onpolicy_round import ADAPTED, copy_workdir  # noqa: E402
 
 from redraw.scheduler import schedule  # noqa: E402
-from redraw.records import merge_keyed  # noqa: E402
+from redraw.results_records import merge_keyed  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results/policy_variants.json"
 KEY = ("pair", "seed", "preset", "method", "variant")

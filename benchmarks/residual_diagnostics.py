@@ -253,7 +253,7 @@ def action_response(agents: dict, warm_policy, env_kwargs: dict, env_name: str, 
 
 
 def policy_rollouts(policy_agent, env_name: str, env_kwargs: dict, episodes: int, seed: int) -> list[dict]:
-    from redraw.agent.dreamer import AgentPolicy
+    from redraw.agent.agent import AgentPolicy
     from redraw.data.collect import run_episode
     from redraw.envs import make_env
 
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dynamics_gap import measure
 
-    from redraw.agent.dreamer import load_agent
+    from redraw.agent.agent import load_agent
     from redraw.config import ConfigError, get, load_params
     from redraw.data.episodes import list_episodes, load_episode
     from redraw.data.schema import DataError, read_metadata
@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 summary["residual_size"][name] = residual_size(agent, data, states, actions)
                 imagined[name] = (states, actions)
         warm = agents["oracle"] if "oracle" in agents else policy
-        from redraw.agent.dreamer import AgentPolicy
+        from redraw.agent.agent import AgentPolicy
 
         summary["action_response"] = action_response(agents, AgentPolicy(warm, sample=True), env_kwargs, env_name,
                                                      args.starts, args.warmup, args.horizon, args.seed)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from redraw.records import merge_keyed  # noqa: E402
+from redraw.results_records import merge_keyed  # noqa: E402
 from redraw.rounds import COPY_SKIP, Rounds, RoundsConfig, check_workdir, copy_workdir  # noqa: E402
 from redraw.stats import interval  # noqa: E402
 

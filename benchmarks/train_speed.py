@@ -113,7 +113,7 @@ def build(case: str, compile: bool | None = None, bf16: bool | None = None, thre
 
     from redraw import perf
     from redraw.agent.configs import configs_from_params
-    from redraw.agent.dreamer import Agent
+    from redraw.agent.agent import Agent
     from redraw.config import get
     from redraw.envs import make_env
     from redraw.envs.pair import env_settings
@@ -153,7 +153,7 @@ def worker(case: str, path: str, iters: int, device: str, env_steps: int) -> dic
     import torch
 
     from redraw import perf
-    from redraw.agent.dreamer import AgentPolicy
+    from redraw.agent.agent import AgentPolicy
 
     # eager: the reference (fp32, nothing compiled, the prior chain step by step, torch's default
     # Adam); default: the preset's own

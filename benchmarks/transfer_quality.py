@@ -24,7 +24,7 @@ noise, and is reported as that variant; ``--target-behaviour preset`` keeps the 
 Every finished training and evaluation is merged into ``benchmarks/results/transfer_quality.json``
 (``--results``): one record per (pair, seed, method, target_transitions, protocol) with the
 evaluation's return, and one per training (pretrain, oracle, pretrain_rssm) with its learning
-curve and whether it learnt its task (``redraw.records.learned_threshold``: the return its last
+curve and whether it learnt its task (``redraw.results_records.learned_threshold``: the return its last
 evaluation must reach, the env-pair file's ``learned:`` or the paper's four's).
 A method whose source pretraining did not learn is recorded with ``"valid": false``.
 ``redraw report`` turns that file into docs/results.md.
@@ -58,10 +58,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from checkout import commit  # noqa: E402
 from redraw import scheduler  # noqa: E402
 from redraw.scheduler import venv_env  # noqa: E402
-from redraw.records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results, policy_progress,  # noqa: E402
+from redraw.results_records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results, policy_progress,  # noqa: E402
                             pretrain_seed, progress_line, target_data, training_progress, workdir_records,
                             workdir_variant)
-from redraw.records import hours as _hours  # noqa: E402
+from redraw.results_records import hours as _hours  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/transfer_quality.json"

@@ -131,7 +131,7 @@ def worker(mode: str, iters: int, preset: str, device: str, agent_update: bool) 
         result["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
     if agent_update:
         from redraw.agent.actor_critic import ActorCriticConfig
-        from redraw.agent.dreamer import Agent, AgentConfig
+        from redraw.agent.agent import Agent, AgentConfig
 
         del wm, opt
         cfg = AgentConfig(wm=sizes(preset), ac=ActorCriticConfig(**({} if preset == "paper" else {"units": 256})),

@@ -187,7 +187,7 @@ def sweep_point(point: dict, repo: str, commit: str, tracking_uri: str, workspac
         client.log_metric(run.info.run_id, key, value)
     client.log_param(run.info.run_id, "params", json.dumps(p.overrides, sort_keys=True)[:500])
     # the point in the results-record format `redraw report` reads (its trainings' curves beside)
-    from redraw.records import workdir_records
+    from redraw.results_records import workdir_records
 
     records, trainings = workdir_records(workdir, commit[:10], methods=(p.method,))
     client.log_text(run.info.run_id, json.dumps({"records": records, "trainings": trainings}), RECORDS_ARTIFACT)
@@ -291,8 +291,8 @@ def summarise_sweep(name: str, commit: str, tracking_uri: str, out_dir: Path) ->
     # every point's records in one results file, and the report `redraw report` makes of it
     from mlflow.artifacts import load_text
 
-    from redraw.records import CLONE_KEY, merge_keyed, merge_results
-    from redraw.report import build_report
+    from redraw.results_records import CLONE_KEY, merge_keyed, merge_results
+    from redraw.results_report import build_report
 
     records_file = out_dir / "transfer_quality.json"
     clone_file = out_dir / "bc_reference.json"  # beside it: the report's cloned-reference section

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from redraw.agent.actor_critic import ActorCriticConfig
-from redraw.agent.dreamer import Agent, AgentConfig, AgentPolicy
+from redraw.agent.agent import Agent, AgentConfig, AgentPolicy
 from redraw.agent.plan2explore import Disagreement
 from redraw.data.replay import Replay
 from test_models import SPEC, batch_for, tiny

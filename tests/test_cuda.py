@@ -14,7 +14,7 @@ import torch
 
 from redraw.agent.actor_critic import ActorCriticConfig
 from redraw.agent.adapt import CalibrateConfig, Calibrator, dynamics_gap
-from redraw.agent.dreamer import Agent, AgentConfig, load_agent
+from redraw.agent.agent import Agent, AgentConfig, load_agent
 from redraw.agent.policy import PolicyStep
 from redraw.checkpoint import save_checkpoint
 from redraw.models.residual import ResidualConfig

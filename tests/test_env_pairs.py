@@ -168,7 +168,7 @@ def test_the_pair_file_sets_the_learnt_threshold_and_records_fall_back_to_the_pa
     import json
 
     from redraw.envs import load_pairs
-    from redraw.records import learned_threshold, training_records
+    from redraw.results_records import learned_threshold, training_records
 
     path = tmp_path / "pairs.yaml"
     path.write_text(LEARNT)

@@ -55,7 +55,8 @@ def test_dvc_yamls_foreach_lists_are_the_registrys():
 
 
 def test_the_lists_other_code_imports_are_the_registrys():
-    from redraw import cli_stages, records
+    from redraw import cli_stages
+    from redraw import results_records as records
     from redraw.agent import adapt
     from redraw.stages import evaluate
 
@@ -77,7 +78,7 @@ def test_the_lists_other_code_imports_are_the_registrys():
 
 
 def test_the_reports_orders_are_the_registrys():
-    from redraw import report
+    from redraw import results_report as report
 
     assert methods.baselines() == ("no_adapt", "draw_finetune", "dreamer_finetune")
     assert report._nested_methods() == ("redraw", "redraw_pessimistic", "draw_finetune", "dreamer_finetune",
@@ -115,7 +116,8 @@ def test_redraw_pessimistic_lives_in_its_module():
 def test_a_registered_method_is_picked_up_by_every_dispatch(toy):
     """One definition and one ``register`` call: the calibration trains its part with its loss, the
     stages list it, evaluate@ finds its policy, and the reports take its records, in its place."""
-    from redraw import cli_stages, report
+    from redraw import cli_stages
+    from redraw import results_report as report
     from redraw.agent.adapt import CalibrateConfig, Calibrator
     from redraw.models.residual import ResidualConfig
     from redraw.stages import evaluate

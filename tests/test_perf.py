@@ -10,7 +10,7 @@ import torch
 
 from redraw import perf
 from redraw.agent.actor_critic import ActorCriticConfig, ImaginationPolicy
-from redraw.agent.dreamer import Agent, AgentConfig
+from redraw.agent.agent import Agent, AgentConfig
 from redraw.config import ConfigError
 from test_models import SPEC, batch_for, tiny
 
@@ -307,7 +307,7 @@ def test_an_agent_that_only_acts_makes_no_optimizer_and_keeps_the_loaded_states(
     import subprocess
     import sys
 
-    from redraw.agent.dreamer import load_agent
+    from redraw.agent.agent import load_agent
     from redraw.checkpoint import save_checkpoint
 
     trained = agent(exploration="plan2explore")  # load_agent builds the default 8 heads
@@ -316,7 +316,7 @@ def test_an_agent_that_only_acts_makes_no_optimizer_and_keeps_the_loaded_states(
     save_checkpoint(path, {"agent": trained.checkpoint_state()}, {
         "world_model": "draw", "exploration": "plan2explore", "model": vars(trained.cfg.wm),
         "actor_critic": vars(trained.cfg.ac), "obs_spec": {k: list(v[0]) for k, v in SPEC.items()}, "action_size": 1})
-    code = (f"import sys, numpy as np; from redraw.agent.dreamer import load_agent; a = load_agent({str(path)!r}); "
+    code = (f"import sys, numpy as np; from redraw.agent.agent import load_agent; a = load_agent({str(path)!r}); "
             "a.act({k: np.zeros(v[0], np.float32) for k, v in a.obs_spec.items()}); "
             "print('torch._dynamo' in sys.modules, any(x.made for x in a._adams().values()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

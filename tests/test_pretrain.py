@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from redraw.agent.dreamer import load_agent
+from redraw.agent.agent import load_agent
 from redraw.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
 from redraw.config import _yaml, apply_preset, load_params
 from redraw.data.episodes import iter_episodes

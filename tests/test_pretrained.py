@@ -92,7 +92,7 @@ def test_build_ships_weights_only_with_a_full_record(shipped):
     # the expert is the source policy with negated actions: in the target it acts exactly as the
     # source does in the source simulator, episode for episode
     assert expert["eval"]["returns"] == source["eval"]["returns"]
-    from redraw.agent.dreamer import AgentPolicy, load_agent
+    from redraw.agent.agent import AgentPolicy, load_agent
     from redraw.data.collect import run_episode
     from redraw.envs import make_env
     from redraw.pretrained import install_expert
@@ -126,7 +126,7 @@ def test_install_checks_the_file_and_the_sizes(shipped, tmp_path):
     root, work, (source, expert) = shipped
     params = _params(work)
     out = install(source["name"], "source", params, tmp_path / "agent.pt", root=root)
-    from redraw.agent.dreamer import load_agent
+    from redraw.agent.agent import load_agent
 
     agent = load_agent(tmp_path / "agent.pt")
     assert agent.action_sign == 1.0
@@ -176,7 +176,7 @@ def test_the_pretrain_stage_installs_a_shipped_model(shipped, tmp_path, monkeypa
     assert (root / "models/pretrain/agent.pt").is_file() and (root / "reports/pretrain_curve.json").is_file()
     pretrain.run(params, "params.yaml", env_key="env.target", out_dir=Path("models/oracle"),
                  metrics_path="reports/oracle.json", curve_path="reports/oracle_curve.json", progress=False)
-    from redraw.agent.dreamer import load_agent
+    from redraw.agent.agent import load_agent
 
     assert load_agent(root / "models/oracle/agent.pt").action_sign == -1.0
     # nothing shipped was written by the pipeline

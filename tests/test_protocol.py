@@ -27,7 +27,7 @@ class RecordingEnv:
 def test_the_learning_curve_never_runs_the_final_evaluations_episodes():
     """train_policy's eval_every curve selects nothing on the test set: its episodes (initial
     states and action noise) are not those of the evaluate stage, for the same seed."""
-    from redraw.agent.dreamer import AgentPolicy
+    from redraw.agent.agent import AgentPolicy
     from redraw.data.collect import run_policy
     from redraw.stages.train_policy import evaluate_in_target
 
@@ -49,7 +49,7 @@ def test_pretrainings_curve_runs_new_episodes_at_each_point_and_leaves_the_train
     """The pretraining's evaluations (the learnt-its-task verdict reads the last) run episodes of
     their own stream, new ones at each point, never the test episodes; the agent's random stream,
     which the training draws from, is the same after an evaluation as before it."""
-    from redraw.agent.dreamer import AgentPolicy
+    from redraw.agent.agent import AgentPolicy
     from redraw.data.collect import run_policy
     from redraw.stages.pretrain import evaluate
 
@@ -465,7 +465,7 @@ def load_agent_for(method):
     """The calibrated agent of policy_stage_setup with the parts ``method``'s calibration trains
     marked trainable (what the concurrent schedule may move)."""
     from redraw.agent.adapt import CalibrateConfig, Calibrator
-    from redraw.agent.dreamer import load_agent
+    from redraw.agent.agent import load_agent
 
     a = load_agent(f"models/calibrate/{method}/agent.pt")
     Calibrator(a, method, CalibrateConfig(), None, resume=True)
@@ -600,7 +600,7 @@ def test_a_stopped_policy_run_resumes_from_its_checkpoint_to_the_same_policy(tmp
     import shutil
     from pathlib import Path
 
-    from redraw.agent.dreamer import Agent
+    from redraw.agent.agent import Agent
     from redraw.checkpoint import load_checkpoint
     from redraw.stages import train_policy
 

@@ -1,4 +1,4 @@
-"""The results files the benchmarks merge into (``redraw.records.merge_keyed``): what one benchmark
+"""The results files the benchmarks merge into (``redraw.results_records.merge_keyed``): what one benchmark
 run writes must survive another finishing at the same moment."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 
-from redraw.records import merge_keyed
+from redraw.results_records import merge_keyed
 
 KEY = ("pair", "seed")
 
@@ -50,7 +50,7 @@ def test_a_list_file_merges_as_one_list(tmp_path):
 def test_pretrain_seed_is_read_from_the_shipped_source_pretrainings_name():
     import pytest
 
-    from redraw.records import pretrain_seed
+    from redraw.results_records import pretrain_seed
 
     assert pretrain_seed({"pretrained": {"source": "reacher-easy-reversed/source-1"}}) == 1
     assert pretrain_seed({"pretrained": {"source": "cup-catch-windy/source-12"}}) == 12
@@ -61,7 +61,7 @@ def test_pretrain_seed_is_read_from_the_shipped_source_pretrainings_name():
 
 
 def test_records_of_other_pretrain_seeds_or_rounds_are_kept_beside_each_other(tmp_path):
-    from redraw.records import CLONE_KEY, merge_results
+    from redraw.results_records import CLONE_KEY, merge_results
 
     path = tmp_path / "transfer_quality.json"
     base = {"pair": "p", "seed": 0, "method": "redraw", "target_transitions": 40000, "protocol": "sequential",
@@ -85,7 +85,7 @@ def test_records_of_other_pretrain_seeds_or_rounds_are_kept_beside_each_other(tm
 
 
 def test_regime_names_the_nested_protocols_data_settings():
-    from redraw.records import REGIMES, regime
+    from redraw.results_records import REGIMES, regime
 
     def rec(data, n, **extra):
         return {"target_data": data, "target_transitions": n, **extra}
@@ -103,7 +103,7 @@ def test_regime_names_the_nested_protocols_data_settings():
 def test_records_made_from_a_work_dir_carry_its_pretrain_seed(tmp_path):
     import yaml
 
-    from redraw.records import method_records, training_records
+    from redraw.results_records import method_records, training_records
 
     params = {"seed": 3, "pretrained": {"source": "reacher-easy-reversed/source-1"},
               "train_policy": {}, "calibrate": {}, "pretrain": {"eval_episodes": 10},

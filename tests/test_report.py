@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from redraw.report import ResultsError, build_report, load_results, mean_ci
+from redraw.results_report import ResultsError, build_report, load_results, mean_ci
 
 PAIR = "pendulum-swingup-reversed"
 
@@ -73,7 +73,7 @@ def test_data_sizes_make_a_curve_and_stopped_trainings_are_not_judged(tmp_path):
 
 
 def test_a_variant_is_its_own_setting_and_not_part_of_the_main_comparison(tmp_path):
-    from redraw.records import merge_results
+    from redraw.results_records import merge_results
 
     results = tmp_path / "r.json"
     plain = [record("redraw", 0, 100.0), record("oracle", 0, 400.0)]
@@ -214,7 +214,7 @@ def test_a_bad_round_record_is_refused_naming_it(tmp_path):
 def test_the_smoke_pipelines_records_merge_into_the_results_file_and_make_a_report(smoke_repo, tmp_path):
     """What the benchmark (and the sweep) record from a finished pipeline directory, and from a
     stopped training's checkpoint."""
-    from redraw.records import merge_results, protocol, training_records, workdir_records
+    from redraw.results_records import merge_results, protocol, training_records, workdir_records
 
     work = smoke_repo.path
     records, trainings = workdir_records(work, "abc1234")

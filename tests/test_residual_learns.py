@@ -21,7 +21,7 @@ from torch import nn
 
 from redraw.agent.actor_critic import ActorCriticConfig
 from redraw.agent.adapt import CalibrateConfig, Calibrator
-from redraw.agent.dreamer import Agent, AgentConfig
+from redraw.agent.agent import Agent, AgentConfig
 from redraw.models.residual import LatentResidual, ResidualConfig
 from test_models import tiny
 

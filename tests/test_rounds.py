@@ -348,7 +348,7 @@ def test_the_benchmark_records_round_0_and_every_finished_round(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import rounds as bench
 
-    from redraw.records import merge_keyed
+    from redraw.results_records import merge_keyed
 
     workdir, dest = tmp_path / "cpu-seed1", tmp_path / "cpu-seed1-rounds-redraw-all-e20"
     ev = {"return_mean": 40.0, "return_ci_low": 30.0, "return_ci_high": 50.0, "episodes": 10, "returns": [1.0]}

@@ -112,7 +112,7 @@ def test_an_rssm_agents_backprop_actor_learns_through_its_imagination():
     trajectory: the agent's RSSM imagination (under autocast, from detached posterior states,
     with the world model frozen as in the policy stage) must keep that graph."""
     from redraw.agent.actor_critic import ActorCriticConfig
-    from redraw.agent.dreamer import Agent, AgentConfig
+    from redraw.agent.agent import Agent, AgentConfig
     from test_models import batch_for
 
     torch.manual_seed(0)
@@ -131,7 +131,7 @@ def test_an_rssm_agents_backprop_actor_learns_through_its_imagination():
 
 def test_backprop_needs_a_differentiable_imagination():
     from redraw.agent.actor_critic import ActorCritic, ActorCriticConfig
-    from redraw.agent.dreamer import Agent, AgentConfig
+    from redraw.agent.agent import Agent, AgentConfig
 
     with pytest.raises(ValueError, match="actor_grad 'backprop' needs the rssm world model"):
         Agent(SPEC, 1, AgentConfig(wm=tiny(), ac=ActorCriticConfig(units=16, actor_grad="backprop")))
@@ -171,7 +171,7 @@ def test_a_backprop_explorer_learns_through_the_disagreement_reward():
     """Plan2Explore with the RSSM: the explorer's reward, the ensemble's disagreement, is
     differentiable in the imagined features and actions, as the task reward is."""
     from redraw.agent.actor_critic import ActorCriticConfig
-    from redraw.agent.dreamer import Agent, AgentConfig
+    from redraw.agent.agent import Agent, AgentConfig
     from test_models import batch_for
 
     torch.manual_seed(0)

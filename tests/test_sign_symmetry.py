@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-import redraw.agent.dreamer as dreamer
+import redraw.agent.agent as dreamer
 import redraw.data.collect as collect_mod
 from redraw.agent.actor_critic import ActorCriticConfig, ImaginationPolicy
-from redraw.agent.dreamer import Agent, AgentConfig
+from redraw.agent.agent import Agent, AgentConfig
 from redraw.agent.policy import PolicyStep
 from redraw.data.behaviours import BehaviourConfig
 from redraw.data.collect import CollectConfig, collect, episode_seed

@@ -264,7 +264,7 @@ def test_four_points_on_two_workers_survive_a_killed_worker(tmp_path):
         assert sorted(row["point"] for row in table) == sorted(names)
         assert (repo / "reports/sweeps/smoke/pendulum-swingup.png").stat().st_size > 0
         # the points as results records, and the report `redraw report` builds from them
-        from redraw.report import load_results
+        from redraw.results_report import load_results
 
         records, _ = load_results(repo / "reports/sweeps/smoke/transfer_quality.json")
         assert sorted((r["method"], r["target_transitions"]) for r in records) == [

@@ -24,7 +24,7 @@ def test_set_parses_dotted_keys_with_yaml_values():
 def test_source_policy_data_have_work_dirs_of_their_own(tmp_path):
     """Regime (b): the source policy collects the target data, in ``...-source_policy`` work dirs,
     so a run of it never resumes or harvests the expert-data regime's work dir of the same seed."""
-    from redraw.records import REGIMES, target_data
+    from redraw.results_records import REGIMES, target_data
 
     expert = tmp_path / "pendulum-swingup-reversed" / transfer_quality.workdir_name("smoke", 4)
     source = tmp_path / "pendulum-swingup-reversed" / transfer_quality.workdir_name("smoke", 4, None, "source_policy")
@@ -46,7 +46,7 @@ def test_overrides_win_over_the_preset_and_unknown_keys_are_refused(tmp_path):
     assert params["seed"] == 4 and params["collect_target"]["transitions"] == 300
     assert params["collect_target"]["behaviour"]["noise_fraction"] == 0.5
     # the records of a run with overrides are told apart by them (its variant)
-    from redraw.records import workdir_variant
+    from redraw.results_records import workdir_variant
 
     assert workdir_variant(work) == "pretrain.imag_clip=true, pretrain.steps=123"
     with pytest.raises(ConfigError, match="--set: key 'pretrain.no_such_key' does not exist"):

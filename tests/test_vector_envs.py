@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from redraw.agent.dreamer import AgentPolicy
+from redraw.agent.agent import AgentPolicy
 from redraw.data.collect import run_episode, run_episodes
 from test_agent import agent
 from test_pretrain import make_workdir
@@ -126,7 +126,7 @@ def test_an_evaluation_acted_together_is_bit_for_bit_the_one_acted_episode_by_ep
     import torch
 
     from redraw.agent.actor_critic import ActorCriticConfig
-    from redraw.agent.dreamer import Agent, AgentConfig
+    from redraw.agent.agent import Agent, AgentConfig
     from redraw.data.collect import run_policy
     from test_models import PIX, SPEC, tiny
 

@@ -42,7 +42,7 @@ def _cmd_envs(args) -> int:
             print(f"checked: all {len(names)} envs build" if not args.env else f"checked: {', '.join(names)} build")
         if args.floor:
             from redraw.envs.floor import floor_table
-            from redraw.records import learned_threshold
+            from redraw.results_records import learned_threshold
 
             print(floor_table(names, registry, args.floor, lambda source: learned_threshold(source, registry)))
     except (ConfigError, EnvFileError, KeyError) as exc:
@@ -464,7 +464,7 @@ def _cmd_repro(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from redraw.report import ResultsError, build_report
+    from redraw.results_report import ResultsError, build_report
 
     try:
         out = build_report(args.results, args.out, args.figures)

@@ -94,7 +94,7 @@ class RedrawPolicy(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import torch
 
-        from redraw.agent.dreamer import load_agent
+        from redraw.agent.agent import load_agent
         from redraw.agent.policy import PolicyStep
 
         # one step at batch 1: a second torch thread only waits for a core, and where another
@@ -141,7 +141,7 @@ def pip_requirements() -> list[str]:
 
 def log_policy(agent_path: str | Path, metadata: dict[str, Any]) -> str:
     """Log the policy at ``agent_path`` as a pyfunc model in the active MLflow run; returns its URI."""
-    from redraw.agent.dreamer import load_agent
+    from redraw.agent.agent import load_agent
 
     agent = load_agent(agent_path, device="cpu")
     code = Path(__file__).resolve().parent  # this package, so the model loads without an install

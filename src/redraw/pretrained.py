@@ -273,7 +273,7 @@ def export(workdir: Path, pair: str, role: str, seed: int, root: Path = Path("."
     from redraw.config import get, load_params
     from redraw.envs import load_pairs
     from redraw.envs.pair import env_settings
-    from redraw.records import learned_threshold
+    from redraw.results_records import learned_threshold
 
     workdir = Path(workdir)
     params = load_params(workdir / "params.yaml")
@@ -310,7 +310,7 @@ def export(workdir: Path, pair: str, role: str, seed: int, root: Path = Path("."
                        "wall_seconds": metrics.get("train/seconds"), "machine": machine(), "commit": _commit(),
                        "eval": fp32, "threshold": threshold, "learned": learned,
                        "curve": [[c["step"], c["eval_return"]] for c in curve], "params": _params_record(params)}
-                from redraw.records import merge_keyed
+                from redraw.results_records import merge_keyed
 
                 merge_keyed(Path(root) / RUNS, {"runs": (RUN_KEY, [run])})
                 if learned is False and not ship_unlearnt:
@@ -476,7 +476,7 @@ def verify(root: Path = Path(".")) -> list[str]:
     """Every manifest record: its file present with the recorded sha256, and loadable into the
     current code (an agent built from its identity takes its weights, strictly). Returns one line
     per record; raises PretrainedError at the first failure."""
-    from redraw.agent.dreamer import load_agent
+    from redraw.agent.agent import load_agent
 
     lines, total = [], 0
     for record in load_manifest(root):

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from redraw import methods
-from redraw.agent.dreamer import Agent
+from redraw.agent.agent import Agent
 from redraw.methods.base import masked_mean
 from redraw.models.dists import categorical_kl
 from redraw.models.residual import ResidualConfig

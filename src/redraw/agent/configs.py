@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from redraw.agent.actor_critic import ActorCriticConfig
-from redraw.agent.dreamer import AgentConfig
+from redraw.agent.agent import AgentConfig
 from redraw.config import section
 from redraw.models.draw import WorldModelConfig
 from redraw.perf import pick_device, resolve_bf16

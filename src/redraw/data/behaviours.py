@@ -100,7 +100,7 @@ def make_behaviour(cfg: BehaviourConfig, low: np.ndarray, high: np.ndarray, env=
             raise ValueError("behaviour 'policy' needs behaviour.checkpoint, e.g. models/oracle/agent.pt")
         if env is None:
             return None  # validated when the env exists (see collect)
-        from redraw.agent.dreamer import AgentPolicy, load_agent
+        from redraw.agent.agent import AgentPolicy, load_agent
 
         expect = {"obs_spec": {k: list(shape) for k, (shape, _) in env.observation_spec().items()},
                   "action_size": env.action_size}

@@ -137,7 +137,7 @@ def policy_returns(policy_path: str, env_name: str, env_kwargs: dict, episodes: 
     """``run_policy`` for the agent checkpoint at ``policy_path`` (sampled actions), ``envs``
     episodes at a time (the same episodes whatever the number), from ``stream`` (default: the
     final evaluation's test episodes)."""
-    from redraw.agent.dreamer import AgentPolicy, load_agent
+    from redraw.agent.agent import AgentPolicy, load_agent
     from redraw.envs import make_env
     from redraw.perf import pick_device
 

@@ -1,7 +1,7 @@
 """What an env pays a policy without skill: the returns of zero and of uniform random actions.
 
 A pretraining counts as learnt when its last evaluation reaches its source's threshold (the
-env-pair file's ``learned:``, else ``redraw.records.LEARNED``); this is the floor that threshold
+env-pair file's ``learned:``, else ``redraw.results_records.LEARNED``); this is the floor that threshold
 has to stand clear of. Some envs pay for doing nothing in a few episodes (finger-turn_hard starts
 the tip inside the target in about 4% of episodes, and a finger that leaves the spinner alone then
 scores the whole episode), so a few fixed evaluation episodes can show a constant return from a
@@ -46,7 +46,7 @@ def floor_returns(name: str, episodes: int, pairs=None, seed: int = 0) -> dict[s
 def floor_table(names: list[str], pairs, episodes: int, learned: Callable[[str], float | None]) -> str:
     """A markdown table: per env and behaviour, the mean return over ``episodes`` episodes, its
     range, how many episodes paid anything, and the return a pretraining there must reach
-    (``learned(source)``, e.g. ``redraw.records.learned_threshold``; None: no verdict)."""
+    (``learned(source)``, e.g. ``redraw.results_records.learned_threshold``; None: no verdict)."""
     from tqdm import tqdm
 
     rows = ["| env | behaviour | mean return | min - max | episodes with a return > 0 | learnt at |",

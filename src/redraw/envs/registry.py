@@ -46,7 +46,7 @@ SIMULATORS = ("dm_control", "gymnasium")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SIM_KEYS = {"dm_control", "gymnasium", "kwargs"}
 #: what a source may set beside its simulator: ``learned``, the return a pretraining's last
-#: evaluation must reach to count as learnt (``redraw.records.learned_threshold``), and
+#: evaluation must reach to count as learnt (``redraw.results_records.learned_threshold``), and
 #: ``reward_range: [lo, hi]``, where its rewards lie (``redraw.envs.dmc.reward_bounds``)
 _SOURCE_KEYS = _SIM_KEYS | {"learned", "reward_range"}
 _TARGET_KEYS = _SIM_KEYS | {"source", "perturbations", "reward_range"}

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from redraw import methods
 from redraw.agent.adapt import CalibrateConfig, Calibrator, dynamics_gap
-from redraw.agent.dreamer import load_agent
+from redraw.agent.agent import load_agent
 from redraw.checkpoint import RunCheckpoint, file_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, section
 from redraw.data.replay import Replay, batch_keys

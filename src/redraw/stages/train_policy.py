@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from redraw import methods
 from redraw.agent.adapt import Calibrator, dynamics_gap
-from redraw.agent.dreamer import load_agent
+from redraw.agent.agent import load_agent
 from redraw.checkpoint import RunCheckpoint, file_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get, section
 from redraw.data.replay import Replay, batch_keys
@@ -121,7 +121,7 @@ def evaluate_in_target(agent, env, episodes: int, seed: int, point: int = 0) -> 
     of a learning curve runs new episodes (its own initial states, e.g. reacher's targets): a few
     episodes, the same at every point, made a curve that followed how the policy did on those few
     alone. The agent's random stream is restored afterwards, so training goes on unchanged."""
-    from redraw.agent.dreamer import AgentPolicy
+    from redraw.agent.agent import AgentPolicy
     from redraw.data.collect import CURVE_STREAM, run_policy
 
     state = agent.generator.get_state()

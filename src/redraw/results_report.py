@@ -19,7 +19,7 @@ only where the interval excludes the line; otherwise "undecided".
 Records with a ``pretrain_seed`` are the nested protocol's (shipped source pretrainings x
 adaptation seeds; a run is one pretrain seed and one seed): they get sections of their own, one per
 protocol (and preset, variant), and are never pooled with the records without one. In each data
-regime (``redraw.records.regime``) returns are scored as a % of the expert's (the oracle's mean
+regime (``redraw.results_records.regime``) returns are scored as a % of the expert's (the oracle's mean
 return on that pair); across pairs and runs the report gives rliable's IQM with stratified
 bootstrap intervals, the probability that ReDRAW improves on each other method and performance
 profiles; per pair, ReDRAW's paired difference (by pretrain seed and seed) from each method with a
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from redraw.methods import REGISTRY, baselines, comparison_order, names
-from redraw.records import RECORD_KEY, REGIMES, TRAINING_KEY, TRAININGS, regime
+from redraw.results_records import RECORD_KEY, REGIMES, TRAINING_KEY, TRAININGS, regime
 from redraw.stats import interval
 
 __all__ = ["ResultsError", "load_results", "mean_ci", "build_report"]
@@ -52,7 +52,7 @@ TRAINING_FIELDS = {"pair": str, "seed": int, "training": str, "preset": str, "fi
 PAIRS = ("pendulum-swingup-reversed", "reacher-easy-reversed", "cup-catch-windy", "finger-turn_hard-torque")
 SEEDS = (0, 1, 2)
 ORACLE_SHARE = 0.8  #: the paper's claim: ReDRAW reaches at least this share of the oracle's return
-CURVE_KEYS = ("policy_curve", "heldout", "adapt_heldout")  #: a record's optional curves (redraw.records.CURVES)
+CURVE_KEYS = ("policy_curve", "heldout", "adapt_heldout")  #: a record's optional curves (redraw.results_records.CURVES)
 #: what a nested-protocol record (one with a pretrain_seed) must hold beyond RECORD_FIELDS
 NESTED_FIELDS = {"target_data": str, "pretrain_seed": int}
 CLONING = ("bc", "bc_top50")  #: the cloned references (bc_reference.json's ``reference``)
@@ -67,7 +67,7 @@ class ResultsError(ValueError):
 
 # The methods, read from the registry (redraw.methods) each time: its order is the results table's
 def _methods() -> tuple[str, ...]:
-    """The methods a record may hold: those evaluated on the target (``redraw.records.METHODS``)."""
+    """The methods a record may hold: those evaluated on the target (``redraw.results_records.METHODS``)."""
     return names(lambda m: m.env == "env.target")
 
 
