@@ -320,8 +320,8 @@ def work_dirs(root: Path, preset: str | None = None) -> list[Path]:
     dirs = []
     for f in sorted(root.glob("*/*/params.yaml")):
         params = load_yaml(f)
-        if f.parent.name == workdir_name(params.get("preset"), params.get("seed"), pretrain_seed(params),
-                                         target_data(params)) and \
+        data = target_data(params) if params.get("collect_target") else "expert"  # params of a minimal copy: none
+        if f.parent.name == workdir_name(params.get("preset"), params.get("seed"), pretrain_seed(params), data) and \
                 (not preset or params.get("preset") == preset):
             dirs.append(f.parent)
     return dirs
