@@ -580,9 +580,10 @@ def build(pair: str, role: str, seed: int, preset: str = DEFAULT_PRESET, workdir
     if not replace and any(r["name"] == name for r in load_manifest(root)):
         raise PretrainedError(f"{name} is already shipped ({Path(root) / MANIFEST}); pass --replace to replace it")
     workdir = train(pair, role, seed, preset, workdir, overrides)
-    records = export(workdir, pair, role, seed, root, replace, episodes, ship_unlearnt)
-    refresh_docs(root)
-    return records
+    try:
+        return export(workdir, pair, role, seed, root, replace, episodes, ship_unlearnt)
+    finally:  # a build that did not learn is recorded too, so it is a row of the builds' table
+        refresh_docs(root)
 
 
 def add_parser(sub) -> None:
