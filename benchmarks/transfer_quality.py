@@ -58,9 +58,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from checkout import commit  # noqa: E402
 from redraw import scheduler  # noqa: E402
 from redraw.scheduler import venv_env  # noqa: E402
-from redraw.results_records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results, policy_progress,  # noqa: E402
-                            pretrain_seed, progress_line, target_data, training_progress, workdir_records,
-                            workdir_variant)
+from redraw.results_records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results,  # noqa: E402
+                                    policy_progress, pretrain_seed, progress_line, target_data, training_progress,
+                                    workdir_records, workdir_variant)
 from redraw.results_records import hours as _hours  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -432,8 +432,8 @@ def run_pair(args, parser, pair: str, methods: tuple[str, ...], overrides: dict)
     returns: dict[str, list[float]] = {m: [] for m in methods}
     all_methods = methods
     points = [(p, seed) for p in (args.pretrain_seeds or [None]) for seed in args.seeds]
+    data = "source_policy" if args.target_behaviour == "source_policy" else "expert"
     for pretrain, seed in points:
-        data = "source_policy" if args.target_behaviour == "source_policy" else "expert"
         workdir = args.workdir / pair / workdir_name(args.preset, seed, pretrain, data)
         try:
             shipped, methods = (None, all_methods) if pretrain is None else shipped_models(pair, pretrain, all_methods)

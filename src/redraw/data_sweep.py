@@ -21,8 +21,8 @@ import os
 import shutil
 from pathlib import Path
 
-from redraw.methods import calibrated
 from redraw.config import ConfigError, _yaml, get, load_params
+from redraw.methods import calibrated
 
 ROOT = Path("sweeps/data_efficiency")
 SHARED = ("data", "models/pretrain", "models/pretrain_rssm", "models/oracle", "reports/validation")

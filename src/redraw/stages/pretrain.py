@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from redraw.agent.configs import NOT_SHAPING, configs_from_params
 from redraw.agent.agent import Agent, AgentPolicy
+from redraw.agent.configs import NOT_SHAPING, configs_from_params
 from redraw.checkpoint import checkpoint_root as default_checkpoint_root
 from redraw.checkpoint import hold_lock, identity_hash, load_checkpoint, save_checkpoint
 from redraw.config import ConfigError, get
