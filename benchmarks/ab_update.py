@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import CASES, build  # noqa: E402
-from transfer_quality import parse_set  # noqa: E402
+from redraw.experiments.transfer_quality import parse_set  # noqa: E402
 
 
 def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import CASES, build  # noqa: E402
-from transfer_quality import parse_set  # noqa: E402
+from redraw.experiments.transfer_quality import parse_set  # noqa: E402
 
 
 #: params keys that the script's flags set, refused in --set

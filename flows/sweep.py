@@ -115,17 +115,18 @@ def _point_runs(client, name: str, commit: str, status: str | None = None, kind:
     return client.search_runs(experiments, filter_string=query, max_results=1000) if experiments else []
 
 
-def clone_reference(workdir: Path, steps: int, env: dict | None = None, script: Path | None = None) -> list[dict]:
-    """The target data's actions cloned without a world model (``benchmarks/bc_reference.py`` of
-    the point's own checkout, ``steps`` gradient steps) and paired with the methods the point
-    evaluated: its records, or [] where the point has no target data or no source pretraining
-    (no_adapt, the oracle, dreamer_finetune)."""
+def clone_reference(workdir: Path, steps: int, env: dict | None = None) -> list[dict]:
+    """The target data's actions cloned without a world model (``redraw experiment bc_reference``,
+    ``steps`` gradient steps) and paired with the methods the point evaluated: its records, or []
+    where the point has no target data or no source pretraining (no_adapt, the oracle,
+    dreamer_finetune). It runs as ``python -m redraw.experiments.bc_reference``: with the point's
+    ``env`` (``_stage_env``: ``PYTHONPATH`` its own ``src``) the point's own checkout's code."""
     missing = [rel for rel in CLONE_NEEDS if not (workdir / rel).exists()]
     if missing:
         print(f"{workdir.name}: no cloned reference here (no {missing[0]})")
         return []
     out = workdir / "reports" / "bc_reference_records.json"
-    _sh([sys.executable, str(script or workdir / "benchmarks" / "bc_reference.py"), "--workdir", str(workdir),
+    _sh([sys.executable, "-m", "redraw.experiments.bc_reference", "--workdir", str(workdir),
          "--steps", str(steps), "--results", str(out)], workdir, env)
     return json.loads(out.read_text())["records"]
 

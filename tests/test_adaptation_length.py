@@ -1,4 +1,4 @@
-"""benchmarks/adaptation_length.py: long calibrations on a pipeline directory's data, recorded per
+"""redraw.experiments.adaptation_length: long calibrations on a pipeline directory's data, recorded per
 method and target-data size, resumed rather than rerun, and the report built from the records."""
 
 import json
@@ -15,7 +15,6 @@ from test_agent import agent
 from test_protocol import save_agent
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks/adaptation_length.py"
 
 
 def pipeline_dir(path: Path) -> Path:
@@ -41,7 +40,8 @@ def pipeline_dir(path: Path) -> Path:
 
 
 def run(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "redraw.experiments.adaptation_length", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
 
 
 def test_long_calibrations_are_recorded_per_method_and_size_and_not_run_twice(tmp_path):
@@ -82,7 +82,7 @@ def test_long_calibrations_are_recorded_per_method_and_size_and_not_run_twice(tm
 
 
     report = subprocess.run([sys.executable, "-c", (
-        "import sys; sys.path.insert(0, 'benchmarks'); import adaptation_length as a; from pathlib import Path; "
+        "from redraw.experiments import adaptation_length as a; from pathlib import Path; "
         f"a.report(Path({str(results)!r}), Path({str(tmp_path / 'report.md')!r}), Path({str(tmp_path / 'fig')!r}))")],
         cwd=ROOT, capture_output=True, text=True)
     assert report.returncode == 0, report.stderr

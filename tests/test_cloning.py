@@ -1,10 +1,9 @@
-"""Behaviour cloning without a world model (redraw.agent.cloning, benchmarks/bc_reference.py):
+"""Behaviour cloning without a world model (redraw.agent.cloning, redraw.experiments.bc_reference):
 what it learns from, that it learns, that it acts reproducibly, and the benchmark on real
 pipeline outputs."""
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,9 @@ import torch
 
 from redraw.agent.actor_critic import ActorCriticConfig
 from redraw.agent.cloning import CloningConfig, fit, observation_keys, pairs, select
+from redraw.experiments import bc_reference
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import bc_reference  # noqa: E402
 
 W = np.array([[1.5, -2.0, 0.5], [-1.0, 0.5, 2.0]], np.float32)  # the synthetic expert's action weights
 

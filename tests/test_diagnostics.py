@@ -1,4 +1,4 @@
-"""benchmarks/residual_diagnostics.py on the smoke pipeline's outputs: every figure, finite numbers."""
+"""redraw.experiments.residual_diagnostics on the smoke pipeline's outputs: every figure, finite numbers."""
 
 import json
 import math
@@ -26,7 +26,7 @@ def leaves(tree, key=""):
 @pytest.mark.slow  # it needs the smoke pipeline's outputs (smoke_repo: ~2 min to make)
 def test_residual_diagnostics_run_on_smoke_outputs(smoke_repo, tmp_path):
     out = tmp_path / "diag"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/residual_diagnostics.py"), str(smoke_repo.path),
+    proc = subprocess.run([sys.executable, "-m", "redraw.experiments.residual_diagnostics", str(smoke_repo.path),
                            "--out", str(out), "--episodes", "2", "--starts", "2", "--warmup", "10", "--context", "3",
                            "--horizon", "8"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

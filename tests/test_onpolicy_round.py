@@ -1,4 +1,4 @@
-"""The deploy-log-recalibrate round (benchmarks/onpolicy_round.py): the data it calibrates on, its
+"""The deploy-log-recalibrate round (redraw.experiments.onpolicy_round): the data it calibrates on, its
 work-dir checks and its results file."""
 
 import json
@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import onpolicy_round  # noqa: E402
 from synthetic import make_dataset  # noqa: E402
 
 from redraw.data.episodes import list_episodes, load_episode  # noqa: E402
 from redraw.data.schema import read_metadata  # noqa: E402
+from redraw.experiments import onpolicy_round  # noqa: E402
 from redraw.validation.suite import ValidationConfig, validate_dataset  # noqa: E402
 
 

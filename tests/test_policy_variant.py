@@ -1,4 +1,4 @@
-"""Policy-stage variants on a finished work dir (benchmarks/policy_variant.py): the copy's params,
+"""Policy-stage variants on a finished work dir (redraw.experiments.policy_variant): the copy's params,
 the paired comparison and the record."""
 
 import json
@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import sh
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from redraw.experiments import policy_variant
 
-import policy_variant  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_variant_has_a_copy_of_its_own_named_after_its_settings(tmp_path):

@@ -343,11 +343,9 @@ def test_the_logged_gate_compares_the_returns_logged_on_the_robot(repo, monkeypa
 
 
 def test_the_benchmark_records_round_0_and_every_finished_round(tmp_path):
-    """benchmarks/rounds.py: one record per round, round 0 from the work dir's own evaluation, an
+    """redraw.experiments.rounds: one record per round, round 0 from the work dir's own evaluation, an
     unfinished round left out, merged by key into the results file."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import rounds as bench
-
+    from redraw.experiments import rounds as bench
     from redraw.results_records import merge_keyed
 
     workdir, dest = tmp_path / "cpu-seed1", tmp_path / "cpu-seed1-rounds-redraw-all-e20"

@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from redraw.config import ConfigError, load_params
+from redraw.experiments import transfer_quality
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import transfer_quality  # noqa: E402
-
-from redraw.config import ConfigError, load_params  # noqa: E402
 
 
 def test_set_parses_dotted_keys_with_yaml_values():
@@ -56,10 +54,10 @@ def test_overrides_win_over_the_preset_and_unknown_keys_are_refused(tmp_path):
     assert workdir_variant(work) == "train_policy.imag_unimix=0.01"
     transfer_quality.prepare(work, "smoke", 4, None, "expert")
     assert workdir_variant(work) == ""
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/transfer_quality.py"), "--preset", "smoke",
+    proc = subprocess.run([sys.executable, "-m", "redraw.experiments.transfer_quality", "--preset", "smoke",
                            "--workdir", str(tmp_path), "--set", "seed"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--set 'seed': expected KEY=VALUE" in proc.stderr
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/transfer_quality.py"), "--preset", "smoke",
+    proc = subprocess.run([sys.executable, "-m", "redraw.experiments.transfer_quality", "--preset", "smoke",
                            "--workdir", str(tmp_path), "--clone-steps", "-1"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--clone-steps must be 0" in proc.stderr
 

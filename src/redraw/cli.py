@@ -475,6 +475,20 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_experiment(args) -> int:
+    import importlib
+
+    from redraw.experiments import EXPERIMENTS
+
+    module = importlib.import_module(EXPERIMENTS[args.name].module)
+    argv = sys.argv
+    sys.argv = [f"redraw experiment {args.name}", *args.args]  # its usage and errors name this command
+    try:
+        return module.main(args.args)
+    finally:
+        sys.argv = argv
+
+
 def build_parser() -> argparse.ArgumentParser:
     from redraw.cli_stages import add_stage_parser
     from redraw.config import preset_names
@@ -499,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="build docs/results.md from the quality benchmark's results file",
                        description="Build the results report (markdown and figures) from the records that "
-                       "benchmarks/transfer_quality.py merges into its results file: per setting and pair, each "
-                       "method's mean return with a 95% interval over seeds, its share of the oracle, and the "
+                       "`redraw experiment transfer_quality` merges into its results file: per setting and pair, "
+                       "each method's mean return with a 95% interval over seeds, its share of the oracle, and the "
                        "paper's two claims checked on the per-seed differences. Void points (a training that did "
                        "not learn its task) are listed, never averaged in. The paired comparisons beside it "
                        "(onpolicy_round.json, policy_variants.json) get a section each. A bad record is refused "
@@ -621,6 +635,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_ui)
 
     add_stage_parser(sub)
+
+    import textwrap
+
+    from redraw.experiments import EXPERIMENTS, listing
+
+    p = sub.add_parser("experiment", help="run an experiment of redraw.experiments on work dirs (`--help` lists them)",
+                       description=textwrap.fill(
+                           "Run an experiment: a driver that measures results on the pipeline's work directories "
+                           "(the quality benchmark, references, rounds, diagnostics) and merges its records into "
+                           "benchmarks/results/. `redraw experiment NAME ARGS...` runs what `python -m "
+                           "redraw.experiments.NAME ARGS...` runs; `redraw experiment NAME --help` lists its own "
+                           "options. The speed measurements are the scripts in benchmarks/.", 100),
+                       epilog="experiments:\n" + listing(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", metavar="NAME", choices=list(EXPERIMENTS), help="the experiment (listed below)")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="its own arguments, passed on as they are")
+    p.set_defaults(func=_cmd_experiment)
 
     from redraw.pretrained import add_parser as add_pretrained_parser
 

@@ -34,7 +34,7 @@ RECORD_KEY = ("pair", "seed", "method", "target_transitions", "protocol", "targe
               "pretrain_seed", "round")
 TRAINING_KEY = ("pair", "seed", "training", "preset", "variant", "pretrain_seed")
 #: a work dir's variant: the params.yaml overrides it ran with beyond the benchmark's settings
-#: (``transfer_quality.py --set``), one ``key=value`` per line; a record without one has no variant
+#: (``redraw experiment transfer_quality --set``), one ``key=value`` per line; a record without one has no variant
 VARIANT_FILE = "VARIANT"
 
 
@@ -326,7 +326,7 @@ def workdir_records(workdir: Path, commit: str, methods=METHODS) -> tuple[list[d
     return records, trainings
 
 
-#: a cloned-reference record's key (benchmarks/bc_reference.py, the sweep's clone_steps, whose
+#: a cloned-reference record's key (redraw.experiments.bc_reference, the sweep's clone_steps, whose
 #: points of one pair and seed differ in their target data's size; a nested run's also in its
 #: pretrain seed, and a calibrate-again round's in its round)
 CLONE_KEY = ("pair", "seed", "preset", "target_data", "target_transitions", "reference", "method", "pretrain_seed",

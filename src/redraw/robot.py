@@ -41,7 +41,7 @@ from redraw.data.schema import DataError
 RETURNS_FILE = "returns.json"  #: beside the logs: the episodes' returns, where the robot knows them
 REQUEST_FILE, DONE_FILE = "REQUEST.json", "DONE"  #: a watched directory's request and the operator's marker
 #: the seed stream of the stand-in's logged episodes: apart from the data sets' (0-2), the final
-#: evaluation's (4242), the learning curve's (4343) and benchmarks/onpolicy_round.py's (4444)
+#: evaluation's (4242), the learning curve's (4343) and redraw.experiments.onpolicy_round's (4444)
 LOG_STREAM = 4545
 #: the stand-in's topics (std_msgs/Float64MultiArray unless said): what its mapping config reads
 TOPICS = {"state": "/robot/state", "velocity": "/robot/velocity", "image": "/camera/image_raw",

@@ -634,7 +634,7 @@ def summary(state: dict) -> str:
             f"registered v{state.get('registered', {}).get('version', '?')}; {p.get('why', 'not promoted')}")
 
 
-# -- work directories (benchmarks/rounds.py, benchmarks/onpolicy_round.py) --------------------------
+# -- work directories (redraw.experiments.rounds and .onpolicy_round) -------------------------------
 #: what a copy of a work directory leaves out: long-adaptation runs, logs, half-made copies
 COPY_SKIP = ("adaptation_length", "logs", "*.log", ".*.partial")
 

@@ -13,7 +13,7 @@ A sweep file (see ``flows/sweeps/``)::
       calibrate.updates: 500
     retries: 2                     # optional: re-runs of a point whose worker died (default 2)
     clone_steps: 20000             # optional: also clone the target data's actions without a world model
-                                   #   (benchmarks/bc_reference.py, this many steps) in each point that
+                                   #   (redraw experiment bc_reference, this many steps) in each point that
                                    #   has target data and the source pretraining, paired with its method
 
 Every entry is checked against the env-pair file's envs (params.yaml's ``env.pairs``), dvc.yaml's methods, params.yaml's keys and

@@ -18,7 +18,8 @@ TARGET_REGIMES = {
     "source_policy": ("the source policy deployed on the target as it is: what a real robot yields first",
                       {"kind": "policy", "checkpoint": "models/pretrain/agent.pt", "noise_fraction": 0.0,
                        "rho": 0.9, "scale": 1.0}),
-    "expert_noisy": ("the expert, half of its episodes replaced by correlated noise (transfer_quality.py --noise-fraction 0.5)",
+    "expert_noisy": ("the expert, half of its episodes replaced by correlated noise "
+                     "(redraw experiment transfer_quality --noise-fraction 0.5)",
                      {"kind": "policy", "checkpoint": "models/oracle/agent.pt", "noise_fraction": 0.5,
                       "rho": 0.9, "scale": 1.0}),
     "correlated": ("correlated AR(1) noise only, no policy (the quick and smoke presets)",

@@ -1,6 +1,8 @@
-"""Return vs round: the rounds loop (``redraw rounds``, docs/rounds.md) with the stand-in robot, from a
-finished quality-benchmark work directory (``transfer_quality.py``; ``--pretrain-seeds`` starts its
-trainings from the shipped pretrained models).
+"""Return vs round: the rounds loop with the stand-in robot, from a finished quality-benchmark work dir.
+
+The loop is ``redraw rounds`` (docs/rounds.md); the work directory is one that
+``redraw experiment transfer_quality`` made (its ``--pretrain-seeds`` starts the trainings from the
+shipped pretrained models).
 
 Round 0 is the work dir's own result for METHOD (its evaluate stage). Each round then deploys the
 champion on the target simulator standing in for the robot for ``--episodes`` episodes, logged as
@@ -13,8 +15,8 @@ control), without the copy's MLflow store (the loop registers the work dir's eva
 fresh one) and resumes where it stopped. One record per (pair, seed, preset, method, logged_by,
 keep, episodes, round) is merged into ``benchmarks/results/rounds.json``:
 
-    python benchmarks/rounds.py --workdir WORKDIR --method redraw --rounds 3 --episodes 20
-    python benchmarks/rounds.py --workdir WORKDIR --method redraw --rounds 3 --episodes 20 --logged-by expert
+    redraw experiment rounds --workdir WORKDIR --method redraw --rounds 3 --episodes 20
+    redraw experiment rounds --workdir WORKDIR --method redraw --rounds 3 --episodes 20 --logged-by expert
 
 The goal of the loop: at least 90% of the expert's return within two rounds of at most 20 episodes.
 """
@@ -26,11 +28,10 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-from redraw.results_records import merge_keyed  # noqa: E402
-from redraw.rounds import COPY_SKIP, Rounds, RoundsConfig, check_workdir, copy_workdir  # noqa: E402
-from redraw.stats import interval  # noqa: E402
+from redraw.experiments.provenance import ROOT
+from redraw.results_records import merge_keyed
+from redraw.rounds import COPY_SKIP, Rounds, RoundsConfig, check_workdir, copy_workdir
+from redraw.stats import interval
 
 RESULTS = ROOT / "benchmarks/results/rounds.json"
 KEY = ("pair", "seed", "preset", "method", "logged_by", "keep", "episodes", "round")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"records file (default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args(argv)
 
-    from transfer_quality import workdir_commit
+    from redraw.experiments.transfer_quality import workdir_commit
 
     workdir = args.workdir.resolve()
     try:

@@ -1,6 +1,7 @@
-"""A policy-stage variant on a finished quality-benchmark work dir: the same calibrated model and
-target data, the policy stage trained again with other settings, both policies on the same test
-episodes.
+"""A policy-stage variant on a finished quality-benchmark work dir, paired per episode with its policy.
+
+The same calibrated model and target data, the policy stage trained again with other settings,
+both policies on the same test episodes.
 
 Copies the work dir to ``WORKDIR-variant-NAME`` (the quality benchmark never harvests a copy),
 brings in this checkout's code (an option newer than the work dir is then there), sets the
@@ -12,8 +13,8 @@ episodes as the work dir's (the final evaluation's seed stream), so the differen
 episode. Resumable: a stopped run continues from the policy stage's checkpoint when the same
 command runs again.
 
-    python benchmarks/policy_variant.py --workdir WORKDIR --method redraw --set train_policy.bc_weight=1
-    python benchmarks/policy_variant.py --workdir WORKDIR --method redraw draw_finetune --set train_policy.adapt=true
+    redraw experiment policy_variant --workdir WORKDIR --method redraw --set train_policy.bc_weight=1
+    redraw experiment policy_variant --workdir WORKDIR --method redraw draw_finetune --set train_policy.adapt=true
 
 One record per (pair, seed, preset, method, variant) is merged into
 ``benchmarks/results/policy_variants.json``; ``redraw report`` tabulates them.
@@ -28,13 +29,10 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from onpolicy_round import ADAPTED, copy_workdir  # noqa: E402
-
-from redraw.scheduler import schedule  # noqa: E402
-from redraw.results_records import merge_keyed  # noqa: E402
+from redraw.experiments.onpolicy_round import ADAPTED, copy_workdir
+from redraw.experiments.provenance import ROOT
+from redraw.results_records import merge_keyed
+from redraw.scheduler import schedule
 
 RESULTS = ROOT / "benchmarks/results/policy_variants.json"
 KEY = ("pair", "seed", "preset", "method", "variant")
@@ -81,9 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default: {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args(argv)
 
-    from transfer_quality import bring_code, parse_set, workdir_commit
-
     from redraw.config import ConfigError, load_params
+    from redraw.experiments.transfer_quality import bring_code, parse_set, workdir_commit
 
     workdir = args.workdir.resolve()
     methods = list(dict.fromkeys(args.method))

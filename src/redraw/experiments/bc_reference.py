@@ -1,6 +1,8 @@
-"""Behaviour cloning without a world model, on a finished quality-benchmark work dir: the target
-data's own actions copied by the agent's actor from the observations (``redraw.agent.cloning``),
-evaluated on the same test episodes as every method the work dir evaluated, paired per episode.
+"""Behaviour cloning without a world model, on a finished quality-benchmark work dir, paired per episode.
+
+The target data's own actions copied by the agent's actor from the observations
+(``redraw.agent.cloning``), evaluated on the same test episodes as every method the work dir
+evaluated, paired per episode.
 
 The target data of the paper's protocol are an expert's, so copying its actions is a policy an
 engineer could deploy without any world model; a method that learns from the same data should do
@@ -8,7 +10,7 @@ better. The cloned policy trains on the episodes the methods calibrated on (the 
 episodes left out, the same transition budget), for a fixed number of steps set before any
 evaluation (its held-out NLL is recorded, never used to choose anything); it takes about a minute.
 
-    python benchmarks/bc_reference.py --workdir WORKDIR [--steps 20000]
+    redraw experiment bc_reference --workdir WORKDIR [--steps 20000]
 
 ``--top-fraction 0.5`` clones only the half of the episodes with the highest returns
 ("filtered" cloning, reference ``bc_top50``), for data that mix an expert with weaker behaviour.
@@ -26,11 +28,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from redraw.results_records import CLONE_KEY, merge_keyed, pretrain_seed  # noqa: E402
+from redraw.experiments.provenance import ROOT
+from redraw.results_records import CLONE_KEY, merge_keyed, pretrain_seed
 
 RESULTS = ROOT / "benchmarks/results/bc_reference.json"
 SKIP = ("source",)  #: evaluations not on the target (the source policy runs in the source env)
@@ -144,9 +143,8 @@ def run(workdir: Path, results: Path = RESULTS, cfg=None, episodes: int | None =
         progress: bool = True) -> tuple[dict, list[dict]]:
     """Clone, evaluate (or reuse what the work dir keeps) and merge the records into ``results``;
     returns the cloned policy's result and the records. ValueError names what is missing or wrong."""
-    from checkout import commit
-
     from redraw.agent.cloning import CloningConfig
+    from redraw.experiments.provenance import commit
 
     evaluations = check_workdir(workdir)
     ran = min(ev.get("episodes", 0) for ev in evaluations.values())

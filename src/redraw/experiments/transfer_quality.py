@@ -8,18 +8,18 @@ of an expert, the oracle's policy, its actions sampled from its actor and nothin
 ``half-noise`` variant (``--noise-fraction 0.5``) replaces half of the episodes with correlated
 noise, and is reported as that variant; ``--target-behaviour preset`` keeps the preset's behaviour.
 
-    python benchmarks/transfer_quality.py                      # cpu preset, seed 0 (hours on 2 cores)
-    python benchmarks/transfer_quality.py --seeds 0 1 2 --target-transitions 40000
-    python benchmarks/transfer_quality.py --noise-fraction 0.5  # the half-noise variant of the target data
-    python benchmarks/transfer_quality.py --target-behaviour preset  # target data from noise, not the oracle
-    python benchmarks/transfer_quality.py --preset smoke       # minutes: checks the benchmark itself
-    python benchmarks/transfer_quality.py --methods no_adapt redraw   # a subset (no pretrain_rssm without dreamer_finetune)
-    python benchmarks/transfer_quality.py --set pretrain.imag_clip=true  # any params.yaml key, after the preset
-    python benchmarks/transfer_quality.py --pairs all --seeds 0 1 2     # the four pairs of envs.yaml
-    python benchmarks/transfer_quality.py --pairs all --until pretrain  # only: does the source pretraining learn?
-    python benchmarks/transfer_quality.py --harvest                     # record what the work dirs hold so far
-    python benchmarks/transfer_quality.py --status                      # where each work dir stands; writes nothing
-    python benchmarks/transfer_quality.py --set train_policy.adapt=true  # the reference's concurrent schedule
+    redraw experiment transfer_quality                         # cpu preset, seed 0 (hours on 2 cores)
+    redraw experiment transfer_quality --seeds 0 1 2 --target-transitions 40000
+    redraw experiment transfer_quality --noise-fraction 0.5     # the half-noise variant of the target data
+    redraw experiment transfer_quality --target-behaviour preset     # target data from noise, not the oracle
+    redraw experiment transfer_quality --preset smoke          # minutes: checks the benchmark itself
+    redraw experiment transfer_quality --methods no_adapt redraw      # a subset (no pretrain_rssm without dreamer_finetune)
+    redraw experiment transfer_quality --set pretrain.imag_clip=true     # any params.yaml key, after the preset
+    redraw experiment transfer_quality --pairs all --seeds 0 1 2        # the four pairs of envs.yaml
+    redraw experiment transfer_quality --pairs all --until pretrain     # only: does the source pretraining learn?
+    redraw experiment transfer_quality --harvest                        # record what the work dirs hold so far
+    redraw experiment transfer_quality --status                         # where each work dir stands; writes nothing
+    redraw experiment transfer_quality --set train_policy.adapt=true     # the reference's concurrent schedule
 
 Every finished training and evaluation is merged into ``benchmarks/results/transfer_quality.json``
 (``--results``): one record per (pair, seed, method, target_transitions, protocol) with the
@@ -54,16 +54,14 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from checkout import commit  # noqa: E402
-from redraw import scheduler  # noqa: E402
-from redraw.scheduler import venv_env  # noqa: E402
-from redraw.results_records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results,  # noqa: E402
-                                    policy_progress, pretrain_seed, progress_line, target_data, training_progress,
-                                    workdir_records, workdir_variant)
-from redraw.results_records import hours as _hours  # noqa: E402
+from redraw import scheduler
+from redraw.experiments.provenance import ROOT, commit
+from redraw.results_records import (METHODS, TRAININGS, VARIANT_FILE, load_yaml, merge_results, policy_progress,
+                                    pretrain_seed, progress_line, target_data, training_progress, workdir_records,
+                                    workdir_variant)
+from redraw.results_records import hours as _hours  # noqa: F401 (tests read it here)
+from redraw.scheduler import venv_env
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results/transfer_quality.json"
 DEFAULT_PAIR = "pendulum-swingup-reversed"
 #: what a work dir takes from the checkout: its code, pipeline and base params
@@ -289,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"results file the records are merged into (default: {RESULTS.relative_to(ROOT)})")
     parser.add_argument("--clone-steps", type=int, default=20000,
                         help="after a work dir's results, the reference without a world model "
-                        "(benchmarks/bc_reference.py: the target data's actions cloned, on the same test episodes; "
+                        "(the bc_reference experiment: the target data's actions cloned, on the same test episodes; "
                         "about 90 s at the cpu preset) with this many gradient steps, its records in "
                         "bc_reference.json beside --results (default %(default)s; 0: skip it)")
     parser.add_argument("--update-code", action="store_true",
@@ -400,9 +398,9 @@ def harvest(root: Path, path: Path, preset: str | None = None) -> int:
     return 0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not 0.0 <= args.noise_fraction <= 1.0:  # refused now, not at collect_target after the trainings
         parser.error(f"--noise-fraction must be in [0, 1], got {args.noise_fraction}")
     if args.clone_steps < 0:
@@ -466,9 +464,8 @@ def run_pair(args, parser, pair: str, methods: tuple[str, ...], overrides: dict)
             returns[m].append(results[f"{m}/return_mean"])
         print((workdir / "reports/results.md").read_text(), flush=True)
         if args.clone_steps:
-            import bc_reference
-
             from redraw.agent.cloning import CloningConfig
+            from redraw.experiments import bc_reference
 
             result, rows = bc_reference.run(workdir, args.results.with_name("bc_reference.json"),
                                             CloningConfig(steps=args.clone_steps))

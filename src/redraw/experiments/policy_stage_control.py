@@ -8,9 +8,9 @@ too, the policy stage is what fails, not the latent residual. ``--world-model`` 
 other agent checkpoint instead (e.g. ``models/calibrate/redraw/agent.pt``: ReDRAW's policy
 stage with its learning curve). Runs in a quality-benchmark work directory:
 
-    python benchmarks/policy_stage_control.py ~/.local/state/redraw/transfer-quality/pendulum-swingup-reversed/cpu-seed0 --updates 5000
-    python benchmarks/policy_stage_control.py WORKDIR --lr 1e-4 --eval-every 1000 --out lr1e-4
-    python benchmarks/policy_stage_control.py WORKDIR --world-model models/calibrate/redraw/agent.pt
+    redraw experiment policy_stage_control ~/.local/state/redraw/transfer-quality/pendulum-swingup-reversed/cpu-seed0 --updates 5000
+    redraw experiment policy_stage_control WORKDIR --lr 1e-4 --eval-every 1000 --out lr1e-4
+    redraw experiment policy_stage_control WORKDIR --world-model models/calibrate/redraw/agent.pt
 
 Writes ``reports/policy_stage_control/<out>.json`` (the curve and the settings) in WORKDIR.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workdir", type=Path, help="a quality-benchmark work directory (has models/, data/, params.yaml)")
     parser.add_argument("--world-model", default="models/oracle/agent.pt",
@@ -47,7 +47,7 @@ def main() -> int:
                         "script's evaluation reproduces that policy)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="control", help="name of the JSON report (default: control)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if not (args.workdir / args.world_model).is_file():
         parser.error(f"{args.workdir / args.world_model}: no such checkpoint; run the quality benchmark "

@@ -1,7 +1,8 @@
-"""Where a calibrated world model is wrong off its target data, and whether a policy can exploit
-it: the checks behind docs/residual.md, on any work directory's checkpoints.
+"""Where a calibrated world model is wrong off its target data, and whether a policy can exploit it.
 
-    python benchmarks/residual_diagnostics.py WORKDIR [--out DIR] [--episodes 10] [--starts 4]
+The checks behind docs/residual.md, on any work directory's checkpoints:
+
+    redraw experiment residual_diagnostics WORKDIR [--out DIR] [--episodes 10] [--starts 4]
         [--warmup 100] [--context 5] [--horizon 32] [--seed 0]
 
 WORKDIR is a directory the pipeline ran in (its params.yaml, target data and models/). The models
@@ -22,7 +23,7 @@ OUT/summary.json:
    policy's own, reversed, constant +1 and -1, uniform random) in the simulator vs as each model
    predicts it. The simulator is replayed from the same seed and warm-up actions for each.
 4. ``policy_rollouts_gap.png``: each model's open-loop error per horizon on the policy's own
-   episodes in the target simulator (benchmarks/dynamics_gap.py's measure).
+   episodes in the target simulator (``dynamics_gap.measure``).
 5. ``disagreement_vs_error.png`` (models with a residual ensemble: ``redraw_pessimistic``): does
    the members' disagreement mark where the corrected model is wrong? On every transition of the
    target data and of the policy's own episodes, while filtering: the disagreement the policy
@@ -48,7 +49,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 MODELS = {"source": "models/pretrain/agent.pt", "redraw": "models/calibrate/redraw/agent.pt",
           "redraw_pessimistic": "models/calibrate/redraw_pessimistic/agent.pt",
@@ -359,13 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from dynamics_gap import measure
-
     from redraw.agent.agent import load_agent
     from redraw.config import ConfigError, get, load_params
     from redraw.data.episodes import list_episodes, load_episode
     from redraw.data.schema import DataError, read_metadata
     from redraw.envs.pair import env_settings
+    from redraw.experiments.dynamics_gap import measure
     from redraw.perf import apply as apply_perf
     from redraw.perf import eager, perf_config
 

@@ -7,7 +7,7 @@ behaviour than the one calibrated on, with the quantities of the calibrate stage
 latent KL while filtering, and per open-loop horizon 1..H after ``--context`` observed steps the
 latent KL and the decoded observations' squared error.
 
-    python benchmarks/dynamics_gap.py WORKDIR/data/target WORKDIR/models/pretrain/agent.pt \\
+    redraw experiment dynamics_gap WORKDIR/data/target WORKDIR/models/pretrain/agent.pt \\
         WORKDIR/models/calibrate/redraw/agent.pt WORKDIR/models/oracle/agent.pt --episodes 10
 
 Prints a markdown table, one row per model.
@@ -45,7 +45,7 @@ def measure(episodes: list[dict], models, expect: dict, context: int, horizon: i
         yield path, dynamics_gap(agent, batch, context, seed)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path, help="an episode directory (collected, imported or validated target data)")
     parser.add_argument("models", type=Path, nargs="+", help="agent checkpoints (agent.pt) to measure")
@@ -53,7 +53,7 @@ def main() -> int:
     parser.add_argument("--context", type=int, default=5, help="observed steps before open loop (default 5)")
     parser.add_argument("--horizon", type=int, default=32, help="open-loop steps (default 32)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from redraw.data.episodes import list_episodes, load_episode
     from redraw.data.schema import DataError, read_metadata

@@ -19,8 +19,8 @@ It works in a copy of the work dir (``WORKDIR-onpolicy-METHOD``; the quality ben
 harvests a copy), resumes where it stopped (DVC skips what is done) and merges one record per
 (pair, seed, preset, method, episodes) into ``benchmarks/results/onpolicy_round.json``:
 
-    python benchmarks/onpolicy_round.py --workdir WORKDIR --method redraw [--policy-episodes 20]
-    python benchmarks/onpolicy_round.py --workdir WORKDIR --method redraw --collect-only
+    redraw experiment onpolicy_round --workdir WORKDIR --method redraw [--policy-episodes 20]
+    redraw experiment onpolicy_round --workdir WORKDIR --method redraw --collect-only
 
 ``--logged-by expert`` is the control: the same budget and stages, but the logged episodes are new
 ones of the expert's, so a difference from round 0 there is the pipeline's own spread (other
@@ -39,10 +39,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-from redraw.results_records import merge_keyed  # noqa: E402
-from redraw.rounds import check_workdir, copy_workdir  # noqa: E402,F401 - this benchmark's work dirs, as the rounds'
+from redraw.experiments.provenance import ROOT
+from redraw.results_records import merge_keyed
+from redraw.rounds import check_workdir, copy_workdir  # noqa: F401 - this experiment's work dirs, as the rounds'
 
 RESULTS = ROOT / "benchmarks/results/onpolicy_round.json"
 #: the logged episodes' seed stream: apart from the data sets' (0-2), the final evaluation's (4242)
@@ -180,11 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--collect-only", action="store_true", help="copy, log and merge, train nothing")
     args = parser.parse_args(argv)
 
-    from transfer_quality import workdir_commit
-
     from redraw import scheduler
     from redraw.config import load_params
     from redraw.data.episodes import dataset_stats, list_episodes
+    from redraw.experiments.transfer_quality import workdir_commit
 
     workdir = args.workdir.resolve()
     try:
