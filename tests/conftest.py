@@ -57,12 +57,14 @@ def sh(cmd, cwd, check=True, env=None, timeout=1800):
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Groups for pytest-xdist (``make test``: ``--dist loadgroup``): a file's tests run together,
-    in order, in one worker, and every file that uses ``smoke_repo`` (a whole smoke pipeline, ~2 min
-    to build once per worker) in the same worker, so that it is built once."""
-    smoke_files = {item.path for item in items if "smoke_repo" in getattr(item, "fixturenames", ())}
+    """Groups for pytest-xdist (``make test``: ``--dist loadgroup``): every test that uses
+    ``smoke_repo`` (a whole smoke pipeline, ~2 min to build once per worker) runs in one worker, so
+    that it is built once; any other test runs with the rest of its file, in order. A file's tests
+    without the smoke pipeline (the killed-worker sweep, the rounds' unit tests) are free to run in
+    the other worker meanwhile, which keeps the smoke worker from being the suite's long pole."""
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("smoke_repo" if item.path in smoke_files else item.path.name))
+        smoke = "smoke_repo" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group("smoke_repo" if smoke else item.path.name))
 
 
 class SmokeRepo:

@@ -304,11 +304,10 @@ def test_a_point_clones_the_target_data_only_where_it_has_them(smoke_repo, tmp_p
     work = workdir_copy(smoke_repo.path, tmp_path / "w")
     # the shared smoke repo may hold another test's verdict on other data: validate the copy's own
     sh([sys.executable, "-m", "redraw.stages.validate", "--data", "data/target"], work)
-    script = ROOT / "benchmarks" / "bc_reference.py"
-    rows = clone_reference(work, 40, script=script)
+    rows = clone_reference(work, 40)
     evaluated = {p.stem for p in (work / "reports/evaluate").glob("*.json")} - {"source"}
     assert {r["method"] for r in rows} == evaluated and {r["cloning"]["steps"] for r in rows} == {40}
     assert all(r["target_transitions"] == rows[0]["target_transitions"] > 0 for r in rows)
     shutil.rmtree(work / "data/target")
-    assert clone_reference(work, 40, script=script) == []
+    assert clone_reference(work, 40) == []
     assert "no cloned reference here (no data/target/metadata.json)" in capsys.readouterr().out
