@@ -35,7 +35,7 @@ def test_every_shipped_record_matches_its_file_and_loads():
 @pytest.mark.skipif(not [r for r in SHIPPED_RECORDS if r["role"] == "expert" and r["learned"]],
                     reason="no learnt expert is shipped yet")
 def test_a_shipped_expert_reaches_its_recorded_return(tmp_path):
-    """The pipeline's own rollout code, on the first verdict episodes of each learnt expert."""
+    """The pipeline's own rollout code, on the first verdict episodes of a learnt expert."""
     from redraw.data.collect import policy_returns
     from redraw.pretrained import VERDICT_STREAM, install_expert
 
@@ -48,9 +48,20 @@ def test_a_shipped_expert_reaches_its_recorded_return(tmp_path):
         env_kwargs["pairs"] = str(ROOT / "envs.yaml")
         returns, _ = policy_returns(str(agent), r["pair"], env_kwargs, 3, r["seed"], progress=False, envs=3,
                                     stream=VERDICT_STREAM)
-        recorded = r["eval"]["returns"][:3]
-        # the same episodes, the same policy: equal up to float rounding across CPUs
-        assert np.allclose(returns, recorded, rtol=0.05, atol=5.0), (returns, recorded)
+        recorded = r["eval"]["returns"]
+        # the same episodes, the same policy: on the CPU kind that recorded them, the same returns
+        if np.allclose(returns, recorded[:3], rtol=0.05, atol=5.0):
+            continue
+        # Another CPU's rounding can flip a sampled latent and take an episode elsewhere: then all
+        # the verdict episodes, a sample of the same policy's returns, must agree with the recorded
+        # sample in mean (a two-sample difference within 3.3 standard errors: 99.9%).
+        n = len(recorded)
+        returns, _ = policy_returns(str(agent), r["pair"], env_kwargs, n, r["seed"], progress=False, envs=10,
+                                    stream=VERDICT_STREAM)
+        diff = np.mean(returns) - np.mean(recorded)
+        se = np.sqrt(np.var(returns, ddof=1) / n + np.var(recorded, ddof=1) / n)
+        assert abs(diff) <= 3.3 * se, (f"{r['name']}: {np.mean(returns):.1f} over its {n} verdict episodes here, "
+                                       f"recorded {np.mean(recorded):.1f}", returns, recorded)
 
 
 @pytest.fixture(scope="module")
