@@ -72,7 +72,12 @@ def test_repro_runs_the_whole_chain_then_does_nothing(smoke_repo, repo):
     for method in ("source", "no_adapt", *METHODS, "oracle"):
         assert f"| {method}" in table
     results = json.loads((repo / "reports/results.json").read_text())
-    assert set(results) == {f"{m}/return_mean" for m in ("source", "no_adapt", *METHODS, "oracle")}
+    assert set(results) == ({f"{m}/return_mean" for m in ("source", "no_adapt", *METHODS, "oracle")}
+                            | {f"{m}/minus_no_adapt" for m in METHODS})
+    # each adaptation against no_adapt on the same test episodes: the mean of the per-episode differences
+    ev = {m: json.loads((repo / f"reports/evaluate/{m}.json").read_text())["returns"] for m in ("no_adapt", "redraw")}
+    assert results["redraw/minus_no_adapt"] == pytest.approx(np.mean(np.subtract(ev["redraw"], ev["no_adapt"])))
+    assert "| redraw | " in table.split("minus no_adapt")[1]
     assert (repo / "reports/results.png").is_file()
 
     import mlflow

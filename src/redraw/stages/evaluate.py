@@ -101,6 +101,18 @@ def run(method: str, params: dict, path: str = "params.yaml", progress: bool = T
     return metrics
 
 
+def paired_with_no_adapt(rows: list[dict]) -> dict[str, dict]:
+    """Per adaptation method (not a reference, not no_adapt itself), ``summarise`` of its per-episode
+    return minus no_adapt's on the same test episodes; empty without a no_adapt row."""
+    from redraw.stats import paired
+
+    base = next((r for r in rows if r["method"] == "no_adapt"), None)
+    if base is None:
+        return {}
+    return {r["method"]: paired(base["returns"], r["returns"])["difference"] for r in rows
+            if not r["reference"] and r["method"] != "no_adapt" and r["env"] == base["env"]}
+
+
 def results(params: dict, path: str = "params.yaml") -> dict:
     """Gather the evaluations into the results table, its JSON and its plot."""
     cfg = evaluate_config(params, path)
@@ -117,8 +129,10 @@ def results(params: dict, path: str = "params.yaml") -> dict:
         if gap.is_file():
             g = json.loads(gap.read_text())
             row["kl_source"], row["kl_adapted"] = g["gap/kl_filter_source"], g["gap/kl_filter_adapted"]
+        row["returns"] = ev["returns"]
         rows.append(row)
     oracle = next((r["mean"] for r in rows if r["method"] == "oracle"), None)
+    paired = paired_with_no_adapt(rows)
     lines = [
         f"# Results: {get(params, 'env.source', path)} -> {get(params, 'env.target', path)}",
         "",
@@ -134,6 +148,13 @@ def results(params: dict, path: str = "params.yaml") -> dict:
         name = f"{r['method']} (reference)" if r["reference"] else r["method"]
         lines.append(f"| {name} | {r['env']} | {r['mean']:.1f} | {r['std']:.1f} | "
                      f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}] | {pct} | {kl} |")
+    if paired:
+        lines += ["", "Each adaptation against no_adapt on the same test episodes (episode i of both has one seed): "
+                  "the mean per-episode difference, 95% Student t; above 0 where the interval is.", "",
+                  "| method | minus no_adapt | 95% CI | above no_adapt |", "|---|---:|---|---|"]
+        for method, d in paired.items():
+            lines.append(f"| {method} | {d['return_mean']:+.1f} | [{d['return_ci_low']:.1f}, "
+                         f"{d['return_ci_high']:.1f}] | {'yes' if d['return_ci_low'] > 0 else 'no'} |")
     Path("reports").mkdir(exist_ok=True)
     tmp = Path("reports/.results.md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -143,6 +164,7 @@ def results(params: dict, path: str = "params.yaml") -> dict:
     results_bars(rows, "reports/results.png",
                  f"{get(params, 'env.source', path)} -> {get(params, 'env.target', path)} ({cfg.episodes} episodes)")
     metrics = {f"{r['method']}/return_mean": r["mean"] for r in rows}
+    metrics.update({f"{m}/minus_no_adapt": d["return_mean"] for m, d in paired.items()})
     write_metrics("reports/results.json", metrics)
     with StageRun("results", params) as tracker:
         tracker.log_metrics(metrics)
