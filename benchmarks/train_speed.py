@@ -50,6 +50,8 @@ CASES = {  # name -> (preset, obs_mode, exploration, world model)
     "quick preset": ("quick", "proprio", "task", "draw"),  # make repro's pretrain and oracle
     "quick preset RSSM": ("quick", "proprio", "task", "rssm"),  # make repro's longest stage
     "cpu preset + Plan2Explore": ("cpu", "proprio", "plan2explore", "draw"),  # the paper's pretraining, cpu sizes
+    "bench preset + Plan2Explore": ("bench", "proprio", "plan2explore", "draw"),  # the shipped models' size
+    "bench preset RSSM": ("bench", "proprio", "task", "rssm"),  # the shipped RSSMs'
     "paper size": ("paper", "pixels", "task", "draw"),
     "paper size + Plan2Explore": ("paper", "pixels", "plan2explore", "draw"),
 }
