@@ -31,7 +31,7 @@ def pipeline_dir(path: Path) -> Path:
     shutil.copy(ROOT / "envs.yaml", path)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.update(seed=3, target_data="data/target", target_transitions=0, preset="tiny")
-    params["env"]["target"] = "pendulum-swingup-reversed"
+    params["env"].update(source="pendulum-swingup", target="pendulum-swingup-reversed")
     params["calibrate"].update(batch_size=2, batch_length=16, holdout_episodes=1, gap_context=3, gap_horizon=8)
     params["calibrate"]["residual"]["hidden"] = 16
     (path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -12,7 +12,7 @@ BEHAVIOURS = ("random", "correlated", "policy")
 #: sets, every regime the same keys (``redraw regime NAME`` writes them into params.yaml). Each checkpoint is a dependency of
 #: the collect_target stage in dvc.yaml, so the data are collected again when it changes.
 TARGET_REGIMES = {
-    "expert": ("the oracle's sampled actions as expert data (the paper; the bench, cpu and paper presets)",
+    "expert": ("the oracle's sampled actions as expert data (the paper; the bench, cpu, paper and quick presets)",
                {"kind": "policy", "checkpoint": "models/oracle/agent.pt", "noise_fraction": 0.0,
                 "rho": 0.9, "scale": 1.0}),
     "source_policy": ("the source policy deployed on the target as it is: what a real robot yields first",
@@ -22,7 +22,7 @@ TARGET_REGIMES = {
                      "(redraw experiment transfer_quality --noise-fraction 0.5)",
                      {"kind": "policy", "checkpoint": "models/oracle/agent.pt", "noise_fraction": 0.5,
                       "rho": 0.9, "scale": 1.0}),
-    "correlated": ("correlated AR(1) noise only, no policy (the quick and smoke presets)",
+    "correlated": ("correlated AR(1) noise only, no policy (the smoke preset)",
                    {"kind": "correlated", "checkpoint": "", "noise_fraction": 0.0, "rho": 0.9, "scale": 1.0}),
 }
 
